@@ -1,0 +1,24 @@
+//! settlegate's pure rules. Nothing in this crate does I/O, reads a clock or
+//! an environment variable: every input is an argument, so every rule is a
+//! unit test away from being checked.
+//!
+//! - [`canonical`]: strict JSON and the canonical bytes that signatures cover.
+//! - [`keys`]: Ed25519 key and signature encodings shared with Mathison.
+//! - [`genome`]: the signed policy document and its trust decision.
+//! - [`policy`]: the `settlement` policy inside it.
+//! - [`seed`]: the seed middleware's `TEMPO_*` variables.
+//! - [`authoring`]: building and signing genomes for the CLI.
+
+pub mod authoring;
+pub mod canonical;
+pub mod error;
+pub mod genome;
+pub mod keys;
+pub mod policy;
+pub mod primitives;
+pub mod seed;
+
+pub use error::GenomeError;
+
+#[cfg(test)]
+mod genome_tests;

@@ -1,0 +1,128 @@
+//! Parse-at-the-edge newtypes for the values money depends on. Each parses
+//! every accepted spelling once and has one canonical display, so code that
+//! takes one never re-checks it.
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use alloy_primitives::{Address, U256};
+
+/// Parses a 20-byte address written as `0x` + 40 hex digits. All-lower and
+/// all-upper hex are accepted as they are; mixed case must be a valid EIP-55
+/// checksum, because a mixed-case typo is exactly what the checksum exists to
+/// catch.
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    let hex = s
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("address {s:?} must start with 0x"))?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "address {s:?} must be 0x followed by 40 hex digits"
+        ));
+    }
+    let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
+    let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
+    if has_lower && has_upper {
+        return Address::parse_checksummed(s, None)
+            .map_err(|_| format!("address {s:?} has mixed case but a wrong EIP-55 checksum"));
+    }
+    // unwrap: 40 hex digits were checked above.
+    Ok(Address::from_str(s).unwrap())
+}
+
+/// A positive amount in a token's atomic units, written in JSON as a decimal
+/// string: digits only, no sign, no leading zero, at most 2^256 - 1.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Amount(U256);
+
+impl Amount {
+    pub fn value(&self) -> U256 {
+        self.0
+    }
+}
+
+impl FromStr for Amount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("amount {s:?} must be a decimal string of digits"));
+        }
+        if s.len() > 1 && s.starts_with('0') {
+            return Err(format!("amount {s:?} has a leading zero"));
+        }
+        let value = U256::from_str_radix(s, 10)
+            .map_err(|_| format!("amount {s:?} does not fit in 256 bits"))?;
+        if value.is_zero() {
+            return Err("amount must be greater than zero".into());
+        }
+        Ok(Amount(value))
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Lower-case `0x` hex of an address: the form used in every response and key.
+pub fn address_lower(a: &Address) -> String {
+    format!("{a:#x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_accept_one_case_or_a_valid_checksum() {
+        let lower = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+        let checksummed = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        let upper = "0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266";
+        let a = parse_address(lower).unwrap();
+        assert_eq!(parse_address(checksummed).unwrap(), a);
+        assert_eq!(
+            parse_address(upper.replacen("0X", "0x", 1).as_str()).unwrap(),
+            a
+        );
+        assert_eq!(address_lower(&a), lower);
+        // one flipped letter case breaks the checksum
+        assert!(parse_address("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
+        for bad in [
+            "f39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+            "0x1234",
+            "0xg39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+            "0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226600",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn amounts_are_positive_decimal_u256() {
+        assert_eq!("1000000".parse::<Amount>().unwrap().to_string(), "1000000");
+        let max = U256::MAX.to_string();
+        assert_eq!(max.parse::<Amount>().unwrap().value(), U256::MAX);
+        for bad in [
+            "0",
+            "",
+            "-1",
+            "+1",
+            "1.5",
+            "01",
+            " 1",
+            "1e6",
+            "0x10",
+            "115792089237316195423570985008687907853269984665640564039457584007913129639936",
+        ] {
+            assert!(bad.parse::<Amount>().is_err(), "{bad:?}");
+        }
+    }
+}
