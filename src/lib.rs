@@ -1,1 +1,15 @@
+//! settlegate: decides whether an HTTP request was paid for on Tempo.
+//!
+//! Layout (see README.md): pure rules live in the `settlegate-rules` crate,
+//! the actors that do I/O in `settlegate-actors`, and this crate holds the
+//! HTTP surface ([`http`]), the boot sequence ([`startup`]), configuration
+//! ([`settings`]), telemetry, metrics and the command line ([`cli`]).
 
+pub mod cli;
+pub mod http;
+pub mod metrics;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use startup::{Application, BootError};

@@ -300,6 +300,24 @@ impl ParsedGenome {
             .map(|(_, k)| k)
     }
 
+    /// The key id that `authority.signers` lists for a public key.
+    pub fn key_id_of(&self, key: &PublicKey) -> Option<&str> {
+        self.signers
+            .iter()
+            .find(|(_, k)| k == key)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// `authority.signers` as (key id, key).
+    pub fn signers(&self) -> &[(String, PublicKey)] {
+        &self.signers
+    }
+
+    /// `authority.threshold` as written in the genome.
+    pub fn authority_threshold(&self) -> u32 {
+        self.envelope.authority.threshold
+    }
+
     pub fn signature_entries(&self) -> Vec<&SignatureEntry> {
         signature_entries(&self.envelope)
     }

@@ -1,0 +1,151 @@
+//! The command line: `serve` and the genome tooling of the seed's production
+//! guide (`genome keygen | init | sign | verify | inspect`).
+
+pub mod genome;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "settlegate",
+    version,
+    about = "Decides whether an HTTP request was paid for on Tempo"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Verify the genome, then serve the HTTP API.
+    Serve(ServeArgs),
+    /// Create, sign, verify and inspect genomes.
+    #[command(subcommand)]
+    Genome(GenomeCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML file layered over the defaults (environment variables win over it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenomeCommand {
+    /// Generate an Ed25519 key pair: public key JSON on stdout, private key
+    /// to a new 0600 file (--private-key-out) or else to stderr.
+    Keygen(KeygenArgs),
+    /// Build an unsigned genome from flags or the seed's TEMPO_* variables.
+    Init(InitArgs),
+    /// Add a signature (private key from --key-file or GENOME_SIGNING_PRIVATE_KEY).
+    Sign(SignArgs),
+    /// Verify against the pinned keys; prints the id and each signer's verdict.
+    Verify(VerifyArgs),
+    /// Print a genome's contents without trusting it.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// The key id to put in `authority.signers`, e.g. production-key-001.
+    pub key_id: String,
+    /// Write the private key (base64 PKCS#8) to this new file, mode 0600.
+    #[arg(long)]
+    pub private_key_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Public key JSON printed by `genome keygen` (repeat for several signers).
+    #[arg(long = "signer", required = true)]
+    pub signers: Vec<PathBuf>,
+    #[arg(long, default_value = "SETTLEGATE")]
+    pub name: String,
+    #[arg(long, default_value = "1.0.0")]
+    pub version: String,
+    /// Distinct signatures required.
+    #[arg(long, default_value_t = 1)]
+    pub threshold: u32,
+    #[arg(long, default_value_t = 42431)]
+    pub chain_id: u64,
+    #[arg(long, default_value = "Tempo API")]
+    pub realm: String,
+    /// Recipient address [default: TEMPO_RECIPIENT].
+    #[arg(long)]
+    pub recipient: Option<String>,
+    /// Price in atomic units [default: TEMPO_AMOUNT].
+    #[arg(long)]
+    pub amount: Option<String>,
+    /// Token address [default: TEMPO_TOKEN, else AlphaUSD].
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Maximum payment age in seconds [default: TEMPO_ALLOWED_AGE_SECONDS, else 300].
+    #[arg(long)]
+    pub max_age_seconds: Option<u64>,
+    /// RFC 3339 time before which the genome is not valid.
+    #[arg(long)]
+    pub not_before: Option<String>,
+    /// RFC 3339 time at which the genome expires.
+    #[arg(long, conflicts_with = "valid_for_days")]
+    pub expires_at: Option<String>,
+    /// Expire this many days from now.
+    #[arg(long)]
+    pub valid_for_days: Option<u32>,
+    /// Write to this new file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Allow --out to replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The genome to sign.
+    pub input: PathBuf,
+    /// Where to write the signed genome [default: stdout].
+    pub output: Option<PathBuf>,
+    /// Key id to sign as [default: the signer whose public key matches].
+    #[arg(value_name = "KEY_ID")]
+    pub key_id_positional: Option<String>,
+    #[arg(long, conflicts_with = "key_id_positional")]
+    pub key_id: Option<String>,
+    /// File holding the base64 PKCS#8 private key [default: GENOME_SIGNING_PRIVATE_KEY].
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Replace the input file with the signed genome.
+    #[arg(long, conflicts_with = "output")]
+    pub in_place: bool,
+    /// Allow OUTPUT to replace an existing file (never the input: see --in-place).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    pub path: PathBuf,
+    /// Configuration file to take the pinned keys from (as `serve` does).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// A pinned public key (base64 SPKI); replaces the configured keys.
+    #[arg(long = "trusted-key")]
+    pub trusted_keys: Vec<String>,
+    /// A file of pinned keys; replaces the configured keys.
+    #[arg(long)]
+    pub trusted_keys_file: Option<PathBuf>,
+    /// Minimum distinct pinned signers, with --trusted-key(s-file).
+    #[arg(long, default_value_t = 1)]
+    pub min_threshold: u32,
+    /// Root for build_manifest paths [default: the genome's directory].
+    #[arg(long)]
+    pub manifest_root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub path: PathBuf,
+}

@@ -1,0 +1,63 @@
+//! Operational endpoints: liveness, readiness, metrics, the active genome.
+//! Health endpoints are not governed by the genome's capabilities; the
+//! genome and metrics endpoints are (`genome.read`, `metrics.read`).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+use settlegate_rules::genome::actions;
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::problem::ApiError;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// 200 only when every component can support a trustworthy answer.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let g = state.genome.current();
+    let genome = match g.check_validity(OffsetDateTime::now_utc()) {
+        Ok(()) => {
+            json!({ "state": "verified", "genome_id": g.id, "version": g.version.to_string() })
+        }
+        Err(e) => {
+            json!({ "state": "invalid", "code": e.code(), "detail": e.to_string(), "genome_id": g.id })
+        }
+    };
+    let ready = genome["state"] == "verified";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "components": { "genome": genome },
+        }))
+}
+
+pub async fn genome(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let g = state.genome.current();
+    if !g.allows(actions::GENOME_READ) {
+        return Err(ApiError::CapabilityDenied(actions::GENOME_READ));
+    }
+    let mut body = g.summary();
+    body["state"] = match g.check_validity(OffsetDateTime::now_utc()) {
+        Ok(()) => json!("active"),
+        Err(e) => json!(e.code()),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.genome.current().allows(actions::METRICS_READ) {
+        return Err(ApiError::CapabilityDenied(actions::METRICS_READ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode()))
+}

@@ -1,0 +1,87 @@
+//! The HTTP edge's error type and its RFC 9457 `application/problem+json`
+//! rendering. One exhaustive `match` maps each error to its status and code,
+//! so a new error cannot reach a client without a decision about it.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Value, json};
+use settlegate_rules::GenomeError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Errors a client can see.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The genome's capabilities do not allow this action.
+    #[error("the active genome does not allow {0}")]
+    CapabilityDenied(&'static str),
+    /// The active genome cannot govern a decision (expired).
+    #[error("the active genome cannot be used: {0}")]
+    GenomeUnavailable(GenomeError),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::CapabilityDenied(_) => "CAPABILITY_DENIED",
+            ApiError::GenomeUnavailable(_) => "GENOME_UNAVAILABLE",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::CapabilityDenied(_) => "Forbidden by the genome",
+            ApiError::GenomeUnavailable(_) => "Genome unavailable",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
+        }
+    }
+}
+
+/// `urn:settlegate:problem:<code in kebab case>`.
+pub fn problem_type(code: &str) -> String {
+    format!(
+        "urn:settlegate:problem:{}",
+        code.to_ascii_lowercase().replace('_', "-")
+    )
+}
+
+/// A problem+json body with the stable fields every settlegate error carries.
+pub fn problem_body(status: StatusCode, code: &str, title: &str, detail: &str) -> Value {
+    json!({
+        "type": problem_type(code),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "code": code,
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::CapabilityDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::GenomeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .insert_header((header::CACHE_CONTROL, "no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("30")));
+        }
+        resp.body(problem_body(status, self.code(), self.title(), &self.to_string()).to_string())
+    }
+}

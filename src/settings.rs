@@ -1,0 +1,451 @@
+//! Typed settings, validated once at boot (the seed validated its config on
+//! every request, so a typo was a 500 on every call).
+//!
+//! Layers, later wins: `config/default.toml` (compiled in), an optional file
+//! given on the command line, then `SETTLEGATE_…` environment variables with
+//! `__` between sections. Unknown keys are refused, so a misspelt variable
+//! such as `SETTLEGATE_GENOME_PATH` stops the boot instead of being ignored.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use settlegate_rules::keys::PublicKey;
+use url::Url;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+/// Anything larger is not a key list or a URL.
+const MAX_SIDE_FILE_BYTES: u64 = 64 * 1024;
+
+/// A configuration problem: the boot stops with `CONFIG_INVALID`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A value that must never reach a log line or a `Debug` dump.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    /// `None` when not configured: the boot then fails with `GENOME_MISSING`.
+    pub genome_path: Option<PathBuf>,
+    pub genome_reload_interval_seconds: u64,
+    pub manifest_root: Option<PathBuf>,
+    pub trusted_keys: Vec<PublicKey>,
+    pub min_threshold: u32,
+    pub rpc_urls: Vec<Url>,
+    pub redis_url: Option<Secret>,
+    pub otlp_endpoint: Option<Url>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    server: RawServer,
+    genome: RawGenome,
+    trust: RawTrust,
+    rpc: RawRpc,
+    #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    otel: RawOtel,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    workers: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGenome {
+    path: Option<PathBuf>,
+    reload_interval_seconds: u64,
+    manifest_root: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default)]
+    keys: Vec<String>,
+    keys_file: Option<PathBuf>,
+    min_threshold: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRpc {
+    urls: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOtel {
+    endpoint: Option<String>,
+}
+
+impl Settings {
+    /// Loads from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, None)
+    }
+
+    /// Loads with an explicit environment (tests), or the process's when `None`.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let err = |e: config::ConfigError| ConfigError(e.to_string());
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let environment = Environment::with_prefix("SETTLEGATE")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .ignore_empty(true)
+            .list_separator(",")
+            .with_list_parse_key("trust.keys")
+            .with_list_parse_key("rpc.urls")
+            .source(env);
+        let raw: Raw = builder
+            .add_source(environment)
+            .build()
+            .map_err(err)?
+            .try_deserialize()
+            .map_err(err)?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "server.listen {:?} is not an IP:port address",
+                raw.server.listen
+            ))
+        })?;
+        if raw.server.workers > 256 {
+            return fail(format!(
+                "server.workers is {}, at most 256",
+                raw.server.workers
+            ));
+        }
+
+        let mut trusted_keys = Vec::new();
+        for (i, k) in raw
+            .trust
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| !k.trim().is_empty())
+        {
+            trusted_keys.push(
+                PublicKey::from_spki_base64(k)
+                    .map_err(|e| ConfigError(format!("trust.keys[{i}]: {e}")))?,
+            );
+        }
+        if let Some(path) = &raw.trust.keys_file {
+            trusted_keys.extend(read_keys_file(path)?);
+        }
+        if trusted_keys.is_empty() {
+            return fail(
+                "no trusted keys: set trust.keys (SETTLEGATE_TRUST__KEYS) or trust.keys_file"
+                    .into(),
+            );
+        }
+        if raw.trust.min_threshold == 0 {
+            return fail("trust.min_threshold must be at least 1".into());
+        }
+        let distinct = settlegate_rules::genome::TrustRoot::new(trusted_keys.iter().copied(), 1)
+            .keys()
+            .len();
+        if raw.trust.min_threshold as usize > distinct {
+            return fail(format!(
+                "trust.min_threshold is {} but only {distinct} distinct keys are pinned",
+                raw.trust.min_threshold
+            ));
+        }
+
+        if raw.rpc.urls.is_empty() {
+            return fail(
+                "rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into(),
+            );
+        }
+        let rpc_urls = raw
+            .rpc
+            .urls
+            .iter()
+            .map(|u| parse_http_url("rpc.urls", u))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let redis_url = match (raw.redis.url, raw.redis.url_file) {
+            (Some(_), Some(_)) => return fail("set redis.url or redis.url_file, not both".into()),
+            (Some(u), None) => Some(u),
+            (None, Some(path)) => Some(read_side_file(&path, "redis.url_file")?.trim().to_owned()),
+            (None, None) => None,
+        };
+        if let Some(u) = &redis_url {
+            // Never echo the URL itself: it may carry a password.
+            let parsed =
+                Url::parse(u).map_err(|_| ConfigError("redis URL does not parse".into()))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix") {
+                return fail(format!(
+                    "redis URL scheme {:?} is not redis or rediss",
+                    parsed.scheme()
+                ));
+            }
+        }
+        let otlp_endpoint = raw
+            .otel
+            .endpoint
+            .as_deref()
+            .map(|u| parse_http_url("otel.endpoint", u))
+            .transpose()?;
+
+        Ok(Settings {
+            listen,
+            workers: raw.server.workers,
+            genome_path: raw.genome.path.filter(|p| !p.as_os_str().is_empty()),
+            genome_reload_interval_seconds: raw.genome.reload_interval_seconds,
+            manifest_root: raw.genome.manifest_root,
+            trusted_keys,
+            min_threshold: raw.trust.min_threshold,
+            rpc_urls,
+            redis_url: redis_url.map(Secret),
+            otlp_endpoint,
+        })
+    }
+}
+
+fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(s.trim()).map_err(|e| ConfigError(format!("{key}: {s:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError(format!(
+            "{key}: {s:?} must be an http(s) URL with a host"
+        )));
+    }
+    Ok(url)
+}
+
+fn read_side_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    if meta.len() > MAX_SIDE_FILE_BYTES {
+        return Err(ConfigError(format!(
+            "{key} {} is larger than {MAX_SIDE_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))
+}
+
+/// Pinned keys from a file: the JSON `genome keygen` prints (one object or
+/// an array), or one base64 SPKI key per line with `#` comments.
+pub fn read_keys_file(path: &Path) -> Result<Vec<PublicKey>, ConfigError> {
+    let text = read_side_file(path, "trust.keys_file")?;
+    let bad = |what: String| ConfigError(format!("trust.keys_file {}: {what}", path.display()));
+    let trimmed = text.trim_start();
+    let encoded: Vec<String> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Key { public_key: String },
+            Plain(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Doc {
+            One(Entry),
+            Many(Vec<Entry>),
+        }
+        let doc: Doc =
+            serde_json::from_str(trimmed).map_err(|e| bad(format!("not a key list: {e}")))?;
+        let entries = match doc {
+            Doc::One(e) => vec![e],
+            Doc::Many(v) => v,
+        };
+        entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Key { public_key } => public_key,
+                Entry::Plain(s) => s,
+            })
+            .collect()
+    } else {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    encoded
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            PublicKey::from_spki_base64(k).map_err(|e| bad(format!("key {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settlegate_rules::keys::PrivateKey;
+
+    fn key(n: u8) -> String {
+        PrivateKey::from_seed([n; 32]).public_key().to_spki_base64()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(None, Some(env(pairs)))
+    }
+
+    #[test]
+    fn environment_overrides_defaults_with_double_underscore_sections() {
+        let k = key(1);
+        let s = load(&[
+            ("SETTLEGATE_GENOME__PATH", "/tmp/g.json"),
+            ("SETTLEGATE_TRUST__KEYS", &format!("{k},{}", key(2))),
+            (
+                "SETTLEGATE_RPC__URLS",
+                "http://127.0.0.1:1,http://127.0.0.1:2",
+            ),
+            ("SETTLEGATE_SERVER__LISTEN", "127.0.0.1:0"),
+            ("SETTLEGATE_TRUST__MIN_THRESHOLD", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.genome_path.as_deref(), Some(Path::new("/tmp/g.json")));
+        assert_eq!(s.trusted_keys.len(), 2);
+        assert_eq!(s.rpc_urls.len(), 2);
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.min_threshold, 2);
+        assert_eq!(s.genome_reload_interval_seconds, 30);
+    }
+
+    #[test]
+    fn config_errors_are_caught_at_load() {
+        let k = key(1);
+        let with_key = |extra: (&str, &str)| load(&[("SETTLEGATE_TRUST__KEYS", &k), extra]);
+        assert!(load(&[]).unwrap_err().0.contains("no trusted keys"));
+        assert!(load(&[("SETTLEGATE_TRUST__KEYS", "AAAA")]).is_err());
+        assert!(with_key(("SETTLEGATE_RPC__URLS", "not a url")).is_err());
+        assert!(with_key(("SETTLEGATE_RPC__URLS", "ftp://x")).is_err());
+        assert!(with_key(("SETTLEGATE_SERVER__LISTEN", "localhost")).is_err());
+        assert!(
+            with_key(("SETTLEGATE_TRUST__MIN_THRESHOLD", "2"))
+                .unwrap_err()
+                .0
+                .contains("distinct")
+        );
+        assert!(with_key(("SETTLEGATE_OTEL__ENDPOINT", "nope")).is_err());
+        // a misspelt key is refused, not ignored
+        assert!(with_key(("SETTLEGATE_GENOME__PAHT", "/x")).is_err());
+        let err =
+            with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:6379/x y")).unwrap_err();
+        assert!(!err.0.contains("hunter2"), "{err}");
+        assert!(with_key(("SETTLEGATE_REDIS__URL", "http://x")).is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("redis-url");
+        std::fs::write(&f, "redis://:hunter2@127.0.0.1:6379\n").unwrap();
+        let s = load(&[
+            ("SETTLEGATE_TRUST__KEYS", &key(1)),
+            ("SETTLEGATE_REDIS__URL_FILE", f.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.redis_url.as_ref().unwrap().expose(),
+            "redis://:hunter2@127.0.0.1:6379"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn keys_files_take_lines_or_keygen_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = dir.path().join("keys");
+        std::fs::write(&lines, format!("# ops team\n{}\n\n{}\n", key(1), key(2))).unwrap();
+        assert_eq!(read_keys_file(&lines).unwrap().len(), 2);
+        let json = dir.path().join("key.json");
+        std::fs::write(
+            &json,
+            format!(
+                r#"{{"key_id":"a","alg":"ed25519","public_key":"{}"}}"#,
+                key(3)
+            ),
+        )
+        .unwrap();
+        assert_eq!(read_keys_file(&json).unwrap().len(), 1);
+        std::fs::write(
+            &json,
+            format!(
+                r#"[{{"key_id":"a","public_key":"{}"}},"{}"]"#,
+                key(3),
+                key(4)
+            ),
+        )
+        .unwrap();
+        assert_eq!(read_keys_file(&json).unwrap().len(), 2);
+        std::fs::write(&json, "[{}]").unwrap();
+        assert!(read_keys_file(&json).is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_files_load() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+            let path = entry.unwrap().path();
+            let s = Settings::load_from(
+                Some(&path),
+                Some(env(&[("SETTLEGATE_TRUST__KEYS", &key(1))])),
+            );
+            assert!(s.is_ok(), "{}: {:?}", path.display(), s.err());
+        }
+    }
+}

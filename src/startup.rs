@@ -1,0 +1,138 @@
+//! `Application::build`: the one boot sequence, used by the binary and by
+//! the black-box tests (on port 0).
+//!
+//! Order matters and is the point of this file: configuration is already
+//! validated, then the genome is verified (and the SIGHUP handler is
+//! installed), and only then is a socket bound. A failure anywhere before
+//! the bind returns a [`BootError`]; the caller stops the actor system and
+//! exits non-zero, and no connection was ever accepted.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use settlegate_actors::{GenomeSource, GenomeSupervisor};
+use settlegate_rules::GenomeError;
+use settlegate_rules::genome::TrustRoot;
+use settlegate_rules::seed::SeedVars;
+
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::settings::{ConfigError, Settings};
+
+/// Why the process refused to start. `code()` is what the boot line prints.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Genome(#[from] GenomeError),
+}
+
+impl BootError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BootError::Config(_) => "CONFIG_INVALID",
+            BootError::Genome(e) => e.code(),
+        }
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    supervisor: Addr<GenomeSupervisor>,
+}
+
+impl Application {
+    /// Boots with the seed `TEMPO_*` variables of the process environment.
+    pub async fn build(settings: Settings) -> Result<Self, BootError> {
+        let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(ConfigError)?;
+        Self::build_with_seed(settings, seed).await
+    }
+
+    /// Must run inside an actix `System` (`#[actix_web::main]`, `actix_web::rt::System`).
+    pub async fn build_with_seed(settings: Settings, seed: SeedVars) -> Result<Self, BootError> {
+        let path = settings.genome_path.clone().ok_or_else(|| {
+            GenomeError::Missing(
+                "no genome configured: set genome.path (SETTLEGATE_GENOME__PATH)".into(),
+            )
+        })?;
+        let manifest_root = settings
+            .manifest_root
+            .clone()
+            .or_else(|| path.parent().map(|p| p.to_path_buf()))
+            .unwrap_or_else(|| ".".into());
+        let source = GenomeSource {
+            path,
+            manifest_root,
+            trust: TrustRoot::new(
+                settings.trusted_keys.iter().copied(),
+                settings.min_threshold,
+            ),
+            seed,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let interval = (settings.genome_reload_interval_seconds > 0)
+            .then(|| Duration::from_secs(settings.genome_reload_interval_seconds));
+        let (supervisor, genome) =
+            GenomeSupervisor::boot(source, interval, metrics.genome_reloads.clone())?;
+
+        // The genome is verified: only now may a socket exist.
+        let listener = TcpListener::bind(settings.listen)
+            .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let supervisor = supervisor.start();
+
+        let state = AppState {
+            genome: genome.clone(),
+            metrics,
+        };
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .wrap(from_fn(http::request_context::request_context))
+                .configure(http::configure)
+        })
+        .shutdown_timeout(10);
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| ConfigError(format!("cannot listen on {local}: {e}")))?
+            .run();
+        let g = genome.current();
+        tracing::info!(address = %local, genome_id = %g.id, version = %g.version, "listening");
+        Ok(Application {
+            port: local.port(),
+            server,
+            supervisor,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully (tests, signal handling).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The supervisor, to trigger a reload without a signal (tests).
+    pub fn genome_supervisor(&self) -> Addr<GenomeSupervisor> {
+        self.supervisor.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or a stop through [`Application::handle`].
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
