@@ -10,7 +10,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Genome(cmd) => settlegate::cli::genome::run(cmd),
+        Command::Genome(cmd) => settlegate::cli::genome::run(*cmd),
     };
     std::process::exit(code);
 }

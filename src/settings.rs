@@ -385,7 +385,7 @@ mod tests {
         // a misspelt key is refused, not ignored
         assert!(with_key(("SETTLEGATE_GENOME__PAHT", "/x")).is_err());
         let err =
-            with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:6379/x y")).unwrap_err();
+            with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();
         assert!(!err.0.contains("hunter2"), "{err}");
         assert!(with_key(("SETTLEGATE_REDIS__URL", "http://x")).is_err());
     }

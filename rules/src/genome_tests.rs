@@ -11,6 +11,9 @@ use crate::genome::{ParsedGenome, SignatureVerdict, TrustRoot, VerifiedGenome};
 use crate::keys::PrivateKey;
 use crate::{GenomeError, genome::actions};
 
+/// A named change to a genome document.
+type Mutation = Box<dyn Fn(&mut Map<String, Value>)>;
+
 const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
 
 fn key(n: u8) -> PrivateKey {
@@ -291,7 +294,7 @@ fn ambiguous_json_is_invalid_schema_and_broken_json_is_unreadable() {
 #[test]
 fn envelope_schema_errors() {
     let t = trust(&[1], 1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "schema_version",
             Box::new(|d| {
@@ -371,7 +374,7 @@ fn envelope_schema_errors() {
 #[test]
 fn policy_errors_come_after_trust() {
     let t = trust(&[1], 1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "no settlement",
             Box::new(|d| {

@@ -34,8 +34,14 @@ pub enum KeyError {
 }
 
 /// A public key as pinned in configuration or listed in a genome.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(VerifyingKey);
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", self.to_spki_base64())
+    }
+}
 
 impl PublicKey {
     /// Parses base64 SPKI (surrounding whitespace tolerated).

@@ -24,7 +24,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create, sign, verify and inspect genomes.
     #[command(subcommand)]
-    Genome(GenomeCommand),
+    Genome(Box<GenomeCommand>),
 }
 
 #[derive(Args, Debug)]

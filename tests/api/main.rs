@@ -1,1 +1,9 @@
+//! Black-box tests: the real `settlegate` binary, real files, real signals,
+//! real TCP. One test binary with modules (faster to build than many).
 
+mod boot;
+mod cli;
+mod endpoints;
+mod helpers;
+mod mathison_compat;
+mod reload;

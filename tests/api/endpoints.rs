@@ -1,0 +1,137 @@
+//! Operational endpoints and the response conventions of API.md.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn start(g: Genome) -> (Workdir, Served) {
+    let w = Workdir::new();
+    let app = Served::start(&serve_env(&w.genome(&g)));
+    (w, app)
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_while_the_genome_is_valid() {
+    let g = Genome::single().signed();
+    let (_w, app) = start(g.clone());
+    assert_eq!(
+        app.get_json("/healthz").await,
+        (200, json!({"status": "ok"}))
+    );
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["components"]["genome"]["state"], "verified");
+    assert_eq!(body["components"]["genome"]["genome_id"], g.id());
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_echoes_a_sane_one() {
+    let (_w, app) = start(Genome::single().signed());
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/nope", "/v1/genome"] {
+        let r = client.get(app.url(path)).send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{path}: generated ids are 128-bit hex");
+        let r = client
+            .get(app.url(path))
+            .header("X-Request-Id", "caller-id.42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-request-id"], "caller-id.42", "{path}");
+    }
+    // an id that could forge log lines is replaced, not echoed
+    let r = client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "a\"b} {evil")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "a\"b} {evil");
+    let r = client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "x".repeat(200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 32);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_problem_json() {
+    let (_w, app) = start(Genome::single().signed());
+    let client = reqwest::Client::new();
+    let r = client.get(app.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "NOT_FOUND");
+    assert_eq!(body["type"], "urn:settlegate:problem:not-found");
+    assert_eq!(body["status"], 404);
+    let r = client.delete(app.url("/v1/genome")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "METHOD_NOT_ALLOWED"
+    );
+}
+
+#[tokio::test]
+async fn the_capability_ceiling_denies_what_the_genome_does_not_allow() {
+    let g = Genome::single()
+        .set("/capabilities", json!([
+            {"cap_id": "A", "risk_class": "A", "allow_actions": ["genome.read", "metrics.read"], "deny_actions": []},
+            {"cap_id": "B", "risk_class": "A", "allow_actions": [], "deny_actions": ["metrics.read"]}
+        ]))
+        .signed();
+    let (_w, app) = start(g);
+    assert_eq!(app.get_json("/v1/genome").await.0, 200);
+    let (status, body) = app.get_json("/metrics").await;
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], "CAPABILITY_DENIED");
+
+    // an empty list denies everything the genome governs, not health
+    let (_w2, app) = start(Genome::single().set("/capabilities", json!([])).signed());
+    assert_eq!(app.get_json("/v1/genome").await.0, 403);
+    assert_eq!(app.get_json("/metrics").await.0, 403);
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn metrics_count_responses_by_route_and_status() {
+    let (_w, app) = start(Genome::single().signed());
+    app.get_json("/healthz").await;
+    app.get_json("/nope").await;
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"settlegate_http_requests_total{route="/healthz",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"settlegate_http_requests_total{route="unmatched",status="404"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_request_is_one_structured_log_line_with_its_request_id() {
+    let (_w, app) = start(Genome::single().signed());
+    reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "trace-me-1")
+        .send()
+        .await
+        .unwrap();
+    let line = app.wait_for_log(|v| {
+        v["message"] == "request served" && v["span"]["request_id"] == "trace-me-1"
+    });
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["span"]["path"], "/healthz");
+}

@@ -1,0 +1,342 @@
+//! Test harness: keys, genome documents, and the real `settlegate` binary
+//! started on a free port with its stdout read for the bound address.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use settlegate_rules::authoring::sign_document;
+use settlegate_rules::keys::PrivateKey;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_settlegate");
+pub const RECIPIENT: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+pub const ALPHA_USD: &str = "0x20c0000000000000000000000000000000000001";
+
+/// Test keys are derived from a fixed byte; they say so in every name.
+pub fn test_key(n: u8) -> PrivateKey {
+    PrivateKey::from_seed([n; 32])
+}
+
+pub fn spki(n: u8) -> String {
+    test_key(n).public_key().to_spki_base64()
+}
+
+/// A genome document under construction.
+#[derive(Clone)]
+pub struct Genome {
+    pub doc: Map<String, Value>,
+}
+
+impl Genome {
+    /// Lists `signers` (key id, test key number) with `threshold`; all
+    /// actions allowed; version 1.0.0.
+    pub fn new(signers: &[(&str, u8)], threshold: u32) -> Self {
+        let signers: Vec<Value> = signers
+            .iter()
+            .map(|(id, n)| json!({"key_id": id, "alg": "ed25519", "public_key": spki(*n)}))
+            .collect();
+        let doc = json!({
+            "schema_version": "genome.v0.1",
+            "name": "TEST_GENOME",
+            "version": "1.0.0",
+            "parents": [],
+            "created_at": "2026-11-01T00:00:00Z",
+            "authority": {"signers": signers, "threshold": threshold},
+            "invariants": [],
+            "capabilities": [{"cap_id": "CAP-ALL", "risk_class": "A",
+                "allow_actions": ["settlement.verify", "settlement.authorize", "genome.read", "metrics.read"],
+                "deny_actions": []}],
+            "build_manifest": {"files": []},
+            "settlement": {
+                "chain_id": 42431,
+                "realm": "Tempo API",
+                "recipient": RECIPIENT,
+                "assets": [ALPHA_USD],
+                "default_price": {"asset": ALPHA_USD, "amount": "1000000"}
+            }
+        });
+        Genome {
+            doc: doc.as_object().unwrap().clone(),
+        }
+    }
+
+    /// The usual single-signer genome: key id `test-key-1`, test key 1.
+    pub fn single() -> Self {
+        Genome::new(&[("test-key-1", 1)], 1)
+    }
+
+    /// Sets the value at a JSON pointer whose parent exists.
+    pub fn set(self, pointer: &str, value: Value) -> Self {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let mut root = Value::Object(self.doc);
+        root.pointer_mut(parent)
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+        let Value::Object(doc) = root else {
+            unreachable!()
+        };
+        Genome { doc }
+    }
+
+    pub fn remove(mut self, key: &str) -> Self {
+        self.doc.remove(key);
+        self
+    }
+
+    pub fn version(self, v: &str) -> Self {
+        self.set("/version", json!(v))
+    }
+
+    pub fn signed_by(mut self, signers: &[(&str, u8)]) -> Self {
+        for (id, n) in signers {
+            self.doc = sign_document(&self.bytes(), id, &test_key(*n)).unwrap();
+        }
+        self
+    }
+
+    pub fn signed(self) -> Self {
+        self.signed_by(&[("test-key-1", 1)])
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.doc).unwrap()
+    }
+
+    pub fn id(&self) -> String {
+        settlegate_rules::genome::ParsedGenome::parse(&self.bytes())
+            .unwrap()
+            .id()
+            .to_owned()
+    }
+
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.bytes()).unwrap();
+    }
+}
+
+/// A temporary directory holding a genome file.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `genome.json` and returns its path.
+    pub fn genome(&self, g: &Genome) -> PathBuf {
+        let p = self.path("genome.json");
+        g.write(&p);
+        p
+    }
+}
+
+/// Environment for `serve` with one pinned key (test key 1) and port 0.
+pub fn serve_env(genome: &Path) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "SETTLEGATE_GENOME__PATH".into(),
+            genome.display().to_string(),
+        ),
+        ("SETTLEGATE_TRUST__KEYS".into(), spki(1)),
+        ("SETTLEGATE_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+        ("SETTLEGATE_SERVER__WORKERS".into(), "1".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ])
+}
+
+/// A `Command` for the binary with a clean environment: no SETTLEGATE_ or
+/// TEMPO_ variable of the test runner leaks in.
+pub fn command(args: &[&str], env: &HashMap<String, String>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear();
+    for k in ["PATH", "HOME", "TMPDIR"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.envs(env);
+    cmd
+}
+
+/// A running `settlegate serve`.
+pub struct Served {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Served {
+    /// Starts `serve` and waits for its "listening" log line.
+    pub fn start(env: &HashMap<String, String>) -> Served {
+        Served::start_args(&["serve"], env)
+    }
+
+    /// Starts the binary with `args` (which must serve).
+    pub fn start_args(args: &[&str], env: &HashMap<String, String>) -> Served {
+        let mut child = command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["message"] == "listening" {
+                    let _ = tx.send(
+                        v["address"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<SocketAddr>()
+                            .unwrap(),
+                    );
+                }
+                sink.lock().unwrap().push(v);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Served { child, addr, logs },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("settlegate did not start: {err}");
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn sighup(&self) {
+        send_signal(self.child.id() as i32, libc::SIGHUP);
+    }
+
+    /// Waits until a log line satisfies `pred`.
+    pub fn wait_for_log(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.logs.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line; logs: {:#?}",
+                self.logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.logs.lock().unwrap().iter().filter(|v| pred(v)).count()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(self.url(path)).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The outcome of a process that was expected to refuse to boot.
+pub struct Refused {
+    pub code: Option<i32>,
+    pub stderr: String,
+    /// Connection attempts to its port that succeeded while it ran.
+    pub accepted_connections: usize,
+    pub attempts: usize,
+}
+
+/// Starts `serve` on a port reserved for it and keeps trying to connect to
+/// that port until the process exits.
+pub fn run_refused(env: &HashMap<String, String>) -> Refused {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut env = env.clone();
+    env.insert("SETTLEGATE_SERVER__LISTEN".into(), addr.to_string());
+    let mut child = command(&["serve"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut attempts, mut accepted) = (0, 0);
+    let status = loop {
+        attempts += 1;
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok() {
+            accepted += 1;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("settlegate kept running although it should have refused to boot");
+        }
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Refused {
+        code: status.code(),
+        stderr,
+        accepted_connections: accepted,
+        attempts,
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a signal to one process (pid > 0) or a process group (pid < 0).
+/// Never 0 or -1, which would reach the test runner itself.
+pub fn send_signal(pid: i32, signal: i32) {
+    assert!(!(-1..=1).contains(&pid), "refusing to signal pid {pid}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert!(rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH));
+}

@@ -1,0 +1,165 @@
+//! Runtime genome changes: SIGHUP and the interval swap in a valid newer
+//! genome atomically, refuse anything else while the verified genome keeps
+//! serving, and an expired genome fails closed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::helpers::*;
+
+fn refused(code: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("genome reload refused"))
+            && v["code"] == code
+    }
+}
+
+#[tokio::test]
+async fn sighup_with_a_newer_valid_genome_switches_the_genome_id() {
+    let w = Workdir::new();
+    let v1 = Genome::single().signed();
+    let path = w.genome(&v1);
+    let app = Served::start(&serve_env(&path));
+    assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v1.id());
+
+    let v2 = Genome::single()
+        .version("1.1.0")
+        .set("/settlement/default_price/amount", json!("2000000"))
+        .signed();
+    v2.write(&path);
+    app.sighup();
+    app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == v2.id());
+    let (_, body) = app.get_json("/v1/genome").await;
+    assert_eq!(body["genome_id"], v2.id());
+    assert_eq!(body["version"], "1.1.0");
+    assert_eq!(body["policy"]["default_price"]["amount"], "2000000");
+}
+
+#[tokio::test]
+async fn sighup_with_a_tampered_or_older_genome_keeps_the_verified_one() {
+    let w = Workdir::new();
+    let v2 = Genome::single().version("2.0.0").signed();
+    let path = w.genome(&v2);
+    let app = Served::start(&serve_env(&path));
+
+    // tampered: a newer version whose bytes no longer match the signature
+    let text = String::from_utf8(Genome::single().version("3.0.0").signed().bytes()).unwrap();
+    std::fs::write(&path, text.replacen("1000000", "1", 1)).unwrap();
+    app.sighup();
+    app.wait_for_log(refused("GENOME_SIGNATURE_INVALID"));
+    assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v2.id());
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+
+    // older version, validly signed: rollback
+    Genome::single().version("1.9.9").signed().write(&path);
+    app.sighup();
+    app.wait_for_log(refused("GENOME_ROLLBACK"));
+    // same version, different content: also not strictly greater
+    Genome::single()
+        .version("2.0.0")
+        .set("/name", json!("OTHER"))
+        .signed()
+        .write(&path);
+    app.sighup();
+    app.wait_for_log(|v| {
+        refused("GENOME_ROLLBACK")(v)
+            && v["error"]
+                .as_str()
+                .unwrap()
+                .contains("2.0.0 is not greater")
+    });
+    // self-signed by an unpinned key
+    Genome::new(&[("evil", 9)], 1)
+        .version("9.0.0")
+        .signed_by(&[("evil", 9)])
+        .write(&path);
+    app.sighup();
+    app.wait_for_log(refused("GENOME_UNTRUSTED_SIGNER"));
+    // deleted
+    std::fs::remove_file(&path).unwrap();
+    app.sighup();
+    app.wait_for_log(refused("GENOME_MISSING"));
+
+    assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v2.id());
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"settlegate_genome_reloads_total{outcome="refused",code="GENOME_ROLLBACK"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_interval_check_picks_up_a_newer_genome_and_logs_a_bad_file_once() {
+    let w = Workdir::new();
+    let path = w.genome(&Genome::single().signed());
+    let mut env = serve_env(&path);
+    env.insert(
+        "SETTLEGATE_GENOME__RELOAD_INTERVAL_SECONDS".into(),
+        "1".into(),
+    );
+    let app = Served::start(&env);
+
+    Genome::single()
+        .signed()
+        .set("/version", json!("5.0.0"))
+        .write(&path); // signature broken
+    app.wait_for_log(refused("GENOME_SIGNATURE_INVALID"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        app.log_count(refused("GENOME_SIGNATURE_INVALID")),
+        1,
+        "an unchanged bad file is logged once"
+    );
+
+    let v2 = Genome::single().version("1.0.1").signed();
+    v2.write(&path);
+    app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == v2.id());
+    assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v2.id());
+}
+
+#[tokio::test]
+async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
+    let w = Workdir::new();
+    let soon = OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let g = Genome::single()
+        .set("/expires_at", json!(soon.format(&Rfc3339).unwrap()))
+        .signed();
+    let path = w.genome(&g);
+    let app = Served::start(&serve_env(&path));
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = app.get_json("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never became unready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["components"]["genome"]["code"], "GENOME_EXPIRED");
+    assert_eq!(
+        app.get_json("/v1/genome").await.1["state"],
+        "GENOME_EXPIRED"
+    );
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+
+    Genome::single().version("1.0.1").signed().write(&path);
+    app.sighup();
+    app.wait_for_log(|v| v["message"] == "genome swapped in");
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+}
