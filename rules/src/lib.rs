@@ -7,18 +7,24 @@
 //! - [`genome`]: the signed policy document and its trust decision.
 //! - [`policy`]: the `settlement` policy inside it.
 //! - [`seed`]: the seed middleware's `TEMPO_*` variables.
+//! - [`credential`]: `Authorization` values and the canonical transaction hash.
+//! - [`settlement`]: from a receipt, its block and the policy to a verdict.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
 pub mod canonical;
+pub mod credential;
 pub mod error;
 pub mod genome;
 pub mod keys;
 pub mod policy;
 pub mod primitives;
 pub mod seed;
+pub mod settlement;
 
 pub use error::GenomeError;
 
 #[cfg(test)]
 mod genome_tests;
+#[cfg(test)]
+mod settlement_tests;

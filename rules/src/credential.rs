@@ -1,0 +1,183 @@
+//! Payment credentials as they arrive in `Authorization` values, and the
+//! canonical transaction hash.
+//!
+//! The seed used the hash string as it came as its replay key, so `0xAB…`
+//! and `0xab…` were two payments (hole 2). [`TxHash`] parses every accepted
+//! spelling into 32 bytes and has exactly one display form, lower-case
+//! `0x…`, which is the coalescing key and the replay key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use alloy_primitives::B256;
+
+/// `Authorization` values longer than this are refused before parsing.
+pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+
+/// A canonical 32-byte transaction hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct TxHash(B256);
+
+impl TxHash {
+    pub fn as_b256(&self) -> &B256 {
+        &self.0
+    }
+}
+
+impl From<B256> for TxHash {
+    fn from(b: B256) -> Self {
+        TxHash(b)
+    }
+}
+
+impl FromStr for TxHash {
+    type Err = String;
+
+    /// `0x` (or `0X`) followed by exactly 64 hex digits of any case;
+    /// surrounding whitespace is tolerated.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let hex = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .ok_or("a transaction hash starts with 0x")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("a transaction hash is 0x followed by exactly 64 hex digits".into());
+        }
+        // unwrap: 64 hex digits were checked above.
+        Ok(TxHash(B256::from_str(hex).unwrap()))
+    }
+}
+
+impl fmt::Display for TxHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A credential, by scheme.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// `Tempo 0x<64 hex>`: the Tempo Agentic Layer scheme.
+    Tempo(TxHash),
+    /// `Payment <base64url JSON>`: the Machine Payments Protocol scheme.
+    Payment(String),
+}
+
+/// Why an `Authorization` value is not a usable credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// No credential, or a scheme this service does not accept: the client
+    /// gets a challenge (402 `PAYMENT_REQUIRED`).
+    #[error("{0}")]
+    NotAPaymentCredential(String),
+    /// The Tempo scheme with something other than a hash: 400 `INVALID_TX_HASH`.
+    #[error("{0}")]
+    InvalidTxHash(String),
+    /// Longer than [`MAX_CREDENTIAL_LEN`].
+    #[error("the credential is longer than {MAX_CREDENTIAL_LEN} bytes")]
+    TooLong,
+}
+
+/// Parses an `Authorization` value. Scheme names are case-insensitive
+/// (RFC 7235) and surrounding whitespace is tolerated.
+pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(CredentialError::TooLong);
+    }
+    let v = value.trim();
+    let (scheme, rest) = match v.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&v[..i], v[i..].trim()),
+        None => (v, ""),
+    };
+    if scheme.eq_ignore_ascii_case("tempo") {
+        return rest
+            .parse()
+            .map(Credential::Tempo)
+            .map_err(|e| CredentialError::InvalidTxHash(format!("Tempo credential: {e}")));
+    }
+    if scheme.eq_ignore_ascii_case("payment") && !rest.is_empty() {
+        return Ok(Credential::Payment(rest.to_owned()));
+    }
+    if scheme.is_empty() {
+        return Err(CredentialError::NotAPaymentCredential(
+            "no credential".into(),
+        ));
+    }
+    Err(CredentialError::NotAPaymentCredential(format!(
+        "the {:?} scheme is not a payment credential; use Tempo or Payment",
+        scheme.chars().take(32).collect::<String>()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "0xabababababababababababababababababababababababababababababababab";
+
+    #[test]
+    fn hashes_canonicalise_to_lower_case() {
+        let upper = format!("0x{}", H[2..].to_uppercase());
+        let a: TxHash = H.parse().unwrap();
+        assert_eq!(upper.parse::<TxHash>().unwrap(), a);
+        assert_eq!(format!("0X{}", &upper[2..]).parse::<TxHash>().unwrap(), a);
+        assert_eq!(format!("  {H}\t").parse::<TxHash>().unwrap(), a);
+        assert_eq!(a.to_string(), H);
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused() {
+        for bad in [
+            "",
+            "0x",
+            &H[..65],
+            &format!("{H}ab"),
+            &H[2..],
+            &format!("0x{}", "g".repeat(64)),
+            &format!("0x{}", "ab".repeat(31) + "a "),
+        ] {
+            assert!(bad.parse::<TxHash>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_by_scheme() {
+        let h: TxHash = H.parse().unwrap();
+        for v in [
+            format!("Tempo {H}"),
+            format!("tempo {H}"),
+            format!("  TEMPO\t{H}  "),
+        ] {
+            assert_eq!(parse_credential(&v), Ok(Credential::Tempo(h)), "{v:?}");
+        }
+        assert!(matches!(
+            parse_credential("Tempo 0x1234"),
+            Err(CredentialError::InvalidTxHash(_))
+        ));
+        assert!(matches!(
+            parse_credential("Tempo"),
+            Err(CredentialError::InvalidTxHash(_))
+        ));
+        assert!(matches!(
+            parse_credential(H),
+            Err(CredentialError::NotAPaymentCredential(_))
+        ));
+        assert!(matches!(
+            parse_credential("Bearer abc"),
+            Err(CredentialError::NotAPaymentCredential(_))
+        ));
+        assert!(matches!(
+            parse_credential(""),
+            Err(CredentialError::NotAPaymentCredential(_))
+        ));
+        assert_eq!(
+            parse_credential("payment eyJ9"),
+            Ok(Credential::Payment("eyJ9".into()))
+        );
+        assert_eq!(
+            parse_credential(&"a".repeat(MAX_CREDENTIAL_LEN + 1)),
+            Err(CredentialError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Settlement rules: from what the chain says about a transaction (receipt,
+//! its block, the head, the node's chain id), the policy and the time, to a
+//! [`Verdict`]. Pure: the actors fetch, this decides.
+//!
+//! Holes of the seed closed here (`reference/seed-behaviour.md`):
+//! - logs count only when emitted by the policy's asset (hole 3), never by
+//!   looking at `tx.to`, which Tempo's 0x76 batches do not have (hole 9);
+//! - a `transferWithMemo` emits `Transfer` + `TransferWithMemo` for one
+//!   movement: the pair counts once;
+//! - the fee transfer to the fee manager is never a payment;
+//! - the age check is always on (hole 1) and refuses future timestamps;
+//! - confirmations use a fresh head, and "not yet" is pending, never a
+//!   failure (hole 11).
+
+use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Price, SettlementPolicy};
+
+/// `Transfer(address,address,uint256)`.
+pub const TRANSFER_TOPIC: B256 =
+    b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
+/// `TransferWithMemo(address,address,uint256,bytes32)`.
+pub const TRANSFER_WITH_MEMO_TOPIC: B256 =
+    b256!("57bc7354aa85aed339e000bccffabbc529466af35f0772c8f8ee1145927de7f0");
+/// Tempo's fee manager: fee payments land here; they are never payments.
+pub const FEE_MANAGER: Address = address!("feec000000000000000000000000000000000000");
+
+/// A transaction receipt as JSON-RPC returns it. Unknown fields (`type`
+/// 0x76, `feePayer`, `feeToken`, `blockTimestamp`, …) are ignored.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub transaction_hash: B256,
+    #[serde(default)]
+    pub status: Option<U64>,
+    #[serde(default)]
+    pub block_number: Option<U64>,
+    #[serde(default)]
+    pub block_hash: Option<B256>,
+    pub from: Address,
+    #[serde(default)]
+    pub logs: Vec<Log>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Log {
+    pub address: Address,
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+    #[serde(default)]
+    pub log_index: Option<U64>,
+    #[serde(default)]
+    pub removed: Option<bool>,
+}
+
+/// The part of a block header the rules need.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub number: U64,
+    pub hash: B256,
+    pub timestamp: U64,
+}
+
+/// Everything one lookup learns about a transaction, fetched together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainFacts {
+    /// `eth_chainId` of the node that answered.
+    pub chain_id: u64,
+    /// `None`: the node does not know the transaction (yet).
+    pub receipt: Option<Receipt>,
+    /// The receipt's block, when there is a receipt.
+    pub block: Option<BlockHeader>,
+    /// The head block number, read after the receipt.
+    pub head: u64,
+}
+
+/// How the memo of the paying transfer is judged for this request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoRule {
+    Any,
+    Required,
+    /// Exactly this memo (a challenge-bound payment).
+    Exact(B256),
+    /// The policy needs a challenge-bound memo and this scheme cannot
+    /// carry one: nothing satisfies it.
+    Unsatisfiable,
+}
+
+/// Why a payment does not satisfy the policy. Final: retrying the same
+/// transaction cannot change it. Names are the `reason` values of API.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    TxReverted,
+    WrongChain,
+    NoTransfer,
+    WrongAsset,
+    WrongRecipient,
+    InsufficientAmount,
+    Expired,
+    FutureTimestamp,
+    InsufficientConfirmations,
+    MemoMismatch,
+    ChallengeInvalid,
+    ChallengeExpired,
+    PayerMismatch,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::TxReverted => "tx_reverted",
+            Reason::WrongChain => "wrong_chain",
+            Reason::NoTransfer => "no_transfer",
+            Reason::WrongAsset => "wrong_asset",
+            Reason::WrongRecipient => "wrong_recipient",
+            Reason::InsufficientAmount => "insufficient_amount",
+            Reason::Expired => "expired",
+            Reason::FutureTimestamp => "future_timestamp",
+            Reason::InsufficientConfirmations => "insufficient_confirmations",
+            Reason::MemoMismatch => "memo_mismatch",
+            Reason::ChallengeInvalid => "challenge_invalid",
+            Reason::ChallengeExpired => "challenge_expired",
+            Reason::PayerMismatch => "payer_mismatch",
+        }
+    }
+}
+
+/// Why there is no answer yet. Retryable: nothing is consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// The node does not know the transaction, or not its block, yet.
+    NotVisible,
+    /// Mined, but with fewer confirmations than the policy asks.
+    Confirmations { have: u64, need: u64 },
+}
+
+/// A payment that satisfies the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub payer: Address,
+    pub recipient: Address,
+    pub asset: Address,
+    pub amount: U256,
+    pub memo: Option<B256>,
+    pub chain_id: u64,
+    pub block_number: u64,
+    pub block_timestamp: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Settled(Payment),
+    Pending(Pending),
+    Failed(Reason),
+}
+
+/// One movement of funds: a `Transfer`, possibly merged with the
+/// `TransferWithMemo` that describes the same movement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Movement {
+    pub token: Address,
+    pub from: Address,
+    pub to: Address,
+    pub amount: U256,
+    pub memo: Option<B256>,
+}
+
+/// Reads the TIP-20 movements of a receipt's logs, in log order. Logs that
+/// are removed or malformed (wrong topic count, non-address topics, data
+/// not one word) are skipped: they are not movements.
+pub fn movements(logs: &[Log]) -> Vec<Movement> {
+    let mut out: Vec<Movement> = Vec::new();
+    // Whether the last pushed movement came from a plain Transfer that a
+    // following TransferWithMemo may describe.
+    let mut last_plain = false;
+    for log in logs.iter().filter(|l| l.removed != Some(true)) {
+        let Some(topic0) = log.topics.first() else {
+            last_plain = false;
+            continue;
+        };
+        let with_memo = *topic0 == TRANSFER_WITH_MEMO_TOPIC;
+        let expected_topics = if with_memo { 4 } else { 3 };
+        let parsed = (*topic0 == TRANSFER_TOPIC || with_memo)
+            .then_some(())
+            .filter(|_| log.topics.len() == expected_topics && log.data.len() == 32)
+            .and_then(|_| {
+                Some((
+                    topic_address(&log.topics[1])?,
+                    topic_address(&log.topics[2])?,
+                ))
+            });
+        let Some((from, to)) = parsed else {
+            last_plain = false;
+            continue;
+        };
+        let m = Movement {
+            token: log.address,
+            from,
+            to,
+            amount: U256::from_be_slice(&log.data),
+            memo: with_memo.then(|| log.topics[3]),
+        };
+        if with_memo
+            && last_plain
+            && let Some(prev) = out.last_mut()
+            && (prev.token, prev.from, prev.to, prev.amount) == (m.token, m.from, m.to, m.amount)
+        {
+            prev.memo = m.memo;
+            last_plain = false;
+            continue;
+        }
+        last_plain = !with_memo;
+        out.push(m);
+    }
+    out
+}
+
+fn topic_address(topic: &B256) -> Option<Address> {
+    topic.0[..12]
+        .iter()
+        .all(|b| *b == 0)
+        .then(|| Address::from_slice(&topic.0[12..]))
+}
+
+/// The verdict on `facts` for a request priced at `price`, at unix time `now`.
+pub fn judge(
+    facts: &ChainFacts,
+    policy: &SettlementPolicy,
+    price: Price,
+    memo: MemoRule,
+    now: u64,
+) -> Verdict {
+    if facts.chain_id != policy.chain_id {
+        return Verdict::Failed(Reason::WrongChain);
+    }
+    let Some(receipt) = &facts.receipt else {
+        return Verdict::Pending(Pending::NotVisible);
+    };
+    let (Some(number), Some(block)) = (receipt.block_number, &facts.block) else {
+        return Verdict::Pending(Pending::NotVisible);
+    };
+    // The block we read must be the receipt's block; otherwise a reorg or a
+    // lagging endpoint sits between the two reads. Ask again later.
+    if block.number != number || Some(block.hash) != receipt.block_hash {
+        return Verdict::Pending(Pending::NotVisible);
+    }
+    if receipt.status != Some(U64::from(1)) {
+        return Verdict::Failed(Reason::TxReverted);
+    }
+
+    let payment = match match_payment(&movements(&receipt.logs), policy, price, memo) {
+        Ok(m) => m,
+        Err(reason) => return Verdict::Failed(reason),
+    };
+
+    let ts = block.timestamp.to::<u64>();
+    if ts > now.saturating_add(policy.clock_skew_seconds) {
+        return Verdict::Failed(Reason::FutureTimestamp);
+    }
+    if now.saturating_sub(ts)
+        > policy
+            .max_age_seconds
+            .saturating_add(policy.clock_skew_seconds)
+    {
+        return Verdict::Failed(Reason::Expired);
+    }
+
+    let block_number = number.to::<u64>();
+    let have = facts.head.saturating_add(1).saturating_sub(block_number);
+    if have < policy.min_confirmations {
+        return Verdict::Pending(Pending::Confirmations {
+            have,
+            need: policy.min_confirmations,
+        });
+    }
+    Verdict::Settled(Payment {
+        payer: payment.from,
+        recipient: policy.recipient,
+        asset: price.asset,
+        amount: payment.amount,
+        memo: payment.memo,
+        chain_id: facts.chain_id,
+        block_number,
+        block_timestamp: ts,
+    })
+}
+
+/// Finds the movement (or, when the policy allows it, movements from one
+/// payer) that pays `price`. On failure, the reason closest to success.
+fn match_payment(
+    all: &[Movement],
+    policy: &SettlementPolicy,
+    price: Price,
+    memo: MemoRule,
+) -> Result<Movement, Reason> {
+    let candidates: Vec<&Movement> = all.iter().filter(|m| m.to != FEE_MANAGER).collect();
+    if candidates.is_empty() {
+        return Err(Reason::NoTransfer);
+    }
+    let in_asset: Vec<&Movement> = candidates
+        .into_iter()
+        .filter(|m| m.token == price.asset)
+        .collect();
+    if in_asset.is_empty() {
+        return Err(Reason::WrongAsset);
+    }
+    let to_recipient: Vec<&Movement> = in_asset
+        .into_iter()
+        .filter(|m| m.to == policy.recipient)
+        .collect();
+    if to_recipient.is_empty() {
+        return Err(Reason::WrongRecipient);
+    }
+    let eligible: Vec<&Movement> = to_recipient
+        .iter()
+        .copied()
+        .filter(|m| match memo {
+            MemoRule::Any => true,
+            MemoRule::Required => m.memo.is_some(),
+            MemoRule::Exact(want) => m.memo == Some(want),
+            MemoRule::Unsatisfiable => false,
+        })
+        .collect();
+    if eligible.is_empty() {
+        // Report the amount problem first when no transfer to the
+        // recipient would have been enough anyway.
+        return Err(
+            if to_recipient.iter().all(|m| m.amount < price.amount.value()) {
+                Reason::InsufficientAmount
+            } else {
+                Reason::MemoMismatch
+            },
+        );
+    }
+    if let Some(best) = eligible.iter().max_by_key(|m| m.amount)
+        && best.amount >= price.amount.value()
+    {
+        return Ok((*best).clone());
+    }
+    if policy.allow_summed_transfers {
+        // Several transfers from one payer may add up; never across payers,
+        // or one payment could be assembled from strangers' transfers.
+        let mut payers: Vec<Address> = eligible.iter().map(|m| m.from).collect();
+        payers.dedup();
+        for payer in payers {
+            let from_payer: Vec<&&Movement> = eligible.iter().filter(|m| m.from == payer).collect();
+            let total = from_payer
+                .iter()
+                .fold(U256::ZERO, |acc, m| acc.saturating_add(m.amount));
+            if total >= price.amount.value() {
+                return Ok(Movement {
+                    token: price.asset,
+                    from: payer,
+                    to: policy.recipient,
+                    amount: total,
+                    memo: from_payer.iter().find_map(|m| m.memo),
+                });
+            }
+        }
+    }
+    Err(Reason::InsufficientAmount)
+}

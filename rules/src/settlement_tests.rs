@@ -1,0 +1,346 @@
+//! The settlement rules on hand-built receipts shaped like the dev chain's.
+
+use alloy_primitives::{Address, B256, Bytes, U64, U256, address};
+use serde_json::json;
+
+use crate::policy::SettlementPolicy;
+use crate::settlement::*;
+
+const ALPHA: Address = address!("20c0000000000000000000000000000000000001");
+const BETA: Address = address!("20c0000000000000000000000000000000000002");
+const PAYER: Address = address!("f39fd6e51aad88f6f4ce6ab8827279cfffb92266");
+const RECIPIENT: Address = address!("70997970c51812dc3a010c7d01b50e0d17dc79c8");
+const STRANGER: Address = address!("3c44cdddb6a900fa2b585dd299e03d12fa4293bc");
+const NOW: u64 = 1_795_272_000;
+
+fn policy(extra: serde_json::Value) -> SettlementPolicy {
+    let mut v = json!({
+        "chain_id": 42431, "realm": "Tempo API",
+        "recipient": format!("{RECIPIENT:#x}"),
+        "assets": [format!("{ALPHA:#x}")],
+        "default_price": {"asset": format!("{ALPHA:#x}"), "amount": "1000000"}
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    SettlementPolicy::from_value(Some(&v)).unwrap()
+}
+
+fn topic(a: Address) -> B256 {
+    a.into_word()
+}
+
+fn word(n: u64) -> Bytes {
+    Bytes::from(U256::from(n).to_be_bytes::<32>().to_vec())
+}
+
+fn transfer(token: Address, from: Address, to: Address, amount: u64) -> Log {
+    Log {
+        address: token,
+        topics: vec![TRANSFER_TOPIC, topic(from), topic(to)],
+        data: word(amount),
+        log_index: None,
+        removed: None,
+    }
+}
+
+fn with_memo(token: Address, from: Address, to: Address, amount: u64, memo: B256) -> Log {
+    Log {
+        address: token,
+        topics: vec![TRANSFER_WITH_MEMO_TOPIC, topic(from), topic(to), memo],
+        data: word(amount),
+        log_index: None,
+        removed: None,
+    }
+}
+
+fn fee(amount: u64) -> Log {
+    transfer(ALPHA, PAYER, FEE_MANAGER, amount)
+}
+
+fn facts(logs: Vec<Log>) -> ChainFacts {
+    let hash = B256::repeat_byte(7);
+    ChainFacts {
+        chain_id: 42431,
+        receipt: Some(Receipt {
+            transaction_hash: B256::repeat_byte(1),
+            status: Some(U64::from(1)),
+            block_number: Some(U64::from(10)),
+            block_hash: Some(hash),
+            from: PAYER,
+            logs,
+        }),
+        block: Some(BlockHeader {
+            number: U64::from(10),
+            hash,
+            timestamp: U64::from(NOW - 5),
+        }),
+        head: 10,
+    }
+}
+
+fn judge_default(f: &ChainFacts) -> Verdict {
+    let p = policy(json!({}));
+    let price = p.price_for(None);
+    judge(f, &p, price, MemoRule::Any, NOW)
+}
+
+fn reason(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Failed(r) => r.as_str(),
+        Verdict::Settled(_) => "settled",
+        Verdict::Pending(_) => "pending",
+    }
+}
+
+#[test]
+fn a_transfer_of_the_price_to_the_recipient_settles() {
+    let Verdict::Settled(p) = judge_default(&facts(vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
+        fee(385),
+    ])) else {
+        panic!()
+    };
+    assert_eq!(
+        (p.payer, p.recipient, p.asset, p.amount, p.memo),
+        (PAYER, RECIPIENT, ALPHA, U256::from(1_000_000), None)
+    );
+    assert_eq!(
+        (p.block_number, p.block_timestamp, p.chain_id),
+        (10, NOW - 5, 42431)
+    );
+}
+
+#[test]
+fn transfer_with_memo_counts_once_and_keeps_its_memo() {
+    let memo = B256::repeat_byte(0xaa);
+    let logs = vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 600_000),
+        with_memo(ALPHA, PAYER, RECIPIENT, 600_000, memo),
+        fee(385),
+    ];
+    let m = movements(&logs);
+    assert_eq!(m.len(), 2, "the pair is one movement, the fee another");
+    assert_eq!(m[0].memo, Some(memo));
+    // 600k counted once is not 1.2M, even when summing is allowed
+    let p = policy(json!({"allow_summed_transfers": true}));
+    assert_eq!(
+        reason(judge(
+            &facts(logs.clone()),
+            &p,
+            p.price_for(None),
+            MemoRule::Any,
+            NOW
+        )),
+        "insufficient_amount"
+    );
+    let big = vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
+        with_memo(ALPHA, PAYER, RECIPIENT, 1_000_000, memo),
+    ];
+    let Verdict::Settled(s) = judge_default(&facts(big)) else {
+        panic!()
+    };
+    assert_eq!(s.memo, Some(memo));
+}
+
+#[test]
+fn the_fee_transfer_is_not_a_payment() {
+    // A payment whose recipient is the fee manager can never be configured,
+    // and the fee transfer alone is not a transfer.
+    assert_eq!(
+        reason(judge_default(&facts(vec![fee(2_000_000)]))),
+        "no_transfer"
+    );
+}
+
+#[test]
+fn a_look_alike_token_is_the_wrong_asset() {
+    // Same event, same recipient, same amount, emitted by another contract.
+    let evil = address!("5fbdb2315678afecb367f032d93f642f64180aa3");
+    assert_eq!(
+        reason(judge_default(&facts(vec![
+            transfer(evil, PAYER, RECIPIENT, 5_000_000),
+            fee(385)
+        ]))),
+        "wrong_asset"
+    );
+    assert_eq!(
+        reason(judge_default(&facts(vec![transfer(
+            BETA, PAYER, RECIPIENT, 5_000_000
+        )]))),
+        "wrong_asset"
+    );
+}
+
+#[test]
+fn reasons_are_the_closest_to_success() {
+    assert_eq!(reason(judge_default(&facts(vec![]))), "no_transfer");
+    assert_eq!(
+        reason(judge_default(&facts(vec![transfer(
+            ALPHA, PAYER, STRANGER, 5_000_000
+        )]))),
+        "wrong_recipient"
+    );
+    assert_eq!(
+        reason(judge_default(&facts(vec![
+            transfer(ALPHA, PAYER, STRANGER, 5_000_000),
+            transfer(ALPHA, PAYER, RECIPIENT, 999_999)
+        ]))),
+        "insufficient_amount"
+    );
+    // one good transfer among bad ones settles
+    let logs = vec![
+        transfer(BETA, PAYER, RECIPIENT, 9),
+        transfer(ALPHA, PAYER, RECIPIENT, 1),
+        transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
+    ];
+    assert_eq!(reason(judge_default(&facts(logs))), "settled");
+}
+
+#[test]
+fn summing_is_a_policy_choice_and_never_across_payers() {
+    let logs = vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 500_000),
+        transfer(ALPHA, PAYER, RECIPIENT, 500_000),
+    ];
+    assert_eq!(
+        reason(judge_default(&facts(logs.clone()))),
+        "insufficient_amount"
+    );
+    let p = policy(json!({"allow_summed_transfers": true}));
+    let Verdict::Settled(s) = judge(&facts(logs), &p, p.price_for(None), MemoRule::Any, NOW) else {
+        panic!()
+    };
+    assert_eq!(s.amount, U256::from(1_000_000));
+    let mixed = vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 500_000),
+        transfer(ALPHA, STRANGER, RECIPIENT, 500_000),
+    ];
+    assert_eq!(
+        reason(judge(
+            &facts(mixed),
+            &p,
+            p.price_for(None),
+            MemoRule::Any,
+            NOW
+        )),
+        "insufficient_amount"
+    );
+}
+
+#[test]
+fn reverted_wrong_chain_and_not_visible() {
+    let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    f.receipt.as_mut().unwrap().status = Some(U64::ZERO);
+    assert_eq!(reason(judge_default(&f)), "tx_reverted");
+    let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    f.chain_id = 31337;
+    assert_eq!(reason(judge_default(&f)), "wrong_chain");
+    let mut f = facts(vec![]);
+    f.receipt = None;
+    assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
+    // a block read that does not match the receipt's block: ask again
+    let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    f.block.as_mut().unwrap().hash = B256::repeat_byte(9);
+    assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
+}
+
+#[test]
+fn the_age_window_allows_skew_and_refuses_the_future() {
+    let p = policy(json!({"max_age_seconds": 300, "clock_skew_seconds": 30}));
+    let at = |ts: u64| {
+        let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+        f.block.as_mut().unwrap().timestamp = U64::from(ts);
+        reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW))
+    };
+    assert_eq!(at(NOW - 330), "settled");
+    assert_eq!(at(NOW - 331), "expired");
+    assert_eq!(at(NOW + 30), "settled");
+    assert_eq!(at(NOW + 31), "future_timestamp");
+    assert_eq!(at(0), "expired");
+}
+
+#[test]
+fn confirmations_come_from_the_head_and_missing_ones_are_pending() {
+    let p = policy(json!({"min_confirmations": 3}));
+    let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    f.head = 11;
+    assert_eq!(
+        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        Verdict::Pending(Pending::Confirmations { have: 2, need: 3 })
+    );
+    f.head = 12;
+    assert_eq!(
+        reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW)),
+        "settled"
+    );
+    f.head = 5; // a lagging head never underflows into a huge count
+    assert!(matches!(
+        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        Verdict::Pending(_)
+    ));
+}
+
+#[test]
+fn memo_rules() {
+    let memo = B256::repeat_byte(0x42);
+    let plain = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    let memoed = facts(vec![
+        transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
+        with_memo(ALPHA, PAYER, RECIPIENT, 1_000_000, memo),
+    ]);
+    let p = policy(json!({}));
+    let price = p.price_for(None);
+    assert_eq!(
+        reason(judge(&plain, &p, price, MemoRule::Required, NOW)),
+        "memo_mismatch"
+    );
+    assert_eq!(
+        reason(judge(&memoed, &p, price, MemoRule::Required, NOW)),
+        "settled"
+    );
+    assert_eq!(
+        reason(judge(&memoed, &p, price, MemoRule::Exact(memo), NOW)),
+        "settled"
+    );
+    assert_eq!(
+        reason(judge(&memoed, &p, price, MemoRule::Exact(B256::ZERO), NOW)),
+        "memo_mismatch"
+    );
+    assert_eq!(
+        reason(judge(&memoed, &p, price, MemoRule::Unsatisfiable, NOW)),
+        "memo_mismatch"
+    );
+}
+
+#[test]
+fn malformed_and_removed_logs_are_not_movements() {
+    let mut short = transfer(ALPHA, PAYER, RECIPIENT, 1_000_000);
+    short.topics.pop();
+    let mut dirty_topic = transfer(ALPHA, PAYER, RECIPIENT, 1_000_000);
+    dirty_topic.topics[2] = B256::repeat_byte(0xff);
+    let mut removed = transfer(ALPHA, PAYER, RECIPIENT, 1_000_000);
+    removed.removed = Some(true);
+    let mut long_data = transfer(ALPHA, PAYER, RECIPIENT, 1_000_000);
+    long_data.data = Bytes::from(vec![0u8; 64]);
+    assert!(movements(&[short, dirty_topic, removed, long_data]).is_empty());
+}
+
+#[test]
+fn a_dev_chain_receipt_with_unknown_fields_decodes() {
+    // Abbreviated from a real `anvil --network tempo` receipt (type 0x76,
+    // feePayer, feeToken, blockTimestamp are not ours to know).
+    let json = json!({
+        "type": "0x76", "status": "0x1", "transactionHash": format!("{:#x}", B256::repeat_byte(1)),
+        "from": "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "to": null,
+        "blockNumber": "0x1", "blockHash": format!("{:#x}", B256::repeat_byte(2)), "blockTimestamp": 1795271973,
+        "feePayer": "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "feeToken": "0x20c0000000000000000000000000000000000001",
+        "logs": [{"address": "0x20c0000000000000000000000000000000000001",
+                  "topics": [format!("{TRANSFER_TOPIC:#x}"), format!("{:#x}", topic(PAYER)), format!("{:#x}", topic(RECIPIENT))],
+                  "data": format!("0x{}", hex::encode(U256::from(1_000_000).to_be_bytes::<32>())), "logIndex": "0x0", "removed": false,
+                  "blockTimestamp": 1795271973}]
+    });
+    let r: Receipt = serde_json::from_value(json).unwrap();
+    assert_eq!(movements(&r.logs)[0].amount, U256::from(1_000_000));
+}
