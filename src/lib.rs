@@ -9,6 +9,7 @@ pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod settings;
+pub mod settle;
 pub mod startup;
 pub mod telemetry;
 

@@ -6,6 +6,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use settlegate_actors::genome_supervisor::ReloadCounter;
+use settlegate_actors::rpc_pool::RpcCounter;
+
+use crate::settle::OutcomeCounter;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -17,27 +20,47 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     pub genome_reloads: ReloadCounter,
+    pub rpc_requests: RpcCounter,
+    pub verifications: OutcomeCounter,
+    pub coalesced: Counter,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("settlegate");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP responses by route and status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "HTTP responses by route and status", requests.clone());
         let genome_reloads = ReloadCounter::default();
         registry.register(
             "genome_reloads",
             "Genome reload attempts by outcome (swapped, unchanged, refused) and refusal code",
             genome_reloads.clone(),
         );
+        let rpc_requests = RpcCounter::default();
+        registry.register(
+            "rpc_requests",
+            "JSON-RPC calls sent to Tempo nodes by endpoint, method and outcome",
+            rpc_requests.clone(),
+        );
+        let verifications = OutcomeCounter::default();
+        registry.register(
+            "verifications",
+            "Payment verification outcomes by status, code and reason (503s are infrastructure trouble)",
+            verifications.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            "coalesced_checks",
+            "Checks that joined a lookup already in flight",
+            coalesced.clone(),
+        );
         Metrics {
             registry,
             requests,
             genome_reloads,
+            rpc_requests,
+            verifications,
+            coalesced,
         }
     }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -52,7 +53,13 @@ pub struct Settings {
     pub trusted_keys: Vec<PublicKey>,
     pub min_threshold: u32,
     pub rpc_urls: Vec<Url>,
+    pub rpc_timeout: Duration,
+    pub lookup_timeout: Duration,
     pub redis_url: Option<Secret>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    pub replay_local_path: PathBuf,
+    pub replay_min_record_ttl: Duration,
     pub otlp_endpoint: Option<Url>,
 }
 
@@ -63,10 +70,17 @@ struct Raw {
     genome: RawGenome,
     trust: RawTrust,
     rpc: RawRpc,
-    #[serde(default)]
     redis: RawRedis,
+    replay: RawReplay,
     #[serde(default)]
     otel: RawOtel,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    local_path: PathBuf,
+    min_record_ttl_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -97,13 +111,17 @@ struct RawTrust {
 #[serde(deny_unknown_fields)]
 struct RawRpc {
     urls: Vec<String>,
+    timeout_ms: u64,
+    lookup_timeout_ms: u64,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedis {
     url: Option<String>,
     url_file: Option<PathBuf>,
+    key_prefix: String,
+    timeout_ms: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,18 +137,12 @@ impl Settings {
     }
 
     /// Loads with an explicit environment (tests), or the process's when `None`.
-    pub fn load_from(
-        file: Option<&Path>,
-        env: Option<HashMap<String, String>>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
         let err = |e: config::ConfigError| ConfigError(e.to_string());
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             builder = builder.add_source(File::from(path).required(true));
         }
@@ -161,33 +173,19 @@ impl Settings {
             ))
         })?;
         if raw.server.workers > 256 {
-            return fail(format!(
-                "server.workers is {}, at most 256",
-                raw.server.workers
-            ));
+            return fail(format!("server.workers is {}, at most 256", raw.server.workers));
         }
 
         let mut trusted_keys = Vec::new();
-        for (i, k) in raw
-            .trust
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| !k.trim().is_empty())
-        {
-            trusted_keys.push(
-                PublicKey::from_spki_base64(k)
-                    .map_err(|e| ConfigError(format!("trust.keys[{i}]: {e}")))?,
-            );
+        for (i, k) in raw.trust.keys.iter().enumerate().filter(|(_, k)| !k.trim().is_empty()) {
+            trusted_keys
+                .push(PublicKey::from_spki_base64(k).map_err(|e| ConfigError(format!("trust.keys[{i}]: {e}")))?);
         }
         if let Some(path) = &raw.trust.keys_file {
             trusted_keys.extend(read_keys_file(path)?);
         }
         if trusted_keys.is_empty() {
-            return fail(
-                "no trusted keys: set trust.keys (SETTLEGATE_TRUST__KEYS) or trust.keys_file"
-                    .into(),
-            );
+            return fail("no trusted keys: set trust.keys (SETTLEGATE_TRUST__KEYS) or trust.keys_file".into());
         }
         if raw.trust.min_threshold == 0 {
             return fail("trust.min_threshold must be at least 1".into());
@@ -203,9 +201,7 @@ impl Settings {
         }
 
         if raw.rpc.urls.is_empty() {
-            return fail(
-                "rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into(),
-            );
+            return fail("rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into());
         }
         let rpc_urls = raw
             .rpc
@@ -222,14 +218,34 @@ impl Settings {
         };
         if let Some(u) = &redis_url {
             // Never echo the URL itself: it may carry a password.
-            let parsed =
-                Url::parse(u).map_err(|_| ConfigError("redis URL does not parse".into()))?;
+            let parsed = Url::parse(u).map_err(|_| ConfigError("redis URL does not parse".into()))?;
             if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix") {
-                return fail(format!(
-                    "redis URL scheme {:?} is not redis or rediss",
-                    parsed.scheme()
-                ));
+                return fail(format!("redis URL scheme {:?} is not redis or rediss", parsed.scheme()));
             }
+        }
+        let ms = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(Duration::from_millis(v))
+            } else {
+                Err(ConfigError(format!(
+                    "{key} must be between {lo} and {hi} milliseconds, got {v}"
+                )))
+            }
+        };
+        let rpc_timeout = ms("rpc.timeout_ms", raw.rpc.timeout_ms, 50, 60_000)?;
+        let lookup_timeout = ms("rpc.lookup_timeout_ms", raw.rpc.lookup_timeout_ms, 100, 120_000)?;
+        let redis_timeout = ms("redis.timeout_ms", raw.redis.timeout_ms, 10, 60_000)?;
+        if raw.redis.key_prefix.len() > 64
+            || raw
+                .redis
+                .key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return fail("redis.key_prefix must be at most 64 characters without spaces".into());
+        }
+        if raw.replay.min_record_ttl_seconds > 365 * 86_400 {
+            return fail("replay.min_record_ttl_seconds must be at most a year".into());
         }
         let otlp_endpoint = raw
             .otel
@@ -247,26 +263,28 @@ impl Settings {
             trusted_keys,
             min_threshold: raw.trust.min_threshold,
             rpc_urls,
+            rpc_timeout,
+            lookup_timeout,
             redis_url: redis_url.map(Secret),
+            redis_key_prefix: raw.redis.key_prefix,
+            redis_timeout,
+            replay_local_path: raw.replay.local_path,
+            replay_min_record_ttl: Duration::from_secs(raw.replay.min_record_ttl_seconds),
             otlp_endpoint,
         })
     }
 }
 
 fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
-    let url =
-        Url::parse(s.trim()).map_err(|e| ConfigError(format!("{key}: {s:?} is not a URL: {e}")))?;
+    let url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("{key}: {s:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError(format!(
-            "{key}: {s:?} must be an http(s) URL with a host"
-        )));
+        return Err(ConfigError(format!("{key}: {s:?} must be an http(s) URL with a host")));
     }
     Ok(url)
 }
 
 fn read_side_file(path: &Path, key: &str) -> Result<String, ConfigError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
     if meta.len() > MAX_SIDE_FILE_BYTES {
         return Err(ConfigError(format!(
             "{key} {} is larger than {MAX_SIDE_FILE_BYTES} bytes",
@@ -295,8 +313,7 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<PublicKey>, ConfigError> {
             One(Entry),
             Many(Vec<Entry>),
         }
-        let doc: Doc =
-            serde_json::from_str(trimmed).map_err(|e| bad(format!("not a key list: {e}")))?;
+        let doc: Doc = serde_json::from_str(trimmed).map_err(|e| bad(format!("not a key list: {e}")))?;
         let entries = match doc {
             Doc::One(e) => vec![e],
             Doc::Many(v) => v,
@@ -318,9 +335,7 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<PublicKey>, ConfigError> {
     encoded
         .iter()
         .enumerate()
-        .map(|(i, k)| {
-            PublicKey::from_spki_base64(k).map_err(|e| bad(format!("key {}: {e}", i + 1)))
-        })
+        .map(|(i, k)| PublicKey::from_spki_base64(k).map_err(|e| bad(format!("key {}: {e}", i + 1))))
         .collect()
 }
 
@@ -334,10 +349,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -350,10 +362,7 @@ mod tests {
         let s = load(&[
             ("SETTLEGATE_GENOME__PATH", "/tmp/g.json"),
             ("SETTLEGATE_TRUST__KEYS", &format!("{k},{}", key(2))),
-            (
-                "SETTLEGATE_RPC__URLS",
-                "http://127.0.0.1:1,http://127.0.0.1:2",
-            ),
+            ("SETTLEGATE_RPC__URLS", "http://127.0.0.1:1,http://127.0.0.1:2"),
             ("SETTLEGATE_SERVER__LISTEN", "127.0.0.1:0"),
             ("SETTLEGATE_TRUST__MIN_THRESHOLD", "2"),
         ])
@@ -384,8 +393,7 @@ mod tests {
         assert!(with_key(("SETTLEGATE_OTEL__ENDPOINT", "nope")).is_err());
         // a misspelt key is refused, not ignored
         assert!(with_key(("SETTLEGATE_GENOME__PAHT", "/x")).is_err());
-        let err =
-            with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();
+        let err = with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();
         assert!(!err.0.contains("hunter2"), "{err}");
         assert!(with_key(("SETTLEGATE_REDIS__URL", "http://x")).is_err());
     }
@@ -416,20 +424,13 @@ mod tests {
         let json = dir.path().join("key.json");
         std::fs::write(
             &json,
-            format!(
-                r#"{{"key_id":"a","alg":"ed25519","public_key":"{}"}}"#,
-                key(3)
-            ),
+            format!(r#"{{"key_id":"a","alg":"ed25519","public_key":"{}"}}"#, key(3)),
         )
         .unwrap();
         assert_eq!(read_keys_file(&json).unwrap().len(), 1);
         std::fs::write(
             &json,
-            format!(
-                r#"[{{"key_id":"a","public_key":"{}"}},"{}"]"#,
-                key(3),
-                key(4)
-            ),
+            format!(r#"[{{"key_id":"a","public_key":"{}"}},"{}"]"#, key(3), key(4)),
         )
         .unwrap();
         assert_eq!(read_keys_file(&json).unwrap().len(), 2);
@@ -441,10 +442,7 @@ mod tests {
     fn the_shipped_config_files_load() {
         for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
             let path = entry.unwrap().path();
-            let s = Settings::load_from(
-                Some(&path),
-                Some(env(&[("SETTLEGATE_TRUST__KEYS", &key(1))])),
-            );
+            let s = Settings::load_from(Some(&path), Some(env(&[("SETTLEGATE_TRUST__KEYS", &key(1))])));
             assert!(s.is_ok(), "{}: {:?}", path.display(), s.err());
         }
     }

@@ -15,6 +15,9 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use settlegate_actors::coalescer::Coalescer;
+use settlegate_actors::replay_guard::ReplayGuard;
+use settlegate_actors::rpc_pool::RpcPool;
 use settlegate_actors::{GenomeSource, GenomeSupervisor};
 use settlegate_rules::GenomeError;
 use settlegate_rules::genome::TrustRoot;
@@ -23,6 +26,7 @@ use settlegate_rules::seed::SeedVars;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::settings::{ConfigError, Settings};
+use crate::settle::Settler;
 
 /// Why the process refused to start. `code()` is what the boot line prints.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +62,7 @@ impl Application {
     /// Must run inside an actix `System` (`#[actix_web::main]`, `actix_web::rt::System`).
     pub async fn build_with_seed(settings: Settings, seed: SeedVars) -> Result<Self, BootError> {
         let path = settings.genome_path.clone().ok_or_else(|| {
-            GenomeError::Missing(
-                "no genome configured: set genome.path (SETTLEGATE_GENOME__PATH)".into(),
-            )
+            GenomeError::Missing("no genome configured: set genome.path (SETTLEGATE_GENOME__PATH)".into())
         })?;
         let manifest_root = settings
             .manifest_root
@@ -70,29 +72,59 @@ impl Application {
         let source = GenomeSource {
             path,
             manifest_root,
-            trust: TrustRoot::new(
-                settings.trusted_keys.iter().copied(),
-                settings.min_threshold,
-            ),
+            trust: TrustRoot::new(settings.trusted_keys.iter().copied(), settings.min_threshold),
             seed,
         };
         let metrics = Arc::new(Metrics::new());
         let interval = (settings.genome_reload_interval_seconds > 0)
             .then(|| Duration::from_secs(settings.genome_reload_interval_seconds));
-        let (supervisor, genome) =
-            GenomeSupervisor::boot(source, interval, metrics.genome_reloads.clone())?;
+        let (supervisor, genome) = GenomeSupervisor::boot(source, interval, metrics.genome_reloads.clone())?;
 
         // The genome is verified: only now may a socket exist.
         let listener = TcpListener::bind(settings.listen)
             .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let local = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
         let supervisor = supervisor.start();
+
+        let policy_chain = genome.current().policy.chain_id;
+        let rpc = RpcPool::new(
+            &settings.rpc_urls,
+            policy_chain,
+            settings.rpc_timeout,
+            metrics.rpc_requests.clone(),
+        )
+        .start();
+        let coalescer = Coalescer::new(rpc.clone(), settings.lookup_timeout, metrics.coalesced.clone()).start();
+        let guard = match &settings.redis_url {
+            Some(url) => ReplayGuard::redis(url.expose(), &settings.redis_key_prefix, settings.redis_timeout),
+            None => ReplayGuard::local(
+                &settings.replay_local_path,
+                settings.redis_timeout.max(Duration::from_secs(2)),
+            ),
+        }
+        .map_err(ConfigError)?;
+        let replay_backend = guard.backend_name();
+        if settings.redis_url.is_none() {
+            tracing::warn!(path = %settings.replay_local_path.display(),
+                "no redis.url: replay records are kept in a local file; run a single instance only");
+        }
+        let replay = guard.start();
+        let settler = Settler {
+            genome: genome.clone(),
+            coalescer,
+            guard: replay.clone(),
+            claim_wait: settings.lookup_timeout + Duration::from_secs(1),
+            min_record_ttl: settings.replay_min_record_ttl,
+            outcomes: metrics.verifications.clone(),
+        };
 
         let state = AppState {
             genome: genome.clone(),
             metrics,
+            settler,
+            rpc,
+            replay,
+            replay_backend,
         };
         let mut server = HttpServer::new(move || {
             App::new()

@@ -152,9 +152,8 @@ impl GenomeSupervisor {
         reloads: ReloadCounter,
     ) -> Result<(Self, ActiveGenome), GenomeError> {
         let genome = source.load(OffsetDateTime::now_utc())?;
-        let hangup = signal(SignalKind::hangup()).map_err(|e| {
-            GenomeError::Unreadable(format!("cannot install the SIGHUP handler: {e}"))
-        })?;
+        let hangup = signal(SignalKind::hangup())
+            .map_err(|e| GenomeError::Unreadable(format!("cannot install the SIGHUP handler: {e}")))?;
         let active = ActiveGenome::new(genome);
         let supervisor = GenomeSupervisor {
             source: Arc::new(source),
@@ -221,9 +220,7 @@ impl GenomeSupervisor {
                     })
                     .inc();
                 let key = format!("{}: {e}", e.code());
-                if cause != ReloadCause::Interval
-                    || self.last_refusal.as_deref() != Some(key.as_str())
-                {
+                if cause != ReloadCause::Interval || self.last_refusal.as_deref() != Some(key.as_str()) {
                     tracing::error!(
                         ?cause, %path, code = e.code(), error = %e,
                         genome_id = %self.active.current().id,
@@ -285,18 +282,12 @@ impl Handler<Reload> for GenomeSupervisor {
         let load = async move {
             tokio::task::spawn_blocking(move || source.load(OffsetDateTime::now_utc()))
                 .await
-                .unwrap_or_else(|e| {
-                    Err(GenomeError::Unreadable(format!(
-                        "genome load task failed: {e}"
-                    )))
-                })
+                .unwrap_or_else(|e| Err(GenomeError::Unreadable(format!("genome load task failed: {e}"))))
         };
-        AtomicResponse::new(Box::pin(load.into_actor(self).map(
-            move |loaded, act, _| {
-                let result = loaded.and_then(|g| act.accept(g));
-                act.record(cause, &result);
-                result
-            },
-        )))
+        AtomicResponse::new(Box::pin(load.into_actor(self).map(move |loaded, act, _| {
+            let result = loaded.and_then(|g| act.accept(g));
+            act.record(cause, &result);
+            result
+        })))
     }
 }

@@ -82,17 +82,11 @@ impl GenomeDraft {
 /// private key is not the one listed there (a signature that can never
 /// verify helps nobody), or when that key id already signed. One signature
 /// is written as Mathison's `signature`; more become `signatures`.
-pub fn sign_document(
-    bytes: &[u8],
-    key_id: &str,
-    key: &PrivateKey,
-) -> Result<Map<String, Value>, GenomeError> {
+pub fn sign_document(bytes: &[u8], key_id: &str, key: &PrivateKey) -> Result<Map<String, Value>, GenomeError> {
     let parsed = ParsedGenome::parse(bytes)?;
-    let listed = parsed.signer_key(key_id).ok_or_else(|| {
-        GenomeError::InvalidSchema(format!(
-            "key id {key_id:?} is not listed in authority.signers"
-        ))
-    })?;
+    let listed = parsed
+        .signer_key(key_id)
+        .ok_or_else(|| GenomeError::InvalidSchema(format!("key id {key_id:?} is not listed in authority.signers")))?;
     if *listed != key.public_key() {
         return Err(GenomeError::InvalidSchema(format!(
             "the private key does not belong to key id {key_id:?} (its public key differs from authority.signers)"
@@ -103,11 +97,7 @@ pub fn sign_document(
         .into_iter()
         .map(|s| serde_json::to_value(s).expect("signature entries serialise"))
         .collect();
-    if parsed
-        .signature_entries()
-        .iter()
-        .any(|s| s.signer_key_id == key_id)
-    {
+    if parsed.signature_entries().iter().any(|s| s.signer_key_id == key_id) {
         return Err(GenomeError::InvalidSchema(format!(
             "key id {key_id:?} has already signed this genome"
         )));

@@ -55,10 +55,7 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Map<String, Value>, ParseError> {
 /// Canonical bytes of a document: see the module docs.
 pub fn canonical_bytes(doc: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
-    let mut keys: Vec<&String> = doc
-        .keys()
-        .filter(|k| !SIGNATURE_FIELDS.contains(&k.as_str()))
-        .collect();
+    let mut keys: Vec<&String> = doc.keys().filter(|k| !SIGNATURE_FIELDS.contains(&k.as_str())).collect();
     keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     write_object(&mut out, keys.into_iter().map(|k| (k, &doc[k])));
     out
@@ -215,20 +212,13 @@ mod tests {
     #[test]
     fn nested_objects_are_sorted_and_arrays_keep_order() {
         let input = r#"{ "b": 1, "a": { "d": [3, 1, {"z": true, "y": null}], "c": "x" } }"#;
-        assert_eq!(
-            canon(input),
-            r#"{"a":{"c":"x","d":[3,1,{"y":null,"z":true}]},"b":1}"#
-        );
+        assert_eq!(canon(input), r#"{"a":{"c":"x","d":[3,1,{"y":null,"z":true}]},"b":1}"#);
     }
 
     #[test]
     fn signature_fields_are_dropped_only_at_top_level() {
-        let input =
-            r#"{"signature":{"a":1},"signatures":[1],"x":{"signature":"kept","signatures":[]}}"#;
-        assert_eq!(
-            canon(input),
-            r#"{"x":{"signature":"kept","signatures":[]}}"#
-        );
+        let input = r#"{"signature":{"a":1},"signatures":[1],"x":{"signature":"kept","signatures":[]}}"#;
+        assert_eq!(canon(input), r#"{"x":{"signature":"kept","signatures":[]}}"#);
     }
 
     #[test]
@@ -296,11 +286,7 @@ mod tests {
 
     #[test]
     fn integer_like_keys_and_proto_are_refused() {
-        for doc in [
-            r#"{"1":true}"#,
-            r#"{"x":{"007":true}}"#,
-            r#"{"__proto__":{}}"#,
-        ] {
+        for doc in [r#"{"1":true}"#, r#"{"x":{"007":true}}"#, r#"{"__proto__":{}}"#] {
             assert!(
                 matches!(parse_strict(doc.as_bytes()), Err(ParseError::Ambiguous(_))),
                 "{doc}"
@@ -311,10 +297,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_lone_surrogates_and_non_objects_are_told_apart() {
-        assert!(matches!(
-            parse_strict(b"{\"a\":"),
-            Err(ParseError::Syntax(_))
-        ));
+        assert!(matches!(parse_strict(b"{\"a\":"), Err(ParseError::Syntax(_))));
         assert!(matches!(parse_strict(b"\xff"), Err(ParseError::Syntax(_))));
         assert!(parse_strict(br#"{"a":"\ud800"}"#).is_err());
         assert_eq!(parse_strict(b"[1]"), Err(ParseError::NotAnObject));

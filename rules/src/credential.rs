@@ -100,9 +100,7 @@ pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
         return Ok(Credential::Payment(rest.to_owned()));
     }
     if scheme.is_empty() {
-        return Err(CredentialError::NotAPaymentCredential(
-            "no credential".into(),
-        ));
+        return Err(CredentialError::NotAPaymentCredential("no credential".into()));
     }
     Err(CredentialError::NotAPaymentCredential(format!(
         "the {:?} scheme is not a payment credential; use Tempo or Payment",
@@ -144,11 +142,7 @@ mod tests {
     #[test]
     fn credentials_by_scheme() {
         let h: TxHash = H.parse().unwrap();
-        for v in [
-            format!("Tempo {H}"),
-            format!("tempo {H}"),
-            format!("  TEMPO\t{H}  "),
-        ] {
+        for v in [format!("Tempo {H}"), format!("tempo {H}"), format!("  TEMPO\t{H}  ")] {
             assert_eq!(parse_credential(&v), Ok(Credential::Tempo(h)), "{v:?}");
         }
         assert!(matches!(
@@ -171,10 +165,7 @@ mod tests {
             parse_credential(""),
             Err(CredentialError::NotAPaymentCredential(_))
         ));
-        assert_eq!(
-            parse_credential("payment eyJ9"),
-            Ok(Credential::Payment("eyJ9".into()))
-        );
+        assert_eq!(parse_credential("payment eyJ9"), Ok(Credential::Payment("eyJ9".into())));
         assert_eq!(
             parse_credential(&"a".repeat(MAX_CREDENTIAL_LEN + 1)),
             Err(CredentialError::TooLong)

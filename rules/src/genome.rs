@@ -33,12 +33,7 @@ pub mod actions {
     pub const SETTLEMENT_AUTHORIZE: &str = "settlement.authorize";
     pub const GENOME_READ: &str = "genome.read";
     pub const METRICS_READ: &str = "metrics.read";
-    pub const ALL: [&str; 4] = [
-        SETTLEMENT_VERIFY,
-        SETTLEMENT_AUTHORIZE,
-        GENOME_READ,
-        METRICS_READ,
-    ];
+    pub const ALL: [&str; 4] = [SETTLEMENT_VERIFY, SETTLEMENT_AUTHORIZE, GENOME_READ, METRICS_READ];
 }
 
 /// The keys this service trusts, from its configuration. Never from a genome.
@@ -189,8 +184,8 @@ impl ParsedGenome {
             other => GenomeError::InvalidSchema(other.to_string()),
         })?;
         let schema = GenomeError::InvalidSchema;
-        let envelope: Envelope = serde_json::from_value(Value::Object(doc.clone()))
-            .map_err(|e| schema(format!("genome: {e}")))?;
+        let envelope: Envelope =
+            serde_json::from_value(Value::Object(doc.clone())).map_err(|e| schema(format!("genome: {e}")))?;
 
         if envelope.schema_version != SCHEMA_VERSION {
             return Err(schema(format!(
@@ -205,9 +200,7 @@ impl ParsedGenome {
             .map_err(|e| schema(format!("version {:?} is not semver: {e}", envelope.version)))?;
         for p in &envelope.parents {
             if !is_hex_digest(p) {
-                return Err(schema(format!(
-                    "parent {p:?} is not a genome id (64 hex digits)"
-                )));
+                return Err(schema(format!("parent {p:?} is not a genome id (64 hex digits)")));
             }
         }
         parse_time("created_at", &envelope.created_at)?;
@@ -252,10 +245,7 @@ impl ParsedGenome {
                 )));
             }
             if !seen.insert(&s.signer_key_id) {
-                return Err(schema(format!(
-                    "two signatures name key id {:?}",
-                    s.signer_key_id
-                )));
+                return Err(schema(format!("two signatures name key id {:?}", s.signer_key_id)));
             }
         }
 
@@ -294,18 +284,12 @@ impl ParsedGenome {
 
     /// The public key that `authority.signers` lists for a key id.
     pub fn signer_key(&self, key_id: &str) -> Option<&PublicKey> {
-        self.signers
-            .iter()
-            .find(|(id, _)| id == key_id)
-            .map(|(_, k)| k)
+        self.signers.iter().find(|(id, _)| id == key_id).map(|(_, k)| k)
     }
 
     /// The key id that `authority.signers` lists for a public key.
     pub fn key_id_of(&self, key: &PublicKey) -> Option<&str> {
-        self.signers
-            .iter()
-            .find(|(_, k)| k == key)
-            .map(|(id, _)| id.as_str())
+        self.signers.iter().find(|(_, k)| k == key).map(|(id, _)| id.as_str())
     }
 
     /// `authority.signers` as (key id, key).
@@ -335,9 +319,7 @@ impl ParsedGenome {
                         Ok(sig) if key.verify(&self.canonical, &sig) => SignatureVerdict::Valid {
                             pinned: trust.is_pinned(key),
                         },
-                        Ok(_) => SignatureVerdict::Invalid(
-                            "does not verify over the canonical bytes".into(),
-                        ),
+                        Ok(_) => SignatureVerdict::Invalid("does not verify over the canonical bytes".into()),
                     },
                 };
                 SignatureCheck {
@@ -439,10 +421,7 @@ impl ParsedGenome {
                 "signed only by {unpinned:?}, whose key is not pinned in this service's trust configuration"
             )));
         }
-        let mut detail = format!(
-            "{} of {threshold} required distinct pinned keys signed",
-            counted.len()
-        );
+        let mut detail = format!("{} of {threshold} required distinct pinned keys signed", counted.len());
         if !unpinned.is_empty() {
             detail.push_str(&format!("; not pinned: {unpinned:?}"));
         }
@@ -465,18 +444,12 @@ impl Validity {
         if let Some(nb) = self.not_before
             && now < nb
         {
-            return Err(GenomeError::NotYetValid(format!(
-                "not valid before {}",
-                fmt_time(nb)
-            )));
+            return Err(GenomeError::NotYetValid(format!("not valid before {}", fmt_time(nb))));
         }
         if let Some(exp) = self.expires_at
             && now >= exp
         {
-            return Err(GenomeError::Expired(format!(
-                "expired at {}",
-                fmt_time(exp)
-            )));
+            return Err(GenomeError::Expired(format!("expired at {}", fmt_time(exp))));
         }
         Ok(())
     }
@@ -530,10 +503,7 @@ impl VerifiedGenome {
 }
 
 fn signature_entries(e: &Envelope) -> Vec<&SignatureEntry> {
-    e.signature
-        .iter()
-        .chain(e.signatures.iter().flatten())
-        .collect()
+    e.signature.iter().chain(e.signatures.iter().flatten()).collect()
 }
 
 fn check_authority(a: &Authority) -> Result<Vec<(String, PublicKey)>, GenomeError> {
@@ -550,17 +520,12 @@ fn check_authority(a: &Authority) -> Result<Vec<(String, PublicKey)>, GenomeErro
             )));
         }
         if s.key_id.is_empty() || s.key_id.len() > 128 || s.key_id.chars().any(char::is_control) {
-            return Err(schema(
-                "a signer key_id must be 1 to 128 printable characters".into(),
-            ));
+            return Err(schema("a signer key_id must be 1 to 128 printable characters".into()));
         }
         let key = PublicKey::from_spki_base64(&s.public_key)
             .map_err(|e| schema(format!("public_key of {:?}: {e}", s.key_id)))?;
         if out.iter().any(|(id, _)| id == &s.key_id) {
-            return Err(schema(format!(
-                "authority.signers lists key id {:?} twice",
-                s.key_id
-            )));
+            return Err(schema(format!("authority.signers lists key id {:?} twice", s.key_id)));
         }
         if let Some((other, _)) = out.iter().find(|(_, k)| *k == key) {
             return Err(schema(format!(
@@ -598,8 +563,7 @@ fn check_manifest(
     mut read: impl FnMut(&str) -> Result<Vec<u8>, String>,
 ) -> Result<(), GenomeError> {
     for f in &manifest.files {
-        let bytes =
-            read(&f.path).map_err(|e| GenomeError::ManifestMismatch(format!("{}: {e}", f.path)))?;
+        let bytes = read(&f.path).map_err(|e| GenomeError::ManifestMismatch(format!("{}: {e}", f.path)))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != f.sha256.to_ascii_lowercase() {
             return Err(GenomeError::ManifestMismatch(format!(
@@ -620,14 +584,12 @@ fn is_safe_relative_path(p: &str) -> bool {
         && !p.starts_with('/')
         && !p.contains('\\')
         && !p.contains('\0')
-        && p.split('/')
-            .all(|part| !part.is_empty() && part != ".." && part != ".")
+        && p.split('/').all(|part| !part.is_empty() && part != ".." && part != ".")
 }
 
 fn parse_time(field: &str, s: &str) -> Result<OffsetDateTime, GenomeError> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
-        GenomeError::InvalidSchema(format!("{field} {s:?} is not an RFC 3339 time: {e}"))
-    })
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| GenomeError::InvalidSchema(format!("{field} {s:?} is not an RFC 3339 time: {e}")))
 }
 
 /// RFC 3339 in UTC, as shown in responses.

@@ -93,29 +93,19 @@ fn genome_id_is_sha256_of_canonical_bytes_and_ignores_signatures() {
     let doc = unsigned(&[("k1", 1), ("k2", 2)], 1);
     let id_unsigned = ParsedGenome::parse(&bytes(&doc)).unwrap().id().to_owned();
     use sha2::Digest;
-    assert_eq!(
-        id_unsigned,
-        hex::encode(sha2::Sha256::digest(canonical_bytes(&doc)))
-    );
+    assert_eq!(id_unsigned, hex::encode(sha2::Sha256::digest(canonical_bytes(&doc))));
     let one = sign(&doc, &[("k1", 1)]);
     let two = sign(&doc, &[("k1", 1), ("k2", 2)]);
     assert_eq!(ParsedGenome::parse(&bytes(&one)).unwrap().id(), id_unsigned);
     assert_eq!(ParsedGenome::parse(&bytes(&two)).unwrap().id(), id_unsigned);
-    assert!(
-        one.contains_key("signature")
-            && two.contains_key("signatures")
-            && !two.contains_key("signature")
-    );
+    assert!(one.contains_key("signature") && two.contains_key("signatures") && !two.contains_key("signature"));
 }
 
 #[test]
 fn a_self_signed_genome_with_an_unpinned_key_is_untrusted() {
     // Mathison's hole: the file lists its own signer. Pinning key 9 only.
     let doc = sign(&unsigned(&[("attacker", 1)], 1), &[("attacker", 1)]);
-    assert_eq!(
-        code(verify(&doc, &trust(&[9], 1))),
-        "GENOME_UNTRUSTED_SIGNER"
-    );
+    assert_eq!(code(verify(&doc, &trust(&[9], 1))), "GENOME_UNTRUSTED_SIGNER");
 }
 
 #[test]
@@ -148,36 +138,20 @@ fn one_key_under_two_key_ids_does_not_meet_two_of_two() {
 fn the_threshold_is_the_larger_of_config_and_genome() {
     let doc = sign(&unsigned(&[("a", 1), ("b", 2)], 1), &[("a", 1)]);
     assert_eq!(code(verify(&doc, &trust(&[1, 2], 1))), "OK");
-    assert_eq!(
-        code(verify(&doc, &trust(&[1, 2], 2))),
-        "GENOME_THRESHOLD_NOT_MET"
-    );
+    assert_eq!(code(verify(&doc, &trust(&[1, 2], 2))), "GENOME_THRESHOLD_NOT_MET");
     let doc2 = sign(&unsigned(&[("a", 1), ("b", 2)], 2), &[("a", 1)]);
-    assert_eq!(
-        code(verify(&doc2, &trust(&[1, 2], 1))),
-        "GENOME_THRESHOLD_NOT_MET"
-    );
+    assert_eq!(code(verify(&doc2, &trust(&[1, 2], 1))), "GENOME_THRESHOLD_NOT_MET");
     let both = sign(&doc2, &[("b", 2)]);
-    assert_eq!(
-        verify(&both, &trust(&[1, 2], 1)).unwrap().signer_key_ids,
-        ["a", "b"]
-    );
+    assert_eq!(verify(&both, &trust(&[1, 2], 1)).unwrap().signer_key_ids, ["a", "b"]);
     // a valid signature by an unpinned key does not count towards 2-of-2
-    assert_eq!(
-        code(verify(&both, &trust(&[1], 1))),
-        "GENOME_THRESHOLD_NOT_MET"
-    );
+    assert_eq!(code(verify(&both, &trust(&[1], 1))), "GENOME_THRESHOLD_NOT_MET");
 }
 
 #[test]
 fn a_met_threshold_plus_one_bad_extra_signature_is_refused() {
     let doc = sign(&unsigned(&[("a", 1), ("b", 2)], 1), &[("a", 1), ("b", 2)]);
     let mut tampered = doc.clone();
-    let sigs = tampered
-        .get_mut("signatures")
-        .unwrap()
-        .as_array_mut()
-        .unwrap();
+    let sigs = tampered.get_mut("signatures").unwrap().as_array_mut().unwrap();
     // b's signature replaced by a's signature over the same bytes: wrong key.
     let a_sig = sigs[0]["sig_base64"].clone();
     sigs[1]["sig_base64"] = a_sig;
@@ -185,26 +159,12 @@ fn a_met_threshold_plus_one_bad_extra_signature_is_refused() {
     assert_eq!(err.code(), "GENOME_SIGNATURE_INVALID", "{err}");
     // and a signature naming a key id that authority does not list
     let mut unknown = doc.clone();
-    unknown
-        .get_mut("signatures")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()[1]["signer_key_id"] = json!("ghost");
-    assert_eq!(
-        code(verify(&unknown, &trust(&[1, 2], 1))),
-        "GENOME_SIGNATURE_INVALID"
-    );
+    unknown.get_mut("signatures").unwrap().as_array_mut().unwrap()[1]["signer_key_id"] = json!("ghost");
+    assert_eq!(code(verify(&unknown, &trust(&[1, 2], 1))), "GENOME_SIGNATURE_INVALID");
     // garbage base64 in an extra signature
     let mut garbage = doc;
-    garbage
-        .get_mut("signatures")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()[1]["sig_base64"] = json!("AAAA");
-    assert_eq!(
-        code(verify(&garbage, &trust(&[1, 2], 1))),
-        "GENOME_SIGNATURE_INVALID"
-    );
+    garbage.get_mut("signatures").unwrap().as_array_mut().unwrap()[1]["sig_base64"] = json!("AAAA");
+    assert_eq!(code(verify(&garbage, &trust(&[1, 2], 1))), "GENOME_SIGNATURE_INVALID");
 }
 
 #[test]
@@ -220,20 +180,14 @@ fn a_flipped_byte_anywhere_in_the_signed_body_is_refused() {
         b[i] ^= 0x01;
         if verify_bytes(&b, &trust).is_ok() {
             accepted += 1;
-            eprintln!(
-                "accepted with byte {i} flipped: {}",
-                String::from_utf8_lossy(&b)
-            );
+            eprintln!("accepted with byte {i} flipped: {}", String::from_utf8_lossy(&b));
         }
     }
     assert_eq!(accepted, 0);
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap()
+    haystack.windows(needle.len()).position(|w| w == needle).unwrap()
 }
 
 #[test]
@@ -256,10 +210,7 @@ fn the_validity_window_is_enforced() {
     // not_before is inclusive; 13:00:01+01:00 is one second after now in UTC.
     let g = verify(&sign(&doc, &[("k1", 1)]), &trust(&[1], 1)).unwrap();
     assert_eq!(
-        code(
-            g.check_validity(NOW + time::Duration::SECOND)
-                .map(|_| g.clone())
-        ),
+        code(g.check_validity(NOW + time::Duration::SECOND).map(|_| g.clone())),
         "GENOME_EXPIRED"
     );
 }
@@ -268,22 +219,12 @@ fn the_validity_window_is_enforced() {
 fn ambiguous_json_is_invalid_schema_and_broken_json_is_unreadable() {
     let trust = trust(&[1], 1);
     let good = String::from_utf8(bytes(&sign(&unsigned(&[("k1", 1)], 1), &[("k1", 1)]))).unwrap();
-    let dup = good.replacen(
-        "\"name\": \"TEST\",",
-        "\"name\": \"TEST\",\n  \"name\": \"EVIL\",",
-        1,
-    );
+    let dup = good.replacen("\"name\": \"TEST\",", "\"name\": \"TEST\",\n  \"name\": \"EVIL\",", 1);
     assert_ne!(dup, good);
-    assert_eq!(
-        code(verify_bytes(dup.as_bytes(), &trust)),
-        "GENOME_INVALID_SCHEMA"
-    );
+    assert_eq!(code(verify_bytes(dup.as_bytes(), &trust)), "GENOME_INVALID_SCHEMA");
     let float = good.replacen("\"chain_id\": 42431", "\"chain_id\": 42431.0", 1);
     assert_ne!(float, good);
-    assert_eq!(
-        code(verify_bytes(float.as_bytes(), &trust)),
-        "GENOME_INVALID_SCHEMA"
-    );
+    assert_eq!(code(verify_bytes(float.as_bytes(), &trust)), "GENOME_INVALID_SCHEMA");
     assert_eq!(
         code(verify_bytes(&good.as_bytes()[..good.len() - 2], &trust)),
         "GENOME_UNREADABLE"
@@ -352,8 +293,7 @@ fn envelope_schema_errors() {
         (
             "manifest path",
             Box::new(|d| {
-                d["build_manifest"]["files"] =
-                    json!([{"path": "../etc/passwd", "sha256": "0".repeat(64)}]);
+                d["build_manifest"]["files"] = json!([{"path": "../etc/passwd", "sha256": "0".repeat(64)}]);
             }),
         ),
         (
@@ -426,10 +366,7 @@ fn the_build_manifest_must_match() {
             .verify(&t, NOW, move |_| Ok(c.to_vec()))
     };
     assert_eq!(code(with(content)), "OK");
-    assert_eq!(
-        code(with(b"fn main() { evil() }\n")),
-        "GENOME_MANIFEST_MISMATCH"
-    );
+    assert_eq!(code(with(b"fn main() { evil() }\n")), "GENOME_MANIFEST_MISMATCH");
     assert_eq!(code(verify_bytes(&signed, &t)), "GENOME_MANIFEST_MISMATCH");
 }
 
@@ -459,10 +396,7 @@ fn mathison_unknown_fields_are_signed_and_kept() {
     assert!(verify(&signed, &trust(&[1], 1)).is_ok());
     let mut changed = signed.clone();
     changed["x_extension"]["nested"][0] = json!(2);
-    assert_eq!(
-        code(verify(&changed, &trust(&[1], 1))),
-        "GENOME_SIGNATURE_INVALID"
-    );
+    assert_eq!(code(verify(&changed, &trust(&[1], 1))), "GENOME_SIGNATURE_INVALID");
 }
 
 #[test]

@@ -10,9 +10,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo.
-pub const SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+pub const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 /// DER prefix of an Ed25519 PKCS#8 v1 private key.
 pub const PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
@@ -69,9 +67,7 @@ impl PublicKey {
     /// `verify_strict`: refuses non-canonical and small-order signatures,
     /// so one message has one valid signature per key (no malleability).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        self.0
-            .verify_strict(message, &Signature::from_bytes(signature))
-            .is_ok()
+        self.0.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -137,21 +133,14 @@ mod tests {
     fn encodings_match_the_der_layouts_of_genome_md() {
         let key = PrivateKey::from_seed(seed());
         let spki = STANDARD.decode(key.public_key().to_spki_base64()).unwrap();
-        assert_eq!(
-            hex::encode(&spki),
-            format!("302a300506032b6570032100{PUBLIC}")
-        );
+        assert_eq!(hex::encode(&spki), format!("302a300506032b6570032100{PUBLIC}"));
         let pkcs8 = STANDARD.decode(key.to_pkcs8_base64()).unwrap();
-        assert_eq!(
-            hex::encode(&pkcs8),
-            format!("302e020100300506032b657004220420{SEED}")
-        );
+        assert_eq!(hex::encode(&pkcs8), format!("302e020100300506032b657004220420{SEED}"));
     }
 
     #[test]
     fn keys_round_trip_and_sign_like_rfc_8032() {
-        let key = PrivateKey::from_pkcs8_base64(&PrivateKey::from_seed(seed()).to_pkcs8_base64())
-            .unwrap();
+        let key = PrivateKey::from_pkcs8_base64(&PrivateKey::from_seed(seed()).to_pkcs8_base64()).unwrap();
         let public = PublicKey::from_spki_base64(&key.public_key().to_spki_base64()).unwrap();
         let sig = key.sign_base64(b"");
         assert_eq!(
@@ -164,10 +153,7 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        assert_eq!(
-            PublicKey::from_spki_base64("not base64!"),
-            Err(KeyError::Base64)
-        );
+        assert_eq!(PublicKey::from_spki_base64("not base64!"), Err(KeyError::Base64));
         // raw 32 bytes without the SPKI prefix
         assert_eq!(
             PublicKey::from_spki_base64(&STANDARD.encode(seed())),

@@ -77,8 +77,7 @@ impl SettlementPolicy {
     pub fn from_value(value: Option<&Value>) -> Result<Self, GenomeError> {
         let invalid = |m: String| GenomeError::PolicyInvalid(m);
         let value = value.ok_or_else(|| invalid("the genome has no `settlement` policy".into()))?;
-        let raw: RawPolicy = serde_json::from_value(value.clone())
-            .map_err(|e| invalid(format!("settlement: {e}")))?;
+        let raw: RawPolicy = serde_json::from_value(value.clone()).map_err(|e| invalid(format!("settlement: {e}")))?;
 
         if raw.chain_id == 0 {
             return Err(invalid("settlement.chain_id must be positive".into()));
@@ -89,19 +88,13 @@ impl SettlementPolicy {
                 "settlement.realm must be 1 to 128 characters without control characters".into(),
             ));
         }
-        let field = |name: &str, s: &str| {
-            parse_address(s).map_err(|e| invalid(format!("settlement.{name}: {e}")))
-        };
+        let field = |name: &str, s: &str| parse_address(s).map_err(|e| invalid(format!("settlement.{name}: {e}")));
         let recipient = field("recipient", &raw.recipient)?;
         if recipient == Address::ZERO {
-            return Err(invalid(
-                "settlement.recipient must not be the zero address".into(),
-            ));
+            return Err(invalid("settlement.recipient must not be the zero address".into()));
         }
         if raw.assets.is_empty() {
-            return Err(invalid(
-                "settlement.assets must list at least one token".into(),
-            ));
+            return Err(invalid("settlement.assets must list at least one token".into()));
         }
         let mut assets = Vec::with_capacity(raw.assets.len());
         for (i, a) in raw.assets.iter().enumerate() {
@@ -135,10 +128,7 @@ impl SettlementPolicy {
             let resource = ResourcePattern::parse(&p.resource)
                 .map_err(|e| invalid(format!("settlement.prices[{i}].resource: {e}")))?;
             if !seen.insert(p.resource.clone()) {
-                return Err(invalid(format!(
-                    "settlement.prices lists {:?} twice",
-                    p.resource
-                )));
+                return Err(invalid(format!("settlement.prices lists {:?} twice", p.resource)));
             }
             let asset = match &p.asset {
                 Some(a) => accepted(&format!("prices[{i}].asset"), a)?,
@@ -172,12 +162,7 @@ impl SettlementPolicy {
             min_confirmations: bounded("min_confirmations", raw.min_confirmations, 1, 1_000)?,
             memo: raw.memo,
             allow_summed_transfers: raw.allow_summed_transfers,
-            challenge_ttl_seconds: bounded(
-                "challenge_ttl_seconds",
-                raw.challenge_ttl_seconds,
-                1,
-                86_400,
-            )?,
+            challenge_ttl_seconds: bounded("challenge_ttl_seconds", raw.challenge_ttl_seconds, 1, 86_400)?,
         })
     }
 
@@ -276,26 +261,18 @@ impl ResourcePattern {
             .split_once(' ')
             .ok_or_else(|| format!("{s:?} must be \"METHOD /path\""))?;
         let method_ok = method == "*"
-            || (!method.is_empty()
-                && method.len() <= 16
-                && method.bytes().all(|b| b.is_ascii_uppercase()));
+            || (!method.is_empty() && method.len() <= 16 && method.bytes().all(|b| b.is_ascii_uppercase()));
         if !method_ok {
             return Err(format!("{s:?}: the method must be upper-case letters or *"));
         }
         if !path.starts_with('/')
             || path.len() > 1024
-            || path
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(format!(
-                "{s:?}: the path must start with / and contain no spaces"
-            ));
+            return Err(format!("{s:?}: the path must start with / and contain no spaces"));
         }
         if path.trim_end_matches('*').contains('*') || path.ends_with("**") {
-            return Err(format!(
-                "{s:?}: * is only allowed once, at the end of the path"
-            ));
+            return Err(format!("{s:?}: * is only allowed once, at the end of the path"));
         }
         Ok(ResourcePattern { text: s.to_owned() })
     }
@@ -349,14 +326,8 @@ mod tests {
             (p.max_age_seconds, p.min_confirmations, p.memo),
             (300, 1, MemoPolicy::Optional)
         );
-        assert_eq!(
-            p.price_for(Some("GET /reports/42")).amount.to_string(),
-            "2500000"
-        );
-        assert_eq!(
-            p.price_for(Some("POST /reports/42")).amount.to_string(),
-            "1000000"
-        );
+        assert_eq!(p.price_for(Some("GET /reports/42")).amount.to_string(), "2500000");
+        assert_eq!(p.price_for(Some("POST /reports/42")).amount.to_string(), "1000000");
         assert_eq!(p.price_for(None).amount.to_string(), "1000000");
     }
 
@@ -364,14 +335,8 @@ mod tests {
     fn bad_policies_are_policy_invalid() {
         let cases = [
             ("/recipient", json!("0x1234")),
-            (
-                "/recipient",
-                json!("0x70997970c51812dc3A010C7d01b50e0d17dc79C8"),
-            ),
-            (
-                "/recipient",
-                json!("0x0000000000000000000000000000000000000000"),
-            ),
+            ("/recipient", json!("0x70997970c51812dc3A010C7d01b50e0d17dc79C8")),
+            ("/recipient", json!("0x0000000000000000000000000000000000000000")),
             ("/default_price/amount", json!("0")),
             ("/default_price/amount", json!(1000000)),
             ("/default_price/amount", json!("-5")),

@@ -16,9 +16,7 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
         .strip_prefix("0x")
         .ok_or_else(|| format!("address {s:?} must start with 0x"))?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "address {s:?} must be 0x followed by 40 hex digits"
-        ));
+        return Err(format!("address {s:?} must be 0x followed by 40 hex digits"));
     }
     let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
     let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
@@ -51,8 +49,7 @@ impl FromStr for Amount {
         if s.len() > 1 && s.starts_with('0') {
             return Err(format!("amount {s:?} has a leading zero"));
         }
-        let value = U256::from_str_radix(s, 10)
-            .map_err(|_| format!("amount {s:?} does not fit in 256 bits"))?;
+        let value = U256::from_str_radix(s, 10).map_err(|_| format!("amount {s:?} does not fit in 256 bits"))?;
         if value.is_zero() {
             return Err("amount must be greater than zero".into());
         }
@@ -88,10 +85,7 @@ mod tests {
         let upper = "0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266";
         let a = parse_address(lower).unwrap();
         assert_eq!(parse_address(checksummed).unwrap(), a);
-        assert_eq!(
-            parse_address(upper.replacen("0X", "0x", 1).as_str()).unwrap(),
-            a
-        );
+        assert_eq!(parse_address(upper.replacen("0X", "0x", 1).as_str()).unwrap(), a);
         assert_eq!(address_lower(&a), lower);
         // one flipped letter case breaks the checksum
         assert!(parse_address("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());

@@ -25,19 +25,12 @@ impl SeedVars {
     /// Reads the variables through `lookup` (the process environment in the
     /// binary, a map in tests). A set but malformed value is an error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let recipient = get("TEMPO_RECIPIENT")
             .map(|v| parse_address(&v).map_err(|e| format!("TEMPO_RECIPIENT: {e}")))
             .transpose()?;
         let amount = get("TEMPO_AMOUNT")
-            .map(|v| {
-                v.parse::<Amount>()
-                    .map_err(|e| format!("TEMPO_AMOUNT: {e}"))
-            })
+            .map(|v| v.parse::<Amount>().map_err(|e| format!("TEMPO_AMOUNT: {e}")))
             .transpose()?;
         let token = get("TEMPO_TOKEN")
             .map(|v| parse_address(&v).map_err(|e| format!("TEMPO_TOKEN: {e}")))
@@ -73,20 +66,12 @@ impl SeedVars {
         if let Some(r) = self.recipient
             && r != policy.recipient
         {
-            return conflict(
-                "TEMPO_RECIPIENT",
-                address_lower(&r),
-                address_lower(&policy.recipient),
-            );
+            return conflict("TEMPO_RECIPIENT", address_lower(&r), address_lower(&policy.recipient));
         }
         if let Some(a) = self.amount
             && a != policy.default_price.amount
         {
-            return conflict(
-                "TEMPO_AMOUNT",
-                a.to_string(),
-                policy.default_price.amount.to_string(),
-            );
+            return conflict("TEMPO_AMOUNT", a.to_string(), policy.default_price.amount.to_string());
         }
         if let Some(t) = self.token
             && t != policy.default_price.asset
@@ -116,10 +101,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> Result<SeedVars, String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         SeedVars::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -131,9 +113,7 @@ mod tests {
         assert!(vars(&[("TEMPO_AMOUNT", "0")]).is_err());
         // an age of 1 or less is ignored, as in the seed
         assert_eq!(
-            vars(&[("TEMPO_ALLOWED_AGE_SECONDS", "1")])
-                .unwrap()
-                .allowed_age_seconds,
+            vars(&[("TEMPO_ALLOWED_AGE_SECONDS", "1")]).unwrap().allowed_age_seconds,
             None
         );
         assert_eq!(
@@ -149,9 +129,6 @@ mod tests {
             120
         );
         // empty means unset
-        assert_eq!(
-            vars(&[("TEMPO_RECIPIENT", "")]).unwrap(),
-            SeedVars::default()
-        );
+        assert_eq!(vars(&[("TEMPO_RECIPIENT", "")]).unwrap(), SeedVars::default());
     }
 }

@@ -18,11 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{Price, SettlementPolicy};
 
 /// `Transfer(address,address,uint256)`.
-pub const TRANSFER_TOPIC: B256 =
-    b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
+pub const TRANSFER_TOPIC: B256 = b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
 /// `TransferWithMemo(address,address,uint256,bytes32)`.
-pub const TRANSFER_WITH_MEMO_TOPIC: B256 =
-    b256!("57bc7354aa85aed339e000bccffabbc529466af35f0772c8f8ee1145927de7f0");
+pub const TRANSFER_WITH_MEMO_TOPIC: B256 = b256!("57bc7354aa85aed339e000bccffabbc529466af35f0772c8f8ee1145927de7f0");
 /// Tempo's fee manager: fee payments land here; they are never payments.
 pub const FEE_MANAGER: Address = address!("feec000000000000000000000000000000000000");
 
@@ -186,12 +184,7 @@ pub fn movements(logs: &[Log]) -> Vec<Movement> {
         let parsed = (*topic0 == TRANSFER_TOPIC || with_memo)
             .then_some(())
             .filter(|_| log.topics.len() == expected_topics && log.data.len() == 32)
-            .and_then(|_| {
-                Some((
-                    topic_address(&log.topics[1])?,
-                    topic_address(&log.topics[2])?,
-                ))
-            });
+            .and_then(|_| Some((topic_address(&log.topics[1])?, topic_address(&log.topics[2])?)));
         let Some((from, to)) = parsed else {
             last_plain = false;
             continue;
@@ -226,13 +219,7 @@ fn topic_address(topic: &B256) -> Option<Address> {
 }
 
 /// The verdict on `facts` for a request priced at `price`, at unix time `now`.
-pub fn judge(
-    facts: &ChainFacts,
-    policy: &SettlementPolicy,
-    price: Price,
-    memo: MemoRule,
-    now: u64,
-) -> Verdict {
+pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: MemoRule, now: u64) -> Verdict {
     if facts.chain_id != policy.chain_id {
         return Verdict::Failed(Reason::WrongChain);
     }
@@ -260,11 +247,7 @@ pub fn judge(
     if ts > now.saturating_add(policy.clock_skew_seconds) {
         return Verdict::Failed(Reason::FutureTimestamp);
     }
-    if now.saturating_sub(ts)
-        > policy
-            .max_age_seconds
-            .saturating_add(policy.clock_skew_seconds)
-    {
+    if now.saturating_sub(ts) > policy.max_age_seconds.saturating_add(policy.clock_skew_seconds) {
         return Verdict::Failed(Reason::Expired);
     }
 
@@ -300,17 +283,11 @@ fn match_payment(
     if candidates.is_empty() {
         return Err(Reason::NoTransfer);
     }
-    let in_asset: Vec<&Movement> = candidates
-        .into_iter()
-        .filter(|m| m.token == price.asset)
-        .collect();
+    let in_asset: Vec<&Movement> = candidates.into_iter().filter(|m| m.token == price.asset).collect();
     if in_asset.is_empty() {
         return Err(Reason::WrongAsset);
     }
-    let to_recipient: Vec<&Movement> = in_asset
-        .into_iter()
-        .filter(|m| m.to == policy.recipient)
-        .collect();
+    let to_recipient: Vec<&Movement> = in_asset.into_iter().filter(|m| m.to == policy.recipient).collect();
     if to_recipient.is_empty() {
         return Err(Reason::WrongRecipient);
     }
@@ -327,13 +304,11 @@ fn match_payment(
     if eligible.is_empty() {
         // Report the amount problem first when no transfer to the
         // recipient would have been enough anyway.
-        return Err(
-            if to_recipient.iter().all(|m| m.amount < price.amount.value()) {
-                Reason::InsufficientAmount
-            } else {
-                Reason::MemoMismatch
-            },
-        );
+        return Err(if to_recipient.iter().all(|m| m.amount < price.amount.value()) {
+            Reason::InsufficientAmount
+        } else {
+            Reason::MemoMismatch
+        });
     }
     if let Some(best) = eligible.iter().max_by_key(|m| m.amount)
         && best.amount >= price.amount.value()

@@ -95,20 +95,15 @@ fn reason(v: Verdict) -> &'static str {
 
 #[test]
 fn a_transfer_of_the_price_to_the_recipient_settles() {
-    let Verdict::Settled(p) = judge_default(&facts(vec![
-        transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
-        fee(385),
-    ])) else {
+    let Verdict::Settled(p) = judge_default(&facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000), fee(385)]))
+    else {
         panic!()
     };
     assert_eq!(
         (p.payer, p.recipient, p.asset, p.amount, p.memo),
         (PAYER, RECIPIENT, ALPHA, U256::from(1_000_000), None)
     );
-    assert_eq!(
-        (p.block_number, p.block_timestamp, p.chain_id),
-        (10, NOW - 5, 42431)
-    );
+    assert_eq!((p.block_number, p.block_timestamp, p.chain_id), (10, NOW - 5, 42431));
 }
 
 #[test]
@@ -125,13 +120,7 @@ fn transfer_with_memo_counts_once_and_keeps_its_memo() {
     // 600k counted once is not 1.2M, even when summing is allowed
     let p = policy(json!({"allow_summed_transfers": true}));
     assert_eq!(
-        reason(judge(
-            &facts(logs.clone()),
-            &p,
-            p.price_for(None),
-            MemoRule::Any,
-            NOW
-        )),
+        reason(judge(&facts(logs.clone()), &p, p.price_for(None), MemoRule::Any, NOW)),
         "insufficient_amount"
     );
     let big = vec![
@@ -148,10 +137,7 @@ fn transfer_with_memo_counts_once_and_keeps_its_memo() {
 fn the_fee_transfer_is_not_a_payment() {
     // A payment whose recipient is the fee manager can never be configured,
     // and the fee transfer alone is not a transfer.
-    assert_eq!(
-        reason(judge_default(&facts(vec![fee(2_000_000)]))),
-        "no_transfer"
-    );
+    assert_eq!(reason(judge_default(&facts(vec![fee(2_000_000)]))), "no_transfer");
 }
 
 #[test]
@@ -166,9 +152,7 @@ fn a_look_alike_token_is_the_wrong_asset() {
         "wrong_asset"
     );
     assert_eq!(
-        reason(judge_default(&facts(vec![transfer(
-            BETA, PAYER, RECIPIENT, 5_000_000
-        )]))),
+        reason(judge_default(&facts(vec![transfer(BETA, PAYER, RECIPIENT, 5_000_000)]))),
         "wrong_asset"
     );
 }
@@ -177,9 +161,7 @@ fn a_look_alike_token_is_the_wrong_asset() {
 fn reasons_are_the_closest_to_success() {
     assert_eq!(reason(judge_default(&facts(vec![]))), "no_transfer");
     assert_eq!(
-        reason(judge_default(&facts(vec![transfer(
-            ALPHA, PAYER, STRANGER, 5_000_000
-        )]))),
+        reason(judge_default(&facts(vec![transfer(ALPHA, PAYER, STRANGER, 5_000_000)]))),
         "wrong_recipient"
     );
     assert_eq!(
@@ -204,10 +186,7 @@ fn summing_is_a_policy_choice_and_never_across_payers() {
         transfer(ALPHA, PAYER, RECIPIENT, 500_000),
         transfer(ALPHA, PAYER, RECIPIENT, 500_000),
     ];
-    assert_eq!(
-        reason(judge_default(&facts(logs.clone()))),
-        "insufficient_amount"
-    );
+    assert_eq!(reason(judge_default(&facts(logs.clone()))), "insufficient_amount");
     let p = policy(json!({"allow_summed_transfers": true}));
     let Verdict::Settled(s) = judge(&facts(logs), &p, p.price_for(None), MemoRule::Any, NOW) else {
         panic!()
@@ -218,13 +197,7 @@ fn summing_is_a_policy_choice_and_never_across_payers() {
         transfer(ALPHA, STRANGER, RECIPIENT, 500_000),
     ];
     assert_eq!(
-        reason(judge(
-            &facts(mixed),
-            &p,
-            p.price_for(None),
-            MemoRule::Any,
-            NOW
-        )),
+        reason(judge(&facts(mixed), &p, p.price_for(None), MemoRule::Any, NOW)),
         "insufficient_amount"
     );
 }
@@ -271,10 +244,7 @@ fn confirmations_come_from_the_head_and_missing_ones_are_pending() {
         Verdict::Pending(Pending::Confirmations { have: 2, need: 3 })
     );
     f.head = 12;
-    assert_eq!(
-        reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW)),
-        "settled"
-    );
+    assert_eq!(reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW)), "settled");
     f.head = 5; // a lagging head never underflows into a huge count
     assert!(matches!(
         judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
@@ -296,14 +266,8 @@ fn memo_rules() {
         reason(judge(&plain, &p, price, MemoRule::Required, NOW)),
         "memo_mismatch"
     );
-    assert_eq!(
-        reason(judge(&memoed, &p, price, MemoRule::Required, NOW)),
-        "settled"
-    );
-    assert_eq!(
-        reason(judge(&memoed, &p, price, MemoRule::Exact(memo), NOW)),
-        "settled"
-    );
+    assert_eq!(reason(judge(&memoed, &p, price, MemoRule::Required, NOW)), "settled");
+    assert_eq!(reason(judge(&memoed, &p, price, MemoRule::Exact(memo), NOW)), "settled");
     assert_eq!(
         reason(judge(&memoed, &p, price, MemoRule::Exact(B256::ZERO), NOW)),
         "memo_mismatch"

@@ -97,8 +97,7 @@ fn check_key_id(id: &str) -> Result<(), Failure> {
 }
 
 fn init(a: InitArgs) -> Result<(), Failure> {
-    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok())
-        .map_err(|e| Failure("CONFIG_INVALID", e))?;
+    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e))?;
     let mut signers: Vec<(String, PublicKey)> = Vec::new();
     for path in &a.signers {
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
@@ -107,12 +106,8 @@ fn init(a: InitArgs) -> Result<(), Failure> {
             key_id: String,
             public_key: String,
         }
-        let k: KeyJson = serde_json::from_str(&text).map_err(|e| {
-            usage(format!(
-                "{}: not the JSON of `genome keygen`: {e}",
-                path.display()
-            ))
-        })?;
+        let k: KeyJson = serde_json::from_str(&text)
+            .map_err(|e| usage(format!("{}: not the JSON of `genome keygen`: {e}", path.display())))?;
         check_key_id(&k.key_id)?;
         let key = PublicKey::from_spki_base64(&k.public_key)
             .map_err(|e| usage(format!("{}: public_key: {e}", path.display())))?;
@@ -133,13 +128,9 @@ fn init(a: InitArgs) -> Result<(), Failure> {
     let asset = match &a.token {
         Some(t) => parse_address(t).map_err(usage)?,
         // unwrap: a constant, valid address.
-        None => seed
-            .token
-            .unwrap_or_else(|| parse_address(ALPHA_USD).unwrap()),
+        None => seed.token.unwrap_or_else(|| parse_address(ALPHA_USD).unwrap()),
     };
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 ns is valid");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns is valid");
     let expires_at = match (&a.expires_at, a.valid_for_days) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(days)) => Some(fmt_time(now + time::Duration::days(days.into()))),
@@ -172,11 +163,10 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
     let input = std::fs::read(&a.input).map_err(|e| io(&a.input, e))?;
     let encoded = match &a.key_file {
         Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io(path, e))?),
-        None => Zeroizing::new(std::env::var(SIGNING_KEY_VAR).map_err(|_| {
-            usage(format!(
-                "no private key: pass --key-file or set {SIGNING_KEY_VAR}"
-            ))
-        })?),
+        None => Zeroizing::new(
+            std::env::var(SIGNING_KEY_VAR)
+                .map_err(|_| usage(format!("no private key: pass --key-file or set {SIGNING_KEY_VAR}")))?,
+        ),
     };
     let key = PrivateKey::from_pkcs8_base64(&encoded)
         .map_err(|e| Failure("KEY_INVALID", format!("the private key is {e}")))?;
@@ -202,11 +192,7 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
         (!a.in_place).then_some(a.input.as_path()),
     )?;
     if let Some(out) = output {
-        eprintln!(
-            "signed {} as {key_id:?} -> {}",
-            a.input.display(),
-            out.display()
-        );
+        eprintln!("signed {} as {key_id:?} -> {}", a.input.display(), out.display());
     }
     Ok(())
 }
@@ -217,8 +203,7 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
             .trusted_keys
             .iter()
             .map(|k| {
-                PublicKey::from_spki_base64(k)
-                    .map_err(|e| Failure("CONFIG_INVALID", format!("--trusted-key: {e}")))
+                PublicKey::from_spki_base64(k).map_err(|e| Failure("CONFIG_INVALID", format!("--trusted-key: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(f) = &a.trusted_keys_file {
@@ -229,13 +214,9 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         let s = Settings::load(a.config.as_deref()).map_err(|e| Failure("CONFIG_INVALID", e.0))?;
         TrustRoot::new(s.trusted_keys, s.min_threshold)
     };
-    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok())
-        .map_err(|e| Failure("CONFIG_INVALID", e))?;
+    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e))?;
     let source = GenomeSource {
-        manifest_root: a
-            .manifest_root
-            .clone()
-            .unwrap_or_else(|| parent_dir(&a.path)),
+        manifest_root: a.manifest_root.clone().unwrap_or_else(|| parent_dir(&a.path)),
         path: a.path.clone(),
         trust: trust.clone(),
         seed,
@@ -251,13 +232,9 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         for c in parsed.check_signatures(&trust) {
             let verdict = match c.verdict {
                 SignatureVerdict::Valid { pinned: true } => "valid, pinned".to_owned(),
-                SignatureVerdict::Valid { pinned: false } => {
-                    "valid, NOT pinned (does not count)".to_owned()
-                }
+                SignatureVerdict::Valid { pinned: false } => "valid, NOT pinned (does not count)".to_owned(),
                 SignatureVerdict::Invalid(why) => format!("INVALID ({why})"),
-                SignatureVerdict::UnknownKeyId => {
-                    "INVALID (key id not in authority.signers)".to_owned()
-                }
+                SignatureVerdict::UnknownKeyId => "INVALID (key id not in authority.signers)".to_owned(),
             };
             println!("signature {:?}: {verdict}", c.key_id);
         }
@@ -281,9 +258,7 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
 
 fn inspect(a: InspectArgs) -> Result<(), Failure> {
     let bytes = std::fs::read(&a.path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            GenomeError::Missing(format!("no genome file at {}", a.path.display())).into()
-        }
+        std::io::ErrorKind::NotFound => GenomeError::Missing(format!("no genome file at {}", a.path.display())).into(),
         _ => io(&a.path, e),
     })?;
     let parsed = ParsedGenome::parse(&bytes)?;
@@ -330,12 +305,7 @@ fn parent_dir(p: &Path) -> PathBuf {
 /// (the input of `sign`), and replaces another existing file only with
 /// `force`. The write goes to a temporary file that is renamed into place,
 /// so a crash never leaves a half-written genome.
-fn write_output(
-    out: Option<&Path>,
-    text: &str,
-    force: bool,
-    protect: Option<&Path>,
-) -> Result<(), Failure> {
+fn write_output(out: Option<&Path>, text: &str, force: bool, protect: Option<&Path>) -> Result<(), Failure> {
     let Some(out) = out else {
         print!("{text}");
         return Ok(());
@@ -349,26 +319,15 @@ fn write_output(
         )));
     }
     if out.exists() && !force {
-        return Err(usage(format!(
-            "{} exists; pass --force to replace it",
-            out.display()
-        )));
+        return Err(usage(format!("{} exists; pass --force to replace it", out.display())));
     }
     let dir = parent_dir(out);
     let name = out
         .file_name()
         .ok_or_else(|| usage("the output path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, out)

@@ -3,15 +3,21 @@
 //! they read the shared state, ask an actor, and render.
 
 mod ops;
+pub mod payment;
 pub mod problem;
 pub mod request_context;
+mod verify;
 
 use std::sync::Arc;
 
+use actix::Addr;
 use actix_web::{ResponseError, web};
 use settlegate_actors::ActiveGenome;
+use settlegate_actors::replay_guard::ReplayGuard;
+use settlegate_actors::rpc_pool::RpcPool;
 
 use crate::metrics::Metrics;
+use crate::settle::Settler;
 use problem::ApiError;
 
 /// State shared by every worker (cloned per worker; the inner values are
@@ -20,6 +26,11 @@ use problem::ApiError;
 pub struct AppState {
     pub genome: ActiveGenome,
     pub metrics: Arc<Metrics>,
+    pub settler: Settler,
+    pub rpc: Addr<RpcPool>,
+    pub replay: Addr<ReplayGuard>,
+    /// `redis` or `local`, for `/readyz`.
+    pub replay_backend: &'static str,
 }
 
 /// Registers every route on an actix-web `App`.
@@ -28,6 +39,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
         .service(resource("/v1/genome").route(web::get().to(ops::genome)))
+        .service(
+            resource("/v1/verify")
+                .app_data(verify::json_config())
+                .route(web::post().to(verify::verify)),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -8,6 +8,9 @@ use serde_json::json;
 use settlegate_rules::genome::actions;
 use time::OffsetDateTime;
 
+use settlegate_actors::replay_guard::Ping;
+use settlegate_actors::rpc_pool::PoolStatus;
+
 use super::AppState;
 use super::problem::ApiError;
 
@@ -26,7 +29,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             json!({ "state": "invalid", "code": e.code(), "detail": e.to_string(), "genome_id": g.id })
         }
     };
-    let ready = genome["state"] == "verified";
+    let store = match state.replay.send(Ping).await {
+        Ok(Ok(())) => json!({ "state": "ok", "backend": state.replay_backend }),
+        Ok(Err(e)) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": e.to_string() }),
+        Err(e) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": e.to_string() }),
+    };
+    let endpoints = state.rpc.send(PoolStatus { probe: true }).await.unwrap_or_default();
+    let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
+    let rpc = json!({ "state": if rpc_ok { "ok" } else { "unavailable" }, "endpoints": endpoints });
+    let ready = genome["state"] == "verified" && store["state"] == "ok" && rpc_ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -36,7 +47,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .insert_header(("Cache-Control", "no-store"))
         .json(json!({
             "status": if ready { "ready" } else { "not_ready" },
-            "components": { "genome": genome },
+            "components": { "genome": genome, "replay_store": store, "rpc": rpc },
         }))
 }
 

@@ -23,6 +23,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidTxHash(String),
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
 }
 
 impl ApiError {
@@ -32,6 +40,10 @@ impl ApiError {
             ApiError::GenomeUnavailable(_) => "GENOME_UNAVAILABLE",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::InvalidTxHash(_) => "INVALID_TX_HASH",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
         }
     }
 
@@ -41,16 +53,17 @@ impl ApiError {
             ApiError::GenomeUnavailable(_) => "Genome unavailable",
             ApiError::NotFound(_) => "Not found",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
+            ApiError::InvalidRequest(_) => "Invalid request",
+            ApiError::InvalidTxHash(_) => "Invalid transaction hash",
+            ApiError::PayloadTooLarge(_) => "Payload too large",
+            ApiError::UnsupportedMediaType => "Unsupported media type",
         }
     }
 }
 
 /// `urn:settlegate:problem:<code in kebab case>`.
 pub fn problem_type(code: &str) -> String {
-    format!(
-        "urn:settlegate:problem:{}",
-        code.to_ascii_lowercase().replace('_', "-")
-    )
+    format!("urn:settlegate:problem:{}", code.to_ascii_lowercase().replace('_', "-"))
 }
 
 /// A problem+json body with the stable fields every settlegate error carries.
@@ -71,6 +84,9 @@ impl ResponseError for ApiError {
             ApiError::GenomeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidRequest(_) | ApiError::InvalidTxHash(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 

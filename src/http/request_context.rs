@@ -23,8 +23,7 @@ fn caller_request_id(req: &ServiceRequest) -> Option<String> {
     let v = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
     let ok = !v.is_empty()
         && v.len() <= MAX_REQUEST_ID_LEN
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
     ok.then(|| v.to_owned())
 }
 
@@ -53,9 +52,7 @@ pub async fn request_context(
         method = %req.method(),
         path = %req.path(),
     );
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
 
@@ -63,10 +60,7 @@ pub async fn request_context(
     res.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_str(&request_id).unwrap());
     let status = res.status().as_u16();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(m) = metrics {
         m.observe_request(&route, status);

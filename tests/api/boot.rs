@@ -28,10 +28,7 @@ async fn a_two_of_two_genome_boots_with_both_keys_pinned() {
     let w = Workdir::new();
     let g = Genome::new(&[("a", 1), ("b", 2)], 2).signed_by(&[("a", 1), ("b", 2)]);
     let mut env = serve_env(&w.genome(&g));
-    env.insert(
-        "SETTLEGATE_TRUST__KEYS".into(),
-        format!("{},{}", spki(1), spki(2)),
-    );
+    env.insert("SETTLEGATE_TRUST__KEYS".into(), format!("{},{}", spki(1), spki(2)));
     let app = Served::start(&env);
     let (_, body) = app.get_json("/v1/genome").await;
     assert_eq!(body["signer_key_ids"], json!(["a", "b"]));
@@ -49,7 +46,10 @@ async fn a_seed_variable_that_agrees_with_the_genome_does_not_block_the_boot() {
     );
     env.insert("TEMPO_ALLOWED_AGE_SECONDS".into(), "300".into());
     let app = Served::start(&env);
-    assert_eq!(app.get_json("/readyz").await.0, 200);
+    assert_eq!(
+        app.get_json("/readyz").await.1["components"]["genome"]["state"],
+        "verified"
+    );
 }
 
 #[tokio::test]
@@ -63,18 +63,16 @@ async fn a_config_file_on_the_command_line_is_layered_between_defaults_and_envir
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:1\"\n[genome]\npath = \"{}\"\n[trust]\nkeys_file = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:1\"\n[genome]\npath = \"{}\"\n[trust]\nkeys_file = \"{}\"\n[replay]\nlocal_path = \"{}\"\n",
             genome.display(),
-            keys.display()
+            keys.display(),
+            w.path("replay.redb").display()
         ),
     )
     .unwrap();
     // The file sets the genome and the keys; the environment overrides its
     // listen address (port 1 would need privileges).
-    let env = HashMap::from([(
-        "SETTLEGATE_SERVER__LISTEN".to_string(),
-        "127.0.0.1:0".to_string(),
-    )]);
+    let env = HashMap::from([("SETTLEGATE_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())]);
     let app = Served::start_args(&["serve", "--config", file.to_str().unwrap()], &env);
     assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], g.id());
     // a config file that does not exist stops the boot
@@ -105,10 +103,7 @@ fn raw_genome(text: String) -> Setup {
 fn cases() -> Vec<Case> {
     let signed = String::from_utf8(Genome::single().signed().bytes()).unwrap();
     vec![
-        (
-            "GENOME_MISSING",
-            Box::new(|w| serve_env(&w.path("nope.json"))),
-        ),
+        ("GENOME_MISSING", Box::new(|w| serve_env(&w.path("nope.json")))),
         (
             "GENOME_MISSING",
             Box::new(|w| {
@@ -117,10 +112,7 @@ fn cases() -> Vec<Case> {
                 env
             }),
         ),
-        (
-            "GENOME_UNREADABLE",
-            raw_genome("{\"schema_version\": ".into()),
-        ),
+        ("GENOME_UNREADABLE", raw_genome("{\"schema_version\": ".into())),
         ("GENOME_UNREADABLE", Box::new(|w| serve_env(w.dir.path()))),
         (
             "GENOME_INVALID_SCHEMA",
@@ -148,10 +140,7 @@ fn cases() -> Vec<Case> {
             Box::new(|w| {
                 let g = Genome::new(&[("a", 1), ("b", 2)], 1).signed_by(&[("a", 1)]);
                 let mut env = serve_env(&w.genome(&g));
-                env.insert(
-                    "SETTLEGATE_TRUST__KEYS".into(),
-                    format!("{},{}", spki(1), spki(2)),
-                );
+                env.insert("SETTLEGATE_TRUST__KEYS".into(), format!("{},{}", spki(1), spki(2)));
                 env.insert("SETTLEGATE_TRUST__MIN_THRESHOLD".into(), "2".into());
                 env
             }),

@@ -13,10 +13,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 fn run(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, String, String) {
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let out = command(args, &env).current_dir(dir).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -29,46 +26,25 @@ fn run(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, Stri
 fn keygen_writes_the_private_key_to_a_new_0600_file_and_never_to_stdout() {
     let w = Workdir::new();
     let (code, stdout, _) = run(
-        &[
-            "genome",
-            "keygen",
-            "ops-key-1",
-            "--private-key-out",
-            "k.secret",
-        ],
+        &["genome", "keygen", "ops-key-1", "--private-key-out", "k.secret"],
         &[],
         w.dir.path(),
     );
     assert_eq!(code, 0);
     let secret = std::fs::read_to_string(w.path("k.secret")).unwrap();
     assert_eq!(
-        std::fs::metadata(w.path("k.secret"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
+        std::fs::metadata(w.path("k.secret")).unwrap().permissions().mode() & 0o777,
         0o600
     );
     assert!(!stdout.contains(secret.trim()));
     let public: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(public["key_id"], "ops-key-1");
     assert_eq!(public["alg"], "ed25519");
-    assert!(
-        public["public_key"]
-            .as_str()
-            .unwrap()
-            .starts_with("MCowBQYDK2VwAyEA")
-    );
+    assert!(public["public_key"].as_str().unwrap().starts_with("MCowBQYDK2VwAyEA"));
 
     // never overwrites an existing key file
     let (code, _, stderr) = run(
-        &[
-            "genome",
-            "keygen",
-            "ops-key-2",
-            "--private-key-out",
-            "k.secret",
-        ],
+        &["genome", "keygen", "ops-key-2", "--private-key-out", "k.secret"],
         &[],
         w.dir.path(),
     );
@@ -113,19 +89,12 @@ fn sign_never_overwrites_its_input_unless_asked() {
     // to stdout by default
     let (code, stdout, _) = run(&["genome", "sign", "unsigned.json"], &env, w.dir.path());
     assert_eq!(code, 0);
-    assert!(
-        serde_json::from_str::<Value>(&stdout).unwrap()["signature"]["signer_key_id"]
-            == "test-key-1"
-    );
+    assert!(serde_json::from_str::<Value>(&stdout).unwrap()["signature"]["signer_key_id"] == "test-key-1");
     assert_eq!(std::fs::read(&input).unwrap(), before);
 
     // an existing other output needs --force
     std::fs::write(w.path("out.json"), "keep").unwrap();
-    let (code, _, _) = run(
-        &["genome", "sign", "unsigned.json", "out.json"],
-        &env,
-        w.dir.path(),
-    );
+    let (code, _, _) = run(&["genome", "sign", "unsigned.json", "out.json"], &env, w.dir.path());
     assert_ne!(code, 0);
     assert_eq!(std::fs::read_to_string(w.path("out.json")).unwrap(), "keep");
     let (code, _, _) = run(
@@ -136,11 +105,7 @@ fn sign_never_overwrites_its_input_unless_asked() {
     assert_eq!(code, 0);
 
     // --in-place is the explicit way
-    let (code, _, _) = run(
-        &["genome", "sign", "unsigned.json", "--in-place"],
-        &env,
-        w.dir.path(),
-    );
+    let (code, _, _) = run(&["genome", "sign", "unsigned.json", "--in-place"], &env, w.dir.path());
     assert_eq!(code, 0);
     assert_eq!(
         std::fs::read(&input).unwrap(),
@@ -193,10 +158,7 @@ fn verify_prints_each_signer_and_its_exit_status_says_valid_or_not() {
     );
     assert_eq!(code, 1);
     assert!(stdout.contains("INVALID"));
-    assert!(
-        stderr.starts_with("settlegate: GENOME_SIGNATURE_INVALID: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("settlegate: GENOME_SIGNATURE_INVALID: "), "{stderr}");
 
     // with no pinned key at all, verification cannot succeed
     let (code, _, stderr) = run(&["genome", "verify", "g.json"], &[], w.dir.path());
@@ -231,18 +193,11 @@ fn init_reads_the_seed_variables_and_rejects_bad_ones() {
     );
     std::fs::write(w.path("k.json"), key_json).unwrap();
     let seed = [
-        (
-            "TEMPO_RECIPIENT",
-            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-        ),
+        ("TEMPO_RECIPIENT", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"),
         ("TEMPO_AMOUNT", "2500000"),
         ("TEMPO_ALLOWED_AGE_SECONDS", "120"),
     ];
-    let (code, stdout, stderr) = run(
-        &["genome", "init", "--signer", "k.json"],
-        &seed,
-        w.dir.path(),
-    );
+    let (code, stdout, stderr) = run(&["genome", "init", "--signer", "k.json"], &seed, w.dir.path());
     assert_eq!(code, 0, "{stderr}");
     let g: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(g["settlement"]["recipient"], RECIPIENT);
@@ -268,11 +223,7 @@ fn init_reads_the_seed_variables_and_rejects_bad_ones() {
         ("TEMPO_RECIPIENT", "0xnothex"),
     ] {
         let env = [seed[0], seed[1], bad];
-        let (code, _, stderr) = run(
-            &["genome", "init", "--signer", "k.json"],
-            &env,
-            w.dir.path(),
-        );
+        let (code, _, stderr) = run(&["genome", "init", "--signer", "k.json"], &env, w.dir.path());
         assert_ne!(code, 0, "{bad:?}");
         assert!(stderr.contains(bad.0), "{stderr}");
     }
@@ -285,20 +236,13 @@ fn init_reads_the_seed_variables_and_rejects_bad_ones() {
 /// exactly as a reader would paste it, ending in a running server.
 #[test]
 fn the_readme_production_walkthrough_runs_as_written() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme
         .find("<!-- walkthrough:begin -->")
         .expect("README has the walkthrough markers");
     let end = readme.find("<!-- walkthrough:end -->").unwrap();
     let block = &readme[start..end];
-    let script = block
-        .split("```bash")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let script = block.split("```bash").nth(1).unwrap().split("```").next().unwrap();
     assert!(script.contains("settlegate serve"));
 
     let w = Workdir::new();
@@ -353,6 +297,7 @@ fn the_readme_production_walkthrough_runs_as_written() {
 
 /// A blocking GET for a sync test (the async client needs a runtime).
 fn get_json_blocking(url: &str) -> Value {
+    ensure_tls();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

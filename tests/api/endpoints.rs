@@ -11,18 +11,31 @@ fn start(g: Genome) -> (Workdir, Served) {
 }
 
 #[tokio::test]
-async fn healthz_and_readyz_answer_while_the_genome_is_valid() {
+async fn readyz_needs_the_genome_the_replay_store_and_a_healthy_rpc_endpoint() {
+    let chain = crate::chain::Chain::start();
     let g = Genome::single().signed();
-    let (_w, app) = start(g.clone());
-    assert_eq!(
-        app.get_json("/healthz").await,
-        (200, json!({"status": "ok"}))
-    );
+    let w = Workdir::new();
+    let app = Served::start(&chain_env(&w.genome(&g), &chain.url));
+    assert_eq!(app.get_json("/healthz").await, (200, json!({"status": "ok"})));
     let (status, body) = app.get_json("/readyz").await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
     assert_eq!(body["components"]["genome"]["state"], "verified");
     assert_eq!(body["components"]["genome"]["genome_id"], g.id());
+    assert_eq!(body["components"]["replay_store"]["state"], "ok");
+    assert_eq!(body["components"]["replay_store"]["backend"], "redis");
+    assert_eq!(body["components"]["rpc"]["endpoints"][0]["state"], "healthy");
+    assert_eq!(body["components"]["rpc"]["endpoints"][0]["chain_id"], 42431);
+
+    // without a reachable RPC endpoint the service is alive but not ready
+    let (_w2, dead) = start(Genome::single().signed());
+    let (status, body) = dead.get_json("/readyz").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["components"]["rpc"]["state"], "unavailable");
+    assert_eq!(body["components"]["genome"]["state"], "verified");
+    assert_eq!(body["components"]["replay_store"]["backend"], "local");
+    assert_eq!(dead.get_json("/healthz").await.0, 200);
 }
 
 #[tokio::test]
@@ -71,10 +84,7 @@ async fn unknown_routes_and_methods_get_problem_json() {
     assert_eq!(body["status"], 404);
     let r = client.delete(app.url("/v1/genome")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["code"],
-        "METHOD_NOT_ALLOWED"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "METHOD_NOT_ALLOWED");
 }
 
 #[tokio::test]
@@ -96,7 +106,10 @@ async fn the_capability_ceiling_denies_what_the_genome_does_not_allow() {
     assert_eq!(app.get_json("/v1/genome").await.0, 403);
     assert_eq!(app.get_json("/metrics").await.0, 403);
     assert_eq!(app.get_json("/healthz").await.0, 200);
-    assert_eq!(app.get_json("/readyz").await.0, 200);
+    assert_eq!(
+        app.get_json("/readyz").await.1["components"]["genome"]["state"],
+        "verified"
+    );
 }
 
 #[tokio::test]
@@ -104,12 +117,7 @@ async fn metrics_count_responses_by_route_and_status() {
     let (_w, app) = start(Genome::single().signed());
     app.get_json("/healthz").await;
     app.get_json("/nope").await;
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(
         text.contains(r#"settlegate_http_requests_total{route="/healthz",status="200"} 1"#),
         "{text}"
@@ -129,9 +137,7 @@ async fn every_request_is_one_structured_log_line_with_its_request_id() {
         .send()
         .await
         .unwrap();
-    let line = app.wait_for_log(|v| {
-        v["message"] == "request served" && v["span"]["request_id"] == "trace-me-1"
-    });
+    let line = app.wait_for_log(|v| v["message"] == "request served" && v["span"]["request_id"] == "trace-me-1");
     assert_eq!(line["status"], 200);
     assert_eq!(line["span"]["path"], "/healthz");
 }

@@ -79,9 +79,7 @@ impl Genome {
             .as_object_mut()
             .unwrap()
             .insert(key.to_owned(), value);
-        let Value::Object(doc) = root else {
-            unreachable!()
-        };
+        let Value::Object(doc) = root else { unreachable!() };
         Genome { doc }
     }
 
@@ -145,18 +143,47 @@ impl Workdir {
     }
 }
 
-/// Environment for `serve` with one pinned key (test key 1) and port 0.
+/// Environment for `serve` with one pinned key (test key 1), port 0, the
+/// embedded replay store beside the genome, and an RPC URL where nothing
+/// listens (tests that need the chain use [`chain_env`]).
 pub fn serve_env(genome: &Path) -> HashMap<String, String> {
+    let dir = genome.parent().unwrap_or(Path::new("."));
     HashMap::from([
+        ("SETTLEGATE_GENOME__PATH".into(), genome.display().to_string()),
         (
-            "SETTLEGATE_GENOME__PATH".into(),
-            genome.display().to_string(),
+            "SETTLEGATE_REPLAY__LOCAL_PATH".into(),
+            dir.join("replay.redb").display().to_string(),
+        ),
+        (
+            "SETTLEGATE_RPC__URLS".into(),
+            format!("http://127.0.0.1:{}", free_port()),
         ),
         ("SETTLEGATE_TRUST__KEYS".into(), spki(1)),
         ("SETTLEGATE_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
         ("SETTLEGATE_SERVER__WORKERS".into(), "1".into()),
         ("RUST_LOG".into(), "info".into()),
     ])
+}
+
+/// The shared Redis of the machine (its own key prefix per test).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    format!("sgtest-{}-{}:", std::process::id(), hex::encode(b))
+}
+
+/// `serve_env` against `rpc` and the shared Redis under a fresh prefix.
+pub fn chain_env(genome: &Path, rpc: &str) -> HashMap<String, String> {
+    let mut env = serve_env(genome);
+    env.insert("SETTLEGATE_RPC__URLS".into(), rpc.into());
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
+    env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), unique_prefix());
+    env
 }
 
 /// A `Command` for the binary with a clean environment: no SETTLEGATE_ or
@@ -175,6 +202,9 @@ pub fn command(args: &[&str], env: &HashMap<String, String>) -> Command {
 
 /// A running `settlegate serve`.
 pub struct Served {
+    /// One client per service, so a storm reuses connections like a real
+    /// caller would.
+    client: reqwest::Client,
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<Value>>>,
@@ -188,6 +218,7 @@ impl Served {
 
     /// Starts the binary with `args` (which must serve).
     pub fn start_args(args: &[&str], env: &HashMap<String, String>) -> Served {
+        ensure_tls();
         let mut child = command(args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -203,28 +234,22 @@ impl Served {
                     continue;
                 };
                 if v["message"] == "listening" {
-                    let _ = tx.send(
-                        v["address"]
-                            .as_str()
-                            .unwrap()
-                            .parse::<SocketAddr>()
-                            .unwrap(),
-                    );
+                    let _ = tx.send(v["address"].as_str().unwrap().parse::<SocketAddr>().unwrap());
                 }
                 sink.lock().unwrap().push(v);
             }
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Served { child, addr, logs },
+            Ok(addr) => Served {
+                client: reqwest::Client::new(),
+                child,
+                addr,
+                logs,
+            },
             Err(_) => {
                 let _ = child.kill();
                 let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 panic!("settlegate did not start: {err}");
             }
         }
@@ -258,6 +283,34 @@ impl Served {
         self.logs.lock().unwrap().iter().filter(|v| pred(v)).count()
     }
 
+    /// `POST /v1/verify` with `body` and extra headers.
+    pub async fn verify(&self, body: Value, headers: &[(&str, &str)]) -> Verified {
+        let mut req = self.client.post(self.url("/v1/verify")).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Verified { status, headers, body }
+    }
+
+    /// `POST /v1/verify` with `{"credential": "Tempo <hash>"}`.
+    pub async fn verify_hash(&self, hash: &str) -> Verified {
+        self.verify(json!({ "credential": format!("Tempo {hash}") }), &[]).await
+    }
+
+    /// The value of a counter line in `/metrics`, 0 when absent.
+    pub async fn metric(&self, line_prefix: &str) -> u64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(line_prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let resp = reqwest::get(self.url(path)).await.unwrap();
         let status = resp.status().as_u16();
@@ -269,6 +322,28 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `/v1/verify` answer.
+#[derive(Debug)]
+pub struct Verified {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Verified {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn reason(&self) -> &str {
+        self.body["reason"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
     }
 }
 
@@ -309,12 +384,7 @@ pub fn run_refused(env: &HashMap<String, String>) -> Refused {
         }
     };
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     Refused {
         code: status.code(),
         stderr,
@@ -339,4 +409,10 @@ pub fn send_signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(pid, signal) };
     assert!(rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH));
+}
+
+/// reqwest is built without a TLS crypto provider of its own (the service
+/// picks ring); the test client needs one installed too.
+pub fn ensure_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

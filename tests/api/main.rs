@@ -2,8 +2,11 @@
 //! real TCP. One test binary with modules (faster to build than many).
 
 mod boot;
+mod chain;
 mod cli;
 mod endpoints;
+mod faults;
 mod helpers;
 mod mathison_compat;
 mod reload;
+mod verify;

@@ -52,10 +52,7 @@ fn a_genome_signed_here_verifies_in_the_javascript_implementation() {
     g.write(&path);
     let p = path.to_str().unwrap();
     assert_eq!(node(&["id", p], &[]).trim(), g.id());
-    assert_eq!(
-        node(&["verify", p], &[]),
-        "test-key-1 valid\ntest-key-2 valid\n"
-    );
+    assert_eq!(node(&["verify", p], &[]), "test-key-1 valid\ntest-key-2 valid\n");
 }
 
 #[test]
@@ -77,26 +74,13 @@ fn a_genome_signed_by_the_javascript_implementation_verifies_here() {
 
     let env = std::collections::HashMap::new();
     let out = command(
-        &[
-            "genome",
-            "verify",
-            signed.to_str().unwrap(),
-            "--trusted-key",
-            &spki(2),
-        ],
+        &["genome", "verify", signed.to_str().unwrap(), "--trusted-key", &spki(2)],
         &env,
     )
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("genome_id: {}", tricky().id())),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("genome_id: {}", tricky().id())), "{stdout}");
     assert!(stdout.contains("signature \"test-key-2\": valid, pinned"));
 }

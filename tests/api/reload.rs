@@ -53,7 +53,10 @@ async fn sighup_with_a_tampered_or_older_genome_keeps_the_verified_one() {
     app.sighup();
     app.wait_for_log(refused("GENOME_SIGNATURE_INVALID"));
     assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v2.id());
-    assert_eq!(app.get_json("/readyz").await.0, 200);
+    assert_eq!(
+        app.get_json("/readyz").await.1["components"]["genome"]["state"],
+        "verified"
+    );
 
     // older version, validly signed: rollback
     Genome::single().version("1.9.9").signed().write(&path);
@@ -67,11 +70,7 @@ async fn sighup_with_a_tampered_or_older_genome_keeps_the_verified_one() {
         .write(&path);
     app.sighup();
     app.wait_for_log(|v| {
-        refused("GENOME_ROLLBACK")(v)
-            && v["error"]
-                .as_str()
-                .unwrap()
-                .contains("2.0.0 is not greater")
+        refused("GENOME_ROLLBACK")(v) && v["error"].as_str().unwrap().contains("2.0.0 is not greater")
     });
     // self-signed by an unpinned key
     Genome::new(&[("evil", 9)], 1)
@@ -87,16 +86,9 @@ async fn sighup_with_a_tampered_or_older_genome_keeps_the_verified_one() {
 
     assert_eq!(app.get_json("/v1/genome").await.1["genome_id"], v2.id());
     assert_eq!(app.get_json("/healthz").await.0, 200);
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(
-            r#"settlegate_genome_reloads_total{outcome="refused",code="GENOME_ROLLBACK"} 2"#
-        ),
+        metrics.contains(r#"settlegate_genome_reloads_total{outcome="refused",code="GENOME_ROLLBACK"} 2"#),
         "{metrics}"
     );
 }
@@ -106,16 +98,10 @@ async fn the_interval_check_picks_up_a_newer_genome_and_logs_a_bad_file_once() {
     let w = Workdir::new();
     let path = w.genome(&Genome::single().signed());
     let mut env = serve_env(&path);
-    env.insert(
-        "SETTLEGATE_GENOME__RELOAD_INTERVAL_SECONDS".into(),
-        "1".into(),
-    );
+    env.insert("SETTLEGATE_GENOME__RELOAD_INTERVAL_SECONDS".into(), "1".into());
     let app = Served::start(&env);
 
-    Genome::single()
-        .signed()
-        .set("/version", json!("5.0.0"))
-        .write(&path); // signature broken
+    Genome::single().signed().set("/version", json!("5.0.0")).write(&path); // signature broken
     app.wait_for_log(refused("GENOME_SIGNATURE_INVALID"));
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
@@ -138,7 +124,8 @@ async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
         .set("/expires_at", json!(soon.format(&Rfc3339).unwrap()))
         .signed();
     let path = w.genome(&g);
-    let app = Served::start(&serve_env(&path));
+    let chain = crate::chain::Chain::start();
+    let app = Served::start(&chain_env(&path, &chain.url));
     assert_eq!(app.get_json("/readyz").await.0, 200);
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -152,10 +139,7 @@ async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
     };
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["components"]["genome"]["code"], "GENOME_EXPIRED");
-    assert_eq!(
-        app.get_json("/v1/genome").await.1["state"],
-        "GENOME_EXPIRED"
-    );
+    assert_eq!(app.get_json("/v1/genome").await.1["state"], "GENOME_EXPIRED");
     assert_eq!(app.get_json("/healthz").await.0, 200);
 
     Genome::single().version("1.0.1").signed().write(&path);

@@ -1,0 +1,242 @@
+//! Infrastructure faults and storms, with real components stopped and
+//! restarted: a 503 never consumes a payment, a storm costs one lookup, and
+//! a consumed payment stays consumed across restarts.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::chain::*;
+use crate::helpers::*;
+
+/// Retries `verify_hash` until it is not a 503 (a recovering component).
+async fn verify_until_answered(app: &Served, hash: &str) -> Verified {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = app.verify_hash(hash).await;
+        if v.status != 503 || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_rpc_node_down_is_a_503_and_the_payment_survives_its_restart() {
+    let w = Workdir::new();
+    let mut chain = Chain::start_on(free_port(), Some(w.path("chain-state.json")), &[]);
+    let app = Served::start(&chain_env(&w.genome(&Genome::single().signed()), &chain.url));
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+
+    chain.stop();
+    let down = app.verify_hash(&hash).await;
+    assert_eq!((down.status, down.code()), (503, "RPC_UNAVAILABLE"), "{:?}", down.body);
+    assert_eq!(down.header("retry-after"), "2");
+    assert_eq!(down.header("content-type"), "application/problem+json");
+    assert_eq!(app.get_json("/readyz").await.0, 503);
+
+    chain.restart();
+    let back = verify_until_answered(&app, &hash).await;
+    assert_eq!(back.status, 200, "nothing was burnt by the 503: {:?}", back.body);
+}
+
+#[tokio::test]
+async fn a_dead_first_endpoint_fails_over_to_the_second() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let app = Served::start(&chain_env(
+        &w.genome(&Genome::single().signed()),
+        &format!("{dead},{}", chain.url),
+    ));
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let v = app.verify_hash(&hash).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    let (_, ready) = app.get_json("/readyz").await;
+    let states: Vec<&str> = ready["components"]["rpc"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert!(states.contains(&"healthy"), "{ready}");
+}
+
+/// A private redis-server on its own port, killed on drop.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn redis_down_is_a_503_never_a_200_and_recovery_needs_no_restart() {
+    let chain = Chain::start();
+    let mut redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert(
+        "SETTLEGATE_REDIS__URL".into(),
+        format!("redis://127.0.0.1:{}", redis.port),
+    );
+    let app = Served::start(&env);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+
+    redis.stop();
+    for _ in 0..3 {
+        let v = app.verify_hash(&hash).await;
+        assert_eq!((v.status, v.code()), (503, "REPLAY_STORE_UNAVAILABLE"), "{:?}", v.body);
+    }
+    assert_eq!(
+        app.get_json("/readyz").await.1["components"]["replay_store"]["state"],
+        "unavailable"
+    );
+
+    let port = redis.port;
+    drop(redis);
+    let _redis = OwnRedis::start_on(port);
+    let v = verify_until_answered(&app, &hash).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(app.verify_hash(&hash).await.code(), "REPLAYED");
+}
+
+async fn storm(app: &Arc<Served>, body: serde_json::Value, headers: Vec<(String, String)>, n: usize) -> Vec<Verified> {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (app, body, headers) = (app.clone(), body.clone(), headers.clone());
+        set.spawn(async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            app.verify(body, &h).await
+        });
+    }
+    set.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let app = Arc::new(Served::start(&chain_env(
+        &w.genome(&Genome::single().signed()),
+        &chain.url,
+    )));
+    let receipt_lookups = format!(
+        "settlegate_rpc_requests_total{{endpoint=\"http://127.0.0.1:{}\",method=\"eth_getTransactionReceipt\"",
+        chain.port
+    );
+    assert_eq!(app.metric(&receipt_lookups).await, 0);
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let answers = storm(&app, json!({ "credential": format!("Tempo {hash}") }), vec![], 200).await;
+    let ok = answers.iter().filter(|v| v.status == 200).count();
+    let replayed = answers
+        .iter()
+        .filter(|v| v.status == 402 && v.code() == "REPLAYED")
+        .count();
+    assert_eq!(
+        (ok, replayed),
+        (1, 199),
+        "{:?}",
+        answers.iter().find(|v| v.status != 200 && v.code() != "REPLAYED")
+    );
+    assert_eq!(
+        app.metric(&receipt_lookups).await,
+        1,
+        "one receipt lookup reached the node"
+    );
+
+    // With one shared Idempotency-Key and resource: every answer is the
+    // settlement, exactly one of them consumed the payment.
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let body = json!({ "tx_hash": hash, "resource": "GET /reports/7" });
+    let key = vec![("Idempotency-Key".to_string(), "order-7-attempt".to_string())];
+    let answers = storm(&app, body.clone(), key, 200).await;
+    assert!(
+        answers.iter().all(|v| v.status == 200),
+        "{:?}",
+        answers.iter().find(|v| v.status != 200)
+    );
+    let consumed = answers.iter().filter(|v| v.body["idempotent_replay"] == false).count();
+    assert_eq!(consumed, 1);
+    let first = answers.iter().find(|v| v.body["idempotent_replay"] == false).unwrap();
+    for v in &answers {
+        let mut b = v.body.clone();
+        b["idempotent_replay"] = json!(false);
+        assert_eq!(b, first.body, "every retry gets the original settlement");
+    }
+    assert_eq!(app.metric(&receipt_lookups).await, 2);
+
+    // a different key, or the same key for another resource, is a replay
+    let other = app.verify(body.clone(), &[("Idempotency-Key", "someone-else")]).await;
+    assert_eq!((other.status, other.code()), (402, "REPLAYED"));
+    let elsewhere = app
+        .verify(
+            json!({ "tx_hash": hash, "resource": "GET /reports/8" }),
+            &[("Idempotency-Key", "order-7-attempt")],
+        )
+        .await;
+    assert_eq!(elsewhere.code(), "REPLAYED");
+    let nokey = app.verify(body, &[]).await;
+    assert_eq!(nokey.code(), "REPLAYED");
+}
+
+#[tokio::test]
+async fn the_embedded_store_remembers_a_consumed_payment_across_a_kill() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let genome = w.genome(&Genome::single().signed());
+    // No Redis URL: the embedded store beside the genome.
+    let mut env = serve_env(&genome);
+    env.insert("SETTLEGATE_RPC__URLS".into(), chain.url.clone());
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    {
+        let app = Served::start(&env);
+        assert_eq!(
+            app.get_json("/readyz").await.1["components"]["replay_store"]["backend"],
+            "local"
+        );
+        assert_eq!(app.verify_hash(&hash).await.status, 200);
+    } // SIGKILL: no graceful shutdown
+    let app = Served::start(&env);
+    let v = app.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{:?}", v.body);
+}
