@@ -110,6 +110,8 @@ async fn the_capability_ceiling_denies_what_the_genome_does_not_allow() {
         app.get_json("/readyz").await.1["components"]["genome"]["state"],
         "verified"
     );
+    let v = app.verify_hash(&format!("0x{}", "ab".repeat(32))).await;
+    assert_eq!((v.status, v.code()), (403, "CAPABILITY_DENIED"));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod boot;
 mod chain;
 mod cli;
+mod demo;
 mod endpoints;
 mod faults;
 mod helpers;

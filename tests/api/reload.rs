@@ -140,6 +140,8 @@ async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["components"]["genome"]["code"], "GENOME_EXPIRED");
     assert_eq!(app.get_json("/v1/genome").await.1["state"], "GENOME_EXPIRED");
+    let v = app.verify_hash(&format!("0x{}", "ab".repeat(32))).await;
+    assert_eq!((v.status, v.code()), (503, "GENOME_UNAVAILABLE"), "{:?}", v.body);
     assert_eq!(app.get_json("/healthz").await.0, 200);
 
     Genome::single().version("1.0.1").signed().write(&path);
