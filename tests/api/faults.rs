@@ -240,3 +240,94 @@ async fn the_embedded_store_remembers_a_consumed_payment_across_a_kill() {
     let v = app.verify_hash(&hash).await;
     assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{:?}", v.body);
 }
+
+#[tokio::test]
+async fn a_hung_redis_is_a_503_within_the_store_timeout() {
+    let chain = Chain::start();
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert(
+        "SETTLEGATE_REDIS__URL".into(),
+        format!("redis://127.0.0.1:{}", redis.port),
+    );
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "300".into());
+    let app = Served::start(&env);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+
+    // CLIENT PAUSE: the server stays connected but answers no command for 3 s.
+    let paused = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "CLIENT", "PAUSE", "3000", "ALL"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("OK"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let v = app.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (503, "REPLAY_STORE_UNAVAILABLE"), "{:?}", v.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the store timeout"
+    );
+    assert_eq!(verify_until_answered(&app, &hash).await.status, 200);
+}
+
+/// Fault injector: a TCP endpoint that accepts connections and answers each
+/// with `reply` (or, when `None`, never answers). No real node can be made
+/// to hang or to speak garbage on demand.
+fn fault_injector(reply: Option<&'static [u8]>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(64) {
+            let Ok(mut conn) = conn else { continue };
+            if let Some(reply) = reply {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(reply);
+            }
+            held.push(conn); // keep it open: a hung peer
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_hung_or_garbled_rpc_endpoint_is_a_503_and_the_next_endpoint_still_serves() {
+    let chain = Chain::start();
+    let hung = fault_injector(None);
+    let garbage = fault_injector(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"res\":[}",
+    ));
+    let w = Workdir::new();
+    let genome = w.genome(&Genome::single().signed());
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+
+    for bad in [&hung, &garbage] {
+        let mut env = chain_env(&genome, bad);
+        env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "300".into());
+        let app = Served::start(&env);
+        let started = Instant::now();
+        let v = app.verify_hash(&hash).await;
+        assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{bad}: {:?}", v.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{bad}: bounded by the call timeout"
+        );
+    }
+
+    // both bad endpoints first, the real node last: one retry reaches a
+    // second endpoint, and the broken ones lose their place after failing
+    let mut env = chain_env(&genome, &format!("{hung},{garbage},{}", chain.url));
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "300".into());
+    let app = Served::start(&env);
+    let v = verify_until_answered(&app, &hash).await;
+    let v = if v.status == 503 {
+        app.verify_hash(&hash).await
+    } else {
+        v
+    };
+    assert_eq!(v.status, 200, "{:?}", v.body);
+}
