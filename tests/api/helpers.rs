@@ -205,6 +205,8 @@ pub struct Served {
     /// One client per service, so a storm reuses connections like a real
     /// caller would.
     client: reqwest::Client,
+    /// (Redis URL, key prefix) when the service writes to a Redis.
+    redis_keys: Option<(String, String)>,
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<Value>>>,
@@ -242,6 +244,10 @@ impl Served {
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => Served {
                 client: reqwest::Client::new(),
+                redis_keys: env
+                    .get("SETTLEGATE_REDIS__URL")
+                    .cloned()
+                    .zip(env.get("SETTLEGATE_REDIS__KEY_PREFIX").cloned()),
                 child,
                 addr,
                 logs,
@@ -322,6 +328,16 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Leave the shared Redis as we found it: delete this test's keys.
+        if let Some((url, prefix)) = &self.redis_keys {
+            let script =
+                format!("redis-cli -u '{url}' --scan --pattern '{prefix}*' | xargs -r redis-cli -u '{url}' del");
+            let _ = Command::new("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
