@@ -168,18 +168,15 @@ impl Settler {
             Err(u) => Outcome::Unavailable(u),
         };
         // Not a 200: give the hash back, so the payment stays usable.
-        match self.guard.send(Release { hash: req.hash, token }).await {
-            Ok(Ok(())) => outcome,
+        let released = self.guard.send(Release { hash: req.hash, token }).await;
+        if let Err(error) = released
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             // The claim expires by itself; the answer stands.
-            Ok(Err(e)) => {
-                tracing::warn!(tx_hash = %req.hash, error = %e, "releasing a claim failed; it will expire");
-                outcome
-            }
-            Err(e) => {
-                tracing::warn!(tx_hash = %req.hash, error = %e, "releasing a claim failed; it will expire");
-                outcome
-            }
+            tracing::warn!(tx_hash = %req.hash, %error, "releasing a claim failed; it will expire");
         }
+        outcome
     }
 
     /// Records outlive the payment's acceptable age (plus skew on both

@@ -167,6 +167,7 @@ pub struct ParsedGenome {
     id: String,
     envelope: Envelope,
     version: semver::Version,
+    validity: Validity,
     signers: Vec<(String, PublicKey)>,
 }
 
@@ -257,6 +258,7 @@ impl ParsedGenome {
             id,
             envelope,
             version,
+            validity: Validity { not_before, expires_at },
             signers,
         })
     }
@@ -340,21 +342,7 @@ impl ParsedGenome {
         read_manifest_file: impl FnMut(&str) -> Result<Vec<u8>, String>,
     ) -> Result<VerifiedGenome, GenomeError> {
         let signer_key_ids = self.verify_trust(trust)?;
-        let window = Validity {
-            not_before: self
-                .envelope
-                .not_before
-                .as_deref()
-                .map(|t| parse_time("not_before", t))
-                .transpose()?,
-            expires_at: self
-                .envelope
-                .expires_at
-                .as_deref()
-                .map(|t| parse_time("expires_at", t))
-                .transpose()?,
-        };
-        window.check(now)?;
+        self.validity.check(now)?;
         let policy = SettlementPolicy::from_value(self.doc.get("settlement"))?;
         check_manifest(&self.envelope.build_manifest, read_manifest_file)?;
         Ok(VerifiedGenome {
@@ -362,7 +350,7 @@ impl ParsedGenome {
             name: self.envelope.name,
             version: self.version,
             created_at: self.envelope.created_at,
-            validity: window,
+            validity: self.validity,
             signer_key_ids,
             threshold: trust.min_threshold().max(self.envelope.authority.threshold),
             invariant_ids: self.envelope.invariants.into_iter().map(|i| i.id).collect(),

@@ -29,10 +29,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             json!({ "state": "invalid", "code": e.code(), "detail": e.to_string(), "genome_id": g.id })
         }
     };
-    let store = match state.replay.send(Ping).await {
-        Ok(Ok(())) => json!({ "state": "ok", "backend": state.replay_backend }),
-        Ok(Err(e)) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": e.to_string() }),
-        Err(e) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": e.to_string() }),
+    let store = match state
+        .replay
+        .send(Ping)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(()) => json!({ "state": "ok", "backend": state.replay_backend }),
+        Err(detail) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": detail }),
     };
     let endpoints = state.rpc.send(PoolStatus { probe: true }).await.unwrap_or_default();
     let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
