@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod http;
 pub mod metrics;
+pub mod outcome;
 pub mod settings;
 pub mod settle;
 pub mod startup;

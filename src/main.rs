@@ -26,7 +26,7 @@ fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    telemetry::init();
+    let _log = telemetry::init(settings.log_buffer_lines);
     let system = actix::System::new();
     system.block_on(async move {
         match Application::build(settings).await {

@@ -1,14 +1,17 @@
 //! Prometheus metrics (OpenMetrics text on `GET /metrics`). One registry,
 //! built once at boot; the families are cheap handles shared with actors.
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use settlegate_actors::coalescer::CoalescerMetrics;
 use settlegate_actors::genome_supervisor::ReloadCounter;
-use settlegate_actors::rpc_pool::RpcCounter;
+use settlegate_actors::replay_guard::StoreOps;
+use settlegate_actors::rpc_pool::RpcMetrics;
 
-use crate::settle::OutcomeCounter;
+use crate::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -16,51 +19,114 @@ struct RequestLabels {
     status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub status: u16,
+    pub code: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnavailableLabels {
+    pub code: &'static str,
+    pub cause: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    verifications: Family<OutcomeLabels, Counter>,
+    unavailable: Family<UnavailableLabels, Counter>,
+    log_dropped: Counter,
+    /// Serialises the catch-up of `log_dropped` between concurrent scrapes.
+    log_sync: Mutex<()>,
     pub genome_reloads: ReloadCounter,
-    pub rpc_requests: RpcCounter,
-    pub verifications: OutcomeCounter,
-    pub coalesced: Counter,
+    pub rpc: RpcMetrics,
+    pub coalescer: CoalescerMetrics,
+    pub store_ops: StoreOps,
+    pub replay_cache_hits: Counter,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("settlegate");
+        let mut r = Registry::with_prefix("settlegate");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP responses by route and status", requests.clone());
+        r.register("http_requests", "HTTP responses by route and status", requests.clone());
+        let verifications = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "verifications",
+            "Payment check outcomes by status, code and reason",
+            verifications.clone(),
+        );
+        let unavailable = Family::<UnavailableLabels, Counter>::default();
+        r.register(
+            "unavailable",
+            "503 answers by code and cause (rpc_timeout, store_connection, rpc_wrong_chain, …): the RPC and store health signal",
+            unavailable.clone(),
+        );
         let genome_reloads = ReloadCounter::default();
-        registry.register(
+        r.register(
             "genome_reloads",
             "Genome reload attempts by outcome (swapped, unchanged, refused) and refusal code",
             genome_reloads.clone(),
         );
-        let rpc_requests = RpcCounter::default();
-        registry.register(
+        let rpc = RpcMetrics::default();
+        r.register(
             "rpc_requests",
-            "JSON-RPC calls sent to Tempo nodes by endpoint, method and outcome",
-            rpc_requests.clone(),
+            "JSON-RPC calls sent to Tempo nodes by endpoint, method and outcome (a batch counts each call)",
+            rpc.calls.clone(),
         );
-        let verifications = OutcomeCounter::default();
-        registry.register(
-            "verifications",
-            "Payment verification outcomes by status, code and reason (503s are infrastructure trouble)",
-            verifications.clone(),
+        r.register(
+            "rpc_http_requests",
+            "HTTP round trips to Tempo nodes by endpoint and outcome",
+            rpc.http.clone(),
         );
-        let coalesced = Counter::default();
-        registry.register(
+        let coalescer = CoalescerMetrics::default();
+        r.register(
+            "chain_lookups",
+            "Chain lookups started by the coalescer (each reaches the RPC pool once)",
+            coalescer.lookups.clone(),
+        );
+        r.register(
             "coalesced_checks",
             "Checks that joined a lookup already in flight",
-            coalesced.clone(),
+            coalescer.joined.clone(),
+        );
+        r.register(
+            "coalescer_held_answers",
+            "Checks answered from a refusing result held for the coalescer window",
+            coalescer.held.clone(),
+        );
+        let store_ops = StoreOps::default();
+        r.register(
+            "replay_store_ops",
+            "Replay store round trips by operation and outcome",
+            store_ops.clone(),
+        );
+        let replay_cache_hits = Counter::default();
+        r.register(
+            "replay_cache_hits",
+            "Consumed payments recognised from the in-process cache, without a store round trip",
+            replay_cache_hits.clone(),
+        );
+        let log_dropped = Counter::default();
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's bounded queue was full",
+            log_dropped.clone(),
         );
         Metrics {
-            registry,
+            registry: r,
             requests,
-            genome_reloads,
-            rpc_requests,
             verifications,
-            coalesced,
+            unavailable,
+            log_dropped,
+            log_sync: Mutex::new(()),
+            genome_reloads,
+            rpc,
+            coalescer,
+            store_ops,
+            replay_cache_hits,
         }
     }
 
@@ -73,7 +139,34 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one payment check's outcome (and, for a 503, its cause).
+    pub fn observe_outcome(&self, outcome: &Outcome) {
+        self.verifications
+            .get_or_create(&OutcomeLabels {
+                status: outcome.status(),
+                code: outcome.code(),
+                reason: outcome.reason().map_or("", |r| r.as_str()),
+            })
+            .inc();
+        if let Outcome::Unavailable(u) = outcome {
+            self.unavailable
+                .get_or_create(&UnavailableLabels {
+                    code: u.code(),
+                    cause: u.cause(),
+                })
+                .inc();
+        }
+    }
+
     pub fn encode(&self) -> String {
+        {
+            let _one_at_a_time = self.log_sync.lock();
+            let dropped = crate::telemetry::dropped_lines();
+            let shown = self.log_dropped.get();
+            if dropped > shown {
+                self.log_dropped.inc_by(dropped - shown);
+            }
+        }
         let mut out = String::new();
         // unwrap: encoding into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();

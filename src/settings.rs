@@ -17,6 +17,8 @@ use serde::Deserialize;
 use settlegate_rules::keys::PublicKey;
 use url::Url;
 
+use crate::http::RequestLog;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 /// Anything larger is not a key list or a URL.
 const MAX_SIDE_FILE_BYTES: u64 = 64 * 1024;
@@ -55,11 +57,19 @@ pub struct Settings {
     pub rpc_urls: Vec<Url>,
     pub rpc_timeout: Duration,
     pub lookup_timeout: Duration,
+    /// `None`: no periodic chain-id probe.
+    pub rpc_probe_interval: Option<Duration>,
+    /// How long a refusing lookup result keeps answering (0: off).
+    pub coalescer_window: Duration,
     pub redis_url: Option<Secret>,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
     pub replay_local_path: PathBuf,
     pub replay_min_record_ttl: Duration,
+    /// Entries of the in-process cache of consumed hashes (0: off).
+    pub replay_cache_entries: usize,
+    pub log_request_level: RequestLog,
+    pub log_buffer_lines: usize,
     pub otlp_endpoint: Option<Url>,
 }
 
@@ -72,6 +82,8 @@ struct Raw {
     rpc: RawRpc,
     redis: RawRedis,
     replay: RawReplay,
+    coalescer: RawCoalescer,
+    log: RawLog,
     #[serde(default)]
     otel: RawOtel,
 }
@@ -81,6 +93,20 @@ struct Raw {
 struct RawReplay {
     local_path: PathBuf,
     min_record_ttl_seconds: u64,
+    cache_entries: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoalescer {
+    window_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    request_level: String,
+    buffer_lines: usize,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +139,7 @@ struct RawRpc {
     urls: Vec<String>,
     timeout_ms: u64,
     lookup_timeout_ms: u64,
+    probe_interval_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +261,20 @@ impl Settings {
         };
         let rpc_timeout = ms("rpc.timeout_ms", raw.rpc.timeout_ms, 50, 60_000)?;
         let lookup_timeout = ms("rpc.lookup_timeout_ms", raw.rpc.lookup_timeout_ms, 100, 120_000)?;
+        if rpc_timeout > lookup_timeout {
+            return fail(format!(
+                "rpc.timeout_ms ({}) must not exceed rpc.lookup_timeout_ms ({}): a lookup includes at least one call",
+                raw.rpc.timeout_ms, raw.rpc.lookup_timeout_ms
+            ));
+        }
+        let rpc_probe_interval = match raw.rpc.probe_interval_ms {
+            0 => None,
+            v => Some(ms("rpc.probe_interval_ms", v, 100, 3_600_000)?),
+        };
+        let coalescer_window = match raw.coalescer.window_ms {
+            0 => Duration::ZERO,
+            v => ms("coalescer.window_ms", v, 1, 10_000)?,
+        };
         let redis_timeout = ms("redis.timeout_ms", raw.redis.timeout_ms, 10, 60_000)?;
         if raw.redis.key_prefix.len() > 64
             || raw
@@ -246,6 +287,23 @@ impl Settings {
         }
         if raw.replay.min_record_ttl_seconds > 365 * 86_400 {
             return fail("replay.min_record_ttl_seconds must be at most a year".into());
+        }
+        if raw.replay.cache_entries > 10_000_000 {
+            return fail("replay.cache_entries must be at most 10000000".into());
+        }
+        let log_request_level = match raw.log.request_level.as_str() {
+            "info" => RequestLog::Info,
+            "debug" => RequestLog::Debug,
+            "off" => RequestLog::Off,
+            other => {
+                return fail(format!("log.request_level {other:?} is not one of info, debug, off"));
+            }
+        };
+        if !(64..=1_000_000).contains(&raw.log.buffer_lines) {
+            return fail(format!(
+                "log.buffer_lines must be between 64 and 1000000, got {}",
+                raw.log.buffer_lines
+            ));
         }
         let otlp_endpoint = raw
             .otel
@@ -265,11 +323,16 @@ impl Settings {
             rpc_urls,
             rpc_timeout,
             lookup_timeout,
+            rpc_probe_interval,
+            coalescer_window,
             redis_url: redis_url.map(Secret),
             redis_key_prefix: raw.redis.key_prefix,
             redis_timeout,
             replay_local_path: raw.replay.local_path,
             replay_min_record_ttl: Duration::from_secs(raw.replay.min_record_ttl_seconds),
+            replay_cache_entries: raw.replay.cache_entries,
+            log_request_level,
+            log_buffer_lines: raw.log.buffer_lines,
             otlp_endpoint,
         })
     }
@@ -373,6 +436,10 @@ mod tests {
         assert_eq!(s.listen.port(), 0);
         assert_eq!(s.min_threshold, 2);
         assert_eq!(s.genome_reload_interval_seconds, 30);
+        assert_eq!(s.coalescer_window, Duration::from_millis(250));
+        assert_eq!(s.rpc_probe_interval, Some(Duration::from_secs(5)));
+        assert_eq!(s.replay_cache_entries, 10_000);
+        assert_eq!(s.log_request_level, RequestLog::Info);
     }
 
     #[test]
@@ -391,6 +458,25 @@ mod tests {
                 .contains("distinct")
         );
         assert!(with_key(("SETTLEGATE_OTEL__ENDPOINT", "nope")).is_err());
+        // a per-call timeout longer than the whole lookup is nonsense
+        let err = with_key(("SETTLEGATE_RPC__TIMEOUT_MS", "9000")).unwrap_err();
+        assert!(err.0.contains("lookup_timeout_ms"), "{err}");
+        assert!(with_key(("SETTLEGATE_LOG__REQUEST_LEVEL", "loud")).is_err());
+        assert!(with_key(("SETTLEGATE_LOG__BUFFER_LINES", "1")).is_err());
+        assert!(with_key(("SETTLEGATE_COALESCER__WINDOW_MS", "60000")).is_err());
+        assert!(with_key(("SETTLEGATE_RPC__PROBE_INTERVAL_MS", "5")).is_err());
+        assert!(
+            with_key(("SETTLEGATE_RPC__PROBE_INTERVAL_MS", "0"))
+                .unwrap()
+                .rpc_probe_interval
+                .is_none()
+        );
+        assert_eq!(
+            with_key(("SETTLEGATE_LOG__REQUEST_LEVEL", "off"))
+                .unwrap()
+                .log_request_level,
+            RequestLog::Off
+        );
         // a misspelt key is refused, not ignored
         assert!(with_key(("SETTLEGATE_GENOME__PAHT", "/x")).is_err());
         let err = with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();

@@ -15,9 +15,9 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use settlegate_actors::coalescer::Coalescer;
-use settlegate_actors::replay_guard::ReplayGuard;
-use settlegate_actors::rpc_pool::RpcPool;
+use settlegate_actors::coalescer::{Coalescer, CoalescerConfig};
+use settlegate_actors::replay_guard::{ConsumedCache, ReplayGuard};
+use settlegate_actors::rpc_pool::{PoolConfig, RpcPool};
 use settlegate_actors::{GenomeSource, GenomeSupervisor};
 use settlegate_rules::GenomeError;
 use settlegate_rules::genome::TrustRoot;
@@ -80,42 +80,64 @@ impl Application {
             .then(|| Duration::from_secs(settings.genome_reload_interval_seconds));
         let (supervisor, genome) = GenomeSupervisor::boot(source, interval, metrics.genome_reloads.clone())?;
 
+        // Everything that can refuse to start is built before any socket is
+        // bound: the genome above, the RPC client and the replay store here.
+        let rpc = RpcPool::new(
+            PoolConfig {
+                urls: settings.rpc_urls.clone(),
+                call_timeout: settings.rpc_timeout,
+                probe_interval: settings.rpc_probe_interval,
+            },
+            metrics.rpc.clone(),
+        )
+        .map_err(ConfigError)?;
+        let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
+        let guard = match &settings.redis_url {
+            Some(url) => ReplayGuard::redis(
+                url.expose(),
+                &settings.redis_key_prefix,
+                settings.redis_timeout,
+                consumed.clone(),
+                metrics.store_ops.clone(),
+            ),
+            None => ReplayGuard::local(
+                &settings.replay_local_path,
+                settings.redis_timeout.max(Duration::from_secs(2)),
+                consumed.clone(),
+                metrics.store_ops.clone(),
+            ),
+        }
+        .map_err(ConfigError)?
+        .hold_absent_for(settings.coalescer_window);
+        let replay_backend = guard.backend_name();
+
         // The genome is verified: only now may a socket exist.
         let listener = TcpListener::bind(settings.listen)
             .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
         let local = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
         let supervisor = supervisor.start();
-
-        let policy_chain = genome.current().policy.chain_id;
-        let rpc = RpcPool::new(
-            &settings.rpc_urls,
-            policy_chain,
-            settings.rpc_timeout,
-            metrics.rpc_requests.clone(),
+        let rpc = rpc.start();
+        let replay = guard.start();
+        let coalescer = Coalescer::new(
+            rpc.clone(),
+            Some(replay.clone().recipient()),
+            CoalescerConfig {
+                timeout: settings.lookup_timeout,
+                window: settings.coalescer_window,
+            },
+            metrics.coalescer.clone(),
         )
         .start();
-        let coalescer = Coalescer::new(rpc.clone(), settings.lookup_timeout, metrics.coalesced.clone()).start();
-        let guard = match &settings.redis_url {
-            Some(url) => ReplayGuard::redis(url.expose(), &settings.redis_key_prefix, settings.redis_timeout),
-            None => ReplayGuard::local(
-                &settings.replay_local_path,
-                settings.redis_timeout.max(Duration::from_secs(2)),
-            ),
-        }
-        .map_err(ConfigError)?;
-        let replay_backend = guard.backend_name();
         if settings.redis_url.is_none() {
             tracing::warn!(path = %settings.replay_local_path.display(),
                 "no redis.url: replay records are kept in a local file; run a single instance only");
         }
-        let replay = guard.start();
         let settler = Settler {
-            genome: genome.clone(),
             coalescer,
             guard: replay.clone(),
-            claim_wait: settings.lookup_timeout + Duration::from_secs(1),
+            consumed,
             min_record_ttl: settings.replay_min_record_ttl,
-            outcomes: metrics.verifications.clone(),
+            lookup_timeout: settings.lookup_timeout,
         };
 
         let state = AppState {
@@ -125,6 +147,7 @@ impl Application {
             rpc,
             replay,
             replay_backend,
+            request_log: settings.log_request_level,
         };
         let mut server = HttpServer::new(move || {
             App::new()

@@ -1,100 +1,174 @@
-//! `ReplayGuard`: a payment is consumed once, across any number of instances.
+//! `ReplayGuard`: the only authority on whether a payment was consumed.
 //!
-//! Protocol per canonical transaction hash: [`Reserve`] atomically claims
-//! the hash (Redis `SET NX` with an expiry) before the chain is asked;
-//! [`Commit`] turns the claim into the replay record on a 200; [`Release`]
-//! drops the claim on anything else (402 or 503). Commit and release only
-//! act on the caller's own claim (compare-and-set on a random token), and a
-//! claim left by a crashed process expires by itself. So a payment is
-//! consumed only by a 200, and a 503 or a pending answer never burns it (the
-//! seed marked the hash used first and never rolled back: hole 4).
+//! A payment is consumed by one atomic [`Consume`]: `put_if_absent` of its
+//! [`ReplayRecord`] under the canonical hash (Redis: `SET NX` in one script
+//! that also returns the existing record; the embedded store: one redb write
+//! transaction). Exactly one consume of a hash ever gets
+//! [`Consumed::Inserted`], whatever the number of requests or instances
+//! sharing the store; every other one gets the record that won, so the
+//! caller can answer `REPLAYED` or the idempotent replay.
 //!
-//! The record keeps what the payment was consumed for (resource, scheme, a
-//! hash of the Idempotency-Key) and the settlement answered, so a retry of
-//! the same request gets the same 200 back. It outlives the payment's age
-//! window, after which the settlement rules refuse the payment anyway.
+//! In one process, concurrent consumes (and recalls) of one hash are merged
+//! into one store round trip: the first goes to the store, the others wait
+//! for its answer. A recall that finds nothing is held for a short window
+//! (the coalescer's): it only ever refines a refusal (a payment that does
+//! not settle now, asked whether it was consumed before), never a 200. Every record the store confirms (inserted or found) is
+//! put into the [`ConsumedCache`], a bounded in-process map of consumed
+//! hashes that handlers read without a message or a network hop. The cache
+//! only ever says "consumed", which is permanent until the record expires;
+//! a miss always falls through to the store, so it can never let a second
+//! 200 through.
 //!
-//! Backends: Redis (shared by instances; required for more than one) or an
-//! embedded file store for a single instance that survives restarts. Every
-//! operation is bounded by a timeout; a store that cannot answer is
-//! [`StoreError::Unavailable`], which the edge turns into a 503, never a 200.
+//! Messages: [`Consume`], [`Follow`], [`Expect`], [`Recall`], [`Ping`]. Every store operation is
+//! bounded by a timeout and fails closed with a typed [`StoreError`]: an
+//! unreadable record is corrupt (503), never free.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use deadpool_redis::redis;
-use redb::ReadableDatabase;
-use serde::{Deserialize, Serialize};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use redb::{ReadableDatabase, ReadableTable};
 use settlegate_rules::credential::TxHash;
+use settlegate_rules::replay::ReplayRecord;
+use tokio::sync::oneshot;
 
-/// How long a claim lives when its owner never commits or releases it.
-pub const CLAIM_TTL: Duration = Duration::from_secs(30);
-
+/// Why the store gave no trustworthy answer. Each is a 503; none consumes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("the replay store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("no answer in time")]
+    Timeout,
+    #[error("connection: {0}")]
+    Connection(String),
+    #[error("unreadable replay record: {0}")]
+    Corrupt(String),
+    #[error("the replay guard stopped")]
+    Stopped,
 }
 
-/// What a payment was consumed for, and the answer it bought.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReplayRecord {
-    /// The `Settlement` body of the 200 that consumed the payment.
-    pub settlement: serde_json::Value,
-    pub scheme: String,
-    pub resource: Option<String>,
-    /// SHA-256 (hex) of the Idempotency-Key of the consuming request.
-    pub idempotency_key_sha256: Option<String>,
-    pub consumed_at: u64,
+impl StoreError {
+    /// A stable label for metrics and logs.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            StoreError::Timeout => "store_timeout",
+            StoreError::Connection(_) => "store_connection",
+            StoreError::Corrupt(_) => "store_corrupt_record",
+            StoreError::Stopped => "store_stopped",
+        }
+    }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "snake_case")]
-enum Slot {
-    Claimed { token: String },
-    Committed { record: ReplayRecord },
-}
-
-/// The answer to a [`Reserve`].
+/// The answer to a [`Consume`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reservation {
-    /// The caller owns the hash until it commits or releases with `token`.
-    Claimed { token: String },
-    /// Already consumed.
-    Committed(Box<ReplayRecord>),
-    /// Another request holds the claim right now.
-    InFlight,
+pub enum Consumed {
+    /// This request consumed the payment: it may answer 200.
+    Inserted,
+    /// Already consumed (by this record): never a second 200.
+    Existing(Arc<ReplayRecord>),
 }
 
+/// Consume `hash` with `record` if nobody has; `record.expires_at` bounds
+/// its life in the store.
 #[derive(Message)]
-#[rtype(result = "Result<Reservation, StoreError>")]
-pub struct Reserve(pub TxHash);
-
-/// Turns the caller's claim into the record; `Ok(false)` if the claim was
-/// no longer the caller's (it expired), in which case nothing was written.
-#[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct Commit {
+#[rtype(result = "Result<Consumed, StoreError>")]
+pub struct Consume {
     pub hash: TxHash,
-    pub token: String,
     pub record: ReplayRecord,
-    pub ttl: Duration,
 }
 
+/// If `hash` is consumed, or a consume of it is in flight in this process,
+/// the record that consumed it (waiting for the one in flight); `None` when
+/// this process knows of neither. For a check that would settle on facts
+/// held from an earlier lookup: it may follow that lookup's consume, but
+/// never consume on its own.
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct Release {
+#[rtype(result = "Result<Option<Arc<ReplayRecord>>, StoreError>")]
+pub struct Follow(pub TxHash);
+
+/// Sent by the `Coalescer` when a lookup found a mined, successful
+/// transaction, before it wakes that lookup's waiters or answers anyone
+/// from the held result: some of those waiters are about to consume it.
+/// Until `until`, a [`Follow`] of `hash` waits for that consume instead of
+/// answering "nothing known" in the moment before it starts. Mailbox order
+/// makes this exact: the waiters' consumes and any later follow are sent
+/// after this message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Expect {
     pub hash: TxHash,
-    pub token: String,
+    pub until: Instant,
 }
+
+/// The record of `hash`, if it was consumed.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Arc<ReplayRecord>>, StoreError>")]
+pub struct Recall(pub TxHash);
 
 /// Whether the store answers (for `/readyz`).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Ping;
+
+/// A bounded in-process map of consumed hashes to their records. Cheap to
+/// clone; read by handlers directly. Entries leave at their record's expiry
+/// or when the cache is full (then the store answers instead).
+#[derive(Clone)]
+pub struct ConsumedCache {
+    inner: Option<Arc<quick_cache::sync::Cache<TxHash, Arc<ReplayRecord>>>>,
+    hits: Counter,
+}
+
+impl ConsumedCache {
+    /// `capacity` 0 turns the cache off.
+    pub fn new(capacity: usize, hits: Counter) -> Self {
+        ConsumedCache {
+            inner: (capacity > 0).then(|| Arc::new(quick_cache::sync::Cache::new(capacity))),
+            hits,
+        }
+    }
+
+    pub fn get(&self, hash: &TxHash) -> Option<Arc<ReplayRecord>> {
+        let cache = self.inner.as_ref()?;
+        let record = cache.get(hash)?;
+        if record.expires_at <= unix_now() {
+            cache.remove(hash);
+            return None;
+        }
+        self.hits.inc();
+        Some(record)
+    }
+
+    fn insert(&self, hash: TxHash, record: Arc<ReplayRecord>) {
+        if let Some(cache) = &self.inner
+            && record.expires_at > unix_now()
+        {
+            cache.insert(hash, record);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+/// `settlegate_replay_store_ops_total{op, outcome}`: one sample per round
+/// trip to the store.
+pub type StoreOps = Family<StoreOpLabels, Counter>;
 
 #[derive(Clone)]
 enum Backend {
@@ -102,15 +176,42 @@ enum Backend {
     Local(Arc<LocalStore>),
 }
 
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type Found = Option<Arc<ReplayRecord>>;
+
+struct PendingConsume {
+    record: Arc<ReplayRecord>,
+    first: Reply<Consumed>,
+    others: Vec<Reply<Consumed>>,
+}
+
 pub struct ReplayGuard {
     backend: Backend,
     timeout: Duration,
+    cache: ConsumedCache,
+    ops: StoreOps,
+    consuming: HashMap<TxHash, PendingConsume>,
+    recalling: HashMap<TxHash, Vec<Reply<Found>>>,
+    /// Recalls that found nothing, until when they keep answering.
+    absent: HashMap<TxHash, Instant>,
+    /// Consumes announced by [`Expect`], with the follows waiting for them.
+    expected: HashMap<TxHash, (Instant, Vec<Reply<Consumed>>)>,
+    absent_for: Duration,
 }
+
+/// Held "not consumed" answers beyond this many are not kept.
+const MAX_ABSENT: usize = 16_384;
 
 impl ReplayGuard {
     /// A Redis-backed guard. The pool connects lazily: an unreachable Redis
     /// shows in `/readyz` and as 503s, it does not stop the boot.
-    pub fn redis(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn redis(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        cache: ConsumedCache,
+        ops: StoreOps,
+    ) -> Result<Self, String> {
         let mut cfg = deadpool_redis::Config::from_url(url);
         cfg.pool = Some(deadpool_redis::PoolConfig {
             max_size: 64,
@@ -124,21 +225,41 @@ impl ReplayGuard {
         let pool = cfg
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|_| "the redis URL is not usable".to_owned())?;
-        Ok(ReplayGuard {
-            backend: Backend::Redis {
+        Ok(Self::with_backend(
+            Backend::Redis {
                 pool,
                 prefix: prefix.to_owned(),
             },
             timeout,
-        })
+            cache,
+            ops,
+        ))
     }
 
     /// A guard on a local file, for a single instance.
-    pub fn local(path: &Path, timeout: Duration) -> Result<Self, String> {
-        Ok(ReplayGuard {
-            backend: Backend::Local(Arc::new(LocalStore::open(path)?)),
+    pub fn local(path: &Path, timeout: Duration, cache: ConsumedCache, ops: StoreOps) -> Result<Self, String> {
+        let store = LocalStore::open(path)?;
+        Ok(Self::with_backend(Backend::Local(Arc::new(store)), timeout, cache, ops))
+    }
+
+    fn with_backend(backend: Backend, timeout: Duration, cache: ConsumedCache, ops: StoreOps) -> Self {
+        ReplayGuard {
+            backend,
             timeout,
-        })
+            cache,
+            ops,
+            consuming: HashMap::new(),
+            recalling: HashMap::new(),
+            absent: HashMap::new(),
+            absent_for: Duration::ZERO,
+            expected: HashMap::new(),
+        }
+    }
+
+    /// Holds a recall that found nothing for `window` (0: not at all).
+    pub fn hold_absent_for(mut self, window: Duration) -> Self {
+        self.absent_for = window;
+        self
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -148,99 +269,215 @@ impl ReplayGuard {
         }
     }
 
-    /// Runs `op` against the backend with the guard's timeout.
-    fn run<T, F>(&self, op: impl FnOnce(Backend) -> F + 'static) -> ResponseFuture<Result<T, StoreError>>
+    /// Runs `op` against the backend with the guard's timeout, counting it.
+    fn run<T, F>(
+        &self,
+        name: &'static str,
+        op: impl FnOnce(Backend) -> F + 'static,
+        outcome: fn(&T) -> &'static str,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'static
     where
         F: Future<Output = Result<T, StoreError>> + 'static,
         T: 'static,
     {
         let backend = self.backend.clone();
         let timeout = self.timeout;
-        Box::pin(async move {
-            tokio::time::timeout(timeout, op(backend))
+        let ops = self.ops.clone();
+        async move {
+            let result = tokio::time::timeout(timeout, op(backend))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {timeout:?}"))))
-        })
+                .unwrap_or(Err(StoreError::Timeout));
+            let label = result.as_ref().map_or("error", outcome);
+            ops.get_or_create(&StoreOpLabels {
+                op: name,
+                outcome: label,
+            })
+            .inc();
+            result
+        }
     }
 }
 
 impl Actor for ReplayGuard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        crate::unbounded_mailbox(ctx);
+        if !self.absent_for.is_zero() {
+            let every = self.absent_for.max(Duration::from_millis(100)) * 4;
+            ctx.run_interval(every, |act, _| {
+                let now = Instant::now();
+                act.absent.retain(|_, until| *until > now);
+            });
+        }
+    }
 }
 
-impl Handler<Reserve> for ReplayGuard {
-    type Result = ResponseFuture<Result<Reservation, StoreError>>;
+/// Internal: a consume reached the store and came back.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConsumeDone(TxHash, Result<Consumed, StoreError>);
 
-    fn handle(&mut self, Reserve(hash): Reserve, _: &mut Self::Context) -> Self::Result {
-        self.run(move |b| async move {
-            let token = new_token()?;
-            match b {
-                Backend::Redis { pool, prefix } => redis_reserve(&pool, &key(&prefix, &hash), token).await,
-                Backend::Local(store) => blocking(move || store.reserve(&hash.to_string(), token)).await,
+/// Internal: a recall came back.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RecallDone(TxHash, Result<Found, StoreError>);
+
+fn reply<T: Send + 'static>(rx: oneshot::Receiver<Result<T, StoreError>>) -> ResponseFuture<Result<T, StoreError>> {
+    Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
+}
+
+impl Handler<Consume> for ReplayGuard {
+    type Result = ResponseFuture<Result<Consumed, StoreError>>;
+
+    fn handle(&mut self, Consume { hash, record }: Consume, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(existing) = self.cache.get(&hash) {
+            return Box::pin(async move { Ok(Consumed::Existing(existing)) });
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(pending) = self.consuming.get_mut(&hash) {
+            pending.others.push(tx);
+            return reply(rx);
+        }
+        let record = Arc::new(record);
+        // Follows that waited for this consume now wait for its answer.
+        let others = self.expected.remove(&hash).map(|(_, f)| f).unwrap_or_default();
+        self.consuming.insert(
+            hash,
+            PendingConsume {
+                record: record.clone(),
+                first: tx,
+                others,
+            },
+        );
+        let op = self.run(
+            "put_if_absent",
+            move |b| async move { put_if_absent(b, hash, &record).await },
+            |c| match c {
+                Consumed::Inserted => "inserted",
+                Consumed::Existing(_) => "existing",
+            },
+        );
+        let me = ctx.address();
+        actix::spawn(async move { me.do_send(ConsumeDone(hash, op.await)) });
+        reply(rx)
+    }
+}
+
+impl Handler<ConsumeDone> for ReplayGuard {
+    type Result = ();
+
+    fn handle(&mut self, ConsumeDone(hash, result): ConsumeDone, _: &mut Self::Context) {
+        let Some(pending) = self.consuming.remove(&hash) else {
+            return;
+        };
+        // What the others learn: the record that consumed the payment.
+        let winner = match &result {
+            Ok(Consumed::Inserted) => Ok(pending.record.clone()),
+            Ok(Consumed::Existing(r)) => Ok(r.clone()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Ok(r) = &winner {
+            self.cache.insert(hash, r.clone());
+        }
+        let _ = pending.first.send(result);
+        for other in pending.others {
+            let _ = other.send(winner.clone().map(Consumed::Existing));
+        }
+    }
+}
+
+impl Handler<Expect> for ReplayGuard {
+    type Result = ();
+
+    fn handle(&mut self, Expect { hash, until }: Expect, ctx: &mut Self::Context) {
+        if self.consuming.contains_key(&hash) || self.cache.get(&hash).is_some() {
+            return;
+        }
+        let entry = self.expected.entry(hash).or_insert((until, Vec::new()));
+        entry.0 = entry.0.max(until);
+        // Unmet by then: the follows get `None` (their senders drop) and
+        // look the payment up again themselves.
+        ctx.run_later(until.saturating_duration_since(Instant::now()), move |act, _| {
+            if act.expected.get(&hash).is_some_and(|(u, _)| *u <= Instant::now()) {
+                act.expected.remove(&hash);
+            }
+        });
+    }
+}
+
+impl Handler<Follow> for ReplayGuard {
+    type Result = ResponseFuture<Result<Option<Arc<ReplayRecord>>, StoreError>>;
+
+    fn handle(&mut self, Follow(hash): Follow, _: &mut Self::Context) -> Self::Result {
+        if let Some(existing) = self.cache.get(&hash) {
+            return Box::pin(async move { Ok(Some(existing)) });
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(pending) = self.consuming.get_mut(&hash) {
+            pending.others.push(tx);
+        } else {
+            match self.expected.get_mut(&hash) {
+                Some((until, followers)) if Instant::now() < *until => followers.push(tx),
+                _ => return Box::pin(async { Ok(None) }),
+            }
+        }
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(Consumed::Existing(r))) => Ok(Some(r)),
+                Ok(Err(e)) => Err(e),
+                // `others` only ever receive the winner's record; a dropped
+                // sender is an expectation nobody met: look again.
+                Ok(Ok(Consumed::Inserted)) | Err(_) => Ok(None),
             }
         })
     }
 }
 
-impl Handler<Commit> for ReplayGuard {
-    type Result = ResponseFuture<Result<bool, StoreError>>;
+impl Handler<Recall> for ReplayGuard {
+    type Result = ResponseFuture<Result<Found, StoreError>>;
 
-    fn handle(&mut self, c: Commit, _: &mut Self::Context) -> Self::Result {
-        self.run(move |b| async move {
-            let claimed = encode(&Slot::Claimed { token: c.token })?;
-            let committed = encode(&Slot::Committed { record: c.record })?;
-            match b {
-                Backend::Redis { pool, prefix } => {
-                    let script = redis::Script::new(
-                        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                           redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 \
-                         else return 0 end",
-                    );
-                    let mut conn = connection(&pool).await?;
-                    let n: i64 = script
-                        .key(key(&prefix, &c.hash))
-                        .arg(claimed)
-                        .arg(committed)
-                        .arg(c.ttl.as_secs().max(1))
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    Ok(n == 1)
-                }
-                Backend::Local(store) => {
-                    let hash = c.hash.to_string();
-                    blocking(move || store.commit(&hash, &claimed, committed, c.ttl)).await
-                }
+    fn handle(&mut self, Recall(hash): Recall, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(existing) = self.cache.get(&hash) {
+            return Box::pin(async move { Ok(Some(existing)) });
+        }
+        if let Some(until) = self.absent.get(&hash) {
+            if Instant::now() < *until {
+                return Box::pin(async { Ok(None) });
             }
-        })
+            self.absent.remove(&hash);
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(waiting) = self.recalling.get_mut(&hash) {
+            waiting.push(tx);
+            return reply(rx);
+        }
+        self.recalling.insert(hash, vec![tx]);
+        let op = self.run(
+            "get",
+            move |b| async move { get(b, hash).await },
+            |f| if f.is_some() { "found" } else { "absent" },
+        );
+        let me = ctx.address();
+        actix::spawn(async move { me.do_send(RecallDone(hash, op.await)) });
+        reply(rx)
     }
 }
 
-impl Handler<Release> for ReplayGuard {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+impl Handler<RecallDone> for ReplayGuard {
+    type Result = ();
 
-    fn handle(&mut self, r: Release, _: &mut Self::Context) -> Self::Result {
-        self.run(move |b| async move {
-            let claimed = encode(&Slot::Claimed { token: r.token })?;
-            match b {
-                Backend::Redis { pool, prefix } => {
-                    let script = redis::Script::new(
-                        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-                    );
-                    let mut conn = connection(&pool).await?;
-                    let _: i64 = script.key(key(&prefix, &r.hash)).arg(claimed).invoke_async(&mut conn).await.map_err(unavailable)?;
-                    Ok(())
-                }
-                Backend::Local(store) => {
-                    let hash = r.hash.to_string();
-                    blocking(move || {
-                        store.release(&hash, &claimed);
-                        Ok(())
-                    })
-                    .await
-                }
+    fn handle(&mut self, RecallDone(hash, result): RecallDone, _: &mut Self::Context) {
+        match &result {
+            Ok(Some(r)) => self.cache.insert(hash, r.clone()),
+            Ok(None) if !self.absent_for.is_zero() && self.absent.len() < MAX_ABSENT => {
+                self.absent.insert(hash, Instant::now() + self.absent_for);
             }
-        })
+            _ => {}
+        }
+        for waiter in self.recalling.remove(&hash).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
     }
 }
 
@@ -248,16 +485,69 @@ impl Handler<Ping> for ReplayGuard {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
-        self.run(|b| async move {
-            match b {
-                Backend::Redis { pool, .. } => {
-                    let mut conn = connection(&pool).await?;
-                    let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
-                    Ok(())
+        Box::pin(self.run(
+            "ping",
+            |b| async move {
+                match b {
+                    Backend::Redis { pool, .. } => {
+                        let mut conn = connection(&pool).await?;
+                        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(redis_error)?;
+                        Ok(())
+                    }
+                    Backend::Local(_) => Ok(()),
                 }
-                Backend::Local(_) => Ok(()),
+            },
+            |_| "ok",
+        ))
+    }
+}
+
+/// `SET NX` and, when the key exists, its value, in one atomic round trip.
+/// A script rather than `SET … NX GET` so Redis 6.2 and managed Redis work
+/// too; one key, so it stays in one slot of a cluster.
+const PUT_IF_ABSENT: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end \
+     return redis.call('GET', KEYS[1])";
+
+async fn put_if_absent(backend: Backend, hash: TxHash, record: &ReplayRecord) -> Result<Consumed, StoreError> {
+    let encoded = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match backend {
+        Backend::Redis { pool, prefix } => {
+            let ttl_ms = record.expires_at.saturating_sub(unix_now()).max(1) * 1000;
+            let mut conn = connection(&pool).await?;
+            let existing: Option<String> = redis::Script::new(PUT_IF_ABSENT)
+                .key(key(&prefix, &hash))
+                .arg(encoded)
+                .arg(ttl_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            match existing {
+                None => Ok(Consumed::Inserted),
+                Some(raw) => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
             }
-        })
+        }
+        Backend::Local(store) => {
+            let hash = hash.to_string();
+            blocking(move || store.put_if_absent(&hash, &encoded)).await
+        }
+    }
+}
+
+async fn get(backend: Backend, hash: TxHash) -> Result<Found, StoreError> {
+    match backend {
+        Backend::Redis { pool, prefix } => {
+            let mut conn = connection(&pool).await?;
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(key(&prefix, &hash))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            raw.map(|r| decode(r.as_bytes()).map(Arc::new)).transpose()
+        }
+        Backend::Local(store) => {
+            let hash = hash.to_string();
+            blocking(move || store.get(&hash)).await
+        }
     }
 }
 
@@ -265,71 +555,31 @@ fn key(prefix: &str, hash: &TxHash) -> String {
     format!("{prefix}replay:{hash}")
 }
 
-fn new_token() -> Result<String, StoreError> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| StoreError::Unavailable(format!("no randomness for a claim token: {e}")))?;
-    Ok(hex::encode(b))
-}
-
-fn encode(slot: &Slot) -> Result<String, StoreError> {
-    serde_json::to_string(slot).map_err(|e| StoreError::Unavailable(e.to_string()))
-}
-
-fn decode(raw: &str) -> Result<Slot, StoreError> {
+fn decode(raw: &[u8]) -> Result<ReplayRecord, StoreError> {
     // A value we cannot read is not "free": refuse rather than overwrite it.
-    serde_json::from_str(raw).map_err(|e| StoreError::Unavailable(format!("unreadable replay slot: {e}")))
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
+fn redis_error(e: redis::RedisError) -> StoreError {
     // The error text can carry the URL; keep only its kind.
-    StoreError::Unavailable(format!("redis: {:?}", e.kind()))
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+        StoreError::Corrupt(format!("redis: {:?}", e.kind()))
+    } else {
+        StoreError::Connection(format!("redis: {:?}", e.kind()))
+    }
 }
 
 async fn connection(pool: &deadpool_redis::Pool) -> Result<deadpool_redis::Connection, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("redis connection: {}", pool_error(&e))))
-}
-
-fn pool_error(e: &deadpool_redis::PoolError) -> String {
-    match e {
-        deadpool_redis::PoolError::Timeout(_) => "timed out".into(),
+    pool.get().await.map_err(|e| match e {
+        deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
         // Kind and detail only: the error's display can carry the URL.
-        deadpool_redis::PoolError::Backend(e) => format!("{:?} {}", e.kind(), e.detail().unwrap_or("")),
-        _ => "pool error".into(),
-    }
-}
-
-async fn redis_reserve(pool: &deadpool_redis::Pool, key: &str, token: String) -> Result<Reservation, StoreError> {
-    let claimed = encode(&Slot::Claimed { token: token.clone() })?;
-    let mut conn = connection(pool).await?;
-    // Two rounds at most: the slot can disappear between SET NX and GET
-    // when its claim is released or expires.
-    for _ in 0..2 {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&claimed)
-            .arg("NX")
-            .arg("PX")
-            .arg(CLAIM_TTL.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if set.is_some() {
-            return Ok(Reservation::Claimed { token });
+        deadpool_redis::PoolError::Backend(e) => {
+            StoreError::Connection(format!("{:?} {}", e.kind(), e.detail().unwrap_or("")))
         }
-        let current: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        match current.as_deref().map(decode).transpose()? {
-            Some(Slot::Committed { record }) => return Ok(Reservation::Committed(Box::new(record))),
-            Some(Slot::Claimed { .. }) => return Ok(Reservation::InFlight),
-            None => continue,
-        }
-    }
-    Ok(Reservation::InFlight)
+        _ => StoreError::Connection("pool error".into()),
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -337,23 +587,17 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store task failed: {e}"))))
+        .unwrap_or_else(|e| Err(StoreError::Connection(format!("store task failed: {e}"))))
 }
 
-const RECORDS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("replay_records");
+const RECORDS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("replay_records_v2");
 
-/// The single-instance store: committed records in a redb file (durable
-/// on commit, so a restart never forgets a consumed payment); claims in
-/// memory (a crash releases them, which is what a claim's expiry means).
+/// The single-instance store: records in a redb file, durable on commit
+/// (fsync), so a restart, even a `kill -9`, never forgets a consumed
+/// payment. redb serialises write transactions, which makes
+/// [`LocalStore::put_if_absent`] atomic.
 pub struct LocalStore {
     db: redb::Database,
-    claims: Mutex<HashMap<String, (String, SystemTime)>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    expires_at: u64,
-    slot: String,
 }
 
 impl LocalStore {
@@ -362,78 +606,40 @@ impl LocalStore {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(RECORDS).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
-        Ok(LocalStore {
-            db,
-            claims: Mutex::new(HashMap::new()),
-        })
+        Ok(LocalStore { db })
     }
 
-    fn committed(&self, hash: &str) -> Result<Option<ReplayRecord>, StoreError> {
-        let err = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("local store: {e}"));
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
-        let Some(raw) = table.get(hash).map_err(|e| err(&e))? else {
+    fn get(&self, hash: &str) -> Result<Found, StoreError> {
+        let txn = self.db.begin_read().map_err(local)?;
+        let table = txn.open_table(RECORDS).map_err(local)?;
+        let Some(raw) = table.get(hash).map_err(local)? else {
             return Ok(None);
         };
-        let stored: Stored = serde_json::from_slice(raw.value()).map_err(|e| err(&e))?;
-        if stored.expires_at <= unix_now() {
-            return Ok(None);
-        }
-        match decode(&stored.slot)? {
-            Slot::Committed { record } => Ok(Some(record)),
-            Slot::Claimed { .. } => Ok(None),
-        }
+        let record = decode(raw.value())?;
+        Ok((record.expires_at > unix_now()).then(|| Arc::new(record)))
     }
 
-    fn reserve(&self, hash: &str, token: String) -> Result<Reservation, StoreError> {
-        let mut claims = self.claims.lock().unwrap();
-        if let Some(record) = self.committed(hash)? {
-            return Ok(Reservation::Committed(Box::new(record)));
-        }
-        let now = SystemTime::now();
-        if let Some((_, at)) = claims.get(hash)
-            && now.duration_since(*at).unwrap_or_default() < CLAIM_TTL
+    fn put_if_absent(&self, hash: &str, encoded: &str) -> Result<Consumed, StoreError> {
+        let txn = self.db.begin_write().map_err(local)?;
         {
-            return Ok(Reservation::InFlight);
-        }
-        claims.insert(hash.to_owned(), (token.clone(), now));
-        Ok(Reservation::Claimed { token })
-    }
-
-    fn commit(&self, hash: &str, claimed: &str, committed: String, ttl: Duration) -> Result<bool, StoreError> {
-        let mut claims = self.claims.lock().unwrap();
-        let Slot::Claimed { token } = decode(claimed)? else {
-            return Ok(false);
-        };
-        if claims.get(hash).map(|(t, _)| t) != Some(&token) {
-            return Ok(false);
-        }
-        let stored = serde_json::to_vec(&Stored {
-            expires_at: unix_now() + ttl.as_secs(),
-            slot: committed,
-        })
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let err = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("local store: {e}"));
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
-        {
-            let mut table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
-            table.insert(hash, stored.as_slice()).map_err(|e| err(&e))?;
+            let mut table = txn.open_table(RECORDS).map_err(local)?;
+            if let Some(raw) = table.get(hash).map_err(local)? {
+                let record = decode(raw.value())?;
+                if record.expires_at > unix_now() {
+                    return Ok(Consumed::Existing(Arc::new(record)));
+                }
+            }
+            table.insert(hash, encoded.as_bytes()).map_err(local)?;
         }
         // redb commits durably (fsync) by default: the 200 is only sent
         // after the record is on disk.
-        txn.commit().map_err(|e| err(&e))?;
-        claims.remove(hash);
-        Ok(true)
+        txn.commit().map_err(local)?;
+        Ok(Consumed::Inserted)
     }
+}
 
-    fn release(&self, hash: &str, claimed: &str) {
-        let mut claims = self.claims.lock().unwrap();
-        if let Ok(Slot::Claimed { token }) = decode(claimed)
-            && claims.get(hash).map(|(t, _)| t) == Some(&token)
-        {
-            claims.remove(hash);
-        }
-    }
+fn local(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Connection(format!("local store: {e}"))
 }
 
 fn unix_now() -> u64 {

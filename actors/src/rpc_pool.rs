@@ -1,40 +1,89 @@
 //! `RpcPool`: the Tempo JSON-RPC endpoints, with health tracking.
 //!
-//! Owns the HTTP client and one health record per endpoint: last latency
-//! (EWMA), consecutive failures, and a circuit that opens after
-//! [`FAILURES_TO_OPEN`] failures, lets one probe through after
-//! [`OPEN_FOR`] (half-open) and closes on success. Each lookup goes to the
-//! healthiest endpoint; a failed one is retried once on another endpoint.
+//! Owns one alloy JSON-RPC client per endpoint (over [`BoundedHttp`]) and
+//! one health record each: latency (EWMA), consecutive failures, a circuit
+//! that opens after [`FAILURES_TO_OPEN`] failures, lets one probe through
+//! after [`OPEN_FOR`] (half-open) and closes on success, and the chain id
+//! the endpoint last reported.
 //!
-//! Messages: [`Lookup`] (receipt, its block, a fresh head and the node's
-//! chain id, fetched together), [`PoolStatus`]. Guarantee: "the node does
-//! not know this transaction" (`Ok` with no receipt) is never confused with
-//! "the endpoint failed" (`Err`), and an endpoint that answers for another
+//! The chain id is a fact of the endpoint, not of each lookup: it is read
+//! at start, by a periodic probe, and again before the next lookup on an
+//! endpoint whose connection failed (a new connection may land on another
+//! node). A [`Lookup`] names the chain its policy expects and is only sent
+//! to endpoints verified on that chain; a node on another chain is never
+//! asked about a payment, and when no endpoint is left the answer is an
+//! [`RpcError`] (503), never a verdict.
+//!
+//! A lookup is one HTTP round trip on the happy path: the receipt alone
+//! (Tempo receipts carry `blockTimestamp`), or the receipt and
+//! `eth_blockNumber` in one JSON-RPC batch when the policy asks for more
+//! than one confirmation. The receipt's block is read only when a node
+//! gives no timestamp. A failed attempt is retried once on another endpoint.
+//!
+//! Messages: [`Lookup`], [`PoolStatus`]. Guarantee: "the node does not know
+//! this transaction" (`Ok` with no receipt) is never confused with "the
+//! endpoint failed" (`Err`), and an endpoint that answers for another
 //! transaction, or with garbage, counts as failed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use alloy_json_rpc::RpcError as AlloyError;
+use alloy_primitives::U64;
+use alloy_rpc_client::RpcClient;
+use alloy_transport::{TransportError, TransportErrorKind};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
 use url::Url;
 
+use crate::rpc_transport::{BoundedHttp, HttpFault};
+
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
-/// A JSON-RPC answer larger than this is garbage, not a receipt.
-const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Attempts per lookup: the best endpoint, then one other.
+const ATTEMPTS: usize = 2;
 
+/// Why no trustworthy answer came from the chain. Each is a 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {
-    /// No endpoint gave a trustworthy answer.
-    #[error("no RPC endpoint answered: {0}")]
-    Unavailable(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+    #[error("JSON-RPC error {code}: {message}")]
+    JsonRpc { code: i64, message: String },
+    #[error("the node is on chain {got}, the policy's is {want}")]
+    WrongChain { got: u64, want: u64 },
+    #[error("every endpoint's circuit is open")]
+    AllCircuitsOpen,
+}
+
+impl RpcError {
+    /// A stable label for metrics and logs.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            RpcError::Timeout(_) => "rpc_timeout",
+            RpcError::Transport(_) => "rpc_transport",
+            RpcError::Malformed(_) => "rpc_malformed",
+            RpcError::JsonRpc { .. } => "rpc_error_response",
+            RpcError::WrongChain { .. } => "rpc_wrong_chain",
+            RpcError::AllCircuitsOpen => "rpc_circuits_open",
+        }
+    }
+
+    /// Whether the connection itself failed: the next use of the endpoint
+    /// re-checks its chain id first.
+    fn lost_connection(&self) -> bool {
+        matches!(self, RpcError::Timeout(_) | RpcError::Transport(_))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,9 +93,30 @@ pub struct RpcLabels {
     pub outcome: &'static str,
 }
 
-/// `settlegate_rpc_requests_total{endpoint, method, outcome}`: one sample
-/// per JSON-RPC method call sent to a node.
-pub type RpcCounter = Family<RpcLabels, Counter>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub endpoint: String,
+    pub outcome: &'static str,
+}
+
+/// The pool's metrics: `settlegate_rpc_requests_total{endpoint, method,
+/// outcome}` (one sample per JSON-RPC call, batched or not) and
+/// `settlegate_rpc_http_requests_total{endpoint, outcome}` (one per HTTP
+/// round trip).
+#[derive(Clone, Default)]
+pub struct RpcMetrics {
+    pub calls: Family<RpcLabels, Counter>,
+    pub http: Family<HttpLabels, Counter>,
+}
+
+pub struct PoolConfig {
+    pub urls: Vec<Url>,
+    /// Bound on one HTTP exchange with one endpoint.
+    pub call_timeout: Duration,
+    /// How often every endpoint's chain id is checked; `None`: only at
+    /// start, on demand and after a lost connection.
+    pub probe_interval: Option<Duration>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Circuit {
@@ -62,11 +132,13 @@ struct Health {
     circuit: Circuit,
     /// The chain id the endpoint last reported.
     chain_id: Option<u64>,
+    /// False until the chain id is read, and again after a lost connection.
+    chain_checked: bool,
     last_error: Option<String>,
 }
 
 struct Endpoint {
-    url: Url,
+    client: RpcClient,
     /// For logs and metrics: scheme, host and port only (a URL path may
     /// carry an API key).
     label: String,
@@ -85,91 +157,109 @@ pub struct EndpointStatus {
 }
 
 struct Shared {
-    client: reqwest::Client,
     endpoints: Vec<Endpoint>,
-    expected_chain_id: u64,
-    requests: RpcCounter,
+    metrics: RpcMetrics,
+    probe_round: AtomicBool,
 }
 
 pub struct RpcPool {
     shared: Arc<Shared>,
+    probe_interval: Option<Duration>,
 }
 
-#[derive(Message)]
+/// What the chain says about `hash`, from an endpoint verified on
+/// `chain_id`; with `need_head`, the head is read in the same batch.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[rtype(result = "Result<ChainFacts, RpcError>")]
-pub struct Lookup(pub TxHash);
+pub struct Lookup {
+    pub hash: TxHash,
+    pub chain_id: u64,
+    pub need_head: bool,
+}
 
-/// Each endpoint's state; with `probe`, endpoints that are not known to be
-/// healthy are asked for their chain id first (a recovered node shows up).
+/// Each endpoint's state relative to `chain_id`; with `probe`, endpoints
+/// that are not known to be healthy are asked for their chain id first
+/// (a recovered node shows up).
 #[derive(Message)]
 #[rtype(result = "Vec<EndpointStatus>")]
 pub struct PoolStatus {
     pub probe: bool,
+    pub chain_id: u64,
 }
 
 impl RpcPool {
-    /// `call_timeout` bounds each HTTP call to a node.
-    pub fn new(urls: &[Url], expected_chain_id: u64, call_timeout: Duration, requests: RpcCounter) -> Self {
-        // reqwest is built without a crypto provider: use ring (no C
-        // toolchain beyond the build's). Installing twice is harmless.
+    /// Fails (a boot error, not a panic) when the HTTP client cannot be built.
+    pub fn new(config: PoolConfig, metrics: RpcMetrics) -> Result<Self, String> {
+        // reqwest is built without a crypto provider of its own: use ring (no
+        // C toolchain beyond the build's). Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(call_timeout)
-            .connect_timeout(call_timeout)
+        let http = reqwest::Client::builder()
+            .timeout(config.call_timeout)
+            .connect_timeout(config.call_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
             .build()
-            // unwrap: fails only without a TLS provider, installed just above.
-            .expect("the HTTP client builds");
-        let endpoints = urls
+            .map_err(|e| format!("cannot build the RPC HTTP client: {e}"))?;
+        let endpoints = config
+            .urls
             .iter()
             .map(|u| Endpoint {
-                url: u.clone(),
-                label: format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"))
-                    + &u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                client: RpcClient::new(
+                    BoundedHttp::new(http.clone(), u.clone(), config.call_timeout),
+                    matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+                ),
+                label: endpoint_label(u),
                 health: Mutex::new(Health {
                     consecutive_failures: 0,
                     latency_ms: None,
                     circuit: Circuit::Closed,
                     chain_id: None,
+                    chain_checked: false,
                     last_error: None,
                 }),
             })
             .collect();
-        RpcPool {
+        Ok(RpcPool {
             shared: Arc::new(Shared {
-                client,
                 endpoints,
-                expected_chain_id,
-                requests,
+                metrics,
+                probe_round: AtomicBool::new(false),
             }),
-        }
+            probe_interval: config.probe_interval,
+        })
     }
+}
+
+/// `scheme://host[:port]`: what logs and metrics may show of an RPC URL.
+pub fn endpoint_label(u: &Url) -> String {
+    format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")) + &u.port().map(|p| format!(":{p}")).unwrap_or_default()
 }
 
 impl Actor for RpcPool {
     type Context = Context<Self>;
 
-    /// Checks every endpoint's chain id once at start, so a misconfigured
-    /// endpoint is visible in the logs and `/readyz` before any payment.
+    /// Reads every endpoint's chain id at start, so a misconfigured endpoint
+    /// is visible in the logs and `/readyz` before any payment, then again
+    /// on every probe interval.
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::unbounded_mailbox(ctx);
         let shared = self.shared.clone();
-        ctx.spawn(
-            async move {
-                for i in 0..shared.endpoints.len() {
-                    shared.check_chain(i).await;
-                }
-            }
-            .into_actor(self),
-        );
+        ctx.spawn(async move { shared.probe_all(|_| true).await }.into_actor(self));
+        if let Some(every) = self.probe_interval {
+            ctx.run_interval(every, |act, ctx| {
+                let shared = act.shared.clone();
+                ctx.spawn(async move { shared.probe_all(|_| true).await }.into_actor(act));
+            });
+        }
     }
 }
 
 impl Handler<Lookup> for RpcPool {
     type Result = ResponseFuture<Result<ChainFacts, RpcError>>;
 
-    fn handle(&mut self, Lookup(hash): Lookup, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
         let shared = self.shared.clone();
-        Box::pin(async move { shared.lookup(hash).await })
+        Box::pin(async move { shared.lookup(msg).await })
     }
 }
 
@@ -180,120 +270,213 @@ impl Handler<PoolStatus> for RpcPool {
         let shared = self.shared.clone();
         Box::pin(async move {
             if msg.probe {
-                for (i, s) in shared.status().iter().enumerate() {
-                    if s.state != "healthy" {
-                        shared.check_chain(i).await;
-                    }
-                }
+                let before = shared.status(msg.chain_id);
+                shared.probe_all(|i| before[i].state != "healthy").await;
             }
-            shared.status()
+            shared.status(msg.chain_id)
         })
     }
 }
 
 impl Shared {
-    /// Asks one endpoint for its chain id and logs what it says.
-    async fn check_chain(&self, i: usize) {
-        let e = &self.endpoints[i];
-        let answer = self.call::<String>(i, "eth_chainId", json!([])).await;
-        let id = answer.as_ref().ok().and_then(|id| parse_quantity(id));
-        e.health.lock().unwrap().chain_id = id;
-        match (answer, id) {
-            (Ok(_), Some(id)) if id == self.expected_chain_id => {
-                tracing::info!(endpoint = %e.label, chain_id = id, "RPC endpoint on the expected chain")
-            }
-            (Ok(_), Some(id)) => tracing::error!(endpoint = %e.label, chain_id = id,
-                expected = self.expected_chain_id, "RPC endpoint is on another chain"),
-            (Ok(_), None) => tracing::error!(endpoint = %e.label, "RPC endpoint returned a malformed chain id"),
-            (Err(err), _) => tracing::warn!(endpoint = %e.label, error = %err, "RPC endpoint unreachable"),
+    /// Reads the chain id of every endpoint `pick` selects; one round at a
+    /// time (a slow node must not pile probes up).
+    async fn probe_all(&self, pick: impl Fn(usize) -> bool) {
+        if self.probe_round.swap(true, Ordering::AcqRel) {
+            return;
         }
+        for i in (0..self.endpoints.len()).filter(|&i| pick(i)) {
+            let _ = self.probe_chain(i).await;
+        }
+        self.probe_round.store(false, Ordering::Release);
     }
 
-    async fn lookup(&self, hash: TxHash) -> Result<ChainFacts, RpcError> {
-        let order = self.route();
-        if order.is_empty() {
-            return Err(RpcError::Unavailable("every endpoint's circuit is open".into()));
+    /// Asks one endpoint for its chain id, records it and logs a change.
+    async fn probe_chain(&self, i: usize) -> Result<u64, RpcError> {
+        let e = &self.endpoints[i];
+        let id = self
+            .exchange(i, &["eth_chainId"], e.client.request_noparams::<U64>("eth_chainId"))
+            .await
+            .map(|id| id.to::<u64>());
+        let mut h = e.health.lock();
+        match &id {
+            Ok(id) => {
+                if h.chain_id != Some(*id) {
+                    tracing::info!(endpoint = %e.label, chain_id = id, previous = ?h.chain_id, "RPC endpoint chain id");
+                }
+                h.chain_id = Some(*id);
+                h.chain_checked = true;
+            }
+            Err(err) => tracing::warn!(endpoint = %e.label, error = %err, "RPC endpoint did not tell its chain id"),
         }
-        let mut errors = Vec::new();
-        // The first choice, then one retry on another endpoint.
-        for &i in order.iter().take(2) {
-            match self.lookup_on(i, hash).await {
+        id
+    }
+
+    async fn lookup(&self, msg: Lookup) -> Result<ChainFacts, RpcError> {
+        let order = self.route(msg.chain_id);
+        let mut last = None;
+        let mut attempts = 0;
+        for i in order {
+            if attempts == ATTEMPTS {
+                break;
+            }
+            if !self.acquire(i) {
+                continue;
+            }
+            match self.lookup_on(i, msg).await {
                 Ok(facts) => return Ok(facts),
                 Err(e) => {
-                    tracing::warn!(endpoint = %self.endpoints[i].label, error = %e, tx_hash = %hash, "RPC lookup failed");
-                    errors.push(format!("{}: {e}", self.endpoints[i].label));
+                    tracing::warn!(endpoint = %self.endpoints[i].label, error = %e, cause = e.cause(),
+                        tx_hash = %msg.hash, "RPC lookup failed");
+                    // A node found on another chain is not an attempt at
+                    // the payment: look for one on the right chain.
+                    if !matches!(e, RpcError::WrongChain { .. }) {
+                        attempts += 1;
+                    }
+                    last = Some(e);
                 }
             }
         }
-        Err(RpcError::Unavailable(errors.join("; ")))
+        Err(last.unwrap_or_else(|| self.no_route(msg.chain_id)))
     }
 
-    /// Receipt and chain id, then (when mined) the receipt's block and the
-    /// head, read after the receipt so the head is never older than it.
-    async fn lookup_on(&self, i: usize, hash: TxHash) -> Result<ChainFacts, String> {
-        let chain_id = self.call::<String>(i, "eth_chainId", json!([])).await?;
-        let chain_id = parse_quantity(&chain_id).ok_or("malformed eth_chainId")?;
-        self.endpoints[i].health.lock().unwrap().chain_id = Some(chain_id);
-        let receipt: Option<Receipt> = self
-            .call(i, "eth_getTransactionReceipt", json!([hash.to_string()]))
-            .await?;
-        let Some(receipt) = receipt else {
-            return Ok(ChainFacts {
-                chain_id,
-                receipt: None,
-                block: None,
-                head: 0,
-            });
-        };
-        if receipt.transaction_hash != *hash.as_b256() {
-            return Err(format!("answered with the receipt of {:#x}", receipt.transaction_hash));
+    /// Why no endpoint could be asked at all.
+    fn no_route(&self, want: u64) -> RpcError {
+        let wrong = self.endpoints.iter().find_map(|e| {
+            let h = e.health.lock();
+            h.chain_id.filter(|&c| h.chain_checked && c != want)
+        });
+        match wrong {
+            Some(got) => RpcError::WrongChain { got, want },
+            None => RpcError::AllCircuitsOpen,
         }
-        let Some(number) = receipt.block_number else {
-            return Ok(ChainFacts {
-                chain_id,
-                receipt: Some(receipt),
-                block: None,
-                head: 0,
-            });
-        };
-        let block: Option<BlockHeader> = self
-            .call(i, "eth_getBlockByNumber", json!([format!("{number:#x}"), false]))
-            .await?;
-        let head = self.call::<String>(i, "eth_blockNumber", json!([])).await?;
-        let head = parse_quantity(&head).ok_or("malformed eth_blockNumber")?;
-        Ok(ChainFacts {
-            chain_id,
-            receipt: Some(receipt),
-            block,
-            head,
-        })
     }
 
-    /// One JSON-RPC call, with health and metrics bookkeeping.
-    async fn call<T: DeserializeOwned>(&self, i: usize, method: &'static str, params: Value) -> Result<T, String> {
+    async fn lookup_on(&self, i: usize, msg: Lookup) -> Result<ChainFacts, RpcError> {
         let e = &self.endpoints[i];
+        let verified = {
+            let h = e.health.lock();
+            h.chain_checked && h.chain_id == Some(msg.chain_id)
+        };
+        if !verified {
+            let got = self.probe_chain(i).await?;
+            if got != msg.chain_id {
+                return Err(RpcError::WrongChain {
+                    got,
+                    want: msg.chain_id,
+                });
+            }
+        }
+        let hash = *msg.hash.as_b256();
+        let (receipt, head) = if msg.need_head {
+            let mut batch = e.client.new_batch();
+            let receipt = batch
+                .add_call::<_, Option<Receipt>>("eth_getTransactionReceipt", &(hash,))
+                .map_err(classify)?;
+            let head = batch.add_call::<_, U64>("eth_blockNumber", &()).map_err(classify)?;
+            self.exchange(i, &["eth_getTransactionReceipt", "eth_blockNumber"], async move {
+                batch.send().await?;
+                Ok((receipt.await?, Some(head.await?.to::<u64>())))
+            })
+            .await?
+        } else {
+            let receipt = self
+                .exchange(
+                    i,
+                    &["eth_getTransactionReceipt"],
+                    e.client
+                        .request::<_, Option<Receipt>>("eth_getTransactionReceipt", (hash,)),
+                )
+                .await?;
+            (receipt, None)
+        };
+        if let Some(r) = &receipt
+            && r.transaction_hash != hash
+        {
+            return self.fail(
+                i,
+                RpcError::Malformed(format!("answered with the receipt of {:#x}", r.transaction_hash)),
+            );
+        }
+        let mut facts = ChainFacts {
+            receipt,
+            block: None,
+            head,
+        };
+        if facts.needs_block()
+            && let Some(number) = facts.receipt.as_ref().and_then(|r| r.block_number)
+        {
+            // A node that does not date its receipts: one more round trip.
+            facts.block = self
+                .exchange(
+                    i,
+                    &["eth_getBlockByNumber"],
+                    e.client
+                        .request::<_, Option<BlockHeader>>("eth_getBlockByNumber", (number, false)),
+                )
+                .await?;
+        }
+        Ok(facts)
+    }
+
+    /// Records a failure found after the exchange itself succeeded.
+    fn fail<T>(&self, i: usize, err: RpcError) -> Result<T, RpcError> {
+        self.record(i, Err(&err), None);
+        Err(err)
+    }
+
+    /// One HTTP round trip carrying `methods`, with health and metrics
+    /// bookkeeping.
+    async fn exchange<T>(
+        &self,
+        i: usize,
+        methods: &[&'static str],
+        call: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, RpcError> {
         let started = Instant::now();
-        let result = self.send(&e.url, method, params).await;
+        let result = call.await.map_err(classify);
+        let e = &self.endpoints[i];
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.requests
-            .get_or_create(&RpcLabels {
+        for &method in methods {
+            self.metrics
+                .calls
+                .get_or_create(&RpcLabels {
+                    endpoint: e.label.clone(),
+                    method,
+                    outcome,
+                })
+                .inc();
+        }
+        self.metrics
+            .http
+            .get_or_create(&HttpLabels {
                 endpoint: e.label.clone(),
-                method,
                 outcome,
             })
             .inc();
-        let mut h = e.health.lock().unwrap();
-        match &result {
-            Ok(_) => {
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                h.latency_ms = Some(h.latency_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
+        self.record(i, result.as_ref().map(|_| ()), Some(started.elapsed()));
+        result
+    }
+
+    fn record(&self, i: usize, result: Result<(), &RpcError>, took: Option<Duration>) {
+        let e = &self.endpoints[i];
+        let mut h = e.health.lock();
+        match result {
+            Ok(()) => {
+                if let Some(took) = took {
+                    let ms = took.as_secs_f64() * 1000.0;
+                    h.latency_ms = Some(h.latency_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
+                }
                 h.consecutive_failures = 0;
                 h.circuit = Circuit::Closed;
                 h.last_error = None;
             }
             Err(err) => {
                 h.consecutive_failures += 1;
-                h.last_error = Some(err.clone());
+                h.last_error = Some(err.to_string());
+                if err.lost_connection() {
+                    h.chain_checked = false;
+                }
                 let reopen = matches!(h.circuit, Circuit::HalfOpen { .. });
                 if reopen || h.consecutive_failures >= FAILURES_TO_OPEN {
                     if !matches!(h.circuit, Circuit::Open { .. }) {
@@ -305,79 +488,66 @@ impl Shared {
                 }
             }
         }
-        result
     }
 
-    async fn send<T: DeserializeOwned>(&self, url: &Url, method: &str, params: Value) -> Result<T, String> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let mut resp = self.client.post(url.clone()).json(&body).send().await.map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("request failed: {}", e.without_url())
-            }
-        })?;
-        if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the answer: {}", e.without_url()))?
-        {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err("answer larger than 4 MiB".into());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("malformed JSON-RPC answer: {e}"))?;
-        if let Some(err) = v.get("error") {
-            return Err(format!("JSON-RPC error: {}", truncate(&err.to_string(), 200)));
-        }
-        let result = v.get("result").ok_or("JSON-RPC answer without result")?;
-        serde_json::from_value(result.clone()).map_err(|e| format!("unexpected {method} result: {e}"))
-    }
-
-    /// Endpoints in the order to try them: closed circuits by (right chain
-    /// first, fewest failures, lowest latency), then at most one half-open
-    /// probe. Open circuits whose time is up become half-open here.
-    fn route(&self) -> Vec<usize> {
+    /// Endpoints in the order to try them for a policy on `chain_id`:
+    /// closed circuits verified on that chain by (fewest failures, lowest
+    /// latency), then closed ones whose chain must be read first, then
+    /// half-open ones (one probe each). Endpoints known to be on another
+    /// chain, and open circuits, are left out.
+    fn route(&self, chain_id: u64) -> Vec<usize> {
         let now = Instant::now();
-        let mut closed = Vec::new();
-        let mut probe = None;
+        let mut ready = Vec::new();
+        let mut unverified = Vec::new();
+        let mut half_open = Vec::new();
         for (i, e) in self.endpoints.iter().enumerate() {
-            let mut h = e.health.lock().unwrap();
+            let mut h = e.health.lock();
             if let Circuit::Open { until } = h.circuit
                 && now >= until
             {
                 h.circuit = Circuit::HalfOpen { probing: false };
             }
+            let known_wrong = h.chain_checked && h.chain_id.is_some_and(|c| c != chain_id);
             match h.circuit {
-                Circuit::Closed => {
-                    let wrong_chain = h.chain_id.is_some_and(|c| c != self.expected_chain_id);
-                    closed.push((wrong_chain, h.consecutive_failures, h.latency_ms.unwrap_or(f64::MAX), i));
+                _ if known_wrong => {}
+                Circuit::Closed if h.chain_checked => {
+                    ready.push((h.consecutive_failures, h.latency_ms.unwrap_or(f64::MAX), i))
                 }
-                Circuit::HalfOpen { probing: false } if probe.is_none() => {
-                    h.circuit = Circuit::HalfOpen { probing: true };
-                    probe = Some(i);
-                }
+                Circuit::Closed => unverified.push(i),
+                Circuit::HalfOpen { probing: false } => half_open.push(i),
                 _ => {}
             }
         }
-        closed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
-        let mut order: Vec<usize> = closed.into_iter().map(|c| c.3).collect();
-        order.extend(probe);
-        order
+        ready.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        ready
+            .into_iter()
+            .map(|r| r.2)
+            .chain(unverified)
+            .chain(half_open)
+            .collect()
     }
 
-    fn status(&self) -> Vec<EndpointStatus> {
+    /// Claims endpoint `i` for one attempt: always for a closed circuit; for
+    /// a half-open one, only if no other request is probing it.
+    fn acquire(&self, i: usize) -> bool {
+        let mut h = self.endpoints[i].health.lock();
+        match h.circuit {
+            Circuit::Closed => true,
+            Circuit::HalfOpen { probing: false } => {
+                h.circuit = Circuit::HalfOpen { probing: true };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn status(&self, chain_id: u64) -> Vec<EndpointStatus> {
         self.endpoints
             .iter()
             .map(|e| {
-                let h = e.health.lock().unwrap();
+                let h = e.health.lock();
                 let state = match h.circuit {
-                    _ if h.chain_id.is_some_and(|c| c != self.expected_chain_id) => "wrong_chain",
+                    _ if h.chain_id.is_some_and(|c| c != chain_id) => "wrong_chain",
                     Circuit::Closed if h.chain_id.is_some() && h.consecutive_failures == 0 => "healthy",
                     Circuit::Closed if h.consecutive_failures > 0 => "failing",
                     Circuit::Closed => "unknown",
@@ -389,7 +559,7 @@ impl Shared {
                     state,
                     chain_id: h.chain_id,
                     consecutive_failures: h.consecutive_failures,
-                    latency_ms: h.latency_ms,
+                    latency_ms: h.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
                     last_error: h.last_error.clone(),
                 }
             })
@@ -397,14 +567,65 @@ impl Shared {
     }
 }
 
-fn parse_quantity(s: &str) -> Option<u64> {
-    let hex = s.strip_prefix("0x")?;
-    if hex.is_empty() || hex.len() > 16 {
-        return None;
+/// alloy's error, as one of ours. The JSON-RPC error message and any text
+/// are truncated: they end up in log lines.
+fn classify(e: TransportError) -> RpcError {
+    match e {
+        AlloyError::ErrorResp(p) => RpcError::JsonRpc {
+            code: p.code,
+            message: truncate(&p.message, 200),
+        },
+        AlloyError::NullResp => RpcError::Malformed("a null result where a value was expected".into()),
+        AlloyError::DeserError { err, text } => RpcError::Malformed(format!("{err} in {:?}", truncate(&text, 120))),
+        AlloyError::Transport(TransportErrorKind::Custom(inner)) => match inner.downcast_ref::<HttpFault>() {
+            Some(HttpFault::Timeout(d)) => RpcError::Timeout(*d),
+            Some(HttpFault::TooLarge) => RpcError::Malformed(HttpFault::TooLarge.to_string()),
+            Some(f) => RpcError::Transport(f.to_string()),
+            None => RpcError::Transport(truncate(&inner.to_string(), 200)),
+        },
+        AlloyError::Transport(TransportErrorKind::MissingBatchResponse(id)) => {
+            RpcError::Malformed(format!("no answer for call {id} of the batch"))
+        }
+        other => RpcError::Transport(truncate(&other.to_string(), 200)),
     }
-    u64::from_str_radix(hex, 16).ok()
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_kind() {
+        let timeout = TransportErrorKind::custom(HttpFault::Timeout(Duration::from_millis(5)));
+        assert_eq!(classify(timeout), RpcError::Timeout(Duration::from_millis(5)));
+        let refused = TransportErrorKind::custom(HttpFault::Connect("refused".into()));
+        assert!(matches!(classify(refused), RpcError::Transport(_)));
+        let big = TransportErrorKind::custom(HttpFault::TooLarge);
+        assert!(matches!(classify(big), RpcError::Malformed(_)));
+        let garbage = TransportError::deser_err(serde_json::from_str::<u8>("x").unwrap_err(), "x".repeat(500));
+        let RpcError::Malformed(m) = classify(garbage) else {
+            panic!()
+        };
+        assert!(m.len() < 300, "{m}");
+        assert!(
+            classify(TransportErrorKind::missing_batch_response(alloy_json_rpc::Id::Number(
+                2
+            )))
+            .cause()
+                == "rpc_malformed"
+        );
+    }
+
+    #[test]
+    fn labels_never_show_a_url_path() {
+        let u = Url::parse("https://user:pw@rpc.example.com:8443/v1/SECRETKEY?x=1").unwrap();
+        assert_eq!(endpoint_label(&u), "https://rpc.example.com:8443");
+    }
 }

@@ -55,6 +55,19 @@ impl fmt::Display for TxHash {
     }
 }
 
+impl serde::Serialize for TxHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TxHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A credential, by scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credential {

@@ -8,7 +8,9 @@
 //! - [`policy`]: the `settlement` policy inside it.
 //! - [`seed`]: the seed middleware's `TEMPO_*` variables.
 //! - [`credential`]: `Authorization` values and the canonical transaction hash.
-//! - [`settlement`]: from a receipt, its block and the policy to a verdict.
+//! - [`settlement`]: from a receipt, its block time and the policy to a verdict.
+//! - [`replay`]: the settlement a 200 carries, the replay record, its
+//!   lifetime, and which later request is a retry of the consuming one.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
@@ -19,6 +21,7 @@ pub mod genome;
 pub mod keys;
 pub mod policy;
 pub mod primitives;
+pub mod replay;
 pub mod seed;
 pub mod settlement;
 

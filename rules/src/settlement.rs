@@ -1,6 +1,12 @@
-//! Settlement rules: from what the chain says about a transaction (receipt,
-//! its block, the head, the node's chain id), the policy and the time, to a
-//! [`Verdict`]. Pure: the actors fetch, this decides.
+//! Settlement rules: from what the chain says about a transaction (its
+//! receipt, the receipt's block time, the head when more than one
+//! confirmation is asked), the policy and the time, to a [`Verdict`]. Pure:
+//! the actors fetch, this decides.
+//!
+//! The chain id is not a fact of one lookup: the `RpcPool` only routes a
+//! lookup to an endpoint whose chain id it has verified against the
+//! request's policy, and a node on another chain is an infrastructure fault
+//! (503), never a verdict on the payment.
 //!
 //! Holes of the seed closed here (`reference/seed-behaviour.md`):
 //! - logs count only when emitted by the policy's asset (hole 3), never by
@@ -15,7 +21,8 @@
 use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Price, SettlementPolicy};
+use crate::policy::{MemoPolicy, Price, SettlementPolicy};
+use crate::replay::Scheme;
 
 /// `Transfer(address,address,uint256)`.
 pub const TRANSFER_TOPIC: B256 = b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
@@ -39,6 +46,11 @@ pub struct Receipt {
     pub from: Address,
     #[serde(default)]
     pub logs: Vec<Log>,
+    /// Tempo nodes put the block's timestamp in the receipt (a JSON number
+    /// on the dev chain; a hex quantity is accepted too), which saves a
+    /// block lookup.
+    #[serde(default, deserialize_with = "quantity::option")]
+    pub block_timestamp: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -51,6 +63,8 @@ pub struct Log {
     pub log_index: Option<U64>,
     #[serde(default)]
     pub removed: Option<bool>,
+    #[serde(default, deserialize_with = "quantity::option")]
+    pub block_timestamp: Option<u64>,
 }
 
 /// The part of a block header the rules need.
@@ -61,17 +75,61 @@ pub struct BlockHeader {
     pub timestamp: U64,
 }
 
-/// Everything one lookup learns about a transaction, fetched together.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything one lookup learns about a transaction, from a node verified
+/// to be on the policy's chain.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ChainFacts {
-    /// `eth_chainId` of the node that answered.
-    pub chain_id: u64,
     /// `None`: the node does not know the transaction (yet).
     pub receipt: Option<Receipt>,
-    /// The receipt's block, when there is a receipt.
+    /// The receipt's block, read only when the node gave no
+    /// `blockTimestamp` with the receipt.
     pub block: Option<BlockHeader>,
-    /// The head block number, read after the receipt.
-    pub head: u64,
+    /// The head block number, read in the same JSON-RPC batch as the
+    /// receipt, only when the policy asks for more than one confirmation.
+    pub head: Option<u64>,
+}
+
+impl ChainFacts {
+    /// The timestamp of the receipt's block: from the receipt, else from its
+    /// logs (all must agree), else from a block read that matches the
+    /// receipt's block number and hash. `None` when none of them is usable.
+    pub fn block_timestamp(&self) -> Option<u64> {
+        let r = self.receipt.as_ref()?;
+        if let Some(ts) = r.block_timestamp {
+            return Some(ts);
+        }
+        let mut from_logs = r.logs.iter().filter_map(|l| l.block_timestamp);
+        if let Some(first) = from_logs.next() {
+            return from_logs.all(|t| t == first).then_some(first);
+        }
+        let block = self.block.as_ref()?;
+        (Some(block.number) == r.block_number && Some(block.hash) == r.block_hash).then(|| block.timestamp.to::<u64>())
+    }
+
+    /// Whether a block read is needed to date the payment: mined, and the
+    /// node gave no timestamp with the receipt or its logs.
+    pub fn needs_block(&self) -> bool {
+        self.receipt.as_ref().is_some_and(|r| {
+            r.block_number.is_some()
+                && r.block_timestamp.is_none()
+                && r.logs.iter().all(|l| l.block_timestamp.is_none())
+        })
+    }
+
+    /// Mined and successful: the only kind of transaction a replay record
+    /// can exist for, so the only one worth asking the replay store about
+    /// when it does not settle now (it may have settled before).
+    pub fn mined_successfully(&self) -> bool {
+        self.receipt
+            .as_ref()
+            .is_some_and(|r| r.block_number.is_some() && r.status == Some(U64::from(1)))
+    }
+}
+
+/// Whether a lookup under `policy` must read the head: a mined receipt is
+/// one confirmation, so only a policy asking for more needs it.
+pub fn needs_head(policy: &SettlementPolicy) -> bool {
+    policy.min_confirmations > 1
 }
 
 /// How the memo of the paying transfer is judged for this request.
@@ -86,12 +144,27 @@ pub enum MemoRule {
     Unsatisfiable,
 }
 
+/// The memo rule a scheme can meet under a memo policy. The Tempo scheme
+/// carries no challenge, so a policy that binds the memo to a challenge
+/// cannot be met by it; the Payment scheme meets it with the memo its
+/// challenge binds (`bound`), and with nothing else.
+pub fn memo_rule(policy: MemoPolicy, scheme: Scheme, bound: Option<B256>) -> MemoRule {
+    match (policy, scheme, bound) {
+        (MemoPolicy::Optional, _, _) => MemoRule::Any,
+        (MemoPolicy::Required, _, _) => MemoRule::Required,
+        (MemoPolicy::ChallengeBound, Scheme::Payment, Some(memo)) => MemoRule::Exact(memo),
+        (MemoPolicy::ChallengeBound, _, _) => MemoRule::Unsatisfiable,
+    }
+}
+
 /// Why a payment does not satisfy the policy. Final: retrying the same
 /// transaction cannot change it. Names are the `reason` values of API.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     TxReverted,
+    /// The credential names another chain than the policy's. Never derived
+    /// from the node: a node on another chain is a 503.
     WrongChain,
     NoTransfer,
     WrongAsset,
@@ -219,21 +292,14 @@ fn topic_address(topic: &B256) -> Option<Address> {
 }
 
 /// The verdict on `facts` for a request priced at `price`, at unix time `now`.
+/// Cheapest checks first; the replay store is never consulted here.
 pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: MemoRule, now: u64) -> Verdict {
-    if facts.chain_id != policy.chain_id {
-        return Verdict::Failed(Reason::WrongChain);
-    }
     let Some(receipt) = &facts.receipt else {
         return Verdict::Pending(Pending::NotVisible);
     };
-    let (Some(number), Some(block)) = (receipt.block_number, &facts.block) else {
+    let Some(number) = receipt.block_number else {
         return Verdict::Pending(Pending::NotVisible);
     };
-    // The block we read must be the receipt's block; otherwise a reorg or a
-    // lagging endpoint sits between the two reads. Ask again later.
-    if block.number != number || Some(block.hash) != receipt.block_hash {
-        return Verdict::Pending(Pending::NotVisible);
-    }
     if receipt.status != Some(U64::from(1)) {
         return Verdict::Failed(Reason::TxReverted);
     }
@@ -243,7 +309,12 @@ pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: 
         Err(reason) => return Verdict::Failed(reason),
     };
 
-    let ts = block.timestamp.to::<u64>();
+    // No usable date (a block read that does not match the receipt's
+    // block: a reorg or a lagging endpoint between the two reads): ask
+    // again later rather than guess.
+    let Some(ts) = facts.block_timestamp() else {
+        return Verdict::Pending(Pending::NotVisible);
+    };
     if ts > now.saturating_add(policy.clock_skew_seconds) {
         return Verdict::Failed(Reason::FutureTimestamp);
     }
@@ -252,7 +323,11 @@ pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: 
     }
 
     let block_number = number.to::<u64>();
-    let have = facts.head.saturating_add(1).saturating_sub(block_number);
+    // A mined receipt is one confirmation; more need a head read with it.
+    let have = match facts.head {
+        Some(head) => head.saturating_add(1).saturating_sub(block_number),
+        None => 1,
+    };
     if have < policy.min_confirmations {
         return Verdict::Pending(Pending::Confirmations {
             have,
@@ -265,7 +340,7 @@ pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: 
         asset: price.asset,
         amount: payment.amount,
         memo: payment.memo,
-        chain_id: facts.chain_id,
+        chain_id: policy.chain_id,
         block_number,
         block_timestamp: ts,
     })
@@ -337,4 +412,34 @@ fn match_payment(
         }
     }
     Err(Reason::InsufficientAmount)
+}
+
+/// JSON-RPC quantities that nodes write either as hex strings (`"0x6b10"`)
+/// or, for Tempo's `blockTimestamp`, as plain JSON numbers.
+mod quantity {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        use serde::de::Error;
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Number(n)) => Ok(Some(n)),
+            Some(Raw::Text(s)) => {
+                let hex = s
+                    .strip_prefix("0x")
+                    .filter(|h| !h.is_empty() && h.len() <= 16)
+                    .ok_or_else(|| D::Error::custom(format!("{s:?} is not a hex quantity")))?;
+                u64::from_str_radix(hex, 16)
+                    .map(Some)
+                    .map_err(|_| D::Error::custom(format!("{s:?} is not a hex quantity")))
+            }
+        }
+    }
 }

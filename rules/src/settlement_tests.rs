@@ -41,6 +41,7 @@ fn transfer(token: Address, from: Address, to: Address, amount: u64) -> Log {
         data: word(amount),
         log_index: None,
         removed: None,
+        block_timestamp: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn with_memo(token: Address, from: Address, to: Address, amount: u64, memo: B256
         data: word(amount),
         log_index: None,
         removed: None,
+        block_timestamp: None,
     }
 }
 
@@ -58,25 +60,28 @@ fn fee(amount: u64) -> Log {
     transfer(ALPHA, PAYER, FEE_MANAGER, amount)
 }
 
+const BLOCK_HASH: B256 = B256::repeat_byte(7);
+
+/// A mined, successful receipt dated by its `blockTimestamp` (as Tempo
+/// nodes give it), with no block read and no head.
 fn facts(logs: Vec<Log>) -> ChainFacts {
-    let hash = B256::repeat_byte(7);
     ChainFacts {
-        chain_id: 42431,
         receipt: Some(Receipt {
             transaction_hash: B256::repeat_byte(1),
             status: Some(U64::from(1)),
             block_number: Some(U64::from(10)),
-            block_hash: Some(hash),
+            block_hash: Some(BLOCK_HASH),
             from: PAYER,
             logs,
+            block_timestamp: Some(NOW - 5),
         }),
-        block: Some(BlockHeader {
-            number: U64::from(10),
-            hash,
-            timestamp: U64::from(NOW - 5),
-        }),
-        head: 10,
+        block: None,
+        head: None,
     }
+}
+
+fn set_ts(f: &mut ChainFacts, ts: u64) {
+    f.receipt.as_mut().unwrap().block_timestamp = Some(ts);
 }
 
 fn judge_default(f: &ChainFacts) -> Verdict {
@@ -203,19 +208,63 @@ fn summing_is_a_policy_choice_and_never_across_payers() {
 }
 
 #[test]
-fn reverted_wrong_chain_and_not_visible() {
+fn reverted_unknown_and_pending() {
     let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
     f.receipt.as_mut().unwrap().status = Some(U64::ZERO);
     assert_eq!(reason(judge_default(&f)), "tx_reverted");
-    let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
-    f.chain_id = 31337;
-    assert_eq!(reason(judge_default(&f)), "wrong_chain");
+    assert!(!f.mined_successfully());
     let mut f = facts(vec![]);
     f.receipt = None;
     assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
-    // a block read that does not match the receipt's block: ask again
+    assert!(!f.mined_successfully());
+    // a receipt without a block (a pending transaction on some nodes)
     let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    f.receipt.as_mut().unwrap().block_number = None;
+    assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
+    assert!(facts(vec![]).mined_successfully());
+}
+
+#[test]
+fn the_block_time_comes_from_the_receipt_its_logs_or_a_matching_block() {
+    let pay = || transfer(ALPHA, PAYER, RECIPIENT, 1_000_000);
+    let mut f = facts(vec![pay()]);
+    assert!(!f.needs_block());
+    assert_eq!(f.block_timestamp(), Some(NOW - 5));
+
+    // no timestamp on the receipt: the logs' (all the same) will do
+    f.receipt.as_mut().unwrap().block_timestamp = None;
+    assert!(f.needs_block());
+    let mut dated = pay();
+    dated.block_timestamp = Some(NOW - 7);
+    f.receipt.as_mut().unwrap().logs = vec![dated.clone(), dated.clone()];
+    assert!(!f.needs_block());
+    assert_eq!(f.block_timestamp(), Some(NOW - 7));
+    // logs that disagree date nothing
+    let mut other = dated.clone();
+    other.block_timestamp = Some(NOW - 8);
+    f.receipt.as_mut().unwrap().logs = vec![dated, other];
+    assert_eq!(f.block_timestamp(), None);
+    assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
+
+    // nothing on the receipt: a block read, only if it is the receipt's block
+    let mut f = facts(vec![pay()]);
+    f.receipt.as_mut().unwrap().block_timestamp = None;
+    assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible), "undated");
+    f.block = Some(BlockHeader {
+        number: U64::from(10),
+        hash: BLOCK_HASH,
+        timestamp: U64::from(NOW - 9),
+    });
+    assert_eq!(f.block_timestamp(), Some(NOW - 9));
+    assert_eq!(reason(judge_default(&f)), "settled");
     f.block.as_mut().unwrap().hash = B256::repeat_byte(9);
+    assert_eq!(
+        judge_default(&f),
+        Verdict::Pending(Pending::NotVisible),
+        "a reorg between the reads"
+    );
+    f.block.as_mut().unwrap().hash = BLOCK_HASH;
+    f.block.as_mut().unwrap().number = U64::from(11);
     assert_eq!(judge_default(&f), Verdict::Pending(Pending::NotVisible));
 }
 
@@ -224,7 +273,7 @@ fn the_age_window_allows_skew_and_refuses_the_future() {
     let p = policy(json!({"max_age_seconds": 300, "clock_skew_seconds": 30}));
     let at = |ts: u64| {
         let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
-        f.block.as_mut().unwrap().timestamp = U64::from(ts);
+        set_ts(&mut f, ts);
         reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW))
     };
     assert_eq!(at(NOW - 330), "settled");
@@ -236,16 +285,23 @@ fn the_age_window_allows_skew_and_refuses_the_future() {
 
 #[test]
 fn confirmations_come_from_the_head_and_missing_ones_are_pending() {
+    assert!(!needs_head(&policy(json!({}))), "one confirmation: the mined receipt");
     let p = policy(json!({"min_confirmations": 3}));
+    assert!(needs_head(&p));
     let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
-    f.head = 11;
+    // no head read: a mined receipt counts as one confirmation, not three
+    assert_eq!(
+        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        Verdict::Pending(Pending::Confirmations { have: 1, need: 3 })
+    );
+    f.head = Some(11);
     assert_eq!(
         judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
         Verdict::Pending(Pending::Confirmations { have: 2, need: 3 })
     );
-    f.head = 12;
+    f.head = Some(12);
     assert_eq!(reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW)), "settled");
-    f.head = 5; // a lagging head never underflows into a huge count
+    f.head = Some(5); // a lagging head never underflows into a huge count
     assert!(matches!(
         judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
         Verdict::Pending(_)
@@ -305,6 +361,46 @@ fn a_dev_chain_receipt_with_unknown_fields_decodes() {
                   "data": format!("0x{}", hex::encode(U256::from(1_000_000).to_be_bytes::<32>())), "logIndex": "0x0", "removed": false,
                   "blockTimestamp": 1795271973}]
     });
-    let r: Receipt = serde_json::from_value(json).unwrap();
+    let r: Receipt = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(movements(&r.logs)[0].amount, U256::from(1_000_000));
+    assert_eq!(r.block_timestamp, Some(1795271973));
+    assert_eq!(r.logs[0].block_timestamp, Some(1795271973));
+    // as a hex quantity (the logs' form on the dev chain) too
+    let mut hexed = json.clone();
+    hexed["blockTimestamp"] = json!("0x6b105896");
+    let r: Receipt = serde_json::from_value(hexed).unwrap();
+    assert_eq!(r.block_timestamp, Some(0x6b105896));
+    for bad in [
+        json!("0x"),
+        json!("1795271973"),
+        json!("0xzz"),
+        json!(-1),
+        json!("0x10000000000000000"),
+    ] {
+        let mut v = json.clone();
+        v["blockTimestamp"] = bad.clone();
+        assert!(serde_json::from_value::<Receipt>(v).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn memo_rules_by_scheme() {
+    use crate::policy::MemoPolicy;
+    use crate::replay::Scheme;
+    let m = B256::repeat_byte(3);
+    assert_eq!(memo_rule(MemoPolicy::Optional, Scheme::Tempo, None), MemoRule::Any);
+    assert_eq!(memo_rule(MemoPolicy::Required, Scheme::Tempo, None), MemoRule::Required);
+    // the Tempo scheme carries no challenge: a bound memo cannot be met
+    assert_eq!(
+        memo_rule(MemoPolicy::ChallengeBound, Scheme::Tempo, Some(m)),
+        MemoRule::Unsatisfiable
+    );
+    assert_eq!(
+        memo_rule(MemoPolicy::ChallengeBound, Scheme::Payment, Some(m)),
+        MemoRule::Exact(m)
+    );
+    assert_eq!(
+        memo_rule(MemoPolicy::ChallengeBound, Scheme::Payment, None),
+        MemoRule::Unsatisfiable
+    );
 }

@@ -3,22 +3,24 @@
 //! they read the shared state, ask an actor, and render.
 
 mod ops;
-pub mod payment;
 pub mod problem;
 pub mod request_context;
+pub mod respond;
 mod verify;
 
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::{ResponseError, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
 
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::settle::Settler;
 use problem::ApiError;
+pub use request_context::RequestLog;
 
 /// State shared by every worker (cloned per worker; the inner values are
 /// handles to the same actors and registries).
@@ -31,6 +33,32 @@ pub struct AppState {
     pub replay: Addr<ReplayGuard>,
     /// `redis` or `local`, for `/readyz`.
     pub replay_backend: &'static str,
+    /// The level of the per-request log line.
+    pub request_log: RequestLog,
+}
+
+impl AppState {
+    /// Counts `outcome`, records it on the request's span (so the one
+    /// request log line says what happened) and renders it.
+    pub fn answer(&self, outcome: Outcome) -> HttpResponse {
+        self.metrics.observe_outcome(&outcome);
+        let span = tracing::Span::current();
+        span.record("code", outcome.code());
+        if let Some(r) = outcome.reason() {
+            span.record("reason", r.as_str());
+        }
+        match &outcome {
+            Outcome::Unavailable(u) => {
+                span.record("cause", u.cause());
+                span.record("error", u.detail());
+            }
+            Outcome::Settled(s) => {
+                span.record("idempotent_replay", s.idempotent_replay);
+            }
+            Outcome::Denied(..) => {}
+        }
+        respond::respond(&outcome)
+    }
 }
 
 /// Registers every route on an actix-web `App`.

@@ -39,9 +39,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => json!({ "state": "ok", "backend": state.replay_backend }),
         Err(detail) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": detail }),
     };
-    let endpoints = state.rpc.send(PoolStatus { probe: true }).await.unwrap_or_default();
+    let endpoints = state
+        .rpc
+        .send(PoolStatus {
+            probe: true,
+            chain_id: g.policy.chain_id,
+        })
+        .await
+        .unwrap_or_default();
     let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
-    let rpc = json!({ "state": if rpc_ok { "ok" } else { "unavailable" }, "endpoints": endpoints });
+    let rpc = json!({ "state": if rpc_ok { "ok" } else { "unavailable" }, "chain_id": g.policy.chain_id, "endpoints": endpoints });
     let ready = genome["state"] == "verified" && store["state"] == "ok" && rpc_ok;
     let status = if ready {
         StatusCode::OK

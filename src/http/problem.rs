@@ -3,10 +3,9 @@
 //! so a new error cannot reach a client without a decision about it.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::http::header;
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::{Value, json};
-use settlegate_rules::GenomeError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -16,9 +15,6 @@ pub enum ApiError {
     /// The genome's capabilities do not allow this action.
     #[error("the active genome does not allow {0}")]
     CapabilityDenied(&'static str),
-    /// The active genome cannot govern a decision (expired).
-    #[error("the active genome cannot be used: {0}")]
-    GenomeUnavailable(GenomeError),
     #[error("no route for {0}")]
     NotFound(String),
     #[error("{0} is not allowed here")]
@@ -37,7 +33,6 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::CapabilityDenied(_) => "CAPABILITY_DENIED",
-            ApiError::GenomeUnavailable(_) => "GENOME_UNAVAILABLE",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
@@ -50,7 +45,6 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::CapabilityDenied(_) => "Forbidden by the genome",
-            ApiError::GenomeUnavailable(_) => "Genome unavailable",
             ApiError::NotFound(_) => "Not found",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::InvalidRequest(_) => "Invalid request",
@@ -59,6 +53,15 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported media type",
         }
     }
+}
+
+/// A problem+json response with `Cache-Control: no-store`: the start of
+/// every error answer, 4xx here and 402/503 in `respond`.
+pub fn problem_builder(status: StatusCode) -> HttpResponseBuilder {
+    let mut b = HttpResponse::build(status);
+    b.insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    b
 }
 
 /// `urn:settlegate:problem:<code in kebab case>`.
@@ -81,7 +84,6 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::CapabilityDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::GenomeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidRequest(_) | ApiError::InvalidTxHash(_) => StatusCode::BAD_REQUEST,
@@ -92,12 +94,6 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let mut resp = HttpResponse::build(status);
-        resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
-            .insert_header((header::CACHE_CONTROL, "no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("30")));
-        }
-        resp.body(problem_body(status, self.code(), self.title(), &self.to_string()).to_string())
+        problem_builder(status).body(problem_body(status, self.code(), self.title(), &self.to_string()).to_string())
     }
 }

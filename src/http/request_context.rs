@@ -1,7 +1,9 @@
 //! Per-request context: every response carries `X-Request-Id` (the caller's
 //! when it is sane, a fresh one otherwise), every request runs in a span
-//! that carries that id, and ends in one structured access log line and one
-//! metric sample.
+//! that carries that id, and ends in one structured log line and one metric
+//! sample. Handlers record what happened (tx hash, code, reason, cause of a
+//! 503) on the span, so that one line says it all; it is written by the
+//! non-blocking writer of `telemetry`, off the request path.
 
 use std::time::Instant;
 
@@ -13,6 +15,16 @@ use actix_web::web;
 use tracing::Instrument;
 
 use super::AppState;
+
+/// The level of the per-request line for answers below 500 (`log.request_level`).
+/// 5xx answers are always logged, at `warn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLog {
+    Info,
+    Debug,
+    Off,
+}
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// A caller's id longer than this, or with other characters, is replaced:
@@ -51,8 +63,18 @@ pub async fn request_context(
         request_id = %request_id,
         method = %req.method(),
         path = %req.path(),
+        genome_id = tracing::field::Empty,
+        tx_hash = tracing::field::Empty,
+        code = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        cause = tracing::field::Empty,
+        error = tracing::field::Empty,
+        idempotent_replay = tracing::field::Empty,
     );
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let (metrics, level) = match req.app_data::<web::Data<AppState>>() {
+        Some(s) => (Some(s.metrics.clone()), s.request_log),
+        None => (None, RequestLog::Info),
+    };
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
 
@@ -65,12 +87,11 @@ pub async fn request_context(
     if let Some(m) = metrics {
         m.observe_request(&route, status);
     }
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(status, route = %route, elapsed_ms, "request failed");
-        } else {
-            tracing::info!(status, route = %route, elapsed_ms, "request served");
-        }
+    span.in_scope(|| match level {
+        _ if status >= 500 => tracing::warn!(status, route = %route, elapsed_ms, "request failed"),
+        RequestLog::Info => tracing::info!(status, route = %route, elapsed_ms, "request served"),
+        RequestLog::Debug => tracing::debug!(status, route = %route, elapsed_ms, "request served"),
+        RequestLog::Off => {}
     });
     Ok(res)
 }

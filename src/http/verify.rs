@@ -7,11 +7,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use settlegate_rules::credential::{Credential, CredentialError, TxHash, parse_credential};
 use settlegate_rules::genome::actions;
+use settlegate_rules::replay::{KeyDigest, Scheme};
+use time::OffsetDateTime;
 
 use super::AppState;
-use super::payment::{Challenge, Denial};
 use super::problem::ApiError;
-use crate::settle::{Outcome, SettleRequest};
+use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::settle::SettleRequest;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -49,6 +51,7 @@ pub async fn verify(
     req: HttpRequest,
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    // Malformed input is a 400 whatever the genome says.
     let body = body.into_inner();
     let idempotency_key = idempotency_key(req.headers())?;
     let resource = body.resource.map(check_resource).transpose()?;
@@ -69,43 +72,40 @@ pub async fn verify(
         (None, None) => None,
     };
 
-    let genome = state.genome.current();
+    // The genome is read once: the challenge and the verdict come from the
+    // same, valid policy. An expired genome hands out nothing, not even a
+    // challenge.
+    let genome = match state.genome.usable(OffsetDateTime::now_utc()) {
+        Ok(g) => g,
+        Err(e) => return Ok(state.answer(Outcome::Unavailable(Unavailable::Genome(e)))),
+    };
     if !genome.allows(actions::SETTLEMENT_VERIFY) {
         return Err(ApiError::CapabilityDenied(actions::SETTLEMENT_VERIFY));
     }
-    let challenge = || Challenge::new(&genome.policy, genome.policy.price_for(resource.as_deref()));
-    let hash = match credential {
-        Some(Credential::Tempo(hash)) => hash,
-        Some(Credential::Payment(_)) => {
-            return Ok(Denial::PaymentRequired(
-                "the Payment scheme is not accepted yet; pay with the Tempo scheme".into(),
-            )
-            .response(&challenge()));
+    let price = genome.policy.price_for(resource.as_deref());
+    let challenge = Challenge::new(&genome.policy, price);
+    tracing::Span::current().record("genome_id", genome.id.as_str());
+    let outcome = match credential {
+        Some(Credential::Tempo(hash)) => {
+            tracing::Span::current().record("tx_hash", tracing::field::display(&hash));
+            let request = SettleRequest {
+                hash,
+                scheme: Scheme::Tempo,
+                resource,
+                idempotency_key: idempotency_key.as_deref().map(KeyDigest::of),
+            };
+            state.settler.settle(&genome, price, &request, challenge).await
         }
-        None => {
-            return Ok(
-                Denial::PaymentRequired("no payment credential: pay, then send Tempo <tx hash>".into())
-                    .response(&challenge()),
-            );
-        }
+        Some(Credential::Payment(_)) => Outcome::Denied(
+            Denial::PaymentRequired("the Payment scheme is not accepted yet; pay with the Tempo scheme".into()),
+            challenge,
+        ),
+        None => Outcome::Denied(
+            Denial::PaymentRequired("no payment credential: pay, then send Tempo <tx hash>".into()),
+            challenge,
+        ),
     };
-
-    let outcome = state
-        .settler
-        .settle(SettleRequest {
-            hash,
-            scheme: "tempo",
-            resource,
-            idempotency_key,
-        })
-        .await;
-    Ok(match outcome {
-        Outcome::Settled { settlement } => HttpResponse::Ok()
-            .insert_header(("Cache-Control", "no-store"))
-            .json(settlement),
-        Outcome::Denied(denial, challenge) => denial.response(&challenge),
-        Outcome::Unavailable(u) => u.response(),
-    })
+    Ok(state.answer(outcome))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

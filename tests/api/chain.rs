@@ -1,9 +1,16 @@
 //! The real Tempo dev chain (Foundry's anvil with `--network tempo`) and
 //! payments sent to it with Foundry's cast. Installed by `scripts/devtools`
 //! into `.devtools/` (or found through `ANVIL` / `CAST`).
+//!
+//! anvil prints the name of every JSON-RPC method it serves (one line per
+//! call, batched or not); [`Chain::calls`] counts them, so tests count
+//! lookups where they happen, at the node.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -48,6 +55,8 @@ pub struct Chain {
     pub port: u16,
     pub url: String,
     state: Option<PathBuf>,
+    /// JSON-RPC method → calls the node served, from its log.
+    served: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Chain {
@@ -68,18 +77,36 @@ impl Chain {
         let mut cmd = Command::new(anvil_bin());
         cmd.args(extra);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--network", "tempo"])
-            .args(["--hardfork", "T4", "--chain-id", "42431", "--silent"])
-            .stdout(Stdio::null())
+            .args(["--hardfork", "T4", "--chain-id", "42431"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(s) = &state {
             cmd.arg("--state").arg(s);
         }
-        let child = cmd.spawn().expect("anvil starts");
+        let mut child = cmd.spawn().expect("anvil starts");
+        let served = Arc::new(Mutex::new(HashMap::new()));
+        let sink = served.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let l = line.trim();
+                let is_method = l.split_once('_').is_some_and(|(ns, rest)| {
+                    !ns.is_empty()
+                        && ns.bytes().all(|b| b.is_ascii_lowercase())
+                        && !rest.is_empty()
+                        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                });
+                if is_method {
+                    *sink.lock().unwrap().entry(l.to_owned()).or_insert(0) += 1;
+                }
+            }
+        });
         let chain = Chain {
             child: Some(child),
             port,
             url: format!("http://127.0.0.1:{port}"),
             state,
+            served,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while chain.try_rpc("eth_chainId", &[]).is_none() {
@@ -87,6 +114,32 @@ impl Chain {
             std::thread::sleep(Duration::from_millis(50));
         }
         chain
+    }
+
+    /// How many `method` calls the node has served so far, once its log
+    /// has been quiet for a moment (it is written asynchronously).
+    pub fn calls(&self, method: &str) -> usize {
+        self.settle_log();
+        self.served.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    /// Every call the node has served so far, by method.
+    pub fn all_calls(&self) -> HashMap<String, usize> {
+        self.settle_log();
+        self.served.lock().unwrap().clone()
+    }
+
+    fn settle_log(&self) {
+        let total = || self.served.lock().unwrap().values().sum::<usize>();
+        let mut last = total();
+        loop {
+            std::thread::sleep(Duration::from_millis(150));
+            let now = total();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
     }
 
     /// Stops anvil gracefully (SIGTERM: it dumps its state when it has one).

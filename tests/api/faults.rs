@@ -2,12 +2,11 @@
 //! restarted: a 503 never consumes a payment, a storm costs one lookup, and
 //! a consumed payment stays consumed across restarts.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::task::JoinSet;
 
 use crate::chain::*;
 use crate::helpers::*;
@@ -65,49 +64,6 @@ async fn a_dead_first_endpoint_fails_over_to_the_second() {
     assert!(states.contains(&"healthy"), "{ready}");
 }
 
-/// A private redis-server on its own port, killed on drop.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start_on(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn redis_down_is_a_503_never_a_200_and_recovery_needs_no_restart() {
     let chain = Chain::start();
@@ -139,18 +95,6 @@ async fn redis_down_is_a_503_never_a_200_and_recovery_needs_no_restart() {
     assert_eq!(app.verify_hash(&hash).await.code(), "REPLAYED");
 }
 
-async fn storm(app: &Arc<Served>, body: serde_json::Value, headers: Vec<(String, String)>, n: usize) -> Vec<Verified> {
-    let mut set = JoinSet::new();
-    for _ in 0..n {
-        let (app, body, headers) = (app.clone(), body.clone(), headers.clone());
-        set.spawn(async move {
-            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            app.verify(body, &h).await
-        });
-    }
-    set.join_all().await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once() {
     let chain = Chain::start();
@@ -166,6 +110,7 @@ async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once()
     assert_eq!(app.metric(&receipt_lookups).await, 0);
 
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let at_node = chain.calls("eth_getTransactionReceipt");
     let answers = storm(&app, json!({ "credential": format!("Tempo {hash}") }), vec![], 200).await;
     let ok = answers.iter().filter(|v| v.status == 200).count();
     let replayed = answers
@@ -179,14 +124,19 @@ async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once()
         answers.iter().find(|v| v.status != 200 && v.code() != "REPLAYED")
     );
     assert_eq!(
-        app.metric(&receipt_lookups).await,
+        chain.calls("eth_getTransactionReceipt") - at_node,
         1,
-        "one receipt lookup reached the node"
+        "one receipt lookup reached the node; ours: {} lookups, {} held, {} joined",
+        app.metric("settlegate_chain_lookups_total").await,
+        app.metric("settlegate_coalescer_held_answers_total").await,
+        app.metric("settlegate_coalesced_checks_total").await,
     );
+    assert_eq!(app.metric(&receipt_lookups).await, 1);
 
     // With one shared Idempotency-Key and resource: every answer is the
     // settlement, exactly one of them consumed the payment.
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let at_node = chain.calls("eth_getTransactionReceipt");
     let body = json!({ "tx_hash": hash, "resource": "GET /reports/7" });
     let key = vec![("Idempotency-Key".to_string(), "order-7-attempt".to_string())];
     let answers = storm(&app, body.clone(), key, 200).await;
@@ -203,6 +153,7 @@ async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once()
         b["idempotent_replay"] = json!(false);
         assert_eq!(b, first.body, "every retry gets the original settlement");
     }
+    assert_eq!(chain.calls("eth_getTransactionReceipt") - at_node, 1);
     assert_eq!(app.metric(&receipt_lookups).await, 2);
 
     // a different key, or the same key for another resource, is a replay
@@ -272,35 +223,14 @@ async fn a_hung_redis_is_a_503_within_the_store_timeout() {
     assert_eq!(verify_until_answered(&app, &hash).await.status, 200);
 }
 
-/// Fault injector: a TCP endpoint that accepts connections and answers each
-/// with `reply` (or, when `None`, never answers). No real node can be made
-/// to hang or to speak garbage on demand.
-fn fault_injector(reply: Option<&'static [u8]>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().take(64) {
-            let Ok(mut conn) = conn else { continue };
-            if let Some(reply) = reply {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-                let _ = conn.write_all(reply);
-            }
-            held.push(conn); // keep it open: a hung peer
-        }
-    });
-    url
-}
-
 #[tokio::test]
 async fn a_hung_or_garbled_rpc_endpoint_is_a_503_and_the_next_endpoint_still_serves() {
     let chain = Chain::start();
-    let hung = fault_injector(None);
-    let garbage = fault_injector(Some(
+    let hung = FaultInjector::start(None).url;
+    let garbage = FaultInjector::start(Some(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"res\":[}",
-    ));
+    ))
+    .url;
     let w = Workdir::new();
     let genome = w.genome(&Genome::single().signed());
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use settlegate_rules::authoring::sign_document;
 use settlegate_rules::keys::PrivateKey;
+use tokio::task::JoinSet;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_settlegate");
 pub const RECIPIENT: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
@@ -431,4 +432,140 @@ pub fn send_signal(pid: i32, signal: i32) {
 /// picks ring); the test client needs one installed too.
 pub fn ensure_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A private redis-server on its own port, killed on drop.
+pub struct OwnRedis {
+    child: Child,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn start_on(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child, port }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Commands this server has executed, by name (`INFO commandstats`),
+    /// leaving out the `INFO` calls that read them.
+    pub fn commands(&self) -> HashMap<String, u64> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "INFO", "commandstats"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+                (name != "info").then(|| (name.to_owned(), calls))
+            })
+            .collect()
+    }
+
+    pub fn total_commands(&self) -> u64 {
+        self.commands().values().sum()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `n` concurrent `POST /v1/verify` with the same body and headers.
+pub async fn storm(
+    app: &Arc<Served>,
+    body: serde_json::Value,
+    headers: Vec<(String, String)>,
+    n: usize,
+) -> Vec<Verified> {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (app, body, headers) = (app.clone(), body.clone(), headers.clone());
+        set.spawn(async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            app.verify(body, &h).await
+        });
+    }
+    set.join_all().await
+}
+
+/// Fault injector: a TCP endpoint that answers every request it reads with
+/// `reply` (or, when `None`, never answers, holding the connection open). No
+/// real node can be made to hang or to speak garbage on demand. It counts
+/// the requests it received, so tests count lookups where they land.
+pub struct FaultInjector {
+    pub url: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultInjector {
+    pub fn start(reply: Option<&'static [u8]>) -> FaultInjector {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(256) {
+                let Ok(mut conn) = conn else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    // One read per request: the pool's requests are small.
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        match reply {
+                            Some(reply) => {
+                                if conn.write_all(reply).is_err() {
+                                    return;
+                                }
+                            }
+                            // a hung peer: keep the connection, never answer
+                            None => std::thread::sleep(Duration::from_secs(3600)),
+                        }
+                    }
+                });
+            }
+        });
+        FaultInjector { url, requests }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -8,6 +8,7 @@ mod demo;
 mod endpoints;
 mod faults;
 mod helpers;
+mod lookup;
 mod mathison_compat;
 mod reload;
 mod verify;

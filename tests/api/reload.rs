@@ -142,6 +142,17 @@ async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
     assert_eq!(app.get_json("/v1/genome").await.1["state"], "GENOME_EXPIRED");
     let v = app.verify_hash(&format!("0x{}", "ab".repeat(32))).await;
     assert_eq!((v.status, v.code()), (503, "GENOME_UNAVAILABLE"), "{:?}", v.body);
+    assert_eq!(v.header("retry-after"), "30");
+    // no challenge from an expired policy either: one check for both
+    let unpaid = app.verify(json!({ "resource": "GET /reports/1" }), &[]).await;
+    assert_eq!(
+        (unpaid.status, unpaid.code()),
+        (503, "GENOME_UNAVAILABLE"),
+        "{:?}",
+        unpaid.body
+    );
+    assert_eq!(unpaid.header("www-authenticate"), "");
+    assert_eq!(unpaid.header("retry-after"), "30");
     assert_eq!(app.get_json("/healthz").await.0, 200);
 
     Genome::single().version("1.0.1").signed().write(&path);

@@ -188,16 +188,52 @@ async fn a_payment_older_than_the_window_is_expired() {
     );
 }
 
+/// Polls `/readyz` until the first RPC endpoint is in `state`.
+async fn wait_for_endpoint_state(app: &Served, state: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, ready) = app.get_json("/readyz").await;
+        if ready["components"]["rpc"]["endpoints"][0]["state"] == state {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "endpoint never {state}: {ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_node_on_the_wrong_chain_gives_wrong_chain() {
-    let s = setup();
-    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
-    s.chain.rpc("anvil_setChainId", &["4217"]);
-    let v = s.app.verify_hash(&hash).await;
-    assert_eq!((v.status, v.reason()), (402, "wrong_chain"), "{:?}", v.body);
+async fn a_node_on_the_wrong_chain_is_a_503_and_is_not_asked_about_payments() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_RPC__PROBE_INTERVAL_MS".into(), "200".into());
+    let app = Served::start(&env);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+
+    chain.rpc("anvil_setChainId", &["4217"]);
+    wait_for_endpoint_state(&app, "wrong_chain").await;
+    let (status, ready) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["components"]["rpc"]["endpoints"][0]["chain_id"], 4217);
+    let lookups = chain.calls("eth_getTransactionReceipt");
+    let v = app.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{:?}", v.body);
+    assert_eq!(v.header("retry-after"), "2");
+    assert_eq!(
+        chain.calls("eth_getTransactionReceipt"),
+        lookups,
+        "a node on another chain is never asked about a payment"
+    );
+    assert_eq!(
+        app.metric("settlegate_unavailable_total{code=\"RPC_UNAVAILABLE\",cause=\"rpc_wrong_chain\"}")
+            .await,
+        1
+    );
+
     // nothing consumed: back on the right chain, the payment settles
-    s.chain.rpc("anvil_setChainId", &["42431"]);
-    assert_eq!(s.app.verify_hash(&hash).await.status, 200);
+    chain.rpc("anvil_setChainId", &["42431"]);
+    wait_for_endpoint_state(&app, "healthy").await;
+    assert_eq!(app.verify_hash(&hash).await.status, 200);
 }
 
 #[tokio::test]
@@ -224,6 +260,9 @@ async fn a_hash_not_mined_yet_is_pending_and_stays_usable() {
     assert_eq!((v.status, v.code()), (402, "PAYMENT_PENDING"), "{:?}", v.body);
     assert_eq!(v.header("retry-after"), "1");
     s.chain.rpc("evm_mine", &[]);
+    // A client that honours Retry-After asks again after the coalescer's
+    // window (250 ms), which held the pending answer; then it settles.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let v = s.app.verify_hash(&hash).await;
     assert_eq!(v.status, 200, "{:?}", v.body);
 }
@@ -240,6 +279,7 @@ async fn missing_confirmations_are_pending_never_a_failure() {
         v.body
     );
     s.chain.rpc("anvil_mine", &["2"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(s.app.verify_hash(&hash).await.status, 200);
 }
 

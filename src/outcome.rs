@@ -1,0 +1,147 @@
+//! The three answers of a payment check, as values: [`Outcome::Settled`]
+//! (200), [`Outcome::Denied`] (402, with the [`Challenge`] to pay) and
+//! [`Outcome::Unavailable`] (503, with its typed cause). The settlement flow
+//! produces them; `http::respond` is the one place that turns them into
+//! responses, and `metrics` the one place that counts them.
+
+use settlegate_actors::replay_guard::StoreError;
+use settlegate_actors::rpc_pool::RpcError;
+use settlegate_rules::GenomeError;
+use settlegate_rules::policy::{Price, SettlementPolicy};
+use settlegate_rules::primitives::{Address, Amount};
+use settlegate_rules::replay::Settlement;
+use settlegate_rules::settlement::Reason;
+
+/// What a paying client needs to pay for this request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub asset: Address,
+    pub amount: Amount,
+    pub recipient: Address,
+    pub chain_id: u64,
+}
+
+impl Challenge {
+    /// The challenge for a request priced at `price` under `policy`.
+    pub fn new(policy: &SettlementPolicy, price: Price) -> Self {
+        Challenge {
+            realm: policy.realm.clone(),
+            asset: price.asset,
+            amount: price.amount,
+            recipient: policy.recipient,
+            chain_id: policy.chain_id,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Paid: this request consumed the payment, or is an idempotent retry
+    /// of the one that did (`idempotent_replay`).
+    Settled(Settlement),
+    Denied(Denial, Challenge),
+    Unavailable(Unavailable),
+}
+
+/// Why a request is not (yet) paid: the 402 answers. None consumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No usable credential.
+    PaymentRequired(String),
+    /// Not visible or not confirmed yet; retry.
+    Pending { reason: Option<Reason>, detail: String },
+    /// The payment does not satisfy the policy. Final.
+    Failed(Reason),
+    /// Already consumed by another request.
+    Replayed,
+}
+
+/// The 503 answers: no trustworthy answer now; nothing consumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    Rpc(RpcError),
+    Store(StoreError),
+    Genome(GenomeError),
+}
+
+impl Denial {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::PaymentRequired(_) => "PAYMENT_REQUIRED",
+            Denial::Pending { .. } => "PAYMENT_PENDING",
+            Denial::Failed(_) => "VERIFICATION_FAILED",
+            Denial::Replayed => "REPLAYED",
+        }
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Denial::Failed(r) => Some(*r),
+            Denial::Pending { reason, .. } => *reason,
+            Denial::PaymentRequired(_) | Denial::Replayed => None,
+        }
+    }
+}
+
+impl Unavailable {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unavailable::Rpc(_) => "RPC_UNAVAILABLE",
+            Unavailable::Store(_) => "REPLAY_STORE_UNAVAILABLE",
+            Unavailable::Genome(_) => "GENOME_UNAVAILABLE",
+        }
+    }
+
+    /// Which failure, for metrics and logs (`rpc_timeout`, `store_corrupt_record`, …).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Unavailable::Rpc(e) => e.cause(),
+            Unavailable::Store(e) => e.cause(),
+            Unavailable::Genome(e) => e.code(),
+        }
+    }
+
+    /// Seconds a client should wait. The chain and the store recover by
+    /// themselves; a genome needs an operator and the next reload check.
+    pub fn retry_after(&self) -> u32 {
+        match self {
+            Unavailable::Rpc(_) | Unavailable::Store(_) => 2,
+            Unavailable::Genome(_) => 30,
+        }
+    }
+
+    /// The internal detail: for the log line, never for the client.
+    pub fn detail(&self) -> String {
+        match self {
+            Unavailable::Rpc(e) => e.to_string(),
+            Unavailable::Store(e) => e.to_string(),
+            Unavailable::Genome(e) => e.to_string(),
+        }
+    }
+}
+
+impl Outcome {
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Settled(_) => 200,
+            Outcome::Denied(..) => 402,
+            Outcome::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Settled(_) => "SETTLED",
+            Outcome::Denied(d, _) => d.code(),
+            Outcome::Unavailable(u) => u.code(),
+        }
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Outcome::Denied(d, _) => d.reason(),
+            Outcome::Settled(_) | Outcome::Unavailable(_) => None,
+        }
+    }
+}
