@@ -13,7 +13,7 @@ use settlegate_rules::replay::Settlement;
 use settlegate_rules::settlement::Reason;
 
 /// What a paying client needs to pay for this request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Challenge {
     pub realm: String,
     pub asset: Address,

@@ -48,6 +48,8 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     pub listen: SocketAddr,
     pub workers: usize,
+    /// Connections served at once, across workers.
+    pub max_connections: usize,
     /// `None` when not configured: the boot then fails with `GENOME_MISSING`.
     pub genome_path: Option<PathBuf>,
     pub genome_reload_interval_seconds: u64,
@@ -114,6 +116,7 @@ struct RawLog {
 struct RawServer {
     listen: String,
     workers: usize,
+    max_connections: usize,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +204,12 @@ impl Settings {
         })?;
         if raw.server.workers > 256 {
             return fail(format!("server.workers is {}, at most 256", raw.server.workers));
+        }
+        if !(1..=100_000).contains(&raw.server.max_connections) {
+            return fail(format!(
+                "server.max_connections must be between 1 and 100000, got {}",
+                raw.server.max_connections
+            ));
         }
 
         let mut trusted_keys = Vec::new();
@@ -315,6 +324,7 @@ impl Settings {
         Ok(Settings {
             listen,
             workers: raw.server.workers,
+            max_connections: raw.server.max_connections,
             genome_path: raw.genome.path.filter(|p| !p.as_os_str().is_empty()),
             genome_reload_interval_seconds: raw.genome.reload_interval_seconds,
             manifest_root: raw.genome.manifest_root,

@@ -20,7 +20,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Addr, MailboxError};
+use std::sync::Arc;
+
+use actix::{Addr, ArbiterHandle, MailboxError};
 use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{Consume, Consumed, ConsumedCache, Follow, Recall, ReplayGuard, StoreError};
 use settlegate_actors::rpc_pool::{Lookup, RpcError};
@@ -62,9 +64,40 @@ pub struct Settler {
     pub min_record_ttl: Duration,
     /// Bound on waiting for the coalescer (it bounds each lookup itself).
     pub lookup_timeout: Duration,
+    /// The arbiter the actors run on.
+    pub arbiter: ArbiterHandle,
 }
 
 impl Settler {
+    /// [`Settler::settle`], run on the actors' arbiter: the flow's messages
+    /// to the Coalescer and the ReplayGuard then stay on one thread, and
+    /// the request crosses threads twice (there and back) instead of once
+    /// per message. A consumed payment is still answered here, without
+    /// leaving the HTTP worker.
+    pub async fn settle_on_actors(
+        &self,
+        genome: Arc<VerifiedGenome>,
+        price: Price,
+        req: SettleRequest,
+        challenge: Challenge,
+    ) -> Outcome {
+        if let Some(record) = self.consumed.get(&req.hash) {
+            return replay_outcome(&record, &req, challenge);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        // Runs to the end even if the caller goes away: a consume that has
+        // begun is finished and recorded, never left half done.
+        let spawned = self.arbiter.spawn(async move {
+            let _ = tx.send(me.settle(&genome, price, &req, challenge).await);
+        });
+        if !spawned {
+            return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped));
+        }
+        rx.await
+            .unwrap_or(Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)))
+    }
+
     /// Settles `req` under `genome` (read once by the caller, already
     /// checked valid) for a request priced at `price`.
     pub async fn settle(

@@ -138,6 +138,7 @@ impl Application {
             consumed,
             min_record_ttl: settings.replay_min_record_ttl,
             lookup_timeout: settings.lookup_timeout,
+            arbiter: actix::Arbiter::current(),
         };
 
         let state = AppState {
@@ -148,6 +149,7 @@ impl Application {
             replay,
             replay_backend,
             request_log: settings.log_request_level,
+            challenges: Default::default(),
         };
         let mut server = HttpServer::new(move || {
             App::new()
@@ -156,9 +158,15 @@ impl Application {
                 .configure(http::configure)
         })
         .shutdown_timeout(10);
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
-        }
+        let workers = match settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        // Connections beyond the limit wait in the listen backlog; each
+        // connection being served holds about 20 KiB of buffers.
+        server = server
+            .workers(workers)
+            .max_connections(settings.max_connections.div_ceil(workers).max(1));
         let server = server
             .listen(listener)
             .map_err(|e| ConfigError(format!("cannot listen on {local}: {e}")))?

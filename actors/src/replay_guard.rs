@@ -26,10 +26,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use deadpool_redis::redis;
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,6 +50,10 @@ pub enum StoreError {
     Connection(String),
     #[error("unreadable replay record: {0}")]
     Corrupt(String),
+    /// The server refused a command as malformed (an old server, or a
+    /// proxy that does not know it).
+    #[error("the store refused the command: {0}")]
+    Refused(String),
     #[error("the replay guard stopped")]
     Stopped,
 }
@@ -58,6 +65,7 @@ impl StoreError {
             StoreError::Timeout => "store_timeout",
             StoreError::Connection(_) => "store_connection",
             StoreError::Corrupt(_) => "store_corrupt_record",
+            StoreError::Refused(_) => "store_refused",
             StoreError::Stopped => "store_stopped",
         }
     }
@@ -172,7 +180,7 @@ pub type StoreOps = Family<StoreOpLabels, Counter>;
 
 #[derive(Clone)]
 enum Backend {
-    Redis { pool: deadpool_redis::Pool, prefix: String },
+    Redis(Arc<RedisStore>),
     Local(Arc<LocalStore>),
 }
 
@@ -225,15 +233,13 @@ impl ReplayGuard {
         let pool = cfg
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|_| "the redis URL is not usable".to_owned())?;
-        Ok(Self::with_backend(
-            Backend::Redis {
-                pool,
-                prefix: prefix.to_owned(),
-            },
-            timeout,
-            cache,
-            ops,
-        ))
+        let store = RedisStore {
+            pool,
+            prefix: prefix.to_owned(),
+            shared: Mutex::new(None),
+            set_nx_get: AtomicBool::new(true),
+        };
+        Ok(Self::with_backend(Backend::Redis(Arc::new(store)), timeout, cache, ops))
     }
 
     /// A guard on a local file, for a single instance.
@@ -264,7 +270,7 @@ impl ReplayGuard {
 
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Redis { .. } => "redis",
+            Backend::Redis(_) => "redis",
             Backend::Local(_) => "local",
         }
     }
@@ -308,6 +314,8 @@ impl Actor for ReplayGuard {
             ctx.run_interval(every, |act, _| {
                 let now = Instant::now();
                 act.absent.retain(|_, until| *until > now);
+                // Unmet expectations: their follows have timed out already.
+                act.expected.retain(|_, (until, _)| *until > now);
             });
         }
     }
@@ -390,19 +398,15 @@ impl Handler<ConsumeDone> for ReplayGuard {
 impl Handler<Expect> for ReplayGuard {
     type Result = ();
 
-    fn handle(&mut self, Expect { hash, until }: Expect, ctx: &mut Self::Context) {
+    fn handle(&mut self, Expect { hash, until }: Expect, _: &mut Self::Context) {
         if self.consuming.contains_key(&hash) || self.cache.get(&hash).is_some() {
             return;
         }
+        // No timer per expectation (an actor polls every timer of its
+        // context on each message): a follow bounds its own wait, and the
+        // periodic sweep drops expectations nobody met.
         let entry = self.expected.entry(hash).or_insert((until, Vec::new()));
         entry.0 = entry.0.max(until);
-        // Unmet by then: the follows get `None` (their senders drop) and
-        // look the payment up again themselves.
-        ctx.run_later(until.saturating_duration_since(Instant::now()), move |act, _| {
-            if act.expected.get(&hash).is_some_and(|(u, _)| *u <= Instant::now()) {
-                act.expected.remove(&hash);
-            }
-        });
     }
 }
 
@@ -414,16 +418,29 @@ impl Handler<Follow> for ReplayGuard {
             return Box::pin(async move { Ok(Some(existing)) });
         }
         let (tx, rx) = oneshot::channel();
+        // A consume in flight answers within the store timeout; an
+        // expected one may never start: wait for it no longer than announced.
+        let mut wait_until = None;
         if let Some(pending) = self.consuming.get_mut(&hash) {
             pending.others.push(tx);
         } else {
             match self.expected.get_mut(&hash) {
-                Some((until, followers)) if Instant::now() < *until => followers.push(tx),
+                Some((until, followers)) if Instant::now() < *until => {
+                    followers.push(tx);
+                    wait_until = Some(*until);
+                }
                 _ => return Box::pin(async { Ok(None) }),
             }
         }
         Box::pin(async move {
-            match rx.await {
+            let answer = match wait_until {
+                Some(until) => match tokio::time::timeout_at(until.into(), rx).await {
+                    Ok(a) => a,
+                    Err(_) => return Ok(None),
+                },
+                None => rx.await,
+            };
+            match answer {
                 Ok(Ok(Consumed::Existing(r))) => Ok(Some(r)),
                 Ok(Err(e)) => Err(e),
                 // `others` only ever receive the winner's record; a dropped
@@ -489,11 +506,7 @@ impl Handler<Ping> for ReplayGuard {
             "ping",
             |b| async move {
                 match b {
-                    Backend::Redis { pool, .. } => {
-                        let mut conn = connection(&pool).await?;
-                        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(redis_error)?;
-                        Ok(())
-                    }
+                    Backend::Redis(r) => r.ping().await,
                     Backend::Local(_) => Ok(()),
                 }
             },
@@ -502,29 +515,134 @@ impl Handler<Ping> for ReplayGuard {
     }
 }
 
-/// `SET NX` and, when the key exists, its value, in one atomic round trip.
-/// A script rather than `SET … NX GET` so Redis 6.2 and managed Redis work
-/// too; one key, so it stays in one slot of a cluster.
+/// The same as `SET … NX PX … GET` for servers older than Redis 7.0, which
+/// refuse `NX` with `GET`: one atomic round trip either way, and one key, so
+/// it stays in one slot of a cluster.
 const PUT_IF_ABSENT: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end \
      return redis.call('GET', KEYS[1])";
+
+/// The Redis backend. deadpool-redis creates (and bounds the creation of)
+/// connections; since a redis-rs `MultiplexedConnection` pipelines any
+/// number of concurrent commands, the store keeps one and clones it for
+/// each operation rather than checking one out of the pool, which would
+/// cost a recycle round trip (`UNWATCH` + `PING`) per operation. A
+/// connection that fails or times out is dropped; the next operation takes
+/// a fresh one from the pool.
+struct RedisStore {
+    pool: deadpool_redis::Pool,
+    prefix: String,
+    shared: Mutex<Option<MultiplexedConnection>>,
+    /// Whether the server takes `SET … NX GET` (Redis 7.0 and later).
+    set_nx_get: AtomicBool,
+}
+
+impl RedisStore {
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(c) = self.shared.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = deadpool_redis::Connection::take(connection(&self.pool).await?);
+        let mut slot = self.shared.lock();
+        Ok(slot.get_or_insert(fresh).clone())
+    }
+
+    /// Runs `op` on the shared connection; a failed connection is dropped.
+    async fn with_conn<T, F>(&self, op: impl FnOnce(MultiplexedConnection) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let conn = self.conn().await?;
+        // Dropped unless the operation completes: a timeout cancels it here.
+        let mut drop_guard = ForgetOnDrop(Some(&self.shared));
+        let result = op(conn).await;
+        match &result {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() => {}
+            _ => drop_guard.0 = None,
+        }
+        result.map_err(redis_error)
+    }
+
+    async fn put_if_absent(&self, hash: &TxHash, encoded: String, ttl_ms: u64) -> Result<Consumed, StoreError> {
+        let key = key(&self.prefix, hash);
+        let existing: Option<String> = if self.set_nx_get.load(Ordering::Relaxed) {
+            let attempt = self
+                .with_conn(|mut c| {
+                    let (key, encoded) = (key.clone(), encoded.clone());
+                    async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(encoded)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .arg("GET")
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await;
+            match attempt {
+                Err(StoreError::Refused(_)) => {
+                    tracing::info!("the replay store refuses SET NX GET (Redis before 7.0); using a script");
+                    self.set_nx_get.store(false, Ordering::Relaxed);
+                    self.script(&key, encoded, ttl_ms).await?
+                }
+                other => other?,
+            }
+        } else {
+            self.script(&key, encoded, ttl_ms).await?
+        };
+        match existing {
+            None => Ok(Consumed::Inserted),
+            Some(raw) => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
+        }
+    }
+
+    async fn script(&self, key: &str, encoded: String, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        self.with_conn(|mut c| async move {
+            redis::Script::new(PUT_IF_ABSENT)
+                .key(key)
+                .arg(encoded)
+                .arg(ttl_ms)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn get(&self, hash: &TxHash) -> Result<Found, StoreError> {
+        let key = key(&self.prefix, hash);
+        let raw: Option<String> = self
+            .with_conn(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        raw.map(|r| decode(r.as_bytes()).map(Arc::new)).transpose()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self
+            .with_conn(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Clears the shared connection slot when dropped while armed.
+struct ForgetOnDrop<'a>(Option<&'a Mutex<Option<MultiplexedConnection>>>);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            *slot.lock() = None;
+        }
+    }
+}
 
 async fn put_if_absent(backend: Backend, hash: TxHash, record: &ReplayRecord) -> Result<Consumed, StoreError> {
     let encoded = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     match backend {
-        Backend::Redis { pool, prefix } => {
+        Backend::Redis(r) => {
             let ttl_ms = record.expires_at.saturating_sub(unix_now()).max(1) * 1000;
-            let mut conn = connection(&pool).await?;
-            let existing: Option<String> = redis::Script::new(PUT_IF_ABSENT)
-                .key(key(&prefix, &hash))
-                .arg(encoded)
-                .arg(ttl_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            match existing {
-                None => Ok(Consumed::Inserted),
-                Some(raw) => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
-            }
+            r.put_if_absent(&hash, encoded, ttl_ms).await
         }
         Backend::Local(store) => {
             let hash = hash.to_string();
@@ -535,15 +653,7 @@ async fn put_if_absent(backend: Backend, hash: TxHash, record: &ReplayRecord) ->
 
 async fn get(backend: Backend, hash: TxHash) -> Result<Found, StoreError> {
     match backend {
-        Backend::Redis { pool, prefix } => {
-            let mut conn = connection(&pool).await?;
-            let raw: Option<String> = redis::cmd("GET")
-                .arg(key(&prefix, &hash))
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            raw.map(|r| decode(r.as_bytes()).map(Arc::new)).transpose()
-        }
+        Backend::Redis(r) => r.get(&hash).await,
         Backend::Local(store) => {
             let hash = hash.to_string();
             blocking(move || store.get(&hash)).await
@@ -561,13 +671,15 @@ fn decode(raw: &[u8]) -> Result<ReplayRecord, StoreError> {
 }
 
 fn redis_error(e: redis::RedisError) -> StoreError {
-    // The error text can carry the URL; keep only its kind.
+    // The error text can carry the URL; keep only its kind and code.
     if e.is_timeout() {
         StoreError::Timeout
     } else if e.kind() == redis::ErrorKind::UnexpectedReturnType {
         StoreError::Corrupt(format!("redis: {:?}", e.kind()))
+    } else if e.code() == Some("ERR") && e.detail().is_some_and(|d| d.contains("syntax")) {
+        StoreError::Refused(e.detail().unwrap_or_default().chars().take(80).collect())
     } else {
-        StoreError::Connection(format!("redis: {:?}", e.kind()))
+        StoreError::Connection(format!("redis: {:?} {}", e.kind(), e.code().unwrap_or("")))
     }
 }
 
@@ -647,4 +759,90 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Redis backend's two ways of `put_if_absent`, against the real
+    //! Redis the tests use (`TEST_REDIS_URL`, else 127.0.0.1:6379).
+    use super::*;
+    use settlegate_rules::replay::{Scheme, Settlement};
+    use settlegate_rules::settlement::Payment;
+
+    fn record(expires_at: u64) -> ReplayRecord {
+        let hash: TxHash = format!("0x{}", "cd".repeat(32)).parse().unwrap();
+        ReplayRecord {
+            settlement: Settlement::new(
+                hash,
+                Scheme::Tempo,
+                &Payment {
+                    payer: Default::default(),
+                    recipient: Default::default(),
+                    asset: Default::default(),
+                    amount: alloy_primitives::U256::from(5),
+                    memo: None,
+                    chain_id: 42431,
+                    block_number: 1,
+                    block_timestamp: 2,
+                },
+                "g",
+            ),
+            resource: None,
+            idempotency_key: None,
+            consumed_at: 1,
+            expires_at,
+        }
+    }
+
+    fn store(prefix: &str, set_nx_get: bool) -> RedisStore {
+        let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let pool = deadpool_redis::Config::from_url(url)
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .unwrap();
+        RedisStore {
+            pool,
+            prefix: prefix.to_owned(),
+            shared: Mutex::new(None),
+            set_nx_get: AtomicBool::new(set_nx_get),
+        }
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_inserts_once_by_command_and_by_script() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        for by_command in [true, false] {
+            let prefix = format!("sgunit-{}-{}-{by_command}:", std::process::id(), hex::encode(nonce));
+            let s = store(&prefix, by_command);
+            let hash: TxHash = format!("0x{}", "ab".repeat(32)).parse().unwrap();
+            let r = record(unix_now() + 60);
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(
+                s.put_if_absent(&hash, text.clone(), 60_000).await,
+                Ok(Consumed::Inserted)
+            );
+            let other = serde_json::to_string(&record(unix_now() + 99)).unwrap();
+            assert_eq!(
+                s.put_if_absent(&hash, other, 60_000).await,
+                Ok(Consumed::Existing(Arc::new(r.clone()))),
+                "the first record stays"
+            );
+            assert_eq!(s.get(&hash).await, Ok(Some(Arc::new(r))));
+            let ttl: i64 = s
+                .with_conn(|mut c| {
+                    let k = key(&prefix, &hash);
+                    async move { redis::cmd("PTTL").arg(k).query_async(&mut c).await }
+                })
+                .await
+                .unwrap();
+            assert!((1..=60_000).contains(&ttl), "{ttl}");
+            let _: i64 = s
+                .with_conn(|mut c| {
+                    let k = key(&prefix, &hash);
+                    async move { redis::cmd("DEL").arg(k).query_async(&mut c).await }
+                })
+                .await
+                .unwrap();
+        }
+    }
 }

@@ -42,7 +42,7 @@ use settlegate_rules::credential::TxHash;
 use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
 use url::Url;
 
-use crate::rpc_transport::{BoundedHttp, HttpFault};
+use crate::rpc_transport::{BoundedHttp, HttpFault, http_client};
 
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
@@ -190,22 +190,15 @@ pub struct PoolStatus {
 impl RpcPool {
     /// Fails (a boot error, not a panic) when the HTTP client cannot be built.
     pub fn new(config: PoolConfig, metrics: RpcMetrics) -> Result<Self, String> {
-        // reqwest is built without a crypto provider of its own: use ring (no
-        // C toolchain beyond the build's). Installing twice is harmless.
+        // rustls is built without a default crypto provider: use ring (no C
+        // toolchain beyond the build's). Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("cannot build the RPC HTTP client: {e}"))?;
-        let endpoints = config
-            .urls
-            .iter()
-            .map(|u| Endpoint {
+        let http = http_client(config.call_timeout).map_err(|e| format!("cannot build the RPC HTTP client: {e}"))?;
+        let mut endpoints = Vec::with_capacity(config.urls.len());
+        for u in &config.urls {
+            endpoints.push(Endpoint {
                 client: RpcClient::new(
-                    BoundedHttp::new(http.clone(), u.clone(), config.call_timeout),
+                    BoundedHttp::new(http.clone(), u, config.call_timeout)?,
                     matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
                 ),
                 label: endpoint_label(u),
@@ -217,8 +210,8 @@ impl RpcPool {
                     chain_checked: false,
                     last_error: None,
                 }),
-            })
-            .collect();
+            });
+        }
         Ok(RpcPool {
             shared: Arc::new(Shared {
                 endpoints,

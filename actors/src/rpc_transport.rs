@@ -1,19 +1,51 @@
 //! The HTTP transport under alloy's JSON-RPC client (`alloy-rpc-client`).
 //!
 //! alloy gives us request ids, batching, response matching and typed
-//! errors; this file only moves bytes. It exists instead of alloy's own
-//! reqwest transport for two reasons that matter when a node misbehaves:
-//! the answer is read with a size cap (alloy's reads any body whole), and
-//! every failure is a typed [`HttpFault`] without the URL (an RPC URL can
-//! carry an API key in its path), so the pool can tell a timeout from a
-//! refused connection from garbage.
+//! errors; this file only moves bytes, over hyper-util's pooled HTTP/1.1
+//! client (rustls with the platform's roots for `https` endpoints). It
+//! exists instead of alloy's own HTTP transport for two reasons that matter
+//! when a node misbehaves: the answer is read with a size cap (alloy's reads
+//! any body whole), and every failure is a typed [`HttpFault`] without the
+//! URL (an RPC URL can carry an API key in its path), so the pool can tell
+//! a timeout from a refused connection from garbage. hyper-util rather than
+//! reqwest: the same hyper underneath, without the layers (redirects,
+//! per-request timer, URL re-parsing) that cost about 40 µs a call here
+//! (`BENCHMARKS.md`).
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use alloy_json_rpc::{RequestPacket, ResponsePacket};
 use alloy_transport::{TransportError, TransportErrorKind, TransportFut};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use url::Url;
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The HTTP client shared by every endpoint of the pool.
+pub type HttpClient = Client<Https, Full<Bytes>>;
+
+/// Builds the shared client; `connect_timeout` bounds each TCP connect.
+pub fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| format!("TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https))
+}
 
 /// A JSON-RPC answer larger than this is garbage, not a receipt.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -34,13 +66,13 @@ pub enum HttpFault {
 }
 
 impl HttpFault {
-    fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
-        if e.is_timeout() {
-            HttpFault::Timeout(timeout)
-        } else if e.is_connect() {
-            HttpFault::Connect(e.without_url().to_string())
+    fn from_client(e: hyper_util::client::legacy::Error) -> Self {
+        // The error's display never holds the URL; its source may say more.
+        let detail = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        if e.is_connect() {
+            HttpFault::Connect(detail)
         } else {
-            HttpFault::Other(e.without_url().to_string())
+            HttpFault::Other(detail)
         }
     }
 }
@@ -49,49 +81,41 @@ fn fault(f: HttpFault) -> TransportError {
     TransportErrorKind::custom(f)
 }
 
-/// One node's URL over a shared reqwest client. Cloning is cheap.
+/// One node's URL over the shared client. Cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct BoundedHttp {
-    client: reqwest::Client,
-    url: Url,
+    client: HttpClient,
+    uri: Uri,
     timeout: Duration,
 }
 
 impl BoundedHttp {
     /// `timeout` bounds one exchange, from connecting to the last byte.
-    pub fn new(client: reqwest::Client, url: Url, timeout: Duration) -> Self {
-        BoundedHttp { client, url, timeout }
+    pub fn new(client: HttpClient, url: &Url, timeout: Duration) -> Result<Self, String> {
+        let uri = url
+            .as_str()
+            .parse()
+            .map_err(|_| format!("{} is not a usable HTTP URI", crate::rpc_pool::endpoint_label(url)))?;
+        Ok(BoundedHttp { client, uri, timeout })
     }
 
     async fn exchange(self, req: RequestPacket) -> Result<ResponsePacket, TransportError> {
         let body = serde_json::to_vec(&req).map_err(TransportError::ser_err)?;
         let send = async {
-            let mut resp = self
-                .client
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| HttpFault::from_reqwest(e, self.timeout))?;
+            let request = hyper::Request::post(self.uri.clone())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| HttpFault::Other(e.to_string()))?;
+            let resp = self.client.request(request).await.map_err(HttpFault::from_client)?;
             if !resp.status().is_success() {
                 return Err(HttpFault::Status(resp.status().as_u16()));
             }
-            if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
-                return Err(HttpFault::TooLarge);
+            // The cap holds whatever the node claims in Content-Length.
+            match Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect().await {
+                Ok(collected) => Ok(collected.to_bytes()),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(HttpFault::TooLarge),
+                Err(e) => Err(HttpFault::Other(e.to_string())),
             }
-            let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(4096).min(1 << 16) as usize);
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| HttpFault::from_reqwest(e, self.timeout))?
-            {
-                if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(HttpFault::TooLarge);
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(bytes)
         };
         let bytes = tokio::time::timeout(self.timeout, send)
             .await

@@ -416,30 +416,51 @@ fn match_payment(
 
 /// JSON-RPC quantities that nodes write either as hex strings (`"0x6b10"`)
 /// or, for Tempo's `blockTimestamp`, as plain JSON numbers.
+/// (A visitor, not an untagged enum: this runs for every receipt and log,
+/// and an untagged enum builds an error for each shape it does not match.)
 mod quantity {
-    use serde::{Deserialize, Deserializer};
+    use std::fmt;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
+    use serde::Deserializer;
+    use serde::de::{self, Visitor};
+
+    struct Quantity;
+
+    impl<'de> Visitor<'de> for Quantity {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a hex quantity, an unsigned integer or null")
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n))
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let hex = s
+                .strip_prefix("0x")
+                .filter(|h| !h.is_empty() && h.len() <= 16)
+                .ok_or_else(|| E::custom(format!("{s:?} is not a hex quantity")))?;
+            u64::from_str_radix(hex, 16)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{s:?} is not a hex quantity")))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Quantity)
+        }
     }
 
     pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        use serde::de::Error;
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Number(n)) => Ok(Some(n)),
-            Some(Raw::Text(s)) => {
-                let hex = s
-                    .strip_prefix("0x")
-                    .filter(|h| !h.is_empty() && h.len() <= 16)
-                    .ok_or_else(|| D::Error::custom(format!("{s:?} is not a hex quantity")))?;
-                u64::from_str_radix(hex, 16)
-                    .map(Some)
-                    .map_err(|_| D::Error::custom(format!("{s:?} is not a hex quantity")))
-            }
-        }
+        d.deserialize_option(Quantity)
     }
 }

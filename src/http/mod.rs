@@ -11,7 +11,7 @@ mod verify;
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::settle::Settler;
 use problem::ApiError;
-pub use request_context::RequestLog;
+pub use request_context::{RequestLog, Summary};
 
 /// State shared by every worker (cloned per worker; the inner values are
 /// handles to the same actors and registries).
@@ -35,29 +35,26 @@ pub struct AppState {
     pub replay_backend: &'static str,
     /// The level of the per-request log line.
     pub request_log: RequestLog,
+    pub challenges: Arc<respond::Challenges>,
 }
 
 impl AppState {
-    /// Counts `outcome`, records it on the request's span (so the one
-    /// request log line says what happened) and renders it.
-    pub fn answer(&self, outcome: Outcome) -> HttpResponse {
+    /// Counts `outcome`, notes it for the request's log line (so the one
+    /// line says what happened) and renders it.
+    pub fn answer(&self, req: &HttpRequest, mut summary: Summary, outcome: Outcome) -> HttpResponse {
         self.metrics.observe_outcome(&outcome);
-        let span = tracing::Span::current();
-        span.record("code", outcome.code());
-        if let Some(r) = outcome.reason() {
-            span.record("reason", r.as_str());
-        }
+        summary.code = Some(outcome.code());
+        summary.reason = outcome.reason().map(|r| r.as_str());
         match &outcome {
             Outcome::Unavailable(u) => {
-                span.record("cause", u.cause());
-                span.record("error", u.detail());
+                summary.cause = Some(u.cause());
+                summary.error = Some(u.detail());
             }
-            Outcome::Settled(s) => {
-                span.record("idempotent_replay", s.idempotent_replay);
-            }
+            Outcome::Settled(s) => summary.idempotent_replay = Some(s.idempotent_replay),
             Outcome::Denied(..) => {}
         }
-        respond::respond(&outcome)
+        req.extensions_mut().insert(summary);
+        respond::respond(&outcome, &self.challenges)
     }
 }
 

@@ -11,7 +11,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
 use super::AppState;
@@ -39,18 +39,50 @@ fn caller_request_id(req: &ServiceRequest) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
+/// A fresh request id: a random per-process prefix and a counter. Unique
+/// within the process and across restarts, and free of a system call per
+/// request (a request id correlates logs; it is not a secret).
 fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    // A request id is not a secret; if the OS RNG fails, a time-based id
-    // still correlates logs.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = nanos.to_le_bytes();
-    }
-    hex::encode(bytes)
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            // no OS randomness: the start time still separates restarts
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            b = nanos.to_le_bytes();
+        }
+        u64::from_le_bytes(b)
+    });
+    format!("{prefix:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What a handler found out about a payment check, for the request's one
+/// log line. Handlers put it in the request's extensions
+/// ([`AppState::answer`](super::AppState::answer) does).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub code: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub tx_hash: Option<String>,
+    pub genome_id: Option<String>,
+    /// For a 503: which failure, and its internal detail.
+    pub cause: Option<&'static str>,
+    pub error: Option<String>,
+    pub idempotent_replay: Option<bool>,
+}
+
+/// The route label of a response: the matched pattern for known routes,
+/// without allocating per request.
+fn route_label(res: &ServiceResponse<impl MessageBody>) -> &'static str {
+    const ROUTES: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/v1/genome", "/v1/verify"];
+    let path = res.request().path();
+    ROUTES.iter().copied().find(|r| *r == path).unwrap_or("unmatched")
 }
 
 pub async fn request_context(
@@ -58,18 +90,14 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = caller_request_id(&req).unwrap_or_else(new_request_id);
+    // The span carries what every line of the request needs; what the
+    // handler found out goes on the request's own line (cheaper to format
+    // than span fields, which are re-read for every event).
     let span = tracing::info_span!(
         "http_request",
         request_id = %request_id,
         method = %req.method(),
         path = %req.path(),
-        genome_id = tracing::field::Empty,
-        tx_hash = tracing::field::Empty,
-        code = tracing::field::Empty,
-        reason = tracing::field::Empty,
-        cause = tracing::field::Empty,
-        error = tracing::field::Empty,
-        idempotent_replay = tracing::field::Empty,
     );
     let (metrics, level) = match req.app_data::<web::Data<AppState>>() {
         Some(s) => (Some(s.metrics.clone()), s.request_log),
@@ -82,16 +110,39 @@ pub async fn request_context(
     res.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_str(&request_id).unwrap());
     let status = res.status().as_u16();
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let route = route_label(&res);
+    let elapsed_us = started.elapsed().as_micros() as u64;
     if let Some(m) = metrics {
-        m.observe_request(&route, status);
+        m.observe_request(route, status);
     }
-    span.in_scope(|| match level {
-        _ if status >= 500 => tracing::warn!(status, route = %route, elapsed_ms, "request failed"),
-        RequestLog::Info => tracing::info!(status, route = %route, elapsed_ms, "request served"),
-        RequestLog::Debug => tracing::debug!(status, route = %route, elapsed_ms, "request served"),
-        RequestLog::Off => {}
-    });
+    let failed = status >= 500;
+    if failed || level != RequestLog::Off {
+        let summary = res.request().extensions_mut().remove::<Summary>().unwrap_or_default();
+        let s = &summary;
+        macro_rules! line {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    parent: &span,
+                    status,
+                    route,
+                    elapsed_us,
+                    code = s.code,
+                    reason = s.reason,
+                    tx_hash = s.tx_hash.as_deref(),
+                    genome_id = s.genome_id.as_deref(),
+                    cause = s.cause,
+                    error = s.error.as_deref(),
+                    idempotent_replay = s.idempotent_replay,
+                    $message
+                )
+            };
+        }
+        match level {
+            _ if failed => line!(warn, "request failed"),
+            RequestLog::Info => line!(info, "request served"),
+            RequestLog::Debug => line!(debug, "request served"),
+            RequestLog::Off => {}
+        }
+    }
     Ok(res)
 }

@@ -8,21 +8,61 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use settlegate_rules::primitives::address_lower;
 use settlegate_rules::settlement::Reason;
 
-use super::problem::{problem_builder, problem_type};
+use super::problem::problem_builder;
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 
 /// The response for `outcome`.
-pub fn respond(outcome: &Outcome) -> HttpResponse {
+pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
     match outcome {
         Outcome::Settled(settlement) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(settlement),
-        Outcome::Denied(denial, challenge) => denied(denial, challenge),
+        Outcome::Denied(denial, challenge) => denied(denial, &challenges.render(challenge)),
         Outcome::Unavailable(u) => unavailable(u),
+    }
+}
+
+/// A challenge as it goes on the wire: the `WWW-Authenticate` value and the
+/// `paymentInfo` JSON.
+pub struct Rendered {
+    www_authenticate: Option<HeaderValue>,
+    payment_info: Box<RawValue>,
+}
+
+/// Challenges rendered once per genome and price rather than per 402 (a
+/// storm of unpaid or replayed requests is answered many thousand times a
+/// second). Bounded: a genome has few prices; past [`MAX_RENDERED`] distinct
+/// challenges the cache starts over.
+#[derive(Default)]
+pub struct Challenges(Mutex<HashMap<Challenge, Arc<Rendered>>>);
+
+const MAX_RENDERED: usize = 256;
+
+impl Challenges {
+    pub fn render(&self, c: &Challenge) -> Arc<Rendered> {
+        if let Some(r) = self.0.lock().get(c) {
+            return r.clone();
+        }
+        let rendered = Arc::new(Rendered {
+            www_authenticate: HeaderValue::from_str(&www_authenticate(c)).ok(),
+            // unwrap: a struct of strings and a number always serialises.
+            payment_info: serde_json::value::to_raw_value(&payment_info(c)).unwrap(),
+        });
+        let mut map = self.0.lock();
+        if map.len() >= MAX_RENDERED {
+            map.clear();
+        }
+        map.insert(c.clone(), rendered.clone());
+        rendered
     }
 }
 
@@ -39,14 +79,61 @@ pub fn www_authenticate(c: &Challenge) -> String {
 }
 
 /// The seed SDK's `paymentInfo`.
-pub fn payment_info(c: &Challenge) -> Value {
-    json!({
-        "method": "tempo",
-        "recipient": address_lower(&c.recipient),
-        "amount": c.amount.to_string(),
-        "token": address_lower(&c.asset),
-        "chainId": c.chain_id,
-    })
+#[derive(Serialize)]
+pub struct PaymentInfo {
+    method: &'static str,
+    recipient: String,
+    amount: String,
+    token: String,
+    #[serde(rename = "chainId")]
+    chain_id: u64,
+}
+
+pub fn payment_info(c: &Challenge) -> PaymentInfo {
+    PaymentInfo {
+        method: "tempo",
+        recipient: address_lower(&c.recipient),
+        amount: c.amount.to_string(),
+        token: address_lower(&c.asset),
+        chain_id: c.chain_id,
+    }
+}
+
+/// A 402 or 503 body: RFC 9457 fields, plus `error`, `code` and
+/// `paymentInfo` for the Tempo Agentic Layer SDK.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    error: &'a str,
+    #[serde(rename = "paymentInfo", skip_serializing_if = "Option::is_none")]
+    payment_info: Option<&'a RawValue>,
+}
+
+impl Problem<'_> {
+    fn bytes(&self) -> Vec<u8> {
+        // unwrap: these fields always serialise.
+        serde_json::to_vec(self).unwrap()
+    }
+}
+
+/// `problem_type` for the codes rendered here, without a per-request
+/// allocation (a unit test keeps the two in step).
+fn static_problem_type(code: &str) -> &'static str {
+    match code {
+        "PAYMENT_PENDING" => "urn:settlegate:problem:payment-pending",
+        "REPLAYED" => "urn:settlegate:problem:replayed",
+        "RPC_UNAVAILABLE" => "urn:settlegate:problem:rpc-unavailable",
+        "REPLAY_STORE_UNAVAILABLE" => "urn:settlegate:problem:replay-store-unavailable",
+        "GENOME_UNAVAILABLE" => "urn:settlegate:problem:genome-unavailable",
+        _ => "about:blank",
+    }
 }
 
 /// RFC 7230 quoted-string: `"` and `\` are escaped. Control characters
@@ -54,6 +141,11 @@ pub fn payment_info(c: &Challenge) -> Value {
 pub fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
+    if !s.contains(['"', '\\']) {
+        out.push_str(s);
+        out.push('"');
+        return out;
+    }
     for c in s.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
@@ -64,42 +156,43 @@ pub fn quoted(s: &str) -> String {
     out
 }
 
-fn denied(denial: &Denial, challenge: &Challenge) -> HttpResponse {
-    let mpp = |slug: &str| format!("https://paymentauth.org/problems/{slug}");
-    let (kind, title, detail) = match denial {
-        Denial::PaymentRequired(d) => (mpp("payment-required"), "Payment Required", d.clone()),
-        Denial::Pending { detail, .. } => (problem_type("PAYMENT_PENDING"), "Payment pending", detail.clone()),
+fn denied(denial: &Denial, challenge: &Rendered) -> HttpResponse {
+    let (kind, title, detail): (&str, &str, &str) = match denial {
+        Denial::PaymentRequired(d) => (
+            "https://paymentauth.org/problems/payment-required",
+            "Payment Required",
+            d,
+        ),
+        Denial::Pending { detail, .. } => (static_problem_type(denial.code()), "Payment pending", detail),
         Denial::Failed(r) => (
-            mpp("verification-failed"),
+            "https://paymentauth.org/problems/verification-failed",
             "Payment verification failed",
-            failure_detail(*r).into(),
+            failure_detail(*r),
         ),
         Denial::Replayed => (
-            problem_type("REPLAYED"),
+            static_problem_type(denial.code()),
             "Payment already used",
-            "this payment was already used for another request".into(),
+            "this payment was already used for another request",
         ),
     };
-    let mut body = json!({
-        "type": kind,
-        "title": title,
-        "status": 402,
-        "detail": detail,
-        "code": denial.code(),
-        "error": "Payment Required",
-        "paymentInfo": payment_info(challenge),
-    });
-    if let Some(r) = denial.reason() {
-        body["reason"] = json!(r.as_str());
-    }
+    let body = Problem {
+        kind,
+        title,
+        status: 402,
+        detail,
+        code: denial.code(),
+        reason: denial.reason().map(|r| r.as_str()),
+        error: "Payment Required",
+        payment_info: Some(&challenge.payment_info),
+    };
     let mut resp = problem_builder(StatusCode::PAYMENT_REQUIRED);
-    if let Ok(v) = HeaderValue::from_str(&www_authenticate(challenge)) {
-        resp.insert_header((header::WWW_AUTHENTICATE, v));
+    if let Some(v) = &challenge.www_authenticate {
+        resp.insert_header((header::WWW_AUTHENTICATE, v.clone()));
     }
     if matches!(denial, Denial::Pending { .. }) {
         resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
     }
-    resp.body(body.to_string())
+    resp.body(body.bytes())
 }
 
 /// The detail is for logs; clients get a stable sentence.
@@ -118,17 +211,19 @@ pub fn unavailable(u: &Unavailable) -> HttpResponse {
             "the active policy genome is not valid now; retry later",
         ),
     };
-    let body = json!({
-        "type": problem_type(u.code()),
-        "title": title,
-        "status": 503,
-        "detail": detail,
-        "code": u.code(),
-        "error": "Service Unavailable",
-    });
+    let body = Problem {
+        kind: static_problem_type(u.code()),
+        title,
+        status: 503,
+        detail,
+        code: u.code(),
+        reason: None,
+        error: "Service Unavailable",
+        payment_info: None,
+    };
     let mut resp = problem_builder(StatusCode::SERVICE_UNAVAILABLE);
     resp.insert_header((header::RETRY_AFTER, u.retry_after()));
-    resp.body(body.to_string())
+    resp.body(body.bytes())
 }
 
 fn failure_detail(r: Reason) -> &'static str {
@@ -151,10 +246,24 @@ fn failure_detail(r: Reason) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::problem::problem_type;
     use super::*;
     use settlegate_actors::replay_guard::StoreError;
     use settlegate_actors::rpc_pool::RpcError;
     use settlegate_rules::GenomeError;
+
+    #[test]
+    fn static_problem_types_are_the_kebab_case_urns() {
+        for code in [
+            "PAYMENT_PENDING",
+            "REPLAYED",
+            "RPC_UNAVAILABLE",
+            "REPLAY_STORE_UNAVAILABLE",
+            "GENOME_UNAVAILABLE",
+        ] {
+            assert_eq!(static_problem_type(code), problem_type(code));
+        }
+    }
 
     #[test]
     fn quoted_strings_escape_quotes_and_backslashes() {

@@ -10,8 +10,8 @@ use settlegate_rules::genome::actions;
 use settlegate_rules::replay::{KeyDigest, Scheme};
 use time::OffsetDateTime;
 
-use super::AppState;
 use super::problem::ApiError;
+use super::{AppState, Summary};
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 use crate::settle::SettleRequest;
 
@@ -77,24 +77,32 @@ pub async fn verify(
     // challenge.
     let genome = match state.genome.usable(OffsetDateTime::now_utc()) {
         Ok(g) => g,
-        Err(e) => return Ok(state.answer(Outcome::Unavailable(Unavailable::Genome(e)))),
+        Err(e) => {
+            return Ok(state.answer(&req, Summary::default(), Outcome::Unavailable(Unavailable::Genome(e))));
+        }
     };
     if !genome.allows(actions::SETTLEMENT_VERIFY) {
         return Err(ApiError::CapabilityDenied(actions::SETTLEMENT_VERIFY));
     }
     let price = genome.policy.price_for(resource.as_deref());
     let challenge = Challenge::new(&genome.policy, price);
-    tracing::Span::current().record("genome_id", genome.id.as_str());
+    let mut summary = Summary {
+        genome_id: Some(genome.id.clone()),
+        ..Summary::default()
+    };
     let outcome = match credential {
         Some(Credential::Tempo(hash)) => {
-            tracing::Span::current().record("tx_hash", tracing::field::display(&hash));
+            summary.tx_hash = Some(hash.to_string());
             let request = SettleRequest {
                 hash,
                 scheme: Scheme::Tempo,
                 resource,
                 idempotency_key: idempotency_key.as_deref().map(KeyDigest::of),
             };
-            state.settler.settle(&genome, price, &request, challenge).await
+            state
+                .settler
+                .settle_on_actors(genome.clone(), price, request, challenge)
+                .await
         }
         Some(Credential::Payment(_)) => Outcome::Denied(
             Denial::PaymentRequired("the Payment scheme is not accepted yet; pay with the Tempo scheme".into()),
@@ -105,7 +113,7 @@ pub async fn verify(
             challenge,
         ),
     };
-    Ok(state.answer(outcome))
+    Ok(state.answer(&req, summary, outcome))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

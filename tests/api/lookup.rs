@@ -283,7 +283,9 @@ async fn a_corrupt_replay_record_is_a_503_and_is_never_overwritten() {
             .await,
         1
     );
-    let line = app.wait_for_log(|l| l["span"]["cause"] == "store_corrupt_record");
+    let line = app.wait_for_log(|l| l["cause"] == "store_corrupt_record");
     assert_eq!(line["level"], "WARN");
-    assert_eq!(line["span"]["tx_hash"], hash.to_lowercase());
+    assert_eq!(line["tx_hash"], hash.to_lowercase());
+    assert_eq!(line["code"], "REPLAY_STORE_UNAVAILABLE");
+    assert!(line["span"]["request_id"].is_string(), "{line}");
 }
