@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod outcome;
 pub mod settings;

@@ -27,6 +27,7 @@ fn serve(args: ServeArgs) -> i32 {
         }
     };
     let _log = telemetry::init(settings.log_buffer_lines);
+    settlegate::memory::start_trimmer();
     let system = actix::System::new();
     system.block_on(async move {
         match Application::build(settings).await {

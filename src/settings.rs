@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(s.genome_reload_interval_seconds, 30);
         assert_eq!(s.coalescer_window, Duration::from_millis(250));
         assert_eq!(s.rpc_probe_interval, Some(Duration::from_secs(5)));
-        assert_eq!(s.replay_cache_entries, 10_000);
+        assert_eq!(s.replay_cache_entries, 4096);
         assert_eq!(s.log_request_level, RequestLog::Info);
     }
 

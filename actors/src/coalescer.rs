@@ -130,7 +130,7 @@ impl Actor for Coalescer {
         // Drop expired held results now and then, so junk hashes do not
         // linger until the map is full.
         if !self.config.window.is_zero() {
-            let every = self.config.window.max(Duration::from_millis(100)) * 4;
+            let every = self.config.window.max(Duration::from_millis(100));
             ctx.run_interval(every, |act, _| {
                 let now = Instant::now();
                 act.held.retain(|_, (_, until)| *until > now);

@@ -310,7 +310,7 @@ impl Actor for ReplayGuard {
     fn started(&mut self, ctx: &mut Self::Context) {
         crate::unbounded_mailbox(ctx);
         if !self.absent_for.is_zero() {
-            let every = self.absent_for.max(Duration::from_millis(100)) * 4;
+            let every = self.absent_for.max(Duration::from_millis(100));
             ctx.run_interval(every, |act, _| {
                 let now = Instant::now();
                 act.absent.retain(|_, until| *until > now);
