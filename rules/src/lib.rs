@@ -11,6 +11,8 @@
 //! - [`settlement`]: from a receipt, its block time and the policy to a verdict.
 //! - [`replay`]: the settlement a 200 carries, the replay record, its
 //!   lifetime, and which later request is a retry of the consuming one.
+//! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
+//!   credentials, the attribution memo and the receipt.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
@@ -19,6 +21,7 @@ pub mod credential;
 pub mod error;
 pub mod genome;
 pub mod keys;
+pub mod mpp;
 pub mod policy;
 pub mod primitives;
 pub mod replay;

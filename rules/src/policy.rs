@@ -30,6 +30,49 @@ pub enum MemoPolicy {
     ChallengeBound,
 }
 
+/// Which credential schemes a genome accepts (and every 402 offers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Schemes {
+    pub tempo: bool,
+    pub payment: bool,
+}
+
+impl Schemes {
+    fn parse(raw: Option<&[String]>) -> Result<Self, String> {
+        let Some(raw) = raw else {
+            return Ok(Schemes {
+                tempo: true,
+                payment: true,
+            });
+        };
+        let mut s = Schemes {
+            tempo: false,
+            payment: false,
+        };
+        for name in raw {
+            let slot = match name.as_str() {
+                "tempo" => &mut s.tempo,
+                "payment" => &mut s.payment,
+                other => return Err(format!("{other:?} is not a scheme (tempo, payment)")),
+            };
+            if std::mem::replace(slot, true) {
+                return Err(format!("{name:?} is listed twice"));
+            }
+        }
+        if !s.tempo && !s.payment {
+            return Err("at least one scheme must be accepted".into());
+        }
+        Ok(s)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [("tempo", self.tempo), ("payment", self.payment)]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect()
+    }
+}
+
 /// A price for requests whose resource matches `resource`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PriceRule {
@@ -53,6 +96,8 @@ pub struct SettlementPolicy {
     pub memo: MemoPolicy,
     pub allow_summed_transfers: bool,
     pub challenge_ttl_seconds: u64,
+    /// The credential schemes accepted; both unless the genome says.
+    pub schemes: Schemes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -163,6 +208,7 @@ impl SettlementPolicy {
             memo: raw.memo,
             allow_summed_transfers: raw.allow_summed_transfers,
             challenge_ttl_seconds: bounded("challenge_ttl_seconds", raw.challenge_ttl_seconds, 1, 86_400)?,
+            schemes: Schemes::parse(raw.schemes.as_deref()).map_err(|e| invalid(format!("settlement.schemes: {e}")))?,
         })
     }
 
@@ -183,6 +229,7 @@ impl SettlementPolicy {
             "memo": self.memo,
             "allow_summed_transfers": self.allow_summed_transfers,
             "challenge_ttl_seconds": self.challenge_ttl_seconds,
+            "schemes": self.schemes.names(),
         })
     }
 }
@@ -209,6 +256,8 @@ struct RawPolicy {
     allow_summed_transfers: bool,
     #[serde(default = "default_challenge_ttl")]
     challenge_ttl_seconds: u64,
+    #[serde(default)]
+    schemes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -315,7 +364,12 @@ mod tests {
 
     fn with(path: &str, v: Value) -> Result<SettlementPolicy, GenomeError> {
         let mut doc = base();
-        *doc.pointer_mut(path).unwrap() = v;
+        match doc.pointer_mut(path) {
+            Some(slot) => *slot = v,
+            None => {
+                doc[&path[1..]] = v;
+            }
+        }
         SettlementPolicy::from_value(Some(&doc))
     }
 
@@ -329,6 +383,22 @@ mod tests {
         assert_eq!(p.price_for(Some("GET /reports/42")).amount.to_string(), "2500000");
         assert_eq!(p.price_for(Some("POST /reports/42")).amount.to_string(), "1000000");
         assert_eq!(p.price_for(None).amount.to_string(), "1000000");
+        assert_eq!(
+            p.schemes,
+            Schemes {
+                tempo: true,
+                payment: true
+            }
+        );
+        let only = with("/schemes", json!(["payment"])).unwrap();
+        assert_eq!(
+            only.schemes,
+            Schemes {
+                tempo: false,
+                payment: true
+            }
+        );
+        assert_eq!(only.summary()["schemes"], json!(["payment"]));
     }
 
     #[test]
@@ -349,6 +419,10 @@ mod tests {
             ("/assets", json!([])),
             ("/chain_id", json!(0)),
             ("/realm", json!("")),
+            ("/schemes", json!([])),
+            ("/schemes", json!(["tempo", "tempo"])),
+            ("/schemes", json!(["stripe"])),
+            ("/schemes", json!("tempo")),
         ];
         for (path, v) in cases {
             let err = with(path, v.clone()).unwrap_err();

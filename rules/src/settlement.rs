@@ -21,6 +21,7 @@
 use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
 use serde::{Deserialize, Serialize};
 
+use crate::mpp::Binding;
 use crate::policy::{MemoPolicy, Price, SettlementPolicy};
 use crate::replay::Scheme;
 
@@ -137,23 +138,55 @@ pub fn needs_head(policy: &SettlementPolicy) -> bool {
 pub enum MemoRule {
     Any,
     Required,
-    /// Exactly this memo (a challenge-bound payment).
-    Exact(B256),
+    /// An MPP attribution memo bound to this realm and one challenge.
+    Bound(Binding),
     /// The policy needs a challenge-bound memo and this scheme cannot
     /// carry one: nothing satisfies it.
     Unsatisfiable,
 }
 
-/// The memo rule a scheme can meet under a memo policy. The Tempo scheme
-/// carries no challenge, so a policy that binds the memo to a challenge
-/// cannot be met by it; the Payment scheme meets it with the memo its
-/// challenge binds (`bound`), and with nothing else.
-pub fn memo_rule(policy: MemoPolicy, scheme: Scheme, bound: Option<B256>) -> MemoRule {
-    match (policy, scheme, bound) {
-        (MemoPolicy::Optional, _, _) => MemoRule::Any,
-        (MemoPolicy::Required, _, _) => MemoRule::Required,
-        (MemoPolicy::ChallengeBound, Scheme::Payment, Some(memo)) => MemoRule::Exact(memo),
-        (MemoPolicy::ChallengeBound, _, _) => MemoRule::Unsatisfiable,
+/// Who must have made the paying transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayerRule {
+    /// Anyone (the Tempo scheme names no payer).
+    Any,
+    /// The transaction's sender (`receipt.from`).
+    Sender,
+    /// This address (the `source` of a Payment credential).
+    Is(Address),
+}
+
+/// What this request asks of the paying transfer beyond the price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub memo: MemoRule,
+    pub payer: PayerRule,
+}
+
+impl From<MemoRule> for Terms {
+    fn from(memo: MemoRule) -> Self {
+        Terms {
+            memo,
+            payer: PayerRule::Any,
+        }
+    }
+}
+
+/// The memo rule a scheme can meet under a memo policy.
+///
+/// - The Tempo scheme carries no challenge, so a policy that binds the memo
+///   to a challenge cannot be met by it: whoever saw the hash on chain could
+///   redeem it otherwise (the seed's hole 7).
+/// - The Payment scheme always needs the memo bound to the challenge its
+///   credential echoes (`bound`), whatever the policy: that binding is the
+///   scheme's protection, and every MPP client writes it.
+pub fn memo_rule(policy: MemoPolicy, scheme: Scheme, bound: Option<Binding>) -> MemoRule {
+    match (scheme, bound, policy) {
+        (Scheme::Payment, Some(b), _) => MemoRule::Bound(b),
+        (Scheme::Payment, None, _) => MemoRule::Unsatisfiable,
+        (Scheme::Tempo, _, MemoPolicy::Optional) => MemoRule::Any,
+        (Scheme::Tempo, _, MemoPolicy::Required) => MemoRule::Required,
+        (Scheme::Tempo, _, MemoPolicy::ChallengeBound) => MemoRule::Unsatisfiable,
     }
 }
 
@@ -293,7 +326,14 @@ fn topic_address(topic: &B256) -> Option<Address> {
 
 /// The verdict on `facts` for a request priced at `price`, at unix time `now`.
 /// Cheapest checks first; the replay store is never consulted here.
-pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: MemoRule, now: u64) -> Verdict {
+pub fn judge(
+    facts: &ChainFacts,
+    policy: &SettlementPolicy,
+    price: Price,
+    terms: impl Into<Terms>,
+    now: u64,
+) -> Verdict {
+    let terms = terms.into();
     let Some(receipt) = &facts.receipt else {
         return Verdict::Pending(Pending::NotVisible);
     };
@@ -304,7 +344,12 @@ pub fn judge(facts: &ChainFacts, policy: &SettlementPolicy, price: Price, memo: 
         return Verdict::Failed(Reason::TxReverted);
     }
 
-    let payment = match match_payment(&movements(&receipt.logs), policy, price, memo) {
+    let payer = match terms.payer {
+        PayerRule::Any => None,
+        PayerRule::Sender => Some(receipt.from),
+        PayerRule::Is(a) => Some(a),
+    };
+    let payment = match match_payment(&movements(&receipt.logs), policy, price, terms.memo, payer) {
         Ok(m) => m,
         Err(reason) => return Verdict::Failed(reason),
     };
@@ -353,6 +398,7 @@ fn match_payment(
     policy: &SettlementPolicy,
     price: Price,
     memo: MemoRule,
+    payer: Option<Address>,
 ) -> Result<Movement, Reason> {
     let candidates: Vec<&Movement> = all.iter().filter(|m| m.to != FEE_MANAGER).collect();
     if candidates.is_empty() {
@@ -372,7 +418,7 @@ fn match_payment(
         .filter(|m| match memo {
             MemoRule::Any => true,
             MemoRule::Required => m.memo.is_some(),
-            MemoRule::Exact(want) => m.memo == Some(want),
+            MemoRule::Bound(b) => m.memo.is_some_and(|memo| b.matches(&memo)),
             MemoRule::Unsatisfiable => false,
         })
         .collect();
@@ -385,6 +431,20 @@ fn match_payment(
             Reason::MemoMismatch
         });
     }
+    let eligible = match payer {
+        None => eligible,
+        Some(p) => {
+            let from_payer: Vec<&Movement> = eligible.iter().copied().filter(|m| m.from == p).collect();
+            if from_payer.is_empty() {
+                return Err(if eligible.iter().all(|m| m.amount < price.amount.value()) {
+                    Reason::InsufficientAmount
+                } else {
+                    Reason::PayerMismatch
+                });
+            }
+            from_payer
+        }
+    };
     if let Some(best) = eligible.iter().max_by_key(|m| m.amount)
         && best.amount >= price.amount.value()
     {

@@ -323,14 +323,124 @@ fn memo_rules() {
         "memo_mismatch"
     );
     assert_eq!(reason(judge(&memoed, &p, price, MemoRule::Required, NOW)), "settled");
-    assert_eq!(reason(judge(&memoed, &p, price, MemoRule::Exact(memo), NOW)), "settled");
-    assert_eq!(
-        reason(judge(&memoed, &p, price, MemoRule::Exact(B256::ZERO), NOW)),
-        "memo_mismatch"
-    );
     assert_eq!(
         reason(judge(&memoed, &p, price, MemoRule::Unsatisfiable, NOW)),
         "memo_mismatch"
+    );
+}
+
+fn bound_facts(memo: B256, from: Address, amount: u64) -> ChainFacts {
+    facts(vec![
+        transfer(ALPHA, from, RECIPIENT, amount),
+        with_memo(ALPHA, from, RECIPIENT, amount, memo),
+    ])
+}
+
+#[test]
+fn challenge_bound_memos() {
+    use crate::mpp::Binding;
+    let p = policy(json!({}));
+    let price = p.price_for(None);
+    let binding = Binding::new("Tempo API", "challenge-1");
+    let bound = MemoRule::Bound(binding);
+    assert_eq!(
+        reason(judge(
+            &bound_facts(binding.memo(), PAYER, 1_000_000),
+            &p,
+            price,
+            bound,
+            NOW
+        )),
+        "settled"
+    );
+    // Another challenge's memo, another realm's, a non-MPP memo, no memo.
+    for memo in [
+        Binding::new("Tempo API", "challenge-2").memo(),
+        Binding::new("Other API", "challenge-1").memo(),
+        B256::repeat_byte(0x42),
+    ] {
+        assert_eq!(
+            reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, price, bound, NOW)),
+            "memo_mismatch"
+        );
+    }
+    let plain = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
+    assert_eq!(reason(judge(&plain, &p, price, bound, NOW)), "memo_mismatch");
+    // Too little is said first, whatever the memo.
+    assert_eq!(
+        reason(judge(
+            &bound_facts(binding.memo(), PAYER, 999_999),
+            &p,
+            price,
+            bound,
+            NOW
+        )),
+        "insufficient_amount"
+    );
+
+    // The memo rule a scheme gets.
+    use crate::policy::MemoPolicy;
+    use crate::replay::Scheme;
+    for policy in [MemoPolicy::Optional, MemoPolicy::Required, MemoPolicy::ChallengeBound] {
+        assert_eq!(memo_rule(policy, Scheme::Payment, Some(binding)), bound);
+        assert_eq!(memo_rule(policy, Scheme::Payment, None), MemoRule::Unsatisfiable);
+    }
+    assert_eq!(memo_rule(MemoPolicy::Optional, Scheme::Tempo, None), MemoRule::Any);
+    assert_eq!(memo_rule(MemoPolicy::Required, Scheme::Tempo, None), MemoRule::Required);
+    assert_eq!(
+        memo_rule(MemoPolicy::ChallengeBound, Scheme::Tempo, None),
+        MemoRule::Unsatisfiable
+    );
+}
+
+#[test]
+fn payer_rules() {
+    use crate::mpp::Binding;
+    let p = policy(json!({}));
+    let price = p.price_for(None);
+    let binding = Binding::new("Tempo API", "challenge-1");
+    let terms = |payer| Terms {
+        memo: MemoRule::Bound(binding),
+        payer,
+    };
+    let by_payer = bound_facts(binding.memo(), PAYER, 1_000_000);
+    assert_eq!(
+        reason(judge(&by_payer, &p, price, terms(PayerRule::Is(PAYER)), NOW)),
+        "settled"
+    );
+    assert_eq!(
+        reason(judge(&by_payer, &p, price, terms(PayerRule::Sender), NOW)),
+        "settled"
+    );
+    assert_eq!(
+        reason(judge(&by_payer, &p, price, terms(PayerRule::Is(STRANGER)), NOW)),
+        "payer_mismatch"
+    );
+    // The transfer's `from` is not the transaction's sender (the receipt's
+    // `from` is PAYER): a sponsored or batched call moving a stranger's funds.
+    let by_stranger = bound_facts(binding.memo(), STRANGER, 1_000_000);
+    assert_eq!(
+        reason(judge(&by_stranger, &p, price, terms(PayerRule::Sender), NOW)),
+        "payer_mismatch"
+    );
+    assert_eq!(
+        reason(judge(&by_stranger, &p, price, terms(PayerRule::Is(STRANGER)), NOW)),
+        "settled"
+    );
+    assert_eq!(
+        reason(judge(&by_stranger, &p, price, terms(PayerRule::Any), NOW)),
+        "settled"
+    );
+    // Too little from the wrong payer is too little.
+    assert_eq!(
+        reason(judge(
+            &bound_facts(binding.memo(), STRANGER, 5),
+            &p,
+            price,
+            terms(PayerRule::Sender),
+            NOW
+        )),
+        "insufficient_amount"
     );
 }
 
@@ -381,26 +491,4 @@ fn a_dev_chain_receipt_with_unknown_fields_decodes() {
         v["blockTimestamp"] = bad.clone();
         assert!(serde_json::from_value::<Receipt>(v).is_err(), "{bad}");
     }
-}
-
-#[test]
-fn memo_rules_by_scheme() {
-    use crate::policy::MemoPolicy;
-    use crate::replay::Scheme;
-    let m = B256::repeat_byte(3);
-    assert_eq!(memo_rule(MemoPolicy::Optional, Scheme::Tempo, None), MemoRule::Any);
-    assert_eq!(memo_rule(MemoPolicy::Required, Scheme::Tempo, None), MemoRule::Required);
-    // the Tempo scheme carries no challenge: a bound memo cannot be met
-    assert_eq!(
-        memo_rule(MemoPolicy::ChallengeBound, Scheme::Tempo, Some(m)),
-        MemoRule::Unsatisfiable
-    );
-    assert_eq!(
-        memo_rule(MemoPolicy::ChallengeBound, Scheme::Payment, Some(m)),
-        MemoRule::Exact(m)
-    );
-    assert_eq!(
-        memo_rule(MemoPolicy::ChallengeBound, Scheme::Payment, None),
-        MemoRule::Unsatisfiable
-    );
 }

@@ -1,0 +1,865 @@
+//! The Machine Payments Protocol `Payment` HTTP authentication scheme, for
+//! the `tempo` method's `charge` intent (`reference/mpp.md`): challenges
+//! with stateless HMAC ids, credentials of both payload types (`hash`: the
+//! client broadcast the transaction; `transaction`: the client signed it and
+//! this service broadcasts it), the attribution memo that binds a payment to
+//! one challenge, and the `Payment-Receipt`.
+//!
+//! Pure: the secret, the time and the route's price are arguments.
+//!
+//! The binding is what closes the seed's hole 7 (whoever sees a hash on
+//! chain can redeem it first): a `Payment` credential settles only a
+//! transfer whose memo names this realm and the challenge id the credential
+//! echoes, and that challenge id is an HMAC only this service (and the
+//! instances sharing its secret) can mint.
+
+use std::fmt;
+
+use alloy_primitives::{Address, B256, Bytes, keccak256};
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
+
+use crate::canonical::canonical_value_bytes;
+use crate::credential::TxHash;
+use crate::primitives::Amount;
+
+pub const METHOD: &str = "tempo";
+pub const INTENT: &str = "charge";
+/// Secrets shorter than this are refused (as mppx and mpp-rs do).
+pub const MIN_SECRET_LEN: usize = 32;
+/// The longest signed transaction a `transaction` credential may carry.
+pub const MAX_TRANSACTION_BYTES: usize = 4096;
+
+/// base64url without padding, for everything this service writes.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_encode_padding(false),
+);
+/// Decoding accepts padding or none (the `+/` alphabet is mapped first).
+const B64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub fn b64_encode(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.contains(['+', '/']) {
+        B64_LENIENT.decode(s.replace('+', "-").replace('/', "_")).ok()
+    } else {
+        B64_LENIENT.decode(s).ok()
+    }
+}
+
+/// Which payload types a challenge accepts (`methodDetails.supportedModes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Modes {
+    /// `transaction`: the client signs, this service broadcasts.
+    pub pull: bool,
+    /// `hash`: the client broadcasts and presents the hash.
+    pub push: bool,
+}
+
+impl Modes {
+    pub const BOTH: Modes = Modes { pull: true, push: true };
+
+    fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::with_capacity(2);
+        if self.pull {
+            v.push("pull");
+        }
+        if self.push {
+            v.push("push");
+        }
+        v
+    }
+}
+
+/// The tempo `charge` request of one route: what a challenge asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChargeRequest {
+    pub amount: Amount,
+    pub currency: Address,
+    pub recipient: Address,
+    pub chain_id: u64,
+    pub modes: Modes,
+}
+
+impl ChargeRequest {
+    /// The request object (`reference/mpp.md` section 3): the token address
+    /// in lower case (as TIP-20 tokens are written), the recipient in EIP-55
+    /// form, as the SDKs write them; `memo` and `feePayer` are never
+    /// emitted (the attribution memo is mandatory, and this service pays no
+    /// fees).
+    pub fn to_value(&self) -> Value {
+        json!({
+            "amount": self.amount.to_string(),
+            "currency": crate::primitives::address_lower(&self.currency),
+            "recipient": self.recipient.to_checksum(None),
+            "methodDetails": {
+                "chainId": self.chain_id,
+                "supportedModes": self.modes.names(),
+            },
+        })
+    }
+
+    /// base64url(JCS(request)): the `request` auth-param.
+    pub fn encode(&self) -> String {
+        b64_encode(&canonical_value_bytes(&self.to_value()))
+    }
+}
+
+/// The HMAC secrets: the current one mints and verifies; the previous one,
+/// during a rotation, still verifies until `until` (exclusive).
+pub struct Secrets {
+    current: Zeroizing<Vec<u8>>,
+    previous: Option<(Zeroizing<Vec<u8>>, OffsetDateTime)>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("previous_until", &self.previous.as_ref().map(|(_, u)| *u))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a secret is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("an MPP challenge secret must be at least {MIN_SECRET_LEN} bytes, got {0}")]
+pub struct ShortSecret(pub usize);
+
+impl Secrets {
+    /// The secret is used as its bytes (an `openssl rand -base64 32` string
+    /// as its ASCII text, not decoded), as the SDKs do.
+    pub fn new(current: Vec<u8>, previous: Option<(Vec<u8>, OffsetDateTime)>) -> Result<Self, ShortSecret> {
+        for s in std::iter::once(&current).chain(previous.as_ref().map(|(p, _)| p)) {
+            if s.len() < MIN_SECRET_LEN {
+                return Err(ShortSecret(s.len()));
+            }
+        }
+        Ok(Secrets {
+            current: Zeroizing::new(current),
+            previous: previous.map(|(p, u)| (Zeroizing::new(p), u)),
+        })
+    }
+
+    fn id(key: &[u8], input: &str) -> [u8; 32] {
+        // unwrap: HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+        mac.update(input.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `id` was minted for `input` with a secret valid at `now`.
+    /// Constant time in the id; the previous secret is tried only inside
+    /// its overlap window.
+    fn verifies(&self, input: &str, id: &str, now: OffsetDateTime) -> bool {
+        let Some(given) = B64_LENIENT.decode(id).ok().filter(|g| g.len() == 32) else {
+            return false;
+        };
+        let current: bool = Self::id(&self.current, input).ct_eq(&given[..]).into();
+        let previous = match &self.previous {
+            Some((key, until)) if now < *until => Self::id(key, input).ct_eq(&given[..]).into(),
+            _ => false,
+        };
+        current | previous
+    }
+}
+
+/// The HMAC input: `realm|method|intent|request|expires|digest|opaque`,
+/// absent optional slots empty.
+fn hmac_input(
+    realm: &str,
+    method: &str,
+    intent: &str,
+    request: &str,
+    expires: Option<&str>,
+    digest: Option<&str>,
+    opaque: Option<&str>,
+) -> String {
+    [
+        realm,
+        method,
+        intent,
+        request,
+        expires.unwrap_or(""),
+        digest.unwrap_or(""),
+        opaque.unwrap_or(""),
+    ]
+    .join("|")
+}
+
+/// A challenge this service issues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub id: String,
+    pub realm: String,
+    pub request: String,
+    pub expires: String,
+}
+
+/// `expires` as the wire carries it: RFC 3339, whole seconds, UTC.
+pub fn format_expires(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+impl Challenge {
+    /// Mints the challenge for `request` in `realm`, expiring at `expires`.
+    pub fn mint(secrets: &Secrets, realm: &str, request: &ChargeRequest, expires: OffsetDateTime) -> Self {
+        let request = request.encode();
+        let expires = format_expires(expires);
+        let input = hmac_input(realm, METHOD, INTENT, &request, Some(&expires), None, None);
+        Challenge {
+            id: b64_encode(&Secrets::id(&secrets.current, &input)),
+            realm: realm.to_owned(),
+            request,
+            expires,
+        }
+    }
+
+    /// The `WWW-Authenticate` value.
+    pub fn header(&self) -> String {
+        format!(
+            "Payment id={}, realm={}, method=\"{METHOD}\", intent=\"{INTENT}\", request={}, expires={}",
+            quote(&self.id),
+            quote(&self.realm),
+            quote(&self.request),
+            quote(&self.expires),
+        )
+    }
+}
+
+/// RFC 7230 quoted-string (`"` and `\` escaped).
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The challenge as a credential echoes it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Echo {
+    pub id: String,
+    pub realm: String,
+    pub method: String,
+    pub intent: String,
+    pub request: String,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub opaque: Option<String>,
+}
+
+/// What the client paid with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Push: the client broadcast it.
+    Hash(TxHash),
+    /// Pull: a signed transaction for this service to broadcast.
+    Transaction(Bytes),
+}
+
+impl Payload {
+    /// The transaction's hash: the one a `hash` payload names, or the
+    /// keccak-256 of the signed EIP-2718 envelope.
+    pub fn tx_hash(&self) -> TxHash {
+        match self {
+            Payload::Hash(h) => *h,
+            Payload::Transaction(raw) => TxHash::from(keccak256(raw)),
+        }
+    }
+}
+
+/// A parsed `Authorization: Payment` credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentCredential {
+    pub challenge: Echo,
+    pub payload: Payload,
+    /// `did:pkh:eip155:<chain id>:<address>`, when the client gave one.
+    pub source: Option<Source>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub chain_id: u64,
+    pub address: Address,
+}
+
+/// Why a credential is not one (`malformed-credential`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed Payment credential: {0}")]
+pub struct Malformed(pub String);
+
+#[derive(Deserialize)]
+struct RawCredential {
+    challenge: Echo,
+    payload: RawPayload,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPayload {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    hash: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+/// Parses the part after `Payment `: base64url (padding optional, `+/`
+/// accepted) of the credential JSON.
+pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malformed> {
+    let bad = |m: &str| Malformed(m.to_owned());
+    let json = b64_decode(b64).ok_or_else(|| bad("the credential is not base64url"))?;
+    let raw: RawCredential =
+        serde_json::from_slice(&json).map_err(|e| Malformed(format!("the credential JSON: {e}")))?;
+    let payload = match raw.payload.kind.as_str() {
+        "hash" => {
+            let h = raw.payload.hash.ok_or_else(|| bad("a hash payload needs `hash`"))?;
+            Payload::Hash(h.parse().map_err(|e: String| Malformed(format!("payload.hash: {e}")))?)
+        }
+        "transaction" => {
+            let s = raw
+                .payload
+                .signature
+                .ok_or_else(|| bad("a transaction payload needs `signature`"))?;
+            let hex = s
+                .strip_prefix("0x")
+                .ok_or_else(|| bad("payload.signature is 0x-prefixed hex"))?;
+            if hex.is_empty() || hex.len() > 2 * MAX_TRANSACTION_BYTES {
+                return Err(Malformed(format!(
+                    "payload.signature must be 1 to {MAX_TRANSACTION_BYTES} bytes"
+                )));
+            }
+            let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
+            Payload::Transaction(Bytes::from(bytes))
+        }
+        other => {
+            return Err(Malformed(format!(
+                "payload.type {:?} is not hash or transaction",
+                other.chars().take(32).collect::<String>()
+            )));
+        }
+    };
+    let source = raw.source.as_deref().map(parse_source).transpose()?;
+    Ok(PaymentCredential {
+        challenge: raw.challenge,
+        payload,
+        source,
+    })
+}
+
+/// `did:pkh:eip155:(0|[1-9]\d{0,15}):0x<40 hex>`.
+fn parse_source(s: &str) -> Result<Source, Malformed> {
+    let bad = || Malformed("source must be did:pkh:eip155:<chain id>:<address>".into());
+    let rest = s.strip_prefix("did:pkh:eip155:").ok_or_else(bad)?;
+    let (chain, addr) = rest.split_once(':').ok_or_else(bad)?;
+    let chain_ok = chain == "0"
+        || (!chain.is_empty()
+            && chain.len() <= 16
+            && !chain.starts_with('0')
+            && chain.bytes().all(|b| b.is_ascii_digit()));
+    let hex = addr.strip_prefix("0x").ok_or_else(bad)?;
+    if !chain_ok || hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(Source {
+        chain_id: chain.parse().map_err(|_| bad())?,
+        // unwrap: 40 hex digits were checked above.
+        address: hex.parse().unwrap(),
+    })
+}
+
+/// Why an echoed challenge does not hold for this request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChallengeProblem {
+    /// `invalid-challenge`: not minted here (or altered), for another
+    /// route or price, or without a usable `expires`.
+    Invalid(String),
+    /// `payment-expired`.
+    Expired,
+}
+
+/// Checks an echoed challenge, in the SDKs' order: the HMAC, then that it
+/// is this route's (realm, method, intent and the request it charges now),
+/// then its expiry. A body digest is never issued here, so a credential
+/// that echoes one was altered.
+pub fn check_challenge(
+    echo: &Echo,
+    secrets: &Secrets,
+    realm: &str,
+    request: &ChargeRequest,
+    now: OffsetDateTime,
+) -> Result<(), ChallengeProblem> {
+    let invalid = |m: &str| Err(ChallengeProblem::Invalid(m.to_owned()));
+    let input = hmac_input(
+        &echo.realm,
+        &echo.method,
+        &echo.intent,
+        &echo.request,
+        echo.expires.as_deref(),
+        echo.digest.as_deref(),
+        echo.opaque.as_deref(),
+    );
+    if !secrets.verifies(&input, &echo.id, now) {
+        return invalid("the challenge was not issued by this service");
+    }
+    if echo.realm != realm || echo.method != METHOD || echo.intent != INTENT {
+        return invalid("the challenge is for another realm, method or intent");
+    }
+    let asked = b64_decode(&echo.request)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .ok_or_else(|| ChallengeProblem::Invalid("the challenge's request is not base64url JSON".into()))?;
+    if asked != request.to_value() {
+        return invalid("the challenge asks for another payment than this resource costs now");
+    }
+    if echo.digest.is_some() || echo.opaque.is_some() {
+        return invalid("the challenge carries fields this service never issues");
+    }
+    let Some(expires) = echo
+        .expires
+        .as_deref()
+        .and_then(|e| OffsetDateTime::parse(e, &Rfc3339).ok())
+    else {
+        return invalid("the challenge has no valid expires");
+    };
+    if expires <= now {
+        return Err(ChallengeProblem::Expired);
+    }
+    Ok(())
+}
+
+/// The 32-byte attribution memo layout: `ef1ed712` (keccak256("mpp")[..4]),
+/// version `01`, keccak256(realm)[..10], keccak256(client id)[..10] or
+/// zeros, keccak256(challenge id)[..7].
+pub const MEMO_TAG: [u8; 4] = [0xef, 0x1e, 0xd7, 0x12];
+pub const MEMO_VERSION: u8 = 0x01;
+
+/// What a memo must carry to bind a payment to one challenge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    server: [u8; 10],
+    nonce: [u8; 7],
+}
+
+impl Binding {
+    pub fn new(realm: &str, challenge_id: &str) -> Self {
+        let mut server = [0; 10];
+        server.copy_from_slice(&keccak256(realm.as_bytes())[..10]);
+        let mut nonce = [0; 7];
+        nonce.copy_from_slice(&keccak256(challenge_id.as_bytes())[..7]);
+        Binding { server, nonce }
+    }
+
+    /// Whether `memo` is an MPP memo bound to this realm and challenge
+    /// (any client id).
+    pub fn matches(&self, memo: &B256) -> bool {
+        is_mpp_memo(memo) && memo[5..15] == self.server && memo[25..32] == self.nonce
+    }
+
+    /// The anonymous memo (no client id) for this binding: what a test
+    /// client writes.
+    pub fn memo(&self) -> B256 {
+        let mut m = [0u8; 32];
+        m[..4].copy_from_slice(&MEMO_TAG);
+        m[4] = MEMO_VERSION;
+        m[5..15].copy_from_slice(&self.server);
+        m[25..32].copy_from_slice(&self.nonce);
+        B256::from(m)
+    }
+}
+
+pub fn is_mpp_memo(memo: &B256) -> bool {
+    memo[..4] == MEMO_TAG && memo[4] == MEMO_VERSION
+}
+
+/// The `Payment-Receipt` value for a settled transaction.
+pub fn receipt(tx_hash: &TxHash, settled_at: OffsetDateTime) -> String {
+    let v = json!({
+        "method": METHOD,
+        "reference": tx_hash.to_string(),
+        "status": "success",
+        "timestamp": format_expires(settled_at),
+    });
+    b64_encode(&canonical_value_bytes(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const SECRET: &[u8] = b"settlegate-test-secret-0123456789abcdef";
+    const REQUEST_B64: &str = "eyJhbW91bnQiOiIxMDAwMDAwIiwiY3VycmVuY3kiOiIweDIwYzAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDEiLCJtZXRob2REZXRhaWxzIjp7ImNoYWluSWQiOjQyNDMxLCJzdXBwb3J0ZWRNb2RlcyI6WyJwdXNoIl19LCJyZWNpcGllbnQiOiIweDcwOTk3OTcwQzUxODEyZGMzQTAxMEM3ZDAxYjUwZTBkMTdkYzc5QzgifQ";
+    const ID: &str = "d1pAw-OCELCL1t18fFRjPG727Zz_e08OTlvP1ldBphg";
+    const REALM: &str = "api.settlegate.test";
+    const EXPIRES: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
+    const BEFORE: OffsetDateTime = datetime!(2029-12-31 23:59:00 UTC);
+
+    fn secrets() -> Secrets {
+        Secrets::new(SECRET.to_vec(), None).unwrap()
+    }
+
+    fn push_request() -> ChargeRequest {
+        ChargeRequest {
+            amount: "1000000".parse().unwrap(),
+            currency: "0x20c0000000000000000000000000000000000001".parse().unwrap(),
+            recipient: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap(),
+            chain_id: 42431,
+            modes: Modes {
+                pull: false,
+                push: true,
+            },
+        }
+    }
+
+    fn echo(c: &Challenge) -> Echo {
+        Echo {
+            id: c.id.clone(),
+            realm: c.realm.clone(),
+            method: METHOD.into(),
+            intent: INTENT.into(),
+            request: c.request.clone(),
+            expires: Some(c.expires.clone()),
+            digest: None,
+            opaque: None,
+        }
+    }
+
+    #[test]
+    fn the_sdks_test_vector() {
+        let c = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES);
+        assert_eq!(c.request, REQUEST_B64);
+        assert_eq!(c.id, ID);
+        assert_eq!(c.expires, "2030-01-01T00:00:00Z");
+        assert_eq!(
+            c.header(),
+            format!(
+                "Payment id=\"{ID}\", realm=\"{REALM}\", method=\"tempo\", intent=\"charge\", request=\"{REQUEST_B64}\", expires=\"2030-01-01T00:00:00Z\""
+            )
+        );
+        // The other vectors of the same challenge, through the input slots.
+        let with = |digest: Option<&str>, opaque: Option<&str>, expires: Option<&str>| {
+            let input = hmac_input(REALM, METHOD, INTENT, REQUEST_B64, expires, digest, opaque);
+            b64_encode(&Secrets::id(SECRET, &input))
+        };
+        let exp = Some("2030-01-01T00:00:00Z");
+        assert_eq!(
+            with(None, Some("eyJvcmRlciI6IjQyIn0"), exp),
+            "Ft_TtzvLQbtpXsANWvQqBsoxrBBMrTcXicKTg-0pP9U"
+        );
+        assert_eq!(
+            with(
+                Some("sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+                None,
+                exp
+            ),
+            "N02VxMCxkttLbDtkZOtVaW_obrjWM4YnxdpnQk0GC2c"
+        );
+        assert_eq!(with(None, None, None), "-ap-K76i-t67yBb35DlsQtNWeSBeamCAiYpCsOLe29Y");
+    }
+
+    #[test]
+    fn a_minted_challenge_checks_and_every_alteration_is_refused() {
+        let s = secrets();
+        let req = push_request();
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES);
+        assert_eq!(check_challenge(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
+
+        let invalid = |e: &Echo| {
+            matches!(
+                check_challenge(e, &s, REALM, &req, BEFORE),
+                Err(ChallengeProblem::Invalid(_))
+            )
+        };
+        let dearer = ChargeRequest {
+            amount: "1".parse().unwrap(),
+            ..req.clone()
+        };
+        let elsewhere = ChargeRequest {
+            recipient: Address::repeat_byte(7),
+            ..req.clone()
+        };
+        for altered in [
+            Echo {
+                request: dearer.encode(),
+                ..echo(&c)
+            },
+            Echo {
+                request: elsewhere.encode(),
+                ..echo(&c)
+            },
+            Echo {
+                expires: Some("2031-01-01T00:00:00Z".into()),
+                ..echo(&c)
+            },
+            Echo {
+                expires: None,
+                ..echo(&c)
+            },
+            Echo {
+                realm: "other".into(),
+                ..echo(&c)
+            },
+            Echo {
+                method: "stripe".into(),
+                ..echo(&c)
+            },
+            Echo {
+                intent: "session".into(),
+                ..echo(&c)
+            },
+            Echo {
+                digest: Some("sha-256=:x:".into()),
+                ..echo(&c)
+            },
+            Echo {
+                opaque: Some("e30".into()),
+                ..echo(&c)
+            },
+            Echo {
+                id: format!("{}A", &c.id[..42]),
+                ..echo(&c)
+            },
+            Echo {
+                id: "".into(),
+                ..echo(&c)
+            },
+            Echo {
+                id: "!!".into(),
+                ..echo(&c)
+            },
+        ] {
+            assert!(invalid(&altered), "{altered:?}");
+        }
+        // Minted with another secret.
+        let other = Secrets::new(b"another-secret-of-at-least-32-bytes!".to_vec(), None).unwrap();
+        let foreign = Challenge::mint(&other, REALM, &req, EXPIRES);
+        assert!(invalid(&echo(&foreign)));
+        // Valid, but this route costs something else now (a genome change).
+        assert!(matches!(
+            check_challenge(&echo(&c), &s, REALM, &dearer, BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        // Or another realm now.
+        assert!(matches!(
+            check_challenge(&echo(&c), &s, "other", &req, BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        // Expired: at the instant and after.
+        for now in [EXPIRES, EXPIRES + time::Duration::seconds(1)] {
+            assert_eq!(
+                check_challenge(&echo(&c), &s, REALM, &req, now),
+                Err(ChallengeProblem::Expired)
+            );
+        }
+        // A re-serialised (padded, +/) id still verifies.
+        let padded = Echo {
+            id: format!("{}=", c.id),
+            ..echo(&c)
+        };
+        assert_eq!(check_challenge(&padded, &s, REALM, &req, BEFORE), Ok(()));
+        // Fractions and offsets in expires are RFC 3339 too; the HMAC
+        // covers the string as echoed, so only a minted one passes.
+        assert!(OffsetDateTime::parse("2030-01-01T01:00:00.123+01:00", &Rfc3339).is_ok());
+    }
+
+    #[test]
+    fn the_previous_secret_verifies_only_inside_its_window() {
+        let req = push_request();
+        let old = secrets();
+        let minted = Challenge::mint(&old, REALM, &req, EXPIRES);
+        let until = BEFORE + time::Duration::seconds(10);
+        let rotated = Secrets::new(
+            b"the-new-secret-of-at-least-32-bytes!".to_vec(),
+            Some((SECRET.to_vec(), until)),
+        )
+        .unwrap();
+        assert_eq!(check_challenge(&echo(&minted), &rotated, REALM, &req, BEFORE), Ok(()));
+        assert!(matches!(
+            check_challenge(&echo(&minted), &rotated, REALM, &req, until),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        // The new secret mints.
+        let fresh = Challenge::mint(&rotated, REALM, &req, EXPIRES);
+        assert_ne!(fresh.id, minted.id);
+        assert_eq!(check_challenge(&echo(&fresh), &rotated, REALM, &req, until), Ok(()));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert_eq!(Secrets::new(vec![b'a'; 31], None).unwrap_err(), ShortSecret(31));
+        let now = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(
+            Secrets::new(vec![b'a'; 32], Some((vec![b'b'; 5], now))).unwrap_err(),
+            ShortSecret(5)
+        );
+        assert!(!format!("{:?}", secrets()).contains("settlegate-test-secret"));
+    }
+
+    #[test]
+    fn the_worked_credential_example_parses() {
+        let cred = "eyJjaGFsbGVuZ2UiOnsiZXhwaXJlcyI6IjIwMzAtMDEtMDFUMDA6MDA6MDBaIiwiaWQiOiJkMXBBdy1PQ0VMQ0wxdDE4ZkZSalBHNzI3WnpfZTA4T1RsdlAxbGRCcGhnIiwiaW50ZW50IjoiY2hhcmdlIiwibWV0aG9kIjoidGVtcG8iLCJyZWFsbSI6ImFwaS5zZXR0bGVnYXRlLnRlc3QiLCJyZXF1ZXN0IjoiZXlKaGJXOTFiblFpT2lJeE1EQXdNREF3SWl3aVkzVnljbVZ1WTNraU9pSXdlREl3WXpBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURBd01EQXdNREF3TURFaUxDSnRaWFJvYjJSRVpYUmhhV3h6SWpwN0ltTm9ZV2x1U1dRaU9qUXlORE14TENKemRYQndiM0owWldSTmIyUmxjeUk2V3lKd2RYTm9JbDE5TENKeVpXTnBjR2xsYm5RaU9pSXdlRGN3T1RrM09UY3dRelV4T0RFeVpHTXpRVEF4TUVNM1pEQXhZalV3WlRCa01UZGtZemM1UXpnaWZRIn0sInBheWxvYWQiOnsiaGFzaCI6IjB4YWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYiIsInR5cGUiOiJoYXNoIn0sInNvdXJjZSI6ImRpZDpwa2g6ZWlwMTU1OjQyNDMxOjB4ZjM5RmQ2ZTUxYWFkODhGNkY0Y2U2YUI4ODI3Mjc5Y2ZmRmI5MjI2NiJ9";
+        let c = parse_payment_credential(cred).unwrap();
+        assert_eq!(c.challenge.id, ID);
+        assert_eq!(
+            c.payload,
+            Payload::Hash(format!("0x{}", "ab".repeat(32)).parse().unwrap())
+        );
+        assert_eq!(
+            c.source,
+            Some(Source {
+                chain_id: 42431,
+                address: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap()
+            })
+        );
+        let s = secrets();
+        assert_eq!(
+            check_challenge(&c.challenge, &s, REALM, &push_request(), BEFORE),
+            Ok(())
+        );
+    }
+
+    fn encode(v: &Value) -> String {
+        b64_encode(&serde_json::to_vec(v).unwrap())
+    }
+
+    fn good() -> Value {
+        json!({
+            "challenge": {"id": ID, "realm": REALM, "method": "tempo", "intent": "charge",
+                          "request": REQUEST_B64, "expires": "2030-01-01T00:00:00Z", "description": "ignored"},
+            "payload": {"type": "hash", "hash": format!("0x{}", "AB".repeat(32))},
+            "source": "did:pkh:eip155:42431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+        })
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused_with_a_reason() {
+        assert!(parse_payment_credential(&encode(&good())).is_ok());
+        // Padding and the standard alphabet decode too.
+        let std_b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&good()).unwrap());
+        assert!(parse_payment_credential(&std_b64).is_ok());
+
+        let with = |pointer: &str, v: Value| {
+            let mut g = good();
+            *g.pointer_mut(pointer).unwrap() = v;
+            encode(&g)
+        };
+        let without = |parent: &str, key: &str| {
+            let mut g = good();
+            g.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            encode(&g)
+        };
+        let cases = [
+            "not base64 at all!".to_owned(),
+            b64_encode(b"not json"),
+            b64_encode(b"[]"),
+            b64_encode(b"{}"),
+            with("/payload/type", json!("proof")),
+            with("/payload/type", json!(7)),
+            with("/payload/hash", json!("0x1234")),
+            with("/payload/hash", json!(null)),
+            without("/payload", "hash"),
+            without("", "payload"),
+            without("", "challenge"),
+            without("/challenge", "id"),
+            with("/challenge/id", json!(5)),
+            with("/challenge/expires", json!(2030)),
+            with(
+                "/source",
+                json!("did:pkh:eip155:042431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+            ),
+            with("/source", json!("did:pkh:eip155:42431:0xf39F")),
+            with("/source", json!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")),
+            with("/source", json!(1)),
+            encode(&json!({"challenge": good()["challenge"], "payload": {"type": "transaction"}})),
+            encode(&json!({"challenge": good()["challenge"], "payload": {"type": "transaction", "signature": "76ab"}})),
+            encode(&json!({"challenge": good()["challenge"], "payload": {"type": "transaction", "signature": "0xzz"}})),
+            encode(
+                &json!({"challenge": good()["challenge"], "payload": {"type": "transaction",
+                "signature": format!("0x{}", "ab".repeat(MAX_TRANSACTION_BYTES + 1))}}),
+            ),
+        ];
+        for c in cases {
+            assert!(parse_payment_credential(&c).is_err(), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_payload_is_named_by_the_keccak_of_its_envelope() {
+        let v =
+            json!({"challenge": good()["challenge"], "payload": {"type": "transaction", "signature": "0x76c0ffee"}});
+        let c = parse_payment_credential(&encode(&v)).unwrap();
+        assert_eq!(
+            c.payload,
+            Payload::Transaction(Bytes::from(vec![0x76, 0xc0, 0xff, 0xee]))
+        );
+        assert_eq!(c.payload.tx_hash(), TxHash::from(keccak256([0x76, 0xc0, 0xff, 0xee])));
+    }
+
+    #[test]
+    fn attribution_memo_vectors() {
+        assert_eq!(&keccak256(b"mpp")[..4], &MEMO_TAG);
+        let b = Binding::new(REALM, ID);
+        let anonymous: B256 = "0xef1ed712017bb5ab224008c615c7440000000000000000000025d1e5e3e14040"
+            .parse()
+            .unwrap();
+        let with_client: B256 = "0xef1ed712017bb5ab224008c615c7441614c8ec7755b88da72b25d1e5e3e14040"
+            .parse()
+            .unwrap();
+        assert_eq!(b.memo(), anonymous);
+        assert!(b.matches(&anonymous));
+        assert!(b.matches(&with_client));
+        assert!(!Binding::new("other realm", ID).matches(&anonymous));
+        assert!(!Binding::new(REALM, "another-challenge-id").matches(&anonymous));
+        let mut wrong_version = anonymous;
+        wrong_version.0[4] = 2;
+        assert!(!b.matches(&wrong_version));
+        assert!(!b.matches(&B256::ZERO));
+    }
+
+    #[test]
+    fn the_receipt_is_jcs_base64url() {
+        let h: TxHash = format!("0x{}", "ab".repeat(32)).parse().unwrap();
+        let r = receipt(&h, datetime!(2030-01-01 00:00:05 UTC));
+        let decoded: Value = serde_json::from_slice(&b64_decode(&r).unwrap()).unwrap();
+        assert_eq!(
+            decoded,
+            json!({"method": "tempo", "reference": h.to_string(), "status": "success", "timestamp": "2030-01-01T00:00:05Z"})
+        );
+        assert!(!r.contains('='));
+    }
+}
