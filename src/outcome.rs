@@ -7,12 +7,14 @@
 use settlegate_actors::replay_guard::StoreError;
 use settlegate_actors::rpc_pool::RpcError;
 use settlegate_rules::GenomeError;
-use settlegate_rules::policy::{Price, SettlementPolicy};
+use settlegate_rules::mpp::{ChargeRequest, Modes};
+use settlegate_rules::policy::{Price, Schemes, SettlementPolicy};
 use settlegate_rules::primitives::{Address, Amount};
 use settlegate_rules::replay::Settlement;
 use settlegate_rules::settlement::Reason;
 
-/// What a paying client needs to pay for this request.
+/// What a paying client needs to pay for this request: one challenge per
+/// accepted scheme is rendered from it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Challenge {
     pub realm: String,
@@ -20,6 +22,9 @@ pub struct Challenge {
     pub amount: Amount,
     pub recipient: Address,
     pub chain_id: u64,
+    pub schemes: Schemes,
+    /// How long a `Payment` challenge stays answerable.
+    pub ttl_seconds: u64,
 }
 
 impl Challenge {
@@ -31,6 +36,19 @@ impl Challenge {
             amount: price.amount,
             recipient: policy.recipient,
             chain_id: policy.chain_id,
+            schemes: policy.schemes,
+            ttl_seconds: policy.challenge_ttl_seconds,
+        }
+    }
+
+    /// The tempo `charge` request a `Payment` challenge for it carries.
+    pub fn charge_request(&self) -> ChargeRequest {
+        ChargeRequest {
+            amount: self.amount,
+            currency: self.asset,
+            recipient: self.recipient,
+            chain_id: self.chain_id,
+            modes: Modes::BOTH,
         }
     }
 }
@@ -49,6 +67,8 @@ pub enum Outcome {
 pub enum Denial {
     /// No usable credential.
     PaymentRequired(String),
+    /// A `Payment` credential that does not parse (`malformed-credential`).
+    MalformedCredential(String),
     /// Not visible or not confirmed yet; retry.
     Pending { reason: Option<Reason>, detail: String },
     /// The payment does not satisfy the policy. Final.
@@ -69,6 +89,7 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::PaymentRequired(_) => "PAYMENT_REQUIRED",
+            Denial::MalformedCredential(_) => "MALFORMED_CREDENTIAL",
             Denial::Pending { .. } => "PAYMENT_PENDING",
             Denial::Failed(_) => "VERIFICATION_FAILED",
             Denial::Replayed => "REPLAYED",
@@ -79,7 +100,7 @@ impl Denial {
         match self {
             Denial::Failed(r) => Some(*r),
             Denial::Pending { reason, .. } => *reason,
-            Denial::PaymentRequired(_) | Denial::Replayed => None,
+            Denial::PaymentRequired(_) | Denial::MalformedCredential(_) | Denial::Replayed => None,
         }
     }
 }

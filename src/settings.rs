@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
 use serde::Deserialize;
 use settlegate_rules::keys::PublicKey;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use url::Url;
 
 use crate::http::RequestLog;
@@ -73,6 +76,12 @@ pub struct Settings {
     pub log_request_level: RequestLog,
     pub log_buffer_lines: usize,
     pub otlp_endpoint: Option<Url>,
+    /// The MPP challenge secret; `None`: a random one per process.
+    pub payment_secret: Option<Secret>,
+    /// The secret before a rotation, and until when it still verifies.
+    pub payment_previous_secret: Option<(Secret, OffsetDateTime)>,
+    /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +97,25 @@ struct Raw {
     log: RawLog,
     #[serde(default)]
     otel: RawOtel,
+    #[serde(default)]
+    payment: RawPayment,
+    authorize: RawAuthorize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPayment {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+    previous_secret_until: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorize {
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +212,7 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("trust.keys")
             .with_list_parse_key("rpc.urls")
+            .with_list_parse_key("authorize.trusted_proxies")
             .source(env);
         let raw: Raw = builder
             .add_source(environment)
@@ -321,6 +350,67 @@ impl Settings {
             .map(|u| parse_http_url("otel.endpoint", u))
             .transpose()?;
 
+        let secret = |key: &str, value: Option<String>, file: Option<PathBuf>| -> Result<Option<Secret>, ConfigError> {
+            let s = match (value, file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError(format!(
+                        "set payment.{key} or payment.{key}_file, not both"
+                    )));
+                }
+                (Some(s), None) => s,
+                (None, Some(path)) => read_side_file(&path, &format!("payment.{key}_file"))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+                (None, None) => return Ok(None),
+            };
+            // Never echo the secret, only its length.
+            if s.len() < settlegate_rules::mpp::MIN_SECRET_LEN {
+                return Err(ConfigError(format!(
+                    "payment.{key} must be at least {} bytes, got {} (e.g. `openssl rand -base64 32`)",
+                    settlegate_rules::mpp::MIN_SECRET_LEN,
+                    s.len()
+                )));
+            }
+            Ok(Some(Secret(s)))
+        };
+        let p = raw.payment;
+        let payment_secret = secret("secret", p.secret, p.secret_file)?;
+        let previous = secret("previous_secret", p.previous_secret, p.previous_secret_file)?;
+        let payment_previous_secret = match (previous, p.previous_secret_until) {
+            (None, None) => None,
+            (Some(s), Some(until)) => {
+                let until = OffsetDateTime::parse(until.trim(), &Rfc3339).map_err(|_| {
+                    ConfigError(format!(
+                        "payment.previous_secret_until {until:?} is not an RFC 3339 time such as 2026-12-02T12:00:00Z"
+                    ))
+                })?;
+                Some((s, until))
+            }
+            (Some(_), None) => {
+                return fail(
+                    "payment.previous_secret needs payment.previous_secret_until (when the overlap ends)".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return fail("payment.previous_secret_until is set without payment.previous_secret".into());
+            }
+        };
+        if payment_previous_secret.is_some() && payment_secret.is_none() {
+            return fail("payment.previous_secret is set without payment.secret".into());
+        }
+        if let (Some(cur), Some((prev, _))) = (&payment_secret, &payment_previous_secret)
+            && cur == prev
+        {
+            return fail("payment.previous_secret equals payment.secret".into());
+        }
+        let trusted_proxies = raw
+            .authorize
+            .trusted_proxies
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_net(s.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Settings {
             listen,
             workers: raw.server.workers,
@@ -344,8 +434,22 @@ impl Settings {
             log_request_level,
             log_buffer_lines: raw.log.buffer_lines,
             otlp_endpoint,
+            payment_secret,
+            payment_previous_secret,
+            trusted_proxies,
         })
     }
+}
+
+/// An IP address or CIDR block.
+fn parse_net(s: &str) -> Result<IpNet, ConfigError> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError(format!(
+                "authorize.trusted_proxies: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
+            ))
+        })
 }
 
 fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {

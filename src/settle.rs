@@ -23,16 +23,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
 
 use actix::{Addr, ArbiterHandle, MailboxError};
+use alloy_primitives::Bytes;
 use settlegate_actors::coalescer::{Check, Coalescer, Looked};
-use settlegate_actors::replay_guard::{Consume, Consumed, ConsumedCache, Follow, Recall, ReplayGuard, StoreError};
-use settlegate_actors::rpc_pool::{Lookup, RpcError};
+use settlegate_actors::replay_guard::{
+    Consume, Consumed, ConsumedCache, Follow, Recall, Release, ReplayGuard, Reserve, StoreError,
+};
+use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::genome::VerifiedGenome;
+use settlegate_rules::mpp::Binding;
 use settlegate_rules::policy::Price;
 use settlegate_rules::replay::{
     KeyDigest, ReplayRecord, ReplayVerdict, RequestIdentity, Scheme, Settlement, judge_replay, record_ttl,
 };
-use settlegate_rules::settlement::{Pending, Reason, Verdict, judge, memo_rule, needs_head};
+use settlegate_rules::settlement::{PayerRule, Pending, Reason, Terms, Verdict, judge, memo_rule, needs_head};
 
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 
@@ -43,6 +47,12 @@ pub struct SettleRequest {
     pub scheme: Scheme,
     pub resource: Option<String>,
     pub idempotency_key: Option<KeyDigest>,
+    /// The challenge a `Payment` credential answers: its memo must name it.
+    pub binding: Option<Binding>,
+    pub payer: PayerRule,
+    /// A signed transaction to broadcast first (a pull-mode `Payment`
+    /// credential); `hash` is its hash.
+    pub submit: Option<Bytes>,
 }
 
 impl SettleRequest {
@@ -66,6 +76,8 @@ pub struct Settler {
     pub lookup_timeout: Duration,
     /// The arbiter the actors run on.
     pub arbiter: ArbiterHandle,
+    /// Broadcasts pull-mode transactions.
+    pub rpc: Addr<RpcPool>,
 }
 
 impl Settler {
@@ -118,12 +130,24 @@ impl Settler {
             chain_id: policy.chain_id,
             need_head: needs_head(policy),
         };
-        let memo = memo_rule(policy.memo, req.scheme, None);
-        let mut looked = match self.check(lookup, false).await {
+        let terms = Terms {
+            memo: memo_rule(policy.memo, req.scheme, req.binding),
+            payer: req.payer,
+        };
+        // A pull-mode credential: broadcast its transaction (once, across
+        // instances), then look it up like any other.
+        let (broadcast, rejected) = match &req.submit {
+            Some(raw) => match self.submit(raw, req.hash, policy.chain_id).await {
+                Ok(done) => done,
+                Err(unavailable) => return Outcome::Unavailable(unavailable),
+            },
+            None => (false, false),
+        };
+        let mut looked = match self.check(lookup, broadcast).await {
             Ok(l) => l,
             Err(e) => return Outcome::Unavailable(Unavailable::Rpc(e)),
         };
-        let mut verdict = judge(&looked.facts, policy, price, memo, unix_now());
+        let mut verdict = judge(&looked.facts, policy, price, terms, unix_now());
         if matches!(verdict, Verdict::Settled(_)) && !looked.fresh {
             // Held facts may refuse, never settle. They came from a lookup
             // that just settled for somebody: follow that consume if it is
@@ -139,7 +163,7 @@ impl Settler {
                 Ok(l) => l,
                 Err(e) => return Outcome::Unavailable(Unavailable::Rpc(e)),
             };
-            verdict = judge(&looked.facts, policy, price, memo, unix_now());
+            verdict = judge(&looked.facts, policy, price, terms, unix_now());
         }
 
         match verdict {
@@ -164,6 +188,10 @@ impl Settler {
                 self.failed_or_replayed(reason, req, challenge).await
             }
             Verdict::Failed(reason) => Outcome::Denied(Denial::Failed(reason), challenge),
+            // The node refused the transaction and does not know it.
+            Verdict::Pending(Pending::NotVisible) if rejected => {
+                Outcome::Denied(Denial::Failed(Reason::TxRejected), challenge)
+            }
             Verdict::Pending(Pending::NotVisible) => Outcome::Denied(
                 Denial::Pending {
                     reason: None,
@@ -202,6 +230,45 @@ impl Settler {
         }
     }
 
+    /// Broadcasts `raw` if no other presentation of it holds the
+    /// reservation: `(broadcast here, refused by the node)`. A broadcast
+    /// that failed gives the reservation back, so a retry can broadcast.
+    async fn submit(&self, raw: &Bytes, hash: TxHash, chain_id: u64) -> Result<(bool, bool), Unavailable> {
+        let ttl = self.lookup_timeout * 2;
+        match self.guard.send(Reserve { hash, ttl }).await {
+            Ok(Ok(true)) => {}
+            // Another presentation broadcasts it (or did): look it up.
+            Ok(Ok(false)) => return Ok((false, false)),
+            Ok(Err(e)) => return Err(Unavailable::Store(e)),
+            Err(_) => return Err(Unavailable::Store(StoreError::Stopped)),
+        }
+        let wait = self.lookup_timeout + Duration::from_secs(1);
+        let sent = self
+            .rpc
+            .send(Broadcast {
+                raw: raw.clone(),
+                chain_id,
+            })
+            .timeout(wait)
+            .await;
+        match sent {
+            Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok((true, false)),
+            Ok(Ok(Submitted::Rejected(message))) => {
+                tracing::info!(tx_hash = %hash, node_message = %truncate(&message, 200), "the node refused a pull-mode transaction");
+                self.guard.do_send(Release(hash));
+                Ok((true, true))
+            }
+            Ok(Err(e)) => {
+                self.guard.do_send(Release(hash));
+                Err(Unavailable::Rpc(e))
+            }
+            Err(_) => {
+                self.guard.do_send(Release(hash));
+                Err(Unavailable::Rpc(RpcError::Timeout(wait)))
+            }
+        }
+    }
+
     async fn check(&self, lookup: Lookup, fresh_only: bool) -> Result<Looked, RpcError> {
         // The coalescer bounds the lookup; this only guards its mailbox.
         let wait = self.lookup_timeout + Duration::from_secs(1);
@@ -218,6 +285,14 @@ fn replay_outcome(record: &ReplayRecord, req: &SettleRequest, challenge: Challen
         ReplayVerdict::Retry(settlement) => Outcome::Settled(*settlement),
         ReplayVerdict::Replayed => Outcome::Denied(Denial::Replayed, challenge),
     }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn unix_now() -> u64 {

@@ -21,8 +21,10 @@ use settlegate_actors::rpc_pool::{PoolConfig, RpcPool};
 use settlegate_actors::{GenomeSource, GenomeSupervisor};
 use settlegate_rules::GenomeError;
 use settlegate_rules::genome::TrustRoot;
+use settlegate_rules::mpp::Secrets;
 use settlegate_rules::seed::SeedVars;
 
+use crate::http::respond::Challenges;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::settings::{ConfigError, Settings};
@@ -110,6 +112,7 @@ impl Application {
         .map_err(ConfigError)?
         .hold_absent_for(settings.coalescer_window);
         let replay_backend = guard.backend_name();
+        let secrets = payment_secrets(&settings)?;
 
         // The genome is verified: only now may a socket exist.
         let listener = TcpListener::bind(settings.listen)
@@ -139,6 +142,7 @@ impl Application {
             min_record_ttl: settings.replay_min_record_ttl,
             lookup_timeout: settings.lookup_timeout,
             arbiter: actix::Arbiter::current(),
+            rpc: rpc.clone(),
         };
 
         let state = AppState {
@@ -149,7 +153,8 @@ impl Application {
             replay,
             replay_backend,
             request_log: settings.log_request_level,
-            challenges: Default::default(),
+            challenges: Arc::new(Challenges::new(Arc::new(secrets))),
+            trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
         };
         let mut server = HttpServer::new(move || {
             App::new()
@@ -198,4 +203,27 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The MPP challenge secrets from the settings, or a random secret for this
+/// process when none is configured (said at boot: challenges then only
+/// verify here, until a restart).
+fn payment_secrets(settings: &Settings) -> Result<Secrets, BootError> {
+    let current = match &settings.payment_secret {
+        Some(s) => s.expose().as_bytes().to_vec(),
+        None => {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| ConfigError(format!("no randomness for the payment secret: {e}")))?;
+            tracing::warn!(
+                "no payment.secret: Payment-scheme challenges use a random secret and only verify on this instance \
+                 until it restarts; set payment.secret_file for several instances"
+            );
+            hex::encode(b).into_bytes()
+        }
+    };
+    let previous = settings
+        .payment_previous_secret
+        .as_ref()
+        .map(|(s, until)| (s.expose().as_bytes().to_vec(), *until));
+    Secrets::new(current, previous).map_err(|e| ConfigError(e.to_string()).into())
 }

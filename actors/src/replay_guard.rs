@@ -117,6 +117,24 @@ pub struct Expect {
 #[rtype(result = "Result<Option<Arc<ReplayRecord>>, StoreError>")]
 pub struct Recall(pub TxHash);
 
+/// Reserves the broadcast of a signed transaction (a pull-mode `Payment`
+/// credential) for `ttl`: `true` for the one presentation, across every
+/// instance on the store, that may broadcast it; `false` while another holds
+/// it. Two presentations of one transaction never both broadcast it, and
+/// the consume after it stays the usual `put_if_absent`, so they never both
+/// settle it either.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Reserve {
+    pub hash: TxHash,
+    pub ttl: Duration,
+}
+
+/// Gives a reservation up (the broadcast failed and may be retried).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release(pub TxHash);
+
 /// Whether the store answers (for `/readyz`).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -205,6 +223,8 @@ pub struct ReplayGuard {
     /// Consumes announced by [`Expect`], with the follows waiting for them.
     expected: HashMap<TxHash, (Instant, Vec<Reply<Consumed>>)>,
     absent_for: Duration,
+    /// Broadcast reservations of the local backend (one instance).
+    reserved: HashMap<TxHash, Instant>,
 }
 
 /// Held "not consumed" answers beyond this many are not kept.
@@ -259,6 +279,7 @@ impl ReplayGuard {
             absent: HashMap::new(),
             absent_for: Duration::ZERO,
             expected: HashMap::new(),
+            reserved: HashMap::new(),
         }
     }
 
@@ -498,6 +519,64 @@ impl Handler<RecallDone> for ReplayGuard {
     }
 }
 
+impl Handler<Reserve> for ReplayGuard {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, Reserve { hash, ttl }: Reserve, _: &mut Self::Context) -> Self::Result {
+        if let Backend::Local(_) = self.backend {
+            let now = Instant::now();
+            if self.reserved.len() >= MAX_ABSENT {
+                self.reserved.retain(|_, until| *until > now);
+            }
+            let free = self.reserved.get(&hash).is_none_or(|until| *until <= now);
+            if free {
+                self.reserved.insert(hash, now + ttl);
+            }
+            return Box::pin(async move { Ok(free) });
+        }
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        Box::pin(self.run(
+            "reserve",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.reserve(&hash, ttl_ms).await,
+                    Backend::Local(_) => Ok(true),
+                }
+            },
+            |won| if *won { "reserved" } else { "held" },
+        ))
+    }
+}
+
+impl Handler<Release> for ReplayGuard {
+    type Result = ();
+
+    fn handle(&mut self, Release(hash): Release, ctx: &mut Self::Context) {
+        if self.reserved.remove(&hash).is_some() {
+            return;
+        }
+        let release = self.run(
+            "release",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.release(&hash).await,
+                    Backend::Local(_) => Ok(()),
+                }
+            },
+            |_| "ok",
+        );
+        ctx.spawn(
+            async move {
+                if let Err(e) = release.await {
+                    // It expires by itself; until then a retry looks up.
+                    tracing::warn!(tx_hash = %hash, error = %e, "could not release a broadcast reservation");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
 impl Handler<Ping> for ReplayGuard {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
@@ -616,6 +695,31 @@ impl RedisStore {
             .with_conn(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
         raw.map(|r| decode(r.as_bytes()).map(Arc::new)).transpose()
+    }
+
+    async fn reserve(&self, hash: &TxHash, ttl_ms: u64) -> Result<bool, StoreError> {
+        let key = format!("{}broadcast:{hash}", self.prefix);
+        let set: Option<String> = self
+            .with_conn(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn release(&self, hash: &TxHash) -> Result<(), StoreError> {
+        let key = format!("{}broadcast:{hash}", self.prefix);
+        let _: i64 = self
+            .with_conn(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use alloy_json_rpc::RpcError as AlloyError;
-use alloy_primitives::U64;
+use alloy_primitives::{Bytes, U64};
 use alloy_rpc_client::RpcClient;
 use alloy_transport::{TransportError, TransportErrorKind};
 use parking_lot::Mutex;
@@ -177,6 +177,28 @@ pub struct Lookup {
     pub need_head: bool,
 }
 
+/// Broadcasts a signed transaction (a pull-mode `Payment` credential) on an
+/// endpoint verified on `chain_id`: `eth_sendRawTransactionSync` (the
+/// answer comes once the transaction is mined), or `eth_sendRawTransaction`
+/// on a node without it.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Submitted, RpcError>")]
+pub struct Broadcast {
+    pub raw: Bytes,
+    pub chain_id: u64,
+}
+
+/// What the node did with a broadcast transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Mined (the synchronous method answered with its receipt).
+    Mined,
+    /// In the node's pool (or known to it already): it may be mined soon.
+    Accepted,
+    /// Refused: it will not be mined as it is. The node's message, for logs.
+    Rejected(String),
+}
+
 /// Each endpoint's state relative to `chain_id`; with `probe`, endpoints
 /// that are not known to be healthy are asked for their chain id first
 /// (a recovered node shows up).
@@ -253,6 +275,15 @@ impl Handler<Lookup> for RpcPool {
     fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
         let shared = self.shared.clone();
         Box::pin(async move { shared.lookup(msg).await })
+    }
+}
+
+impl Handler<Broadcast> for RpcPool {
+    type Result = ResponseFuture<Result<Submitted, RpcError>>;
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.broadcast(msg).await })
     }
 }
 
@@ -333,6 +364,88 @@ impl Shared {
         Err(last.unwrap_or_else(|| self.no_route(msg.chain_id)))
     }
 
+    async fn broadcast(&self, msg: Broadcast) -> Result<Submitted, RpcError> {
+        let mut last = None;
+        let mut attempts = 0;
+        for i in self.route(msg.chain_id) {
+            if attempts == ATTEMPTS {
+                break;
+            }
+            if !self.acquire(i) {
+                continue;
+            }
+            match self.broadcast_on(i, &msg).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.endpoints[i].label, error = %e, cause = e.cause(),
+                        "RPC broadcast failed");
+                    if !matches!(e, RpcError::WrongChain { .. }) {
+                        attempts += 1;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_route(msg.chain_id)))
+    }
+
+    async fn broadcast_on(&self, i: usize, msg: &Broadcast) -> Result<Submitted, RpcError> {
+        self.ensure_chain(i, msg.chain_id).await?;
+        let e = &self.endpoints[i];
+        // A node refusing the transaction is an answer about the
+        // transaction, not a fault of the endpoint.
+        let refused = |r: &RpcError| matches!(r, RpcError::JsonRpc { .. });
+        let sync = self
+            .exchange_with(
+                i,
+                &["eth_sendRawTransactionSync"],
+                e.client
+                    .request::<_, serde_json::Value>("eth_sendRawTransactionSync", (&msg.raw,)),
+                refused,
+            )
+            .await;
+        let error = match sync {
+            Ok(_) => return Ok(Submitted::Mined),
+            // -32601: the node has no synchronous method.
+            Err(RpcError::JsonRpc { code: -32601, .. }) => {
+                match self
+                    .exchange_with(
+                        i,
+                        &["eth_sendRawTransaction"],
+                        e.client
+                            .request::<_, serde_json::Value>("eth_sendRawTransaction", (&msg.raw,)),
+                        refused,
+                    )
+                    .await
+                {
+                    Ok(_) => return Ok(Submitted::Accepted),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        match error {
+            RpcError::JsonRpc { message, .. } if already_known(&message) => Ok(Submitted::Accepted),
+            RpcError::JsonRpc { message, .. } => Ok(Submitted::Rejected(message)),
+            other => Err(other),
+        }
+    }
+
+    /// Checks the endpoint's chain id unless it is verified already.
+    async fn ensure_chain(&self, i: usize, chain_id: u64) -> Result<(), RpcError> {
+        let verified = {
+            let h = self.endpoints[i].health.lock();
+            h.chain_checked && h.chain_id == Some(chain_id)
+        };
+        if !verified {
+            let got = self.probe_chain(i).await?;
+            if got != chain_id {
+                return Err(RpcError::WrongChain { got, want: chain_id });
+            }
+        }
+        Ok(())
+    }
+
     /// Why no endpoint could be asked at all.
     fn no_route(&self, want: u64) -> RpcError {
         let wrong = self.endpoints.iter().find_map(|e| {
@@ -346,20 +459,8 @@ impl Shared {
     }
 
     async fn lookup_on(&self, i: usize, msg: Lookup) -> Result<ChainFacts, RpcError> {
+        self.ensure_chain(i, msg.chain_id).await?;
         let e = &self.endpoints[i];
-        let verified = {
-            let h = e.health.lock();
-            h.chain_checked && h.chain_id == Some(msg.chain_id)
-        };
-        if !verified {
-            let got = self.probe_chain(i).await?;
-            if got != msg.chain_id {
-                return Err(RpcError::WrongChain {
-                    got,
-                    want: msg.chain_id,
-                });
-            }
-        }
         let hash = *msg.hash.as_b256();
         let (receipt, head) = if msg.need_head {
             let mut batch = e.client.new_batch();
@@ -426,6 +527,18 @@ impl Shared {
         methods: &[&'static str],
         call: impl Future<Output = Result<T, TransportError>>,
     ) -> Result<T, RpcError> {
+        self.exchange_with(i, methods, call, |_| false).await
+    }
+
+    /// [`Shared::exchange`], where errors `not_a_fault` selects count for
+    /// the endpoint's health as answers, not failures.
+    async fn exchange_with<T>(
+        &self,
+        i: usize,
+        methods: &[&'static str],
+        call: impl Future<Output = Result<T, TransportError>>,
+        not_a_fault: impl Fn(&RpcError) -> bool,
+    ) -> Result<T, RpcError> {
         let started = Instant::now();
         let result = call.await.map_err(classify);
         let e = &self.endpoints[i];
@@ -447,7 +560,11 @@ impl Shared {
                 outcome,
             })
             .inc();
-        self.record(i, result.as_ref().map(|_| ()), Some(started.elapsed()));
+        let health = match &result {
+            Err(e) if not_a_fault(e) => Ok(()),
+            other => other.as_ref().map(|_| ()),
+        };
+        self.record(i, health, Some(started.elapsed()));
         result
     }
 
@@ -581,6 +698,20 @@ fn classify(e: TransportError) -> RpcError {
         }
         other => RpcError::Transport(truncate(&other.to_string(), 200)),
     }
+}
+
+/// Node messages that mean "this transaction is known already" (in the
+/// pool or mined): the broadcast happened, by this or an earlier attempt.
+fn already_known(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "already known",
+        "known transaction",
+        "already imported",
+        "already exists",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -90,12 +90,23 @@ pub enum CredentialError {
     /// Longer than [`MAX_CREDENTIAL_LEN`].
     #[error("the credential is longer than {MAX_CREDENTIAL_LEN} bytes")]
     TooLong,
+    /// The `Payment` scheme with nothing usable after it: the Machine
+    /// Payments Protocol answers `malformed-credential` with a fresh
+    /// challenge, so an MPP client can retry.
+    #[error("{0}")]
+    MalformedPayment(String),
 }
 
 /// Parses an `Authorization` value. Scheme names are case-insensitive
 /// (RFC 7235) and surrounding whitespace is tolerated.
 pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
     if value.len() > MAX_CREDENTIAL_LEN {
+        let head = value.trim_start().get(..8).unwrap_or("");
+        if head.len() == 8 && head[..7].eq_ignore_ascii_case("payment") && head.as_bytes()[7].is_ascii_whitespace() {
+            return Err(CredentialError::MalformedPayment(format!(
+                "the Payment credential is longer than {MAX_CREDENTIAL_LEN} bytes"
+            )));
+        }
         return Err(CredentialError::TooLong);
     }
     let v = value.trim();
@@ -109,7 +120,12 @@ pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
             .map(Credential::Tempo)
             .map_err(|e| CredentialError::InvalidTxHash(format!("Tempo credential: {e}")));
     }
-    if scheme.eq_ignore_ascii_case("payment") && !rest.is_empty() {
+    if scheme.eq_ignore_ascii_case("payment") {
+        if rest.is_empty() {
+            return Err(CredentialError::MalformedPayment(
+                "the Payment credential is empty".into(),
+            ));
+        }
         return Ok(Credential::Payment(rest.to_owned()));
     }
     if scheme.is_empty() {
@@ -183,5 +199,16 @@ mod tests {
             parse_credential(&"a".repeat(MAX_CREDENTIAL_LEN + 1)),
             Err(CredentialError::TooLong)
         );
+        // A huge or empty Payment credential is malformed (the MPP answer).
+        for v in [
+            format!("Payment {}", "a".repeat(MAX_CREDENTIAL_LEN)),
+            "Payment".into(),
+            " payment  ".into(),
+        ] {
+            assert!(
+                matches!(parse_credential(&v), Err(CredentialError::MalformedPayment(_))),
+                "{v:.20}"
+            );
+        }
     }
 }

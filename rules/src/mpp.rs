@@ -209,6 +209,18 @@ pub struct Challenge {
     pub realm: String,
     pub request: String,
     pub expires: String,
+    /// base64url(JCS({"_mpp_nonce": …})): makes every id unique (the key
+    /// pympp uses). Without it, two 402s for one price in the same second
+    /// would carry the same id, and whoever saw a payment bound to it on
+    /// chain could fetch that id and redeem the payment first.
+    pub opaque: Option<String>,
+}
+
+/// The `opaque` value carrying `nonce`.
+pub fn nonce_opaque(nonce: &[u8; 16]) -> String {
+    b64_encode(&canonical_value_bytes(
+        &json!({ "_mpp_nonce": alloy_primitives::hex::encode(nonce) }),
+    ))
 }
 
 /// `expires` as the wire carries it: RFC 3339, whole seconds, UTC.
@@ -227,27 +239,50 @@ pub fn format_expires(t: OffsetDateTime) -> String {
 
 impl Challenge {
     /// Mints the challenge for `request` in `realm`, expiring at `expires`.
-    pub fn mint(secrets: &Secrets, realm: &str, request: &ChargeRequest, expires: OffsetDateTime) -> Self {
-        let request = request.encode();
+    pub fn mint(
+        secrets: &Secrets,
+        realm: &str,
+        request: &ChargeRequest,
+        expires: OffsetDateTime,
+        opaque: Option<String>,
+    ) -> Self {
+        Self::mint_encoded(secrets, realm, &request.encode(), expires, opaque)
+    }
+
+    /// [`Challenge::mint`] for a request already encoded with
+    /// [`ChargeRequest::encode`] (a route's request is encoded once).
+    pub fn mint_encoded(
+        secrets: &Secrets,
+        realm: &str,
+        request: &str,
+        expires: OffsetDateTime,
+        opaque: Option<String>,
+    ) -> Self {
         let expires = format_expires(expires);
-        let input = hmac_input(realm, METHOD, INTENT, &request, Some(&expires), None, None);
+        let input = hmac_input(realm, METHOD, INTENT, request, Some(&expires), None, opaque.as_deref());
         Challenge {
             id: b64_encode(&Secrets::id(&secrets.current, &input)),
             realm: realm.to_owned(),
-            request,
+            request: request.to_owned(),
             expires,
+            opaque,
         }
     }
 
     /// The `WWW-Authenticate` value.
     pub fn header(&self) -> String {
-        format!(
+        let mut h = format!(
             "Payment id={}, realm={}, method=\"{METHOD}\", intent=\"{INTENT}\", request={}, expires={}",
             quote(&self.id),
             quote(&self.realm),
             quote(&self.request),
             quote(&self.expires),
-        )
+        );
+        if let Some(o) = &self.opaque {
+            h.push_str(", opaque=");
+            h.push_str(&quote(o));
+        }
+        h
     }
 }
 
@@ -416,7 +451,7 @@ pub enum ChallengeProblem {
 /// Checks an echoed challenge, in the SDKs' order: the HMAC, then that it
 /// is this route's (realm, method, intent and the request it charges now),
 /// then its expiry. A body digest is never issued here, so a credential
-/// that echoes one was altered.
+/// that echoes one was altered; `opaque` is covered by the HMAC.
 pub fn check_challenge(
     echo: &Echo,
     secrets: &Secrets,
@@ -446,8 +481,8 @@ pub fn check_challenge(
     if asked != request.to_value() {
         return invalid("the challenge asks for another payment than this resource costs now");
     }
-    if echo.digest.is_some() || echo.opaque.is_some() {
-        return invalid("the challenge carries fields this service never issues");
+    if echo.digest.is_some() {
+        return invalid("the challenge binds a body digest, which this service never issues");
     }
     let Some(expires) = echo
         .expires
@@ -555,13 +590,13 @@ mod tests {
             request: c.request.clone(),
             expires: Some(c.expires.clone()),
             digest: None,
-            opaque: None,
+            opaque: c.opaque.clone(),
         }
     }
 
     #[test]
     fn the_sdks_test_vector() {
-        let c = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES);
+        let c = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES, None);
         assert_eq!(c.request, REQUEST_B64);
         assert_eq!(c.id, ID);
         assert_eq!(c.expires, "2030-01-01T00:00:00Z");
@@ -590,13 +625,52 @@ mod tests {
             "N02VxMCxkttLbDtkZOtVaW_obrjWM4YnxdpnQk0GC2c"
         );
         assert_eq!(with(None, None, None), "-ap-K76i-t67yBb35DlsQtNWeSBeamCAiYpCsOLe29Y");
+        let with_opaque = Challenge::mint(
+            &secrets(),
+            REALM,
+            &push_request(),
+            EXPIRES,
+            Some("eyJvcmRlciI6IjQyIn0".into()),
+        );
+        assert_eq!(with_opaque.id, "Ft_TtzvLQbtpXsANWvQqBsoxrBBMrTcXicKTg-0pP9U");
+        assert!(with_opaque.header().ends_with(", opaque=\"eyJvcmRlciI6IjQyIn0\""));
+    }
+
+    #[test]
+    fn nonces_make_every_challenge_id_unique() {
+        let s = secrets();
+        let a = Challenge::mint(&s, REALM, &push_request(), EXPIRES, Some(nonce_opaque(&[1; 16])));
+        let b = Challenge::mint(&s, REALM, &push_request(), EXPIRES, Some(nonce_opaque(&[2; 16])));
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b64_decode(a.opaque.as_deref().unwrap()).unwrap()).unwrap(),
+            json!({"_mpp_nonce": "01".repeat(16)})
+        );
+        for c in [&a, &b] {
+            assert_eq!(check_challenge(&echo(c), &s, REALM, &push_request(), BEFORE), Ok(()));
+        }
+        // Another challenge's nonce, or none, breaks the id.
+        let swapped = Echo {
+            opaque: b.opaque.clone(),
+            ..echo(&a)
+        };
+        let dropped = Echo {
+            opaque: None,
+            ..echo(&a)
+        };
+        for e in [swapped, dropped] {
+            assert!(matches!(
+                check_challenge(&e, &s, REALM, &push_request(), BEFORE),
+                Err(ChallengeProblem::Invalid(_))
+            ));
+        }
     }
 
     #[test]
     fn a_minted_challenge_checks_and_every_alteration_is_refused() {
         let s = secrets();
         let req = push_request();
-        let c = Challenge::mint(&s, REALM, &req, EXPIRES);
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, None);
         assert_eq!(check_challenge(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
 
         let invalid = |e: &Echo| {
@@ -667,7 +741,7 @@ mod tests {
         }
         // Minted with another secret.
         let other = Secrets::new(b"another-secret-of-at-least-32-bytes!".to_vec(), None).unwrap();
-        let foreign = Challenge::mint(&other, REALM, &req, EXPIRES);
+        let foreign = Challenge::mint(&other, REALM, &req, EXPIRES, None);
         assert!(invalid(&echo(&foreign)));
         // Valid, but this route costs something else now (a genome change).
         assert!(matches!(
@@ -701,7 +775,7 @@ mod tests {
     fn the_previous_secret_verifies_only_inside_its_window() {
         let req = push_request();
         let old = secrets();
-        let minted = Challenge::mint(&old, REALM, &req, EXPIRES);
+        let minted = Challenge::mint(&old, REALM, &req, EXPIRES, None);
         let until = BEFORE + time::Duration::seconds(10);
         let rotated = Secrets::new(
             b"the-new-secret-of-at-least-32-bytes!".to_vec(),
@@ -714,7 +788,7 @@ mod tests {
             Err(ChallengeProblem::Invalid(_))
         ));
         // The new secret mints.
-        let fresh = Challenge::mint(&rotated, REALM, &req, EXPIRES);
+        let fresh = Challenge::mint(&rotated, REALM, &req, EXPIRES, None);
         assert_ne!(fresh.id, minted.id);
         assert_eq!(check_challenge(&echo(&fresh), &rotated, REALM, &req, until), Ok(()));
     }

@@ -31,7 +31,7 @@ pub enum MemoPolicy {
 }
 
 /// Which credential schemes a genome accepts (and every 402 offers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Schemes {
     pub tempo: bool,
     pub payment: bool,

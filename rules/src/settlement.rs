@@ -210,6 +210,9 @@ pub enum Reason {
     ChallengeInvalid,
     ChallengeExpired,
     PayerMismatch,
+    /// A pull-mode `Payment` credential's transaction was refused by the
+    /// node (bad signature, nonce, balance): it never reached the chain.
+    TxRejected,
 }
 
 impl Reason {
@@ -228,6 +231,7 @@ impl Reason {
             Reason::ChallengeInvalid => "challenge_invalid",
             Reason::ChallengeExpired => "challenge_expired",
             Reason::PayerMismatch => "payer_mismatch",
+            Reason::TxRejected => "tx_rejected",
         }
     }
 }

@@ -2,6 +2,8 @@
 //! access log, metrics) and the problem+json error edge. Handlers stay thin:
 //! they read the shared state, ask an actor, and render.
 
+mod authorize;
+pub mod gate;
 mod ops;
 pub mod problem;
 pub mod request_context;
@@ -36,16 +38,29 @@ pub struct AppState {
     /// The level of the per-request log line.
     pub request_log: RequestLog,
     pub challenges: Arc<respond::Challenges>,
+    /// Peers whose forwarded-request headers `/v1/authorize` believes.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl AppState {
     /// Counts `outcome`, notes it for the request's log line (so the one
     /// line says what happened) and renders it.
-    pub fn answer(&self, req: &HttpRequest, mut summary: Summary, outcome: Outcome) -> HttpResponse {
-        self.metrics.observe_outcome(&outcome);
+    pub fn answer(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+        self.note(req, summary, &outcome);
+        respond::respond(&outcome, &self.challenges)
+    }
+
+    /// [`AppState::answer`] for forward-auth.
+    pub fn answer_authorize(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+        self.note(req, summary, &outcome);
+        respond::respond_authorize(&outcome, &self.challenges)
+    }
+
+    fn note(&self, req: &HttpRequest, mut summary: Summary, outcome: &Outcome) {
+        self.metrics.observe_outcome(outcome);
         summary.code = Some(outcome.code());
         summary.reason = outcome.reason().map(|r| r.as_str());
-        match &outcome {
+        match outcome {
             Outcome::Unavailable(u) => {
                 summary.cause = Some(u.cause());
                 summary.error = Some(u.detail());
@@ -54,7 +69,6 @@ impl AppState {
             Outcome::Denied(..) => {}
         }
         req.extensions_mut().insert(summary);
-        respond::respond(&outcome, &self.challenges)
     }
 }
 
@@ -69,6 +83,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .app_data(verify::json_config())
                 .route(web::post().to(verify::verify)),
         )
+        // Every method: nginx `auth_request` sends the original one; the
+        // price comes from the forwarded headers either way.
+        .service(web::resource("/v1/authorize").route(web::route().to(authorize::authorize)))
         .default_service(web::to(not_found));
 }
 

@@ -14,55 +14,123 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use settlegate_rules::mpp::{self, Secrets};
 use settlegate_rules::primitives::address_lower;
+use settlegate_rules::replay::{Scheme, Settlement};
 use settlegate_rules::settlement::Reason;
+use time::OffsetDateTime;
 
 use super::problem::problem_builder;
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 
-/// The response for `outcome`.
+/// The response for `outcome` on `POST /v1/verify`.
 pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
     match outcome {
-        Outcome::Settled(settlement) => HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(settlement),
-        Outcome::Denied(denial, challenge) => denied(denial, &challenges.render(challenge)),
+        Outcome::Settled(settlement) => {
+            let mut resp = HttpResponse::Ok();
+            settled_headers(&mut resp, settlement);
+            resp.json(settlement)
+        }
+        Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges),
         Outcome::Unavailable(u) => unavailable(u),
     }
 }
 
-/// A challenge as it goes on the wire: the `WWW-Authenticate` value and the
-/// `paymentInfo` JSON.
+/// The response for `outcome` on `GET /v1/authorize` (forward-auth): a 200
+/// has no body and carries the settlement in headers for the proxy to copy
+/// upstream; 402 and 503 are the same as `/v1/verify`'s, for the proxy to
+/// hand to the client unchanged.
+pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
+    match outcome {
+        Outcome::Settled(s) => {
+            let mut resp = HttpResponse::Ok();
+            settled_headers(&mut resp, s);
+            resp.insert_header(("X-Settlement-Payer", address_lower(&s.payer)))
+                .insert_header(("X-Settlement-Tx", s.tx_hash.to_string()))
+                .insert_header(("X-Settlement-Amount", s.amount.to_string()))
+                .finish()
+        }
+        other => respond(other, challenges),
+    }
+}
+
+/// `Cache-Control` of a 200, and the `Payment-Receipt` of the Payment
+/// scheme (which asks for `private` besides).
+fn settled_headers(resp: &mut actix_web::HttpResponseBuilder, s: &Settlement) {
+    if s.scheme == Scheme::Payment {
+        resp.insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", mpp::receipt(&s.tx_hash, OffsetDateTime::now_utc())));
+    } else {
+        resp.insert_header((header::CACHE_CONTROL, "no-store"));
+    }
+}
+
+/// A challenge as it goes on the wire: the `Tempo` `WWW-Authenticate` value,
+/// the encoded `Payment` request (its id and expiry are minted per answer)
+/// and the `paymentInfo` JSON.
 pub struct Rendered {
-    www_authenticate: Option<HeaderValue>,
+    tempo: Option<HeaderValue>,
+    payment_request: Option<String>,
     payment_info: Box<RawValue>,
 }
 
 /// Challenges rendered once per genome and price rather than per 402 (a
 /// storm of unpaid or replayed requests is answered many thousand times a
 /// second). Bounded: a genome has few prices; past [`MAX_RENDERED`] distinct
-/// challenges the cache starts over.
-#[derive(Default)]
-pub struct Challenges(Mutex<HashMap<Challenge, Arc<Rendered>>>);
+/// challenges the cache starts over. `Payment` challenge ids are HMACs of
+/// the request and its expiry, minted with `secrets` for each answer.
+pub struct Challenges {
+    rendered: Mutex<HashMap<Challenge, Arc<Rendered>>>,
+    pub secrets: Arc<Secrets>,
+}
 
 const MAX_RENDERED: usize = 256;
 
 impl Challenges {
+    pub fn new(secrets: Arc<Secrets>) -> Self {
+        Challenges {
+            rendered: Mutex::default(),
+            secrets,
+        }
+    }
+
     pub fn render(&self, c: &Challenge) -> Arc<Rendered> {
-        if let Some(r) = self.0.lock().get(c) {
+        if let Some(r) = self.rendered.lock().get(c) {
             return r.clone();
         }
         let rendered = Arc::new(Rendered {
-            www_authenticate: HeaderValue::from_str(&www_authenticate(c)).ok(),
+            tempo: c
+                .schemes
+                .tempo
+                .then(|| HeaderValue::from_str(&www_authenticate(c)).ok())
+                .flatten(),
+            payment_request: c.schemes.payment.then(|| c.charge_request().encode()),
             // unwrap: a struct of strings and a number always serialises.
             payment_info: serde_json::value::to_raw_value(&payment_info(c)).unwrap(),
         });
-        let mut map = self.0.lock();
+        let mut map = self.rendered.lock();
         if map.len() >= MAX_RENDERED {
             map.clear();
         }
         map.insert(c.clone(), rendered.clone());
         rendered
+    }
+
+    /// A fresh `Payment` challenge for `c`, as its `WWW-Authenticate` value.
+    fn mint(&self, c: &Challenge, request: &str) -> Option<HeaderValue> {
+        let expires = OffsetDateTime::now_utc() + time::Duration::seconds(c.ttl_seconds as i64);
+        let mut nonce = [0u8; 16];
+        // A challenge without its nonce would share its id with every other
+        // one minted in the same second: refuse to mint rather than do that.
+        getrandom::fill(&mut nonce).ok()?;
+        let minted = mpp::Challenge::mint_encoded(
+            &self.secrets,
+            &c.realm,
+            request,
+            expires,
+            Some(mpp::nonce_opaque(&nonce)),
+        );
+        HeaderValue::from_str(&minted.header()).ok()
     }
 }
 
@@ -156,12 +224,28 @@ pub fn quoted(s: &str) -> String {
     out
 }
 
-fn denied(denial: &Denial, challenge: &Rendered) -> HttpResponse {
+fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpResponse {
+    let challenge = challenges.render(c);
     let (kind, title, detail): (&str, &str, &str) = match denial {
         Denial::PaymentRequired(d) => (
             "https://paymentauth.org/problems/payment-required",
             "Payment Required",
             d,
+        ),
+        Denial::MalformedCredential(d) => (
+            "https://paymentauth.org/problems/malformed-credential",
+            "Malformed credential",
+            d,
+        ),
+        Denial::Failed(r @ Reason::ChallengeInvalid) => (
+            "https://paymentauth.org/problems/invalid-challenge",
+            "Invalid challenge",
+            failure_detail(*r),
+        ),
+        Denial::Failed(r @ Reason::ChallengeExpired) => (
+            "https://paymentauth.org/problems/payment-expired",
+            "Challenge expired",
+            failure_detail(*r),
         ),
         Denial::Pending { detail, .. } => (static_problem_type(denial.code()), "Payment pending", detail),
         Denial::Failed(r) => (
@@ -186,8 +270,11 @@ fn denied(denial: &Denial, challenge: &Rendered) -> HttpResponse {
         payment_info: Some(&challenge.payment_info),
     };
     let mut resp = problem_builder(StatusCode::PAYMENT_REQUIRED);
-    if let Some(v) = &challenge.www_authenticate {
-        resp.insert_header((header::WWW_AUTHENTICATE, v.clone()));
+    if let Some(v) = &challenge.tempo {
+        resp.append_header((header::WWW_AUTHENTICATE, v.clone()));
+    }
+    if let Some(v) = challenge.payment_request.as_deref().and_then(|r| challenges.mint(c, r)) {
+        resp.append_header((header::WWW_AUTHENTICATE, v));
     }
     if matches!(denial, Denial::Pending { .. }) {
         resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
@@ -241,6 +328,7 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ChallengeInvalid => "the challenge was not issued by this service",
         Reason::ChallengeExpired => "the challenge has expired",
         Reason::PayerMismatch => "the payment was not made by the expected payer",
+        Reason::TxRejected => "the node refused the signed transaction; it was not broadcast",
     }
 }
 

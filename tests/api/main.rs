@@ -10,5 +10,6 @@ mod faults;
 mod helpers;
 mod lookup;
 mod mathison_compat;
+mod payment;
 mod reload;
 mod verify;

@@ -1,0 +1,189 @@
+//! What `POST /v1/verify` and `GET /v1/authorize` share: from a credential
+//! (either scheme), the resource asked for and an optional
+//! `Idempotency-Key`, to an [`Outcome`] under the genome read once.
+//!
+//! A `Payment` credential is checked here before anything touches the
+//! chain, in the Machine Payments Protocol's order: it parses
+//! (`malformed-credential`), its challenge was minted by this service for
+//! this route's price and realm (`invalid-challenge`) and has not expired
+//! (`payment-expired`), and its `source` names the policy's chain. Then
+//! both schemes take the same settlement flow (`settle`), so one payment is
+//! consumed once whichever scheme presents it.
+
+use actix_web::http::header::HeaderMap;
+use settlegate_rules::credential::Credential;
+use settlegate_rules::mpp::{self, Binding, ChallengeProblem, Payload};
+use settlegate_rules::replay::{KeyDigest, Scheme};
+use settlegate_rules::settlement::{PayerRule, Reason};
+use time::OffsetDateTime;
+
+use super::problem::ApiError;
+use super::{AppState, Summary};
+use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::settle::SettleRequest;
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_RESOURCE: usize = 2048;
+
+/// One payment check, as asked.
+pub struct Asked {
+    pub credential: Option<Credential>,
+    /// `METHOD /path`: picks the genome's price rule.
+    pub resource: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// Why a `Payment` credential could not even be split off its scheme
+    /// (empty, too long): `malformed-credential`.
+    pub malformed: Option<String>,
+    /// The genome capability the endpoint needs.
+    pub action: &'static str,
+}
+
+/// Decides `asked`. `Err` only for a capability the genome denies (403).
+pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome), ApiError> {
+    // The genome is read once: the challenge and the verdict come from the
+    // same, valid policy. An expired genome hands out nothing, not even a
+    // challenge.
+    let now = OffsetDateTime::now_utc();
+    let genome = match state.genome.usable(now) {
+        Ok(g) => g,
+        Err(e) => return Ok((Summary::default(), Outcome::Unavailable(Unavailable::Genome(e)))),
+    };
+    if !genome.allows(asked.action) {
+        return Err(ApiError::CapabilityDenied(asked.action));
+    }
+    let policy = &genome.policy;
+    let price = policy.price_for(asked.resource.as_deref());
+    let challenge = Challenge::new(policy, price);
+    let mut summary = Summary {
+        genome_id: Some(genome.id.clone()),
+        ..Summary::default()
+    };
+    let idempotency_key = asked.idempotency_key.as_deref().map(KeyDigest::of);
+    let denied = |s: &Summary, d: Denial, c: Challenge| Ok((s.clone(), Outcome::Denied(d, c)));
+
+    if let Some(why) = asked.malformed {
+        return denied(&summary, Denial::MalformedCredential(why), challenge);
+    }
+    let request = match asked.credential {
+        None => {
+            return denied(
+                &summary,
+                Denial::PaymentRequired(
+                    "no payment credential: pay, then present it with the Payment or Tempo scheme".into(),
+                ),
+                challenge,
+            );
+        }
+        Some(Credential::Tempo(_)) if !policy.schemes.tempo => {
+            return denied(
+                &summary,
+                Denial::PaymentRequired(
+                    "this policy does not accept the Tempo scheme; pay with the Payment scheme".into(),
+                ),
+                challenge,
+            );
+        }
+        Some(Credential::Payment(_)) if !policy.schemes.payment => {
+            return denied(
+                &summary,
+                Denial::PaymentRequired(
+                    "this policy does not accept the Payment scheme; pay with the Tempo scheme".into(),
+                ),
+                challenge,
+            );
+        }
+        Some(Credential::Tempo(hash)) => SettleRequest {
+            hash,
+            scheme: Scheme::Tempo,
+            resource: asked.resource,
+            idempotency_key,
+            binding: None,
+            payer: PayerRule::Any,
+            submit: None,
+        },
+        Some(Credential::Payment(encoded)) => {
+            let cred = match mpp::parse_payment_credential(&encoded) {
+                Ok(c) => c,
+                Err(e) => return denied(&summary, Denial::MalformedCredential(e.to_string()), challenge),
+            };
+            summary.tx_hash = Some(cred.payload.tx_hash().to_string());
+            match mpp::check_challenge(
+                &cred.challenge,
+                &state.challenges.secrets,
+                &policy.realm,
+                &challenge.charge_request(),
+                now,
+            ) {
+                Ok(()) => {}
+                Err(ChallengeProblem::Invalid(why)) => {
+                    tracing::debug!(why, "Payment credential with an invalid challenge");
+                    return denied(&summary, Denial::Failed(Reason::ChallengeInvalid), challenge);
+                }
+                Err(ChallengeProblem::Expired) => {
+                    return denied(&summary, Denial::Failed(Reason::ChallengeExpired), challenge);
+                }
+            }
+            let payer = match cred.source {
+                Some(s) if s.chain_id != policy.chain_id => {
+                    return denied(&summary, Denial::Failed(Reason::WrongChain), challenge);
+                }
+                Some(s) => PayerRule::Is(s.address),
+                None => PayerRule::Sender,
+            };
+            let hash = cred.payload.tx_hash();
+            SettleRequest {
+                hash,
+                scheme: Scheme::Payment,
+                resource: asked.resource,
+                idempotency_key,
+                binding: Some(Binding::new(&policy.realm, &cred.challenge.id)),
+                payer,
+                submit: match cred.payload {
+                    Payload::Hash(_) => None,
+                    Payload::Transaction(raw) => Some(raw),
+                },
+            }
+        }
+    };
+    summary.tx_hash = Some(request.hash.to_string());
+    let outcome = state
+        .settler
+        .settle_on_actors(genome.clone(), price, request, challenge)
+        .await;
+    Ok((summary, outcome))
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(v.to_owned()))
+}
+
+/// A resource is `METHOD /path` (what a price rule matches against).
+pub fn check_resource(r: String) -> Result<String, ApiError> {
+    let ok = r.len() <= MAX_RESOURCE
+        && r.split_once(' ').is_some_and(|(m, p)| {
+            !m.is_empty()
+                && m.bytes().all(|b| b.is_ascii_uppercase())
+                && p.starts_with('/')
+                && !p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        });
+    if ok {
+        Ok(r)
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "resource must be \"METHOD /path\" (at most {MAX_RESOURCE} bytes), e.g. \"GET /reports/42\""
+        )))
+    }
+}
