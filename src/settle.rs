@@ -143,7 +143,15 @@ impl Settler {
             },
             None => (false, false),
         };
-        let mut looked = match self.check(lookup, broadcast).await {
+        // After its own broadcast, a presentation reads the receipt itself:
+        // a coalesced lookup that began before the transaction was mined
+        // would say "not visible".
+        let first = if broadcast {
+            self.lookup_direct(lookup).await
+        } else {
+            self.check(lookup, false).await
+        };
+        let mut looked = match first {
             Ok(l) => l,
             Err(e) => return Outcome::Unavailable(Unavailable::Rpc(e)),
         };
@@ -266,6 +274,18 @@ impl Settler {
                 self.guard.do_send(Release(hash));
                 Err(Unavailable::Rpc(RpcError::Timeout(wait)))
             }
+        }
+    }
+
+    async fn lookup_direct(&self, lookup: Lookup) -> Result<Looked, RpcError> {
+        let wait = self.lookup_timeout;
+        match self.rpc.send(lookup).timeout(wait).await {
+            Ok(r) => r.map(|facts| Looked {
+                facts: Arc::new(facts),
+                fresh: true,
+            }),
+            Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
+            Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),
         }
     }
 
