@@ -1,0 +1,306 @@
+//! `GET /v1/authorize` behind a real reverse proxy: the paying client talks
+//! to Caddy only (`forward_auth`, tests/api/proxy.rs), which asks the gate
+//! about every request, on the real dev chain and the shared Redis. What
+//! reaches the protected application is counted there, in its own access
+//! log; a test never takes the gate's word for it.
+
+use serde_json::{Value, json};
+
+use crate::chain::*;
+use crate::helpers::*;
+use crate::proxy::Caddy;
+
+/// A chain, the gate on it, Caddy in front of the gate, and the workdir.
+struct Setup {
+    chain: Chain,
+    app: Served,
+    caddy: Caddy,
+    client: reqwest::Client,
+    _w: Workdir,
+}
+
+fn setup_with(g: Genome) -> Setup {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let app = Served::start(&chain_env(&w.genome(&g.signed()), &chain.url));
+    let caddy = Caddy::start(app.addr);
+    Setup {
+        chain,
+        app,
+        caddy,
+        client: reqwest::Client::new(),
+        _w: w,
+    }
+}
+
+fn setup() -> Setup {
+    setup_with(Genome::single())
+}
+
+impl Setup {
+    /// `method path` through the proxy, with extra headers.
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Verified {
+        send(&self.client, method, &self.caddy.url(path), headers).await
+    }
+
+    /// `GET path` through the proxy with `Authorization: Tempo <hash>`.
+    async fn get_paid(&self, path: &str, hash: &str) -> Verified {
+        self.get_paid_with(path, hash, &[]).await
+    }
+
+    /// [`Setup::get_paid`] with more headers.
+    async fn get_paid_with(&self, path: &str, hash: &str, extra: &[(&str, &str)]) -> Verified {
+        let credential = format!("Tempo {hash}");
+        let mut headers = vec![("authorization", credential.as_str())];
+        headers.extend_from_slice(extra);
+        self.call("GET", path, &headers).await
+    }
+}
+
+async fn send(client: &reqwest::Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Verified {
+    let mut req = client.request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Verified { status, headers, body }
+}
+
+/// Every `WWW-Authenticate` line of an answer, in order.
+fn challenges(v: &Verified) -> Vec<String> {
+    v.headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|h| h.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether the body is the protected application's echo (no answer of the
+/// gate says `"upstream": "reached"`).
+fn from_upstream(v: &Verified) -> bool {
+    v.body["upstream"] == "reached"
+}
+
+fn upper(hash: &str) -> String {
+    format!("0x{}", hash[2..].to_uppercase())
+}
+
+#[tokio::test]
+async fn an_unpaid_request_gets_the_gates_402_with_both_challenges_through_the_proxy() {
+    let s = setup();
+    let v = s.call("GET", "/paid/x", &[]).await;
+    assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"), "{:?}", v.body);
+    assert_eq!(v.header("content-type"), "application/problem+json");
+    assert_eq!(v.header("cache-control"), "no-store");
+    assert_eq!(
+        v.body["paymentInfo"],
+        json!({"method": "tempo", "recipient": RECIPIENT, "amount": "1000000", "token": ALPHA_USD, "chainId": 42431})
+    );
+    // Both challenges reach the client as two header lines, intact.
+    let lines = challenges(&v);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let tempo: Vec<_> = lines.iter().filter(|l| l.starts_with("Tempo realm=")).collect();
+    assert_eq!(
+        tempo,
+        [&format!(
+            r#"Tempo realm="Tempo API", asset="{ALPHA_USD}", amount="1000000", destination="{RECIPIENT}", chainId="42431""#
+        )]
+    );
+    let payment: Vec<_> = lines.iter().filter(|l| l.starts_with("Payment id=")).collect();
+    assert_eq!(payment.len(), 1, "{lines:?}");
+    for param in [
+        r#"method="tempo""#,
+        r#"intent="charge""#,
+        "realm=",
+        "request=",
+        "expires=",
+    ] {
+        assert!(payment[0].contains(param), "{param} missing from {}", payment[0]);
+    }
+    assert_eq!(s.caddy.upstream_hits(), 0);
+}
+
+#[tokio::test]
+async fn a_paid_request_reaches_the_application_once_with_the_settlement_headers() {
+    let s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    // any spelling of the hash is the same payment
+    let v = s.get_paid("/paid/x", &upper(&hash)).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert!(from_upstream(&v), "{:?}", v.body);
+    assert_eq!(v.body["path"], "/paid/x");
+    assert_eq!(v.body["x_settlement_tx"], hash.to_lowercase());
+    assert_eq!(v.body["x_settlement_payer"], PAYER);
+    assert_eq!(v.body["x_settlement_amount"], "1000000");
+    assert_eq!(s.caddy.upstream_hits(), 1);
+
+    // The same credential again, and its lower-case twin: refused by the
+    // gate, and the application never sees them.
+    for spelling in [upper(&hash), hash.to_lowercase()] {
+        let again = s.get_paid("/paid/x", &spelling).await;
+        assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
+        assert_eq!(again.header("content-type"), "application/problem+json");
+        assert!(!from_upstream(&again));
+    }
+    assert_eq!(s.caddy.upstream_hits(), 1);
+}
+
+#[tokio::test]
+async fn settlement_headers_a_client_forges_never_reach_the_application() {
+    let s = setup();
+    let forged = [
+        ("x-settlement-payer", STRANGER),
+        ("x-settlement-tx", "0xforged"),
+        ("x-settlement-amount", "999999999999"),
+        ("payment-receipt", "forged"),
+    ];
+    let v = s.call("GET", "/paid/x", &forged).await;
+    assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"));
+    assert_eq!(s.caddy.upstream_hits(), 0);
+
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let v = s.get_paid_with("/paid/x", &hash, &forged).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(v.body["x_settlement_payer"], PAYER);
+    assert_eq!(v.body["x_settlement_tx"], hash.to_lowercase());
+    assert_eq!(v.body["x_settlement_amount"], "1000000");
+    // A Tempo-scheme settlement has no receipt; the client's must not pass
+    // for one.
+    assert!(
+        !v.body["payment_receipt"].as_str().unwrap().contains("forged"),
+        "{:?}",
+        v.body
+    );
+}
+
+#[tokio::test]
+async fn route_prices_follow_the_forwarded_method_and_uri() {
+    let g = Genome::single().set(
+        "/settlement/prices",
+        json!([{"resource": "GET /dear/*", "amount": "2500000"}]),
+    );
+    let s = setup_with(g);
+    let v = s.call("GET", "/dear/1", &[]).await;
+    assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"));
+    assert_eq!(v.body["paymentInfo"]["amount"], "2500000");
+    assert!(
+        challenges(&v)
+            .iter()
+            .any(|l| l.starts_with("Tempo ") && l.contains(r#"amount="2500000""#)),
+        "{:?}",
+        challenges(&v)
+    );
+    // the default price elsewhere, and for another method on the same path
+    assert_eq!(
+        s.call("GET", "/paid/x", &[]).await.body["paymentInfo"]["amount"],
+        "1000000"
+    );
+    assert_eq!(
+        s.call("POST", "/dear/1", &[]).await.body["paymentInfo"]["amount"],
+        "1000000"
+    );
+
+    let small = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let v = s.get_paid("/dear/1", &small).await;
+    assert_eq!(
+        (v.status, v.code(), v.reason()),
+        (402, "VERIFICATION_FAILED", "insufficient_amount"),
+        "{:?}",
+        v.body
+    );
+    assert_eq!(s.caddy.upstream_hits(), 0);
+
+    let big = s.chain.transfer(ALPHA_USD, RECIPIENT, 2_500_000);
+    let v = s.get_paid("/dear/1", &big).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(
+        (v.body["path"].as_str(), v.body["x_settlement_amount"].as_str()),
+        (Some("/dear/1"), Some("2500000"))
+    );
+
+    // the refusal did not consume the small payment: it buys a cheap route
+    let v = s.get_paid("/paid/x", &small).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(s.caddy.upstream_hits(), 2);
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_through_the_proxy_gets_through_again_and_nothing_else_does() {
+    let s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let (s, hash) = (&s, &hash);
+    let call = |path: &'static str, key: &'static str| async move {
+        s.get_paid_with(path, hash, &[("idempotency-key", key)]).await
+    };
+    let first = call("/paid/x", "retry-1").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let retry = call("/paid/x", "retry-1").await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    assert_eq!(retry.body["x_settlement_tx"], hash.to_lowercase());
+    assert_eq!(s.caddy.upstream_hits(), 2);
+
+    // another key, or the same key for another resource, is a replay
+    assert_eq!(call("/paid/x", "retry-2").await.code(), "REPLAYED");
+    assert_eq!(call("/paid/y", "retry-1").await.code(), "REPLAYED");
+    assert_eq!(s.caddy.upstream_hits(), 2);
+}
+
+#[tokio::test]
+async fn when_the_gate_is_down_the_proxy_lets_nothing_through() {
+    let mut s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    s.app.child.kill().unwrap();
+    s.app.child.wait().unwrap();
+    for v in [s.get_paid("/paid/x", &hash).await, s.call("GET", "/paid/x", &[]).await] {
+        assert!((500..600).contains(&v.status), "{} {:?}", v.status, v.body);
+        assert!(!from_upstream(&v));
+    }
+    assert_eq!(s.caddy.upstream_hits(), 0);
+}
+
+/// `GET /v1/authorize` called directly, not through Caddy.
+async fn authorize(app: &Served, headers: &[(&str, &str)]) -> Verified {
+    send(&reqwest::Client::new(), "GET", &app.url("/v1/authorize"), headers).await
+}
+
+#[tokio::test]
+async fn forwarded_method_and_uri_are_trusted_from_loopback_by_default() {
+    let w = Workdir::new();
+    let app = Served::start(&serve_env(&w.genome(&Genome::single().signed())));
+    for (m, u) in [
+        ("x-forwarded-method", "x-forwarded-uri"),
+        ("x-original-method", "x-original-uri"),
+    ] {
+        let v = authorize(&app, &[(m, "GET"), (u, "/paid/x")]).await;
+        assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"), "{m}: {:?}", v.body);
+    }
+    // without them the gate does not know what is being paid for
+    let v = authorize(&app, &[]).await;
+    assert_eq!((v.status, v.code()), (400, "INVALID_REQUEST"), "{:?}", v.body);
+}
+
+#[tokio::test]
+async fn forwarded_method_and_uri_from_an_untrusted_peer_are_ignored() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    // a list, written like SETTLEGATE_RPC__URLS (comma-separated)
+    env.insert("SETTLEGATE_AUTHORIZE__TRUSTED_PROXIES".into(), "10.9.9.9/32".into());
+    let app = Served::start(&env);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let credential = format!("Tempo {hash}");
+    for (m, u) in [
+        ("x-forwarded-method", "x-forwarded-uri"),
+        ("x-original-method", "x-original-uri"),
+    ] {
+        let v = authorize(&app, &[("authorization", &credential), (m, "GET"), (u, "/paid/x")]).await;
+        assert_eq!((v.status, v.code()), (400, "INVALID_REQUEST"), "{m}: {:?}", v.body);
+    }
+    // nothing was consumed
+    let v = app.verify_hash(&hash).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+}
