@@ -379,8 +379,8 @@ struct RawPayload {
 pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malformed> {
     let bad = |m: &str| Malformed(m.to_owned());
     let json = b64_decode(b64).ok_or_else(|| bad("the credential is not base64url"))?;
-    let raw: RawCredential =
-        serde_json::from_slice(&json).map_err(|e| Malformed(format!("the credential JSON: {e}")))?;
+    let raw: RawCredential = serde_json::from_slice(&json)
+        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
     let payload = match raw.payload.kind.as_str() {
         "hash" => {
             let h = raw.payload.hash.ok_or_else(|| bad("a hash payload needs `hash`"))?;
@@ -416,6 +416,19 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
         source,
     })
 }
+
+/// At most [`MAX_DETAIL_CHARS`] characters of `s`: serde's messages quote
+/// the offending value, which can be most of an 8 KiB credential, and they
+/// end up in a 402 body and a log line.
+fn brief(s: &str) -> String {
+    match s.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The longest quote of a parser's message in a `Malformed` detail.
+pub const MAX_DETAIL_CHARS: usize = 160;
 
 /// `did:pkh:eip155:(0|[1-9]\d{0,15}):0x<40 hex>`.
 fn parse_source(s: &str) -> Result<Source, Malformed> {
@@ -890,6 +903,20 @@ mod tests {
         for c in cases {
             assert!(parse_payment_credential(&c).is_err(), "{c}");
         }
+    }
+
+    #[test]
+    fn a_malformed_credential_is_not_quoted_back_whole() {
+        let long = "x".repeat(4000);
+        let mut g = good();
+        g["challenge"] = json!(long);
+        let m = parse_payment_credential(&encode(&g)).unwrap_err().to_string();
+        assert!(
+            m.starts_with("malformed Payment credential: the credential JSON: invalid type"),
+            "{m}"
+        );
+        assert!(m.ends_with('…'), "{m}");
+        assert!(m.chars().count() < 100 + MAX_DETAIL_CHARS, "{m}");
     }
 
     #[test]
