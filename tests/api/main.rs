@@ -14,5 +14,6 @@ mod mathison_compat;
 mod mpp_clients;
 mod payment;
 mod proxy;
+mod readme;
 mod reload;
 mod verify;

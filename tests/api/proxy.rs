@@ -33,16 +33,20 @@ fn caddy_bin() -> PathBuf {
 /// The headers `/v1/authorize` returns on 200 for the proxy to copy upstream.
 pub const COPIED: &str = "X-Settlement-Payer X-Settlement-Tx X-Settlement-Amount Payment-Receipt";
 
-/// The front site as the README shows it, plus `bind` (tests listen on
-/// loopback only).
+/// The front site: the README's `forward_auth` block as written (only the
+/// gate's port differs), then `reverse_proxy` to the application, plus
+/// `bind` (tests listen on loopback only).
 pub fn front_site(port: u16, gate: SocketAddr, upstream: u16) -> String {
+    let block = crate::readme::block("caddy-forward-auth");
+    assert!(
+        block.contains("127.0.0.1:8402") && block.contains(&format!("copy_headers {COPIED}")),
+        "the README's Caddy block names the gate at 127.0.0.1:8402 and copies {COPIED}: {block}"
+    );
+    let block = block.replace("127.0.0.1:8402", &gate.to_string());
     format!(
         ":{port} {{
 	bind 127.0.0.1
-	forward_auth {gate} {{
-		uri /v1/authorize
-		copy_headers {COPIED}
-	}}
+{block}
 	reverse_proxy 127.0.0.1:{upstream}
 }}
 "

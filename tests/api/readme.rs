@@ -1,0 +1,91 @@
+//! The README's examples, run as written: the Caddy `forward_auth` block
+//! (every forward-auth test's front site is built from it, see
+//! [`crate::proxy::front_site`]) and the paid request with an MPP client.
+
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::Value;
+
+use crate::chain::*;
+use crate::helpers::*;
+use crate::proxy::Caddy;
+
+/// The body of the fenced code block that follows `<!-- marker -->` in the
+/// README.
+pub fn block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let tag = format!("<!-- {marker} -->");
+    let after = &readme[readme.find(&tag).unwrap_or_else(|| panic!("README has no {tag}")) + tag.len()..];
+    let fence = after.trim_start();
+    assert!(fence.starts_with("```"), "{tag} is not followed by a code block");
+    let body = &fence[fence.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").expect("the code block ends")].to_owned()
+}
+
+#[test]
+fn the_readme_caddy_block_is_three_lines_of_forward_auth() {
+    let b = block("caddy-forward-auth");
+    let lines: Vec<&str> = b.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 4, "{b}");
+    assert_eq!(lines[0], "forward_auth 127.0.0.1:8402 {");
+    assert_eq!(lines[1], "uri /v1/authorize");
+    assert!(lines[2].starts_with("copy_headers X-Settlement-Payer"));
+    assert_eq!(lines[3], "}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_mpp_client_request_pays_through_the_readme_caddy_block() {
+    let command = block("mpp-client-request");
+    for (what, written) in [("the front", "127.0.0.1:8080"), ("the chain", "127.0.0.1:8545")] {
+        assert!(
+            command.contains(written),
+            "the README's request names {what} at {written}"
+        );
+    }
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let app = Served::start(&chain_env(&w.genome(&Genome::single().signed()), &chain.url));
+    let caddy = Caddy::start(app.addr);
+
+    let chain_port = chain.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let command = command
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", caddy.port))
+        .replace("127.0.0.1:8545", &format!("127.0.0.1:{chain_port}"));
+    let home = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &command])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // mppx keeps accounts and caches under HOME and XDG dirs
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the README's request failed:\n{stdout}\n{stderr}");
+
+    // The last response it printed is the API's 200 with the receipt.
+    let last = &stdout[stdout.rfind("HTTP/1.1 ").expect("mppx -i prints the status line")..];
+    assert!(last.starts_with("HTTP/1.1 200"), "{stdout}\n{stderr}");
+    let receipt = last
+        .lines()
+        .find_map(|l| l.strip_prefix("payment-receipt: "))
+        .unwrap_or_else(|| panic!("no Payment-Receipt on the 200: {last}"));
+    let receipt: Value = serde_json::from_slice(&B64.decode(receipt.trim()).unwrap()).unwrap();
+    assert_eq!(receipt["status"], "success");
+    let tx = receipt["reference"].as_str().unwrap();
+
+    // Paid on chain by the payer, broadcast once (by the gate: pull mode),
+    // and served once by the API with the settlement.
+    let r: Value = serde_json::from_str(&chain.rpc("eth_getTransactionReceipt", &[tx])).unwrap();
+    assert_eq!(r["status"], "0x1", "{r}");
+    assert_eq!(r["from"].as_str().unwrap().to_lowercase(), PAYER);
+    assert_eq!(chain.calls("eth_sendRawTransactionSync"), 1, "{:?}", chain.all_calls());
+    let served = caddy.upstream_requests();
+    assert_eq!(served.len(), 1, "{served:?}");
+}
