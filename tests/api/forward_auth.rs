@@ -262,6 +262,41 @@ async fn when_the_gate_is_down_the_proxy_lets_nothing_through() {
     assert_eq!(s.caddy.upstream_hits(), 0);
 }
 
+#[tokio::test]
+async fn the_gates_503_and_403_reach_the_client_as_they_are_and_nothing_gets_through() {
+    let mut s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    // The node goes away: no trustworthy answer.
+    s.chain.stop();
+    let through = s.get_paid("/paid/x", &hash).await;
+    let direct = s.app.verify_hash(&hash).await;
+    assert_eq!(
+        (through.status, through.code()),
+        (503, "RPC_UNAVAILABLE"),
+        "{:?}",
+        through.body
+    );
+    assert_eq!(through.header("content-type"), "application/problem+json");
+    assert_eq!(through.header("retry-after"), direct.header("retry-after"));
+    assert!(!through.header("retry-after").is_empty());
+    assert_eq!(
+        (&through.body["code"], &through.body["type"], &through.body["status"]),
+        (&direct.body["code"], &direct.body["type"], &direct.body["status"])
+    );
+    assert!(!from_upstream(&through));
+    assert_eq!(s.caddy.upstream_hits(), 0);
+
+    // A genome that allows verify but not authorize: 403 to the client.
+    let g = Genome::single().set(
+        "/capabilities",
+        json!([{"cap_id": "V", "risk_class": "A", "allow_actions": ["settlement.verify"], "deny_actions": []}]),
+    );
+    let s = setup_with(g);
+    let v = s.call("GET", "/paid/x", &[]).await;
+    assert_eq!((v.status, v.code()), (403, "CAPABILITY_DENIED"), "{:?}", v.body);
+    assert_eq!(s.caddy.upstream_hits(), 0);
+}
+
 /// `GET /v1/authorize` called directly, not through Caddy.
 async fn authorize(app: &Served, headers: &[(&str, &str)]) -> Verified {
     send(&reqwest::Client::new(), "GET", &app.url("/v1/authorize"), headers).await
