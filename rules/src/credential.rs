@@ -101,8 +101,10 @@ pub enum CredentialError {
 /// (RFC 7235) and surrounding whitespace is tolerated.
 pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
     if value.len() > MAX_CREDENTIAL_LEN {
-        let head = value.trim_start().get(..8).unwrap_or("");
-        if head.len() == 8 && head[..7].eq_ignore_ascii_case("payment") && head.as_bytes()[7].is_ascii_whitespace() {
+        // Bytes, not str slices: a multi-byte character in the first eight
+        // bytes must not panic (found by the `authorization` fuzz target).
+        let head = value.trim_start().as_bytes();
+        if head.len() > 8 && head[..7].eq_ignore_ascii_case(b"payment") && head[7].is_ascii_whitespace() {
             return Err(CredentialError::MalformedPayment(format!(
                 "the Payment credential is longer than {MAX_CREDENTIAL_LEN} bytes"
             )));
@@ -199,6 +201,20 @@ mod tests {
             parse_credential(&"a".repeat(MAX_CREDENTIAL_LEN + 1)),
             Err(CredentialError::TooLong)
         );
+        // A huge value with multi-byte characters where the scheme would
+        // be: refused, never a panic on a char boundary (a fuzz finding).
+        for head in [
+            "Teb!p\u{fffd}",
+            "\u{fffd}\u{fffd}\u{fffd}",
+            "Paymen\u{e9}",
+            "Payment\u{a0}",
+        ] {
+            assert_eq!(
+                parse_credential(&format!("{head}{}", "a".repeat(MAX_CREDENTIAL_LEN))),
+                Err(CredentialError::TooLong),
+                "{head}"
+            );
+        }
         // A huge or empty Payment credential is malformed (the MPP answer).
         for v in [
             format!("Payment {}", "a".repeat(MAX_CREDENTIAL_LEN)),

@@ -349,3 +349,25 @@ async fn malformed_requests_get_clear_400s_413s_and_415s() {
         "PAYLOAD_TOO_LARGE"
     );
 }
+
+#[tokio::test]
+async fn a_long_credential_with_multibyte_characters_in_its_scheme_is_a_400_not_a_crash() {
+    // Found by the `authorization` fuzz target: the long-credential check
+    // sliced a str inside a multi-byte character and panicked.
+    let s = setup();
+    for head in ["Teb!p\u{fffd}", "Paymen\u{e9}", "\u{1f4b8}\u{1f4b8}"] {
+        let credential = format!("{head}{}", "a".repeat(9 * 1024));
+        let v = s.app.verify(json!({ "credential": credential }), &[]).await;
+        assert_eq!((v.status, v.code()), (400, "INVALID_REQUEST"), "{head}: {:?}", v.body);
+    }
+    // and a long Payment credential is the MPP answer
+    let v = s
+        .app
+        .verify(
+            json!({ "credential": format!("Payment {}", "a".repeat(9 * 1024)) }),
+            &[],
+        )
+        .await;
+    assert_eq!((v.status, v.code()), (402, "MALFORMED_CREDENTIAL"), "{:?}", v.body);
+    assert_eq!(s.app.get_json("/healthz").await.0, 200);
+}
