@@ -80,7 +80,14 @@ pub struct Summary {
 /// The route label of a response: the matched pattern for known routes,
 /// without allocating per request.
 fn route_label(res: &ServiceResponse<impl MessageBody>) -> &'static str {
-    const ROUTES: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/v1/genome", "/v1/verify"];
+    const ROUTES: [&str; 6] = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/genome",
+        "/v1/verify",
+        "/v1/authorize",
+    ];
     let path = res.request().path();
     ROUTES.iter().copied().find(|r| *r == path).unwrap_or("unmatched")
 }

@@ -316,6 +316,17 @@ async fn forwarded_method_and_uri_are_trusted_from_loopback_by_default() {
     // without them the gate does not know what is being paid for
     let v = authorize(&app, &[]).await;
     assert_eq!((v.status, v.code()), (400, "INVALID_REQUEST"), "{:?}", v.body);
+    // and the route has its own label in the metrics
+    assert_eq!(
+        app.metric(r#"settlegate_http_requests_total{route="/v1/authorize",status="402"}"#)
+            .await,
+        2
+    );
+    assert_eq!(
+        app.metric(r#"settlegate_http_requests_total{route="/v1/authorize",status="400"}"#)
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
