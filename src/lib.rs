@@ -9,6 +9,7 @@ pub mod cli;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod otel;
 pub mod outcome;
 pub mod settings;
 pub mod settle;

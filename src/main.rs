@@ -26,7 +26,13 @@ fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let _log = telemetry::init(settings.log_buffer_lines);
+    let _telemetry = match telemetry::init(settings.log_buffer_lines, settings.otel.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("settlegate: CONFIG_INVALID: {e}");
+            return 1;
+        }
+    };
     settlegate::memory::start_trimmer();
     let system = actix::System::new();
     system.block_on(async move {

@@ -38,6 +38,8 @@ pub struct Metrics {
     verifications: Family<OutcomeLabels, Counter>,
     unavailable: Family<UnavailableLabels, Counter>,
     log_dropped: Counter,
+    spans_dropped: Counter,
+    spans_exported: Counter,
     /// Serialises the catch-up of `log_dropped` between concurrent scrapes.
     log_sync: Mutex<()>,
     pub genome_reloads: ReloadCounter,
@@ -115,8 +117,22 @@ impl Metrics {
             "Log lines dropped because the log writer's bounded queue was full",
             log_dropped.clone(),
         );
+        let spans_dropped = Counter::default();
+        r.register(
+            "otel_spans_dropped",
+            "Spans not exported: the export queue was full (a slow or dead collector) or their export failed",
+            spans_dropped.clone(),
+        );
+        let spans_exported = Counter::default();
+        r.register(
+            "otel_spans_exported",
+            "Spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
         Metrics {
             registry: r,
+            spans_dropped,
+            spans_exported,
             requests,
             verifications,
             unavailable,
@@ -156,10 +172,16 @@ impl Metrics {
     pub fn encode(&self) -> String {
         {
             let _one_at_a_time = self.log_sync.lock();
-            let dropped = crate::telemetry::dropped_lines();
-            let shown = self.log_dropped.get();
-            if dropped > shown {
-                self.log_dropped.inc_by(dropped - shown);
+            // process-wide totals kept by the writer threads, caught up here
+            for (counter, total) in [
+                (&self.log_dropped, crate::telemetry::dropped_lines()),
+                (&self.spans_dropped, crate::otel::dropped_spans()),
+                (&self.spans_exported, crate::otel::exported_spans()),
+            ] {
+                let shown = counter.get();
+                if total > shown {
+                    counter.inc_by(total - shown);
+                }
             }
         }
         let mut out = String::new();

@@ -75,7 +75,8 @@ pub struct Settings {
     pub replay_cache_entries: usize,
     pub log_request_level: RequestLog,
     pub log_buffer_lines: usize,
-    pub otlp_endpoint: Option<Url>,
+    /// Trace export over OTLP; `None`: no export.
+    pub otel: Option<Otel>,
     /// The MPP challenge secret; `None`: a random one per process.
     pub payment_secret: Option<Secret>,
     /// The secret before a rotation, and until when it still verifies.
@@ -186,6 +187,40 @@ struct RawRedis {
 #[serde(deny_unknown_fields)]
 struct RawOtel {
     endpoint: Option<String>,
+    protocol: Option<String>,
+    service_name: Option<String>,
+    #[serde(default = "default_otel_queue")]
+    max_queue_size: usize,
+}
+
+fn default_otel_queue() -> usize {
+    2048
+}
+
+/// How spans travel to the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318), to `<endpoint>/v1/traces`.
+    HttpProtobuf,
+}
+
+/// Where and how traces are exported. Each value comes from settlegate's
+/// own key when set, else from the OpenTelemetry standard variable
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+/// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+#[derive(Clone, Debug)]
+pub struct Otel {
+    /// For HTTP, the full traces URL (`/v1/traces` appended to a bare
+    /// endpoint, as the OTLP specification says for the base variable).
+    pub endpoint: Url,
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+    /// `key=value` pairs from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource: Vec<(String, String)>,
+    /// Spans queued for export at most; beyond it they are dropped and counted.
+    pub max_queue_size: usize,
 }
 
 impl Settings {
@@ -197,6 +232,14 @@ impl Settings {
     /// Loads with an explicit environment (tests), or the process's when `None`.
     pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
         let err = |e: config::ConfigError| ConfigError(e.to_string());
+        let otel_env: HashMap<String, String> = match &env {
+            Some(m) => m
+                .iter()
+                .filter(|(k, _)| k.starts_with("OTEL_"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")).collect(),
+        };
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             if !path.is_file() {
@@ -220,10 +263,10 @@ impl Settings {
             .map_err(err)?
             .try_deserialize()
             .map_err(err)?;
-        Self::validate(raw)
+        Self::validate(raw, &otel_env)
     }
 
-    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+    fn validate(raw: Raw, otel_env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
         let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
             ConfigError(format!(
@@ -343,12 +386,7 @@ impl Settings {
                 raw.log.buffer_lines
             ));
         }
-        let otlp_endpoint = raw
-            .otel
-            .endpoint
-            .as_deref()
-            .map(|u| parse_http_url("otel.endpoint", u))
-            .transpose()?;
+        let otel = otel_settings(raw.otel, otel_env)?;
 
         let secret = |key: &str, value: Option<String>, file: Option<PathBuf>| -> Result<Option<Secret>, ConfigError> {
             let s = match (value, file) {
@@ -433,7 +471,7 @@ impl Settings {
             replay_cache_entries: raw.replay.cache_entries,
             log_request_level,
             log_buffer_lines: raw.log.buffer_lines,
-            otlp_endpoint,
+            otel,
             payment_secret,
             payment_previous_secret,
             trusted_proxies,
@@ -450,6 +488,65 @@ fn parse_net(s: &str) -> Result<IpNet, ConfigError> {
                 "authorize.trusted_proxies: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
             ))
         })
+}
+
+/// `otel.*`, each key falling back to its `OTEL_*` variable (ours wins:
+/// it is the one an operator set for this service).
+fn otel_settings(raw: RawOtel, env: &HashMap<String, String>) -> Result<Option<Otel>, ConfigError> {
+    let from_env = |k: &str| env.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let (endpoint, endpoint_key) = match (raw.endpoint, from_env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        (Some(e), _) => (e, "otel.endpoint"),
+        (None, Some(e)) => (e, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (None, None) => return Ok(None),
+    };
+    let mut endpoint = parse_http_url(endpoint_key, &endpoint)?;
+    let protocol = match raw
+        .protocol
+        .or_else(|| from_env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .as_deref()
+        .unwrap_or("http/protobuf")
+    {
+        "grpc" => OtlpProtocol::Grpc,
+        "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        other => {
+            return Err(ConfigError(format!(
+                "otel.protocol {other:?} is not grpc or http/protobuf"
+            )));
+        }
+    };
+    if protocol == OtlpProtocol::HttpProtobuf && matches!(endpoint.path(), "" | "/") {
+        endpoint.set_path("/v1/traces");
+    }
+    let service_name = raw
+        .service_name
+        .or_else(|| from_env("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "settlegate".into());
+    let mut resource = Vec::new();
+    for pair in from_env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default().split(',') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(ConfigError(format!(
+                "OTEL_RESOURCE_ATTRIBUTES: {pair:?} is not key=value"
+            )));
+        };
+        resource.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    if !(64..=1_000_000).contains(&raw.max_queue_size) {
+        return Err(ConfigError(format!(
+            "otel.max_queue_size must be between 64 and 1000000, got {}",
+            raw.max_queue_size
+        )));
+    }
+    Ok(Some(Otel {
+        endpoint,
+        protocol,
+        service_name,
+        resource,
+        max_queue_size: raw.max_queue_size,
+    }))
 }
 
 fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use actix::{Addr, ArbiterHandle, MailboxError};
 use alloy_primitives::Bytes;
+use settlegate_actors::Traced;
 use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
     Consume, Consumed, ConsumedCache, Follow, Recall, Release, ReplayGuard, Reserve, StoreError,
@@ -37,6 +38,7 @@ use settlegate_rules::replay::{
     KeyDigest, ReplayRecord, ReplayVerdict, RequestIdentity, Scheme, Settlement, judge_replay, record_ttl,
 };
 use settlegate_rules::settlement::{PayerRule, Pending, Reason, Terms, Verdict, judge, memo_rule, needs_head};
+use tracing::Instrument;
 
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 
@@ -100,9 +102,13 @@ impl Settler {
         let me = self.clone();
         // Runs to the end even if the caller goes away: a consume that has
         // begun is finished and recorded, never left half done.
-        let spawned = self.arbiter.spawn(async move {
-            let _ = tx.send(me.settle(&genome, price, &req, challenge).await);
-        });
+        let span = tracing::Span::current();
+        let spawned = self.arbiter.spawn(
+            async move {
+                let _ = tx.send(me.settle(&genome, price, &req, challenge).await);
+            }
+            .instrument(span),
+        );
         if !spawned {
             return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped));
         }
@@ -161,7 +167,7 @@ impl Settler {
             // that just settled for somebody: follow that consume if it is
             // still running here (or answer from its record); only a
             // payment nobody here is consuming is looked up again.
-            match self.guard.send(Follow(req.hash)).await {
+            match self.guard.send(Traced::new(Follow(req.hash))).await {
                 Ok(Ok(Some(record))) => return replay_outcome(&record, req, challenge),
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
@@ -185,7 +191,7 @@ impl Settler {
                     consumed_at: now,
                     expires_at: now + record_ttl(policy, self.min_record_ttl).as_secs(),
                 };
-                match self.guard.send(Consume { hash: req.hash, record }).await {
+                match self.guard.send(Traced::new(Consume { hash: req.hash, record })).await {
                     Ok(Ok(Consumed::Inserted)) => Outcome::Settled(settlement),
                     Ok(Ok(Consumed::Existing(r))) => replay_outcome(&r, req, challenge),
                     Ok(Err(e)) => Outcome::Unavailable(Unavailable::Store(e)),
@@ -221,7 +227,7 @@ impl Settler {
     /// before (it is older now, or the request names another price): if it
     /// was consumed, the answer is the replay (or the idempotent retry).
     async fn failed_or_replayed(&self, reason: Reason, req: &SettleRequest, challenge: Challenge) -> Outcome {
-        let recalled = match self.guard.send(Recall(req.hash)).await {
+        let recalled = match self.guard.send(Traced::new(Recall(req.hash))).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Stopped),
         };
@@ -243,7 +249,7 @@ impl Settler {
     /// that failed gives the reservation back, so a retry can broadcast.
     async fn submit(&self, raw: &Bytes, hash: TxHash, chain_id: u64) -> Result<(bool, bool), Unavailable> {
         let ttl = self.lookup_timeout * 2;
-        match self.guard.send(Reserve { hash, ttl }).await {
+        match self.guard.send(Traced::new(Reserve { hash, ttl })).await {
             Ok(Ok(true)) => {}
             // Another presentation broadcasts it (or did): look it up.
             Ok(Ok(false)) => return Ok((false, false)),
@@ -253,10 +259,10 @@ impl Settler {
         let wait = self.lookup_timeout + Duration::from_secs(1);
         let sent = self
             .rpc
-            .send(Broadcast {
+            .send(Traced::new(Broadcast {
                 raw: raw.clone(),
                 chain_id,
-            })
+            }))
             .timeout(wait)
             .await;
         match sent {
@@ -279,7 +285,7 @@ impl Settler {
 
     async fn lookup_direct(&self, lookup: Lookup) -> Result<Looked, RpcError> {
         let wait = self.lookup_timeout;
-        match self.rpc.send(lookup).timeout(wait).await {
+        match self.rpc.send(Traced::new(lookup)).timeout(wait).await {
             Ok(r) => r.map(|facts| Looked {
                 facts: Arc::new(facts),
                 fresh: true,
@@ -292,7 +298,12 @@ impl Settler {
     async fn check(&self, lookup: Lookup, fresh_only: bool) -> Result<Looked, RpcError> {
         // The coalescer bounds the lookup; this only guards its mailbox.
         let wait = self.lookup_timeout + Duration::from_secs(1);
-        match self.coalescer.send(Check { lookup, fresh_only }).timeout(wait).await {
+        match self
+            .coalescer
+            .send(Traced::new(Check { lookup, fresh_only }))
+            .timeout(wait)
+            .await
+        {
             Ok(r) => r,
             Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
             Err(MailboxError::Closed) => Err(RpcError::Transport("the coalescer stopped".into())),

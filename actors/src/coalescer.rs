@@ -90,7 +90,9 @@ pub struct Coalescer {
     /// Told when a lookup found a payment its waiters may consume.
     guard: Option<Recipient<Expect>>,
     config: CoalescerConfig,
-    waiting: HashMap<Lookup, Vec<oneshot::Sender<CheckResult>>>,
+    /// The callers of each lookup in flight, and its span (linked to the
+    /// span of every caller: one lookup, many traces).
+    waiting: HashMap<Lookup, (Vec<oneshot::Sender<CheckResult>>, tracing::Span)>,
     held: HashMap<Lookup, (Arc<ChainFacts>, Instant)>,
     metrics: CoalescerMetrics,
 }
@@ -152,18 +154,32 @@ impl Handler<Check> for Coalescer {
         }
         let (tx, rx) = oneshot::channel();
         match self.waiting.get_mut(&key) {
-            Some(waiters) => {
+            Some((waiters, span)) => {
                 waiters.push(tx);
+                span.follows_from(tracing::Span::current());
                 self.metrics.joined.inc();
             }
             None => {
-                self.waiting.insert(key, vec![tx]);
+                let span = tracing::info_span!(
+                    target: crate::TRACE_TARGET,
+                    "coalesced_lookup",
+                    otel.name = "Coalescer lookup",
+                    tx_hash = %key.hash,
+                    chain_id = key.chain_id,
+                    waiters = tracing::field::Empty,
+                );
+                span.follows_from(tracing::Span::current());
+                let traced = crate::Traced {
+                    msg: key,
+                    parent: span.clone(),
+                };
+                self.waiting.insert(key, (vec![tx], span));
                 self.metrics.lookups.inc();
                 let pool = self.pool.clone();
                 let timeout = self.config.timeout;
                 let me = ctx.address();
                 actix::spawn(async move {
-                    let result = match pool.send(key).timeout(timeout).await {
+                    let result = match pool.send(traced).timeout(timeout).await {
                         Ok(r) => r.map(Arc::new),
                         Err(MailboxError::Timeout) => Err(RpcError::Timeout(timeout)),
                         Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),
@@ -198,9 +214,16 @@ impl Handler<Done> for Coalescer {
             }
             self.held.insert(key, (facts.clone(), until));
         }
-        for waiter in self.waiting.remove(&key).unwrap_or_default() {
+        let (waiters, span) = self
+            .waiting
+            .remove(&key)
+            .unwrap_or_else(|| (Vec::new(), tracing::Span::none()));
+        span.record("waiters", waiters.len());
+        for waiter in waiters {
             // A caller that gave up has dropped its receiver; nothing to do.
             let _ = waiter.send(result.clone().map(|facts| Looked { facts, fresh: true }));
         }
     }
 }
+
+crate::traced_handlers!(Coalescer: Check);

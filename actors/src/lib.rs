@@ -36,3 +36,55 @@ where
     // 0 means "never park a sender" in actix's channel.
     ctx.set_mailbox_capacity(0);
 }
+
+/// The target of spans that exist for traces only: the log layer ignores
+/// them, so without a trace exporter they are disabled where they are made.
+pub const TRACE_TARGET: &str = "settlegate::trace";
+
+/// A message with its sender's span: the actor's work for it is a child
+/// span named `<Actor> <Message>`, so one request is one trace across
+/// actor mailboxes. Each request-path actor handles `Traced<M>` for every
+/// `M` it answers with a future (`traced_handlers!`).
+pub struct Traced<M> {
+    pub msg: M,
+    pub parent: tracing::Span,
+}
+
+impl<M> Traced<M> {
+    /// `msg`, sent from inside the current span.
+    pub fn new(msg: M) -> Self {
+        Traced {
+            msg,
+            parent: tracing::Span::current(),
+        }
+    }
+}
+
+impl<M: actix::Message> actix::Message for Traced<M> {
+    type Result = M::Result;
+}
+
+/// Implements `Handler<Traced<M>>` for an actor and each listed message,
+/// whose `Handler<M>` answers with a `ResponseFuture`.
+macro_rules! traced_handlers {
+    ($actor:ident: $($msg:ident),+) => {$(
+        impl actix::Handler<$crate::Traced<$msg>> for $actor {
+            type Result = <$actor as actix::Handler<$msg>>::Result;
+
+            fn handle(&mut self, t: $crate::Traced<$msg>, ctx: &mut Self::Context) -> Self::Result {
+                use tracing::Instrument as _;
+                let span = tracing::info_span!(
+                    target: $crate::TRACE_TARGET,
+                    parent: &t.parent,
+                    "actor_message",
+                    otel.name = concat!(stringify!($actor), " ", stringify!($msg)),
+                    actor = stringify!($actor),
+                    message = stringify!($msg),
+                );
+                let fut = span.in_scope(|| <Self as actix::Handler<$msg>>::handle(self, t.msg, ctx));
+                Box::pin(fut.instrument(span))
+            }
+        }
+    )+};
+}
+pub(crate) use traced_handlers;

@@ -40,6 +40,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::replay::ReplayRecord;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Why the store gave no trustworthy answer. Each is a 503; none consumes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -310,11 +311,31 @@ impl ReplayGuard {
         let backend = self.backend.clone();
         let timeout = self.timeout;
         let ops = self.ops.clone();
+        // The operation runs in a spawned task: its span names its parent
+        // (the message's) explicitly.
+        let span = tracing::info_span!(
+            target: crate::TRACE_TARGET,
+            "store_op",
+            otel.name = name,
+            otel.kind = "client",
+            db.system.name = match &backend {
+                Backend::Redis(_) => "redis",
+                Backend::Local(_) => "redb",
+            },
+            db.operation.name = name,
+            outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
         async move {
             let result = tokio::time::timeout(timeout, op(backend))
+                .instrument(span.clone())
                 .await
                 .unwrap_or(Err(StoreError::Timeout));
             let label = result.as_ref().map_or("error", outcome);
+            span.record("outcome", label);
+            if let Err(e) = &result {
+                span.record("error.type", e.cause());
+            }
             ops.get_or_create(&StoreOpLabels {
                 op: name,
                 outcome: label,
@@ -950,3 +971,5 @@ mod tests {
         }
     }
 }
+
+crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, Reserve, Ping);

@@ -40,6 +40,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
+use tracing::Instrument;
 use url::Url;
 
 use crate::rpc_transport::{BoundedHttp, HttpFault, http_client};
@@ -540,9 +541,24 @@ impl Shared {
         not_a_fault: impl Fn(&RpcError) -> bool,
     ) -> Result<T, RpcError> {
         let started = Instant::now();
-        let result = call.await.map_err(classify);
         let e = &self.endpoints[i];
+        let span = tracing::info_span!(
+            target: crate::TRACE_TARGET,
+            "rpc_call",
+            otel.name = methods.first().copied().unwrap_or("rpc"),
+            otel.kind = "client",
+            rpc.system.name = "jsonrpc",
+            rpc.method = %methods.join(","),
+            server.address = %e.label,
+            outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = call.instrument(span.clone()).await.map_err(classify);
         let outcome = if result.is_ok() { "ok" } else { "error" };
+        span.record("outcome", outcome);
+        if let Err(err) = &result {
+            span.record("error.type", err.cause());
+        }
         for &method in methods {
             self.metrics
                 .calls
@@ -753,3 +769,5 @@ mod tests {
         assert_eq!(endpoint_label(&u), "https://rpc.example.com:8443");
     }
 }
+
+crate::traced_handlers!(RpcPool: Lookup, Broadcast);

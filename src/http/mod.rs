@@ -65,7 +65,12 @@ impl AppState {
                 summary.cause = Some(u.cause());
                 summary.error = Some(u.detail());
             }
-            Outcome::Settled(s) => summary.idempotent_replay = Some(s.idempotent_replay),
+            Outcome::Settled(s) => {
+                summary.idempotent_replay = Some(s.idempotent_replay);
+                if crate::otel::enabled() {
+                    summary.amount = Some(s.amount.to_string());
+                }
+            }
             Outcome::Denied(..) => {}
         }
         req.extensions_mut().insert(summary);

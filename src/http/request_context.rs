@@ -27,6 +27,8 @@ pub enum RequestLog {
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C Trace Context Level 2: the trace and span that answered.
+pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 /// A caller's id longer than this, or with other characters, is replaced:
 /// it ends up in logs, and logs must not be an injection channel.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -75,19 +77,22 @@ pub struct Summary {
     pub cause: Option<&'static str>,
     pub error: Option<String>,
     pub idempotent_replay: Option<bool>,
+    /// What a 200 settled, in the token's base units (for traces).
+    pub amount: Option<String>,
 }
 
 /// The route label of a response: the matched pattern for known routes,
 /// without allocating per request.
+const ROUTES: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/genome",
+    "/v1/verify",
+    "/v1/authorize",
+];
+
 fn route_label(res: &ServiceResponse<impl MessageBody>) -> &'static str {
-    const ROUTES: [&str; 6] = [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/genome",
-        "/v1/verify",
-        "/v1/authorize",
-    ];
     let path = res.request().path();
     ROUTES.iter().copied().find(|r| *r == path).unwrap_or("unmatched")
 }
@@ -105,7 +110,33 @@ pub async fn request_context(
         request_id = %request_id,
         method = %req.method(),
         path = %req.path(),
+        otel.kind = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        http.request.method = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        tx_hash = tracing::field::Empty,
+        code = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        genome_id = tracing::field::Empty,
+        amount = tracing::field::Empty,
+        error.type = tracing::field::Empty,
     );
+    let traced = crate::otel::enabled();
+    if traced {
+        // OpenTelemetry's HTTP conventions; recorded only for traces, so
+        // the log lines stay as they are
+        span.record("otel.kind", "server");
+        // `{method} {route}` for the known routes; the method alone for
+        // anything else (a span name must not carry arbitrary paths)
+        let name = match ROUTES.iter().find(|r| **r == req.path()) {
+            Some(route) => format!("{} {route}", req.method()),
+            None => req.method().to_string(),
+        };
+        span.record("otel.name", name);
+        span.record("http.request.method", req.method().as_str());
+        crate::otel::adopt_remote_parent(&span, req.headers());
+    }
     let (metrics, level) = match req.app_data::<web::Data<AppState>>() {
         Some(s) => (Some(s.metrics.clone()), s.request_log),
         None => (None, RequestLog::Info),
@@ -116,6 +147,11 @@ pub async fn request_context(
     // unwrap: the id is ASCII from the allow-list above or hex.
     res.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_str(&request_id).unwrap());
+    if let Some(tr) = crate::otel::traceresponse(&span) {
+        // unwrap: hex digits and dashes
+        res.headers_mut()
+            .insert(TRACERESPONSE, HeaderValue::from_str(&tr).unwrap());
+    }
     let status = res.status().as_u16();
     let route = route_label(&res);
     let elapsed_us = started.elapsed().as_micros() as u64;
@@ -123,6 +159,24 @@ pub async fn request_context(
         m.observe_request(route, status);
     }
     let failed = status >= 500;
+    if traced {
+        span.record("http.response.status_code", status);
+        span.record("http.route", route);
+        if let Some(s) = res.request().extensions().get::<Summary>() {
+            for (k, v) in [
+                ("tx_hash", s.tx_hash.as_deref()),
+                ("code", s.code),
+                ("reason", s.reason),
+                ("genome_id", s.genome_id.as_deref()),
+                ("amount", s.amount.as_deref()),
+                ("error.type", s.cause),
+            ] {
+                if let Some(v) = v {
+                    span.record(k, v);
+                }
+            }
+        }
+    }
     if failed || level != RequestLog::Off {
         let summary = res.request().extensions_mut().remove::<Summary>().unwrap_or_default();
         let s = &summary;

@@ -4,6 +4,7 @@
 mod boot;
 mod chain;
 mod cli;
+mod collector;
 mod demo;
 mod endpoints;
 mod faults;
@@ -16,4 +17,5 @@ mod payment;
 mod proxy;
 mod readme;
 mod reload;
+mod traces;
 mod verify;
