@@ -26,7 +26,7 @@ fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let _telemetry = match telemetry::init(settings.log_buffer_lines, settings.otel.as_ref()) {
+    let _telemetry = match telemetry::init(settings.log_buffer_lines, settings.log_json, settings.otel.as_ref()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("settlegate: CONFIG_INVALID: {e}");

@@ -5,11 +5,14 @@ use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use settlegate_actors::coalescer::CoalescerMetrics;
 use settlegate_actors::genome_supervisor::ReloadCounter;
 use settlegate_actors::replay_guard::StoreOps;
 use settlegate_actors::rpc_pool::RpcMetrics;
+use std::sync::atomic::AtomicU64;
 
 use crate::outcome::Outcome;
 
@@ -32,7 +35,22 @@ pub struct UnavailableLabels {
     pub cause: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    route: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
 pub struct Metrics {
+    verification_seconds: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    endpoint_circuit_open: Family<EndpointLabels, Gauge>,
+    genome_expires_in: Gauge<f64, AtomicU64>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     verifications: Family<OutcomeLabels, Counter>,
@@ -83,6 +101,37 @@ impl Metrics {
             "HTTP round trips to Tempo nodes by endpoint and outcome",
             rpc.http.clone(),
         );
+        r.register(
+            "rpc_http_duration_seconds",
+            "Time of each HTTP round trip to a Tempo node, by endpoint and outcome",
+            rpc.latency.clone(),
+        );
+        let verification_seconds = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            settlegate_actors::rpc_pool::latency_histogram,
+        );
+        r.register(
+            "verification_duration_seconds",
+            "Time from request to answer of /v1/verify and /v1/authorize, by route and outcome code",
+            verification_seconds.clone(),
+        );
+        let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
+        r.register(
+            "rpc_endpoint_healthy",
+            "1 when the endpoint answers on the policy's chain with a closed circuit, else 0 (read at scrape)",
+            endpoint_healthy.clone(),
+        );
+        let endpoint_circuit_open = Family::<EndpointLabels, Gauge>::default();
+        r.register(
+            "rpc_endpoint_circuit_open",
+            "1 while the endpoint's circuit is open or half open (no lookups routed to it), else 0",
+            endpoint_circuit_open.clone(),
+        );
+        let genome_expires_in = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "genome_expires_in_seconds",
+            "Seconds until the active genome expires (negative: expired; absent expiry: 1e12), read at scrape",
+            genome_expires_in.clone(),
+        );
         let coalescer = CoalescerMetrics::default();
         r.register(
             "chain_lookups",
@@ -130,6 +179,10 @@ impl Metrics {
             spans_exported.clone(),
         );
         Metrics {
+            verification_seconds,
+            endpoint_healthy,
+            endpoint_circuit_open,
+            genome_expires_in,
             registry: r,
             spans_dropped,
             spans_exported,
@@ -148,6 +201,30 @@ impl Metrics {
 
     pub fn observe_request(&self, route: &'static str, status: u16) {
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
+    }
+
+    /// The time a payment check took, by route and outcome code.
+    pub fn observe_verification(&self, route: &'static str, code: &'static str, seconds: f64) {
+        self.verification_seconds
+            .get_or_create(&DurationLabels { route, code })
+            .observe(seconds);
+    }
+
+    /// Scrape-time state: each endpoint's health and circuit, and the
+    /// genome's time to expiry.
+    pub fn set_state(&self, endpoints: &[settlegate_actors::rpc_pool::EndpointStatus], expires_in: Option<f64>) {
+        for e in endpoints {
+            let labels = EndpointLabels {
+                endpoint: e.endpoint.clone(),
+            };
+            self.endpoint_healthy
+                .get_or_create(&labels)
+                .set(i64::from(e.state == "healthy"));
+            self.endpoint_circuit_open
+                .get_or_create(&labels)
+                .set(i64::from(matches!(e.state, "open" | "half_open")));
+        }
+        self.genome_expires_in.set(expires_in.unwrap_or(1e12));
     }
 
     /// Counts one payment check's outcome (and, for a 503, its cause).

@@ -267,11 +267,26 @@ pub fn adopt_remote_parent(span: &tracing::Span, headers: &actix_web::http::head
 /// The W3C `traceresponse` value naming `span` (version 00), when export
 /// is on.
 pub fn traceresponse(span: &tracing::Span) -> Option<String> {
+    let sc = span_context(span)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
+/// The trace id and span id of `span`, in hex, when export is on.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    let sc = span_context(span)?;
+    Some((sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
     if !enabled() {
         return None;
     }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+    sc.is_valid().then_some(sc)
 }

@@ -75,6 +75,8 @@ pub struct Settings {
     pub replay_cache_entries: usize,
     pub log_request_level: RequestLog,
     pub log_buffer_lines: usize,
+    /// JSON lines (`true`, the default) or human-readable text.
+    pub log_json: bool,
     /// Trace export over OTLP; `None`: no export.
     pub otel: Option<Otel>,
     /// The MPP challenge secret; `None`: a random one per process.
@@ -138,6 +140,7 @@ struct RawCoalescer {
 struct RawLog {
     request_level: String,
     buffer_lines: usize,
+    format: String,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +390,11 @@ impl Settings {
             ));
         }
         let otel = otel_settings(raw.otel, otel_env)?;
+        let log_json = match raw.log.format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => return fail(format!("log.format {other:?} is not json or text")),
+        };
 
         let secret = |key: &str, value: Option<String>, file: Option<PathBuf>| -> Result<Option<Secret>, ConfigError> {
             let s = match (value, file) {
@@ -471,6 +479,7 @@ impl Settings {
             replay_cache_entries: raw.replay.cache_entries,
             log_request_level,
             log_buffer_lines: raw.log.buffer_lines,
+            log_json,
             otel,
             payment_secret,
             payment_previous_secret,

@@ -174,7 +174,7 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber: JSON log lines through a buffer of
 /// `buffer_lines`, and, with `otel`, trace export over OTLP. Call once,
 /// from `main`, for `serve`. Fails when the exporter cannot be built.
-pub fn init(buffer_lines: usize, otel: Option<&crate::settings::Otel>) -> Result<TelemetryGuard, String> {
+pub fn init(buffer_lines: usize, json: bool, otel: Option<&crate::settings::Otel>) -> Result<TelemetryGuard, String> {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -189,11 +189,22 @@ pub fn init(buffer_lines: usize, otel: Option<&crate::settings::Otel>) -> Result
             .parse()
             .expect("a valid directive"),
     );
-    let lines = tracing_subscriber::fmt::layer()
-        .fmt_fields(JsonSpanFields)
-        .event_format(JsonLines)
-        .with_writer(BufferWriter(buffer))
-        .with_filter(filter);
+    let writer = BufferWriter(buffer);
+    let lines = if json {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .with_writer(writer)
+            .boxed()
+    } else {
+        // tracing-subscriber's own human-readable format, colour off (the
+        // lines go through a buffer, not straight to a terminal)
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .boxed()
+    }
+    .with_filter(filter);
     let traces = otel.map(crate::otel::start).transpose()?;
     let trace_layer = traces.as_ref().map(|p| {
         tracing_opentelemetry::layer()

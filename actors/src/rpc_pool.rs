@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
 use tracing::Instrument;
@@ -104,10 +105,29 @@ pub struct HttpLabels {
 /// outcome}` (one sample per JSON-RPC call, batched or not) and
 /// `settlegate_rpc_http_requests_total{endpoint, outcome}` (one per HTTP
 /// round trip).
-#[derive(Clone, Default)]
+///
+/// `settlegate_rpc_http_duration_seconds{endpoint, outcome}`: the time of
+/// each HTTP round trip.
+#[derive(Clone)]
 pub struct RpcMetrics {
     pub calls: Family<RpcLabels, Counter>,
     pub http: Family<HttpLabels, Counter>,
+    pub latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
+}
+
+/// 0.25 ms to about 8 s, doubling.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        RpcMetrics {
+            calls: Family::default(),
+            http: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 pub struct PoolConfig {
@@ -569,13 +589,15 @@ impl Shared {
                 })
                 .inc();
         }
+        let labels = HttpLabels {
+            endpoint: e.label.clone(),
+            outcome,
+        };
+        self.metrics.http.get_or_create(&labels).inc();
         self.metrics
-            .http
-            .get_or_create(&HttpLabels {
-                endpoint: e.label.clone(),
-                outcome,
-            })
-            .inc();
+            .latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         let health = match &result {
             Err(e) if not_a_fault(e) => Ok(()),
             other => other.as_ref().map(|_| ()),

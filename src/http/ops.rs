@@ -77,9 +77,24 @@ pub async fn genome(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.genome.current().allows(actions::METRICS_READ) {
+    let g = state.genome.current();
+    if !g.allows(actions::METRICS_READ) {
         return Err(ApiError::CapabilityDenied(actions::METRICS_READ));
     }
+    // the pool's view as it is (no probe: a scrape must stay cheap)
+    let endpoints = state
+        .rpc
+        .send(PoolStatus {
+            probe: false,
+            chain_id: g.policy.chain_id,
+        })
+        .await
+        .unwrap_or_default();
+    let expires_in = g
+        .validity
+        .expires_at
+        .map(|t| (t - OffsetDateTime::now_utc()).as_seconds_f64());
+    state.metrics.set_state(&endpoints, expires_in);
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode()))

@@ -121,6 +121,8 @@ pub async fn request_context(
         genome_id = tracing::field::Empty,
         amount = tracing::field::Empty,
         error.type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     let traced = crate::otel::enabled();
     if traced {
@@ -136,6 +138,11 @@ pub async fn request_context(
         span.record("otel.name", name);
         span.record("http.request.method", req.method().as_str());
         crate::otel::adopt_remote_parent(&span, req.headers());
+        // every log line of the request names its trace and span
+        if let Some((trace_id, span_id)) = crate::otel::ids(&span) {
+            span.record("trace_id", trace_id.as_str());
+            span.record("span_id", span_id.as_str());
+        }
     }
     let (metrics, level) = match req.app_data::<web::Data<AppState>>() {
         Some(s) => (Some(s.metrics.clone()), s.request_log),
@@ -155,8 +162,18 @@ pub async fn request_context(
     let status = res.status().as_u16();
     let route = route_label(&res);
     let elapsed_us = started.elapsed().as_micros() as u64;
-    if let Some(m) = metrics {
+    if let Some(m) = &metrics {
         m.observe_request(route, status);
+        if matches!(route, "/v1/verify" | "/v1/authorize") {
+            let code = res
+                .request()
+                .extensions()
+                .get::<Summary>()
+                .and_then(|s| s.code)
+                // refused before a payment check (a 400, 403, 413…)
+                .unwrap_or("none");
+            m.observe_verification(route, code, started.elapsed().as_secs_f64());
+        }
     }
     let failed = status >= 500;
     if traced {

@@ -143,3 +143,34 @@ async fn every_request_is_one_structured_log_line_with_its_request_id() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["span"]["path"], "/healthz");
 }
+
+#[test]
+fn log_format_text_writes_human_readable_lines_and_a_bad_format_stops_the_boot() {
+    use std::io::{BufRead, BufReader};
+    let w = Workdir::new();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    env.insert("SETTLEGATE_LOG__FORMAT".into(), "text".into());
+    let mut child = command(&["serve"], &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(20)
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening"))
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("INFO") && line.contains("listening"), "{line}");
+    assert!(serde_json::from_str::<Value>(&line).is_err(), "not JSON: {line}");
+
+    env.insert("SETTLEGATE_LOG__FORMAT".into(), "xml".into());
+    let r = run_refused(&env);
+    assert!(
+        r.stderr.contains("CONFIG_INVALID") && r.stderr.contains("log.format"),
+        "{}",
+        r.stderr
+    );
+}

@@ -12,6 +12,7 @@ mod forward_auth;
 mod helpers;
 mod lookup;
 mod mathison_compat;
+mod metrics;
 mod mpp_clients;
 mod payment;
 mod proxy;

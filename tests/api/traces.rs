@@ -103,6 +103,11 @@ async fn a_verification_is_one_trace_from_the_callers_traceparent_to_the_node_an
         assert_eq!(redis.attr("db.system.name"), "redis");
         assert_eq!(redis.attr("outcome"), "inserted");
 
+        // every log line of the request names the trace and the span
+        let line = app.wait_for_log(|l| l["message"] == "request served" && l["span"]["path"] == "/v1/verify");
+        assert_eq!(line["span"]["trace_id"], CALLER_TRACE);
+        assert_eq!(line["span"]["span_id"], request.id.as_str());
+
         // nothing secret or whole travels: no credential, no URL path
         let text = collector.output();
         assert!(!text.contains("Tempo 0x"), "a credential reached the collector");
