@@ -29,6 +29,7 @@ use settlegate_rules::genome::{MAX_GENOME_BYTES, ParsedGenome, TrustRoot, Verifi
 use settlegate_rules::seed::SeedVars;
 use time::OffsetDateTime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::Instrument;
 
 /// Where the genome comes from and what it is checked against.
 #[derive(Clone, Debug)]
@@ -279,14 +280,30 @@ impl Handler<Reload> for GenomeSupervisor {
     /// cannot race a rollback check.
     fn handle(&mut self, Reload(cause): Reload, _ctx: &mut Self::Context) -> Self::Result {
         let source = self.source.clone();
+        // A reload is its own trace (no request asked for it).
+        let span = tracing::info_span!(
+            target: crate::TRACE_TARGET,
+            "genome_reload",
+            otel.name = "GenomeSupervisor Reload",
+            cause = ?cause,
+            outcome = tracing::field::Empty,
+        );
         let load = async move {
             tokio::task::spawn_blocking(move || source.load(OffsetDateTime::now_utc()))
                 .await
                 .unwrap_or_else(|e| Err(GenomeError::Unreadable(format!("genome load task failed: {e}"))))
-        };
+        }
+        .instrument(span.clone());
         AtomicResponse::new(Box::pin(load.into_actor(self).map(move |loaded, act, _| {
             let result = loaded.and_then(|g| act.accept(g));
             act.record(cause, &result);
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(o) => format!("{o:?}"),
+                    Err(e) => e.code().to_owned(),
+                },
+            );
             result
         })))
     }

@@ -329,5 +329,15 @@ async fn the_standard_otel_variables_configure_export_and_settlegates_own_keys_w
         });
         assert!(collector.output().contains("deployment.environment: Str(test-42)"));
         assert!(collector.spans().iter().any(|s| s.name == "GET /healthz"));
+        if ours.is_none() {
+            // a reload (SIGHUP) is its own trace
+            app.sighup();
+            let spans = tokio::task::block_in_place(|| {
+                collector.wait_for(|s| s.iter().any(|s| s.name == "GenomeSupervisor Reload"))
+            });
+            let reload = one(&spans, "GenomeSupervisor Reload");
+            assert_eq!((reload.attr("cause"), reload.attr("outcome")), ("Signal", "Unchanged"));
+            assert_eq!(reload.parent_id, "");
+        }
     }
 }
