@@ -39,14 +39,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => json!({ "state": "ok", "backend": state.replay_backend }),
         Err(detail) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": detail }),
     };
-    let endpoints = state
-        .rpc
-        .send(PoolStatus {
-            probe: true,
-            chain_id: g.policy.chain_id,
-        })
-        .await
-        .unwrap_or_default();
+    let endpoints = endpoint_status(&state, g.policy.chain_id, true).await;
     let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
     let rpc = json!({ "state": if rpc_ok { "ok" } else { "unavailable" }, "chain_id": g.policy.chain_id, "endpoints": endpoints });
     let ready = genome["state"] == "verified" && store["state"] == "ok" && rpc_ok;
@@ -76,20 +69,23 @@ pub async fn genome(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Each RPC endpoint's state on `chain_id`; with `probe`, endpoints not
+/// known to be healthy are asked first. Empty when the pool is gone.
+async fn endpoint_status(
+    state: &AppState,
+    chain_id: u64,
+    probe: bool,
+) -> Vec<settlegate_actors::rpc_pool::EndpointStatus> {
+    state.rpc.send(PoolStatus { probe, chain_id }).await.unwrap_or_default()
+}
+
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let g = state.genome.current();
     if !g.allows(actions::METRICS_READ) {
         return Err(ApiError::CapabilityDenied(actions::METRICS_READ));
     }
     // the pool's view as it is (no probe: a scrape must stay cheap)
-    let endpoints = state
-        .rpc
-        .send(PoolStatus {
-            probe: false,
-            chain_id: g.policy.chain_id,
-        })
-        .await
-        .unwrap_or_default();
+    let endpoints = endpoint_status(&state, g.policy.chain_id, false).await;
     let expires_in = g
         .validity
         .expires_at

@@ -162,24 +162,22 @@ pub async fn request_context(
     let status = res.status().as_u16();
     let route = route_label(&res);
     let elapsed_us = started.elapsed().as_micros() as u64;
+    // What the handler found out: read once, for the metrics, the span and
+    // the log line.
+    let summary = res.request().extensions_mut().remove::<Summary>();
     if let Some(m) = &metrics {
         m.observe_request(route, status);
         if matches!(route, "/v1/verify" | "/v1/authorize") {
-            let code = res
-                .request()
-                .extensions()
-                .get::<Summary>()
-                .and_then(|s| s.code)
-                // refused before a payment check (a 400, 403, 413…)
-                .unwrap_or("none");
-            m.observe_verification(route, code, started.elapsed().as_secs_f64());
+            // `none`: refused before a payment check (a 400, 403, 413…)
+            let code = summary.as_ref().and_then(|s| s.code).unwrap_or("none");
+            m.observe_verification(route, code, elapsed_us as f64 / 1e6);
         }
     }
     let failed = status >= 500;
     if traced {
         span.record("http.response.status_code", status);
         span.record("http.route", route);
-        if let Some(s) = res.request().extensions().get::<Summary>() {
+        if let Some(s) = &summary {
             for (k, v) in [
                 ("tx_hash", s.tx_hash.as_deref()),
                 ("code", s.code),
@@ -195,7 +193,7 @@ pub async fn request_context(
         }
     }
     if failed || level != RequestLog::Off {
-        let summary = res.request().extensions_mut().remove::<Summary>().unwrap_or_default();
+        let summary = summary.unwrap_or_default();
         let s = &summary;
         macro_rules! line {
             ($level:ident, $message:literal) => {

@@ -4,7 +4,7 @@
 //! reaches the protected application is counted there, in its own access
 //! log; a test never takes the gate's word for it.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::chain::*;
 use crate::helpers::*;
@@ -62,12 +62,7 @@ async fn send(client: &reqwest::Client, method: &str, url: &str, headers: &[(&st
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Verified { status, headers, body }
+    Verified::read(req.send().await.unwrap()).await
 }
 
 /// Every `WWW-Authenticate` line of an answer, in order.

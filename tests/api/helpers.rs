@@ -296,12 +296,7 @@ impl Served {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Verified { status, headers, body }
+        Verified::read(req.send().await.unwrap()).await
     }
 
     /// `POST /v1/verify` with `{"credential": "Tempo <hash>"}`.
@@ -365,6 +360,17 @@ impl Verified {
 }
 
 /// The outcome of a process that was expected to refuse to boot.
+impl Verified {
+    /// Status, headers and body (JSON when it parses, else the text).
+    pub async fn read(resp: reqwest::Response) -> Verified {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Verified { status, headers, body }
+    }
+}
+
 pub struct Refused {
     pub code: Option<i32>,
     pub stderr: String,
