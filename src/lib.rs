@@ -10,6 +10,7 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod otel;
+pub mod otlp_metrics;
 pub mod outcome;
 pub mod settings;
 pub mod settle;

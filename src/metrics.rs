@@ -46,6 +46,11 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExportLabels {
+    outcome: &'static str,
+}
+
 pub struct Metrics {
     verification_seconds: Family<DurationLabels, Histogram, fn() -> Histogram>,
     endpoint_healthy: Family<EndpointLabels, Gauge>,
@@ -58,6 +63,7 @@ pub struct Metrics {
     log_dropped: Counter,
     spans_dropped: Counter,
     spans_exported: Counter,
+    metric_exports: Family<ExportLabels, Counter>,
     /// Serialises the catch-up of `log_dropped` between concurrent scrapes.
     log_sync: Mutex<()>,
     pub genome_reloads: ReloadCounter,
@@ -178,7 +184,14 @@ impl Metrics {
             "Spans the OTLP collector accepted",
             spans_exported.clone(),
         );
+        let metric_exports = Family::<ExportLabels, Counter>::default();
+        r.register(
+            "otel_metric_exports",
+            "OTLP metrics pushes by outcome (ok, failed: the collector is down, slow or refusing)",
+            metric_exports.clone(),
+        );
         Metrics {
+            metric_exports,
             verification_seconds,
             endpoint_healthy,
             endpoint_circuit_open,
@@ -244,6 +257,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one OTLP metrics push.
+    pub fn observe_metric_export(&self, ok: bool) {
+        self.metric_exports
+            .get_or_create(&ExportLabels {
+                outcome: if ok { "ok" } else { "failed" },
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -23,6 +23,15 @@ use url::Url;
 use crate::http::RequestLog;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The endpoint when neither `rpc.urls` nor `TEMPO_RPC_URL` is set (a local node).
+const DEFAULT_RPC_URL: &str = "http://127.0.0.1:8545";
+
+/// Variables read outside the `SETTLEGATE_` namespace: OpenTelemetry's
+/// standard ones and the seed's `TEMPO_RPC_URL`.
+fn outside_variable(k: &str) -> bool {
+    k.starts_with("OTEL_") || k == "TEMPO_RPC_URL"
+}
 /// Anything larger is not a key list or a URL.
 const MAX_SIDE_FILE_BYTES: u64 = 64 * 1024;
 
@@ -171,7 +180,8 @@ struct RawTrust {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRpc {
-    urls: Vec<String>,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
     timeout_ms: u64,
     lookup_timeout_ms: u64,
     probe_interval_ms: u64,
@@ -192,6 +202,8 @@ struct RawOtel {
     endpoint: Option<String>,
     protocol: Option<String>,
     service_name: Option<String>,
+    metrics_endpoint: Option<String>,
+    metrics_interval_ms: Option<u64>,
     #[serde(default = "default_otel_queue")]
     max_queue_size: usize,
 }
@@ -224,6 +236,11 @@ pub struct Otel {
     pub resource: Vec<(String, String)>,
     /// Spans queued for export at most; beyond it they are dropped and counted.
     pub max_queue_size: usize,
+    /// Where metrics go: for HTTP the full metrics URL (`/v1/metrics`), for
+    /// gRPC the same endpoint as traces.
+    pub metrics_endpoint: Url,
+    /// How often the metrics are pushed (`OTEL_METRIC_EXPORT_INTERVAL`).
+    pub metrics_interval: Duration,
 }
 
 impl Settings {
@@ -238,10 +255,10 @@ impl Settings {
         let otel_env: HashMap<String, String> = match &env {
             Some(m) => m
                 .iter()
-                .filter(|(k, _)| k.starts_with("OTEL_"))
+                .filter(|(k, _)| outside_variable(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            None => std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")).collect(),
+            None => std::env::vars().filter(|(k, _)| outside_variable(k)).collect(),
         };
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
@@ -311,15 +328,39 @@ impl Settings {
             ));
         }
 
-        if raw.rpc.urls.is_empty() {
-            return fail("rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into());
-        }
-        let rpc_urls = raw
-            .rpc
-            .urls
-            .iter()
-            .map(|u| parse_http_url("rpc.urls", u))
-            .collect::<Result<Vec<_>, _>>()?;
+        // The seed's TEMPO_RPC_URL is the endpoint when rpc.urls is not
+        // set; set both and they must agree, or the boot stops.
+        let seed_rpc = otel_env
+            .get("TEMPO_RPC_URL")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_http_url("TEMPO_RPC_URL", v))
+            .transpose()?;
+        let rpc_urls = match raw.rpc.urls {
+            Some(urls) => {
+                if urls.is_empty() {
+                    return fail("rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into());
+                }
+                let urls = urls
+                    .iter()
+                    .map(|u| parse_http_url("rpc.urls", u))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(seed) = &seed_rpc
+                    && urls != [seed.clone()]
+                {
+                    return fail(format!(
+                        "TEMPO_RPC_URL ({seed}) and rpc.urls ({}) disagree: set one of them, \
+                         rpc.urls for several endpoints",
+                        urls.iter().map(Url::as_str).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                urls
+            }
+            None => vec![match seed_rpc {
+                Some(seed) => seed,
+                None => parse_http_url("rpc.urls", DEFAULT_RPC_URL)?,
+            }],
+        };
 
         let redis_url = match (raw.redis.url, raw.redis.url_file) {
             (Some(_), Some(_)) => return fail("set redis.url or redis.url_file, not both".into()),
@@ -523,8 +564,41 @@ fn otel_settings(raw: RawOtel, env: &HashMap<String, String>) -> Result<Option<O
             )));
         }
     };
-    if protocol == OtlpProtocol::HttpProtobuf && matches!(endpoint.path(), "" | "/") {
+    let bare = matches!(endpoint.path(), "" | "/");
+    let metrics_endpoint = match raw.metrics_endpoint {
+        Some(e) => parse_http_url("otel.metrics_endpoint", &e)?,
+        None => match from_env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            Some(e) => parse_http_url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &e)?,
+            None if protocol == OtlpProtocol::Grpc => endpoint.clone(),
+            None => {
+                // the traces URL's sibling: `/v1/traces` becomes `/v1/metrics`,
+                // a base path gets `/v1/metrics` appended
+                let mut m = endpoint.clone();
+                let path = endpoint.path().trim_end_matches('/');
+                let base = path.strip_suffix("/v1/traces").unwrap_or(path);
+                m.set_path(&format!("{base}/v1/metrics"));
+                m
+            }
+        },
+    };
+    if protocol == OtlpProtocol::HttpProtobuf && bare {
         endpoint.set_path("/v1/traces");
+    }
+    let interval_ms = match raw.metrics_interval_ms {
+        Some(ms) => ms,
+        None => match from_env("OTEL_METRIC_EXPORT_INTERVAL") {
+            Some(v) => v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "OTEL_METRIC_EXPORT_INTERVAL {v:?} is not a number of milliseconds"
+                ))
+            })?,
+            None => 60_000,
+        },
+    };
+    if !(100..=3_600_000).contains(&interval_ms) {
+        return Err(ConfigError(format!(
+            "otel.metrics_interval_ms must be between 100 and 3600000, got {interval_ms}"
+        )));
     }
     let service_name = raw
         .service_name
@@ -555,6 +629,8 @@ fn otel_settings(raw: RawOtel, env: &HashMap<String, String>) -> Result<Option<O
         service_name,
         resource,
         max_queue_size: raw.max_queue_size,
+        metrics_endpoint,
+        metrics_interval: Duration::from_millis(interval_ms),
     }))
 }
 
@@ -637,6 +713,94 @@ mod tests {
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::load_from(None, Some(env(pairs)))
+    }
+
+    #[test]
+    fn the_seeds_tempo_rpc_url_is_the_endpoint_when_rpc_urls_is_not_set() {
+        let k = key(1);
+        let base = [
+            ("SETTLEGATE_GENOME__PATH", "/tmp/g.json"),
+            ("SETTLEGATE_TRUST__KEYS", &k as &str),
+        ];
+        let urls = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            load(&pairs).map(|s| s.rpc_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(urls(&[]).unwrap(), ["http://127.0.0.1:8545/"]);
+        assert_eq!(
+            urls(&[("TEMPO_RPC_URL", "https://rpc.moderato.tempo.xyz")]).unwrap(),
+            ["https://rpc.moderato.tempo.xyz/"]
+        );
+        // both, naming the same endpoint: fine
+        assert_eq!(
+            urls(&[("TEMPO_RPC_URL", "http://n:1"), ("SETTLEGATE_RPC__URLS", "http://n:1")]).unwrap(),
+            ["http://n:1/"]
+        );
+        for (rpc_urls, says) in [("http://other:1", "disagree"), ("http://n:1,http://n:2", "disagree")] {
+            let e = urls(&[("TEMPO_RPC_URL", "http://n:1"), ("SETTLEGATE_RPC__URLS", rpc_urls)]).unwrap_err();
+            assert!(e.0.contains(says) && e.0.contains("TEMPO_RPC_URL"), "{rpc_urls}: {e:?}");
+        }
+        let e = urls(&[("TEMPO_RPC_URL", "not a url")]).unwrap_err();
+        assert!(e.0.contains("TEMPO_RPC_URL"), "{e:?}");
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_the_traces_endpoints_sibling_unless_set() {
+        let base = [
+            ("SETTLEGATE_GENOME__PATH", "/tmp/g.json"),
+            ("SETTLEGATE_TRUST__KEYS", &key(1) as &str),
+        ];
+        let otel = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            let o = load(&pairs).unwrap().otel.unwrap();
+            (
+                o.endpoint.to_string(),
+                o.metrics_endpoint.to_string(),
+                o.metrics_interval,
+            )
+        };
+        let c = "http://c:4318";
+        for (endpoint, traces, metrics) in [
+            (c, "http://c:4318/v1/traces", "http://c:4318/v1/metrics"),
+            (
+                "http://c:4318/v1/traces",
+                "http://c:4318/v1/traces",
+                "http://c:4318/v1/metrics",
+            ),
+            (
+                "http://c:4318/otlp/",
+                "http://c:4318/otlp/",
+                "http://c:4318/otlp/v1/metrics",
+            ),
+        ] {
+            let got = otel(&[("SETTLEGATE_OTEL__ENDPOINT", endpoint)]);
+            assert_eq!((got.0.as_str(), got.1.as_str()), (traces, metrics), "{endpoint}");
+            assert_eq!(got.2, Duration::from_secs(60));
+        }
+        let grpc = otel(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!((grpc.0.as_str(), grpc.1.as_str()), ("http://c:4317/", "http://c:4317/"));
+        let set = otel(&[
+            ("SETTLEGATE_OTEL__ENDPOINT", c),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/in"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
+        ]);
+        assert_eq!((set.1.as_str(), set.2), ("http://m:9/in", Duration::from_millis(1500)));
+        let ours = otel(&[
+            ("SETTLEGATE_OTEL__ENDPOINT", c),
+            ("SETTLEGATE_OTEL__METRICS_ENDPOINT", "http://ours:1/m"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/in"),
+            ("SETTLEGATE_OTEL__METRICS_INTERVAL_MS", "250"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
+        ]);
+        assert_eq!(
+            (ours.1.as_str(), ours.2),
+            ("http://ours:1/m", Duration::from_millis(250))
+        );
     }
 
     #[test]

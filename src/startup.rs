@@ -156,6 +156,9 @@ impl Application {
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
         };
+        if let Some(otel) = &settings.otel {
+            crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?;
+        }
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))

@@ -4,7 +4,7 @@
 
 mod authorize;
 pub mod gate;
-mod ops;
+pub(crate) mod ops;
 pub mod problem;
 pub mod request_context;
 pub mod respond;

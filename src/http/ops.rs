@@ -79,18 +79,25 @@ async fn endpoint_status(
     state.rpc.send(PoolStatus { probe, chain_id }).await.unwrap_or_default()
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Brings the scrape-time gauges up to date: each endpoint's state as the
+/// pool sees it (no probe: a scrape must stay cheap) and the genome's time
+/// to expiry. Before each `/metrics` answer and each OTLP metrics push.
+pub async fn refresh_scrape_state(state: &AppState) {
     let g = state.genome.current();
-    if !g.allows(actions::METRICS_READ) {
-        return Err(ApiError::CapabilityDenied(actions::METRICS_READ));
-    }
-    // the pool's view as it is (no probe: a scrape must stay cheap)
-    let endpoints = endpoint_status(&state, g.policy.chain_id, false).await;
+    let endpoints = endpoint_status(state, g.policy.chain_id, false).await;
     let expires_in = g
         .validity
         .expires_at
         .map(|t| (t - OffsetDateTime::now_utc()).as_seconds_f64());
     state.metrics.set_state(&endpoints, expires_in);
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let g = state.genome.current();
+    if !g.allows(actions::METRICS_READ) {
+        return Err(ApiError::CapabilityDenied(actions::METRICS_READ));
+    }
+    refresh_scrape_state(&state).await;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode()))

@@ -33,6 +33,15 @@ pub struct Collector {
 
 impl Collector {
     pub fn start() -> Collector {
+        Self::start_printing(&["traces"])
+    }
+
+    /// A collector that prints the metrics it receives too.
+    pub fn start_with_metrics() -> Collector {
+        Self::start_printing(&["traces", "metrics"])
+    }
+
+    fn start_printing(signals: &[&str]) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let (grpc_port, http_port) = (free_port(), free_port());
         let out = std::fs::File::create(dir.path().join("spans.txt")).unwrap();
@@ -40,14 +49,8 @@ impl Collector {
             .arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
-            .args([
-                "--exporter",
-                "blackhole",
-                "--debug-log",
-                "traces",
-                "--debug-log-verbosity",
-                "detailed",
-            ])
+            .args(["--exporter", "blackhole", "--debug-log-verbosity", "detailed"])
+            .args(signals.iter().flat_map(|s| ["--debug-log", s]))
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -125,7 +128,7 @@ pub fn parse_spans(text: &str) -> Vec<SpanRec> {
             section = "";
             continue;
         }
-        if t.starts_with("ResourceSpans #") || t.starts_with("ScopeSpans #") {
+        if t.starts_with("ResourceSpans #") || t.starts_with("ScopeSpans #") || t.starts_with("ResourceMetrics #") {
             spans.extend(cur.take());
             continue;
         }
@@ -191,4 +194,51 @@ impl Collector {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The data points of the last metrics export rotel printed, keyed as
+/// `/metrics` writes them: `name_total{a="x"}` for a monotonic sum,
+/// `name_count{…}` for a histogram's count, `name{…}` for a gauge.
+pub fn last_metrics_export(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    let (mut name, mut kind) = (String::new(), String::new());
+    let mut labels: Vec<String> = Vec::new();
+    let mut in_attrs = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("ResourceMetrics #") {
+            out.clear();
+        } else if let Some(v) = t.strip_prefix("-> Name: ") {
+            name = v.to_owned();
+        } else if let Some(v) = t.strip_prefix("-> DataType: ") {
+            kind = v.to_owned();
+        } else if t.starts_with("NumberDataPoints #") || t.starts_with("HistogramDataPoints #") {
+            labels.clear();
+            in_attrs = false;
+        } else if t == "Data point attributes:" {
+            in_attrs = true;
+        } else if let Some(rest) = t.strip_prefix("-> ").filter(|_| in_attrs) {
+            if let Some((k, v)) = rest.split_once(": ") {
+                labels.push(format!("{k}=\"{}\"", value(v)));
+            }
+        } else if let Some(v) = t.strip_prefix("Value: ").or_else(|| t.strip_prefix("Count: ")) {
+            in_attrs = false;
+            let suffix = match (kind.as_str(), t.starts_with("Count")) {
+                ("Sum", false) => "_total",
+                ("Histogram", true) => "_count",
+                ("Gauge", false) => "",
+                _ => continue,
+            };
+            let key = match labels.is_empty() {
+                true => format!("{name}{suffix}"),
+                false => format!("{name}{suffix}{{{}}}", labels.join(",")),
+            };
+            if let Ok(v) = v.parse() {
+                out.insert(key, v);
+            }
+        } else if !t.starts_with("->") {
+            in_attrs = false;
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::chain::*;
+use crate::collector::Collector;
 use crate::helpers::*;
 
 async fn scrape(app: &Served) -> HashMap<String, f64> {
@@ -31,6 +32,13 @@ async fn metrics_move_by_exactly_what_happened() {
     env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
     env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "300".into());
     env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "300".into());
+    // the same values go to a real collector over OTLP, every 200 ms
+    let collector = Collector::start_with_metrics();
+    env.insert(
+        "SETTLEGATE_OTEL__ENDPOINT".into(),
+        format!("http://127.0.0.1:{}", collector.http_port),
+    );
+    env.insert("OTEL_METRIC_EXPORT_INTERVAL".into(), "200".into());
     let app = Served::start(&env);
     let paid = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     let under = chain.transfer(ALPHA_USD, RECIPIENT, 999_999);
@@ -113,8 +121,49 @@ async fn metrics_move_by_exactly_what_happened() {
     // and the genome's time to expiry is there
     assert!(after["settlegate_genome_expires_in_seconds"] > 0.0);
 
+    // The same values arrived over OTLP, under the same names: the
+    // collector's latest export equals the final scrape for every series
+    // the scenario moved (only /metrics requests keep moving).
+    let moved: Vec<&String> = after
+        .keys()
+        .filter(|k| {
+            [
+                "settlegate_verifications_total",
+                "settlegate_unavailable_total",
+                "settlegate_http_requests_total{route=\"/v1/verify\"",
+                "settlegate_verification_duration_seconds_count",
+                "settlegate_chain_lookups_total",
+                "settlegate_replay_store_ops_total",
+                "settlegate_genome_reloads_total",
+                "settlegate_rpc_endpoint_healthy",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        })
+        .collect();
+    assert!(moved.len() >= 15, "{moved:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let pushed = crate::collector::last_metrics_export(&collector.output());
+        let differ: Vec<_> = moved
+            .iter()
+            .filter(|k| pushed.get(k.as_str()) != Some(&after[k.as_str()]))
+            .map(|k| (k.as_str(), after[k.as_str()], pushed.get(k.as_str())))
+            .collect();
+        if differ.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OTLP and /metrics differ: {differ:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pushes = scrape(&app).await;
+    assert!(pushes[r#"settlegate_otel_metric_exports_total{outcome="ok"}"#] >= 1.0);
+
     // Every metric the dashboard and the alert rules query is served.
-    let served: Vec<String> = after.keys().map(|k| k.split('{').next().unwrap().to_owned()).collect();
+    let served: Vec<String> = pushes.keys().map(|k| k.split('{').next().unwrap().to_owned()).collect();
     let root = env!("CARGO_MANIFEST_DIR");
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{root}/otel/grafana/dashboards/settlegate.json")).unwrap(),

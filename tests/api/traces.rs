@@ -36,10 +36,11 @@ async fn a_verification_is_one_trace_from_the_callers_traceparent_to_the_node_an
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     let hash2 = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     for (protocol, hash) in [("http/protobuf", &hash), ("grpc", &hash2)] {
-        let collector = Collector::start();
+        let collector = Collector::start_with_metrics();
         let w = Workdir::new();
         let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
         otel_env(&mut env, &collector, protocol);
+        env.insert("SETTLEGATE_OTEL__METRICS_INTERVAL_MS".into(), "200".into());
         let app = Served::start(&env);
         let v = app
             .verify(
@@ -111,6 +112,19 @@ async fn a_verification_is_one_trace_from_the_callers_traceparent_to_the_node_an
         // nothing secret or whole travels: no credential, no URL path
         let text = collector.output();
         assert!(!text.contains("Tempo 0x"), "a credential reached the collector");
+
+        // the metrics travel by the same protocol to the same collector
+        let settled = r#"settlegate_verifications_total{status="200",code="SETTLED",reason=""}"#;
+        tokio::task::block_in_place(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while crate::collector::last_metrics_export(&collector.output()).get(settled) != Some(&1.0) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{protocol}: no metrics export with {settled}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
     }
 }
 
@@ -249,6 +263,7 @@ async fn a_dead_or_hung_collector_never_fails_a_request_and_the_drops_are_counte
         let mut env = serve_env(&w.genome(&Genome::single().signed()));
         env.insert("SETTLEGATE_OTEL__ENDPOINT".into(), endpoint);
         env.insert("SETTLEGATE_OTEL__MAX_QUEUE_SIZE".into(), "64".into());
+        env.insert("SETTLEGATE_OTEL__METRICS_INTERVAL_MS".into(), "100".into());
         let app = Served::start(&env);
         for _ in 0..100 {
             let v = app.verify(json!({ "resource": "GET /reports/1" }), &[]).await;
@@ -257,13 +272,22 @@ async fn a_dead_or_hung_collector_never_fails_a_request_and_the_drops_are_counte
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let dropped = app.metric("settlegate_otel_spans_dropped_total").await;
-            if dropped > 0 {
+            let failed_pushes = app
+                .metric(r#"settlegate_otel_metric_exports_total{outcome="failed"}"#)
+                .await;
+            if dropped > 0 && failed_pushes > 0 {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "{what}: no drop counted");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(app.metric("settlegate_otel_spans_exported_total").await, 0, "{what}");
+        assert_eq!(
+            app.metric(r#"settlegate_otel_metric_exports_total{outcome="ok"}"#)
+                .await,
+            0,
+            "{what}"
+        );
         assert_eq!(app.get_json("/healthz").await.0, 200);
     }
 }
@@ -277,6 +301,9 @@ fn otel_settings_fall_back_to_the_standard_variables_and_bad_ones_stop_the_boot(
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon", "otel.protocol"),
         ("OTEL_RESOURCE_ATTRIBUTES", "novalue", "OTEL_RESOURCE_ATTRIBUTES"),
         ("SETTLEGATE_OTEL__MAX_QUEUE_SIZE", "1", "max_queue_size"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "OTEL_METRIC_EXPORT_INTERVAL"),
+        ("SETTLEGATE_OTEL__METRICS_INTERVAL_MS", "10", "metrics_interval_ms"),
+        ("SETTLEGATE_OTEL__METRICS_ENDPOINT", "nowhere", "otel.metrics_endpoint"),
     ] {
         let mut env = serve_env(&genome);
         env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), "http://127.0.0.1:4318".into());

@@ -371,3 +371,36 @@ async fn a_long_credential_with_multibyte_characters_in_its_scheme_is_a_400_not_
     assert_eq!((v.status, v.code()), (402, "MALFORMED_CREDENTIAL"), "{:?}", v.body);
     assert_eq!(s.app.get_json("/healthz").await.0, 200);
 }
+
+/// Migration from the seed: its `TEMPO_RPC_URL` alone names the endpoint a
+/// payment is checked on; set together with a different `rpc.urls`, the
+/// boot stops.
+#[tokio::test]
+async fn the_seeds_tempo_rpc_url_alone_is_the_rpc_endpoint_and_a_conflict_stops_the_boot() {
+    let chain = Chain::start();
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let w = Workdir::new();
+    let genome = w.genome(&Genome::single().signed());
+    let mut env = chain_env(&genome, &chain.url);
+    env.remove("SETTLEGATE_RPC__URLS");
+    env.insert("TEMPO_RPC_URL".into(), chain.url.clone());
+    let app = Served::start(&env);
+    let v = app.verify_hash(&hash).await;
+    assert_eq!(
+        (v.status, v.body["status"].as_str()),
+        (200, Some("settled")),
+        "{:?}",
+        v.body
+    );
+    let readyz = app.get_json("/readyz").await.1;
+    assert!(readyz.to_string().contains(chain.url.trim_end_matches('/')), "{readyz}");
+
+    let mut env = chain_env(&genome, &chain.url);
+    env.insert("TEMPO_RPC_URL".into(), "http://127.0.0.1:9".into());
+    let r = run_refused(&env);
+    assert!(
+        r.stderr.contains("CONFIG_INVALID") && r.stderr.contains("TEMPO_RPC_URL"),
+        "{}",
+        r.stderr
+    );
+}
