@@ -11,7 +11,17 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "settlegate",
     version,
-    about = "Decides whether an HTTP request was paid for on Tempo"
+    about = "Decides whether an HTTP request was paid for on Tempo",
+    long_about = "Decides whether an HTTP request was paid for on Tempo: other services (or a reverse \
+proxy's forward-auth) ask it, and it answers 200 (paid, consumed once), 402 (not paid, with a challenge) \
+or 503 (no trustworthy answer now). It serves only with a signed policy, the genome.",
+    after_help = "Examples:
+  settlegate genome keygen prod-key-001 --private-key-out prod.secret > prod-key.json
+  settlegate genome init --signer prod-key.json --recipient 0x… --amount 1000000 --out unsigned.json
+  settlegate genome sign unsigned.json genome.json --key-file prod.secret
+  SETTLEGATE_GENOME__PATH=genome.json SETTLEGATE_TRUST__KEYS_FILE=prod-key.json settlegate serve
+
+A local demo of the whole flow: scripts/demo (README.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,9 +31,25 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Verify the genome, then serve the HTTP API.
+    #[command(
+        after_help = "Configuration comes from the defaults, then --config, then SETTLEGATE_* \
+variables (section__key, e.g. SETTLEGATE_RPC__URLS); README.md lists every key.
+
+Example:
+  SETTLEGATE_GENOME__PATH=genome.json SETTLEGATE_TRUST__KEYS_FILE=prod-key.json \\
+  SETTLEGATE_RPC__URLS=https://rpc.moderato.tempo.xyz SETTLEGATE_REDIS__URL=redis://127.0.0.1:6379 \\
+    settlegate serve --config settlegate.toml"
+    )]
     Serve(ServeArgs),
     /// Create, sign, verify and inspect genomes.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example (a key, a policy, a signature, a check):
+  settlegate genome keygen prod-key-001 --private-key-out prod.secret > prod-key.json
+  settlegate genome init --signer prod-key.json --recipient 0x… --amount 1000000 --out unsigned.json
+  settlegate genome sign unsigned.json genome.json --key-file prod.secret
+  settlegate genome verify genome.json --trusted-keys-file prod-key.json"
+    )]
     Genome(Box<GenomeCommand>),
 }
 
@@ -38,14 +64,25 @@ pub struct ServeArgs {
 pub enum GenomeCommand {
     /// Generate an Ed25519 key pair: public key JSON on stdout, private key
     /// to a new 0600 file (--private-key-out) or else to stderr.
+    #[command(after_help = "Example:
+  settlegate genome keygen prod-key-001 --private-key-out prod.secret > prod-key.json")]
     Keygen(KeygenArgs),
     /// Build an unsigned genome from flags or the seed's TEMPO_* variables.
+    #[command(after_help = "Example:
+  settlegate genome init --signer prod-key.json --recipient 0x70997970c51812dc3a010c7d01b50e0d17dc79c8 \\
+    --amount 1000000 --out unsigned.json")]
     Init(InitArgs),
     /// Add a signature (private key from --key-file or GENOME_SIGNING_PRIVATE_KEY).
+    #[command(after_help = "Example:
+  settlegate genome sign unsigned.json genome.json --key-file prod.secret")]
     Sign(SignArgs),
     /// Verify against the pinned keys; prints the id and each signer's verdict.
+    #[command(after_help = "Example:
+  settlegate genome verify genome.json --trusted-keys-file prod-key.json")]
     Verify(VerifyArgs),
     /// Print a genome's contents without trusting it.
+    #[command(after_help = "Example:
+  settlegate genome inspect genome.json")]
     Inspect(InspectArgs),
 }
 
