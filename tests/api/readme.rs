@@ -89,3 +89,61 @@ async fn the_readme_mpp_client_request_pays_through_the_readme_caddy_block() {
     let served = caddy.upstream_requests();
     assert_eq!(served.len(), 1, "{served:?}");
 }
+
+/// The configuration keys the code accepts, asked of the binary itself: an
+/// unknown key is refused with the list of the keys expected there.
+fn expected_keys(var: &str) -> Vec<String> {
+    let env: std::collections::HashMap<String, String> = [(var.to_owned(), "1".to_owned())].into();
+    let out = command(&["serve"], &env).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // serde says "expected `a`" for one field, "expected one of `a`, `b`" for more
+    let list = stderr
+        .split_once("expected one of ")
+        .or_else(|| stderr.split_once("expected "))
+        .unwrap_or_else(|| panic!("{var}: no list of keys in {stderr}"))
+        .1;
+    let list = list.split(" for key").next().unwrap();
+    list.split(", ")
+        .map(|k| k.trim().trim_matches('`').to_owned())
+        .collect()
+}
+
+/// Every configuration key in the code has its row in the README's
+/// reference, with its environment variable, and the README lists no key
+/// the code does not have.
+#[test]
+fn the_readme_configuration_reference_lists_every_key_of_the_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut code = Vec::new();
+    for section in expected_keys("SETTLEGATE_ZZPROBE") {
+        for key in expected_keys(&format!("SETTLEGATE_{}__ZZPROBE", section.to_uppercase())) {
+            code.push((format!("{section}.{key}"), section.clone(), key));
+        }
+    }
+    assert!(code.len() >= 30, "{code:?}");
+    let mut missing = Vec::new();
+    for (dotted, section, key) in &code {
+        let var = format!("SETTLEGATE_{}__{}", section.to_uppercase(), key.to_uppercase());
+        let row = readme.lines().find(|l| l.starts_with(&format!("| `{dotted}` |")));
+        match row {
+            Some(row) if row.contains(&var) => {}
+            Some(row) => missing.push(format!("{dotted}: the row does not name {var}: {row}")),
+            None => missing.push(format!("{dotted}: no row")),
+        }
+    }
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split_once("` |").map(|(k, _)| k))
+        .filter(|k| k.contains('.') && k.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'))
+        .collect();
+    for k in &documented {
+        if !code.iter().any(|(d, _, _)| d == k) {
+            missing.push(format!("{k}: in the README, not in the code"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README configuration reference:\n{}",
+        missing.join("\n")
+    );
+}
