@@ -208,14 +208,11 @@ fn run_exporter(config: Otel, rx: Receiver<Item>, ready: SyncSender<Result<(), S
 
 fn resource(config: &Otel) -> Resource {
     Resource::builder_empty()
-        .with_service_name(config.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .with_attributes(
             config
-                .resource
-                .iter()
-                .filter(|(k, _)| k != "service.name")
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                .resource_attributes()
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v)),
         )
         .build()
 }

@@ -264,17 +264,7 @@ fn unix_ns(t: SystemTime) -> u64 {
 
 /// The export request for one push.
 pub fn request(config: &Otel, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
-    let mut resource = vec![
-        kv("service.name", &config.service_name),
-        kv("service.version", env!("CARGO_PKG_VERSION")),
-    ];
-    resource.extend(
-        config
-            .resource
-            .iter()
-            .filter(|(k, _)| k != "service.name")
-            .map(|(k, v)| kv(k, v)),
-    );
+    let resource = attributes(&config.resource_attributes());
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {

@@ -243,6 +243,20 @@ pub struct Otel {
     pub metrics_interval: Duration,
 }
 
+impl Otel {
+    /// The resource of every export, spans and metrics alike:
+    /// `service.name`, `service.version`, then `OTEL_RESOURCE_ATTRIBUTES`
+    /// (whose `service.name` gives way to the configured one).
+    pub fn resource_attributes(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("service.name".to_owned(), self.service_name.clone()),
+            ("service.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ];
+        out.extend(self.resource.iter().filter(|(k, _)| k != "service.name").cloned());
+        out
+    }
+}
+
 impl Settings {
     /// Loads from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -252,7 +266,7 @@ impl Settings {
     /// Loads with an explicit environment (tests), or the process's when `None`.
     pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
         let err = |e: config::ConfigError| ConfigError(e.to_string());
-        let otel_env: HashMap<String, String> = match &env {
+        let outside_env: HashMap<String, String> = match &env {
             Some(m) => m
                 .iter()
                 .filter(|(k, _)| outside_variable(k))
@@ -283,10 +297,10 @@ impl Settings {
             .map_err(err)?
             .try_deserialize()
             .map_err(err)?;
-        Self::validate(raw, &otel_env)
+        Self::validate(raw, &outside_env)
     }
 
-    fn validate(raw: Raw, otel_env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    fn validate(raw: Raw, outside_env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
         let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
             ConfigError(format!(
@@ -330,7 +344,7 @@ impl Settings {
 
         // The seed's TEMPO_RPC_URL is the endpoint when rpc.urls is not
         // set; set both and they must agree, or the boot stops.
-        let seed_rpc = otel_env
+        let seed_rpc = outside_env
             .get("TEMPO_RPC_URL")
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
@@ -430,7 +444,7 @@ impl Settings {
                 raw.log.buffer_lines
             ));
         }
-        let otel = otel_settings(raw.otel, otel_env)?;
+        let otel = otel_settings(raw.otel, outside_env)?;
         let log_json = match raw.log.format.as_str() {
             "json" => true,
             "text" => false,
