@@ -11,6 +11,10 @@ fn main() {
     let code = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Genome(cmd) => settlegate::cli::genome::run(*cmd),
+        Command::Openapi => {
+            print!("{}", settlegate::http::openapi::document());
+            0
+        }
     };
     std::process::exit(code);
 }

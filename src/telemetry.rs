@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -237,6 +237,11 @@ where
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let now = time::OffsetDateTime::now_utc();
+        let level = if is_client_parse_error(event) {
+            Level::WARN
+        } else {
+            *event.metadata().level()
+        };
         write!(
             w,
             "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
@@ -247,7 +252,7 @@ where
             now.minute(),
             now.second(),
             now.microsecond(),
-            event.metadata().level(),
+            level,
         )?;
         let mut fields = Fields {
             w: &mut w,
@@ -268,6 +273,28 @@ where
         }
         w.write_str("}\n")
     }
+}
+
+/// actix-http logs a request it cannot parse (a header with a NUL byte, say)
+/// as `ERROR stream error: request parse error: …` and answers 400 itself.
+/// The client is at fault, not the service: such lines are WARN here, so an
+/// error alert cannot be raised by anyone who can send bytes.
+fn is_client_parse_error(event: &Event<'_>) -> bool {
+    struct Message(bool);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}").starts_with("stream error: request parse error");
+            }
+        }
+    }
+    let m = event.metadata();
+    if *m.level() != Level::ERROR || !m.target().starts_with("actix_http::h1") {
+        return false;
+    }
+    let mut found = Message(false);
+    event.record(&mut found);
+    found.0
 }
 
 /// Stores a span's fields as JSON object members, each with its leading

@@ -167,9 +167,11 @@ struct Endpoint {
 }
 
 /// One endpoint's state, for `/readyz`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct EndpointStatus {
+    /// The endpoint's URL without credentials, path or query.
     pub endpoint: String,
+    #[schema(value_type = String, pattern = "^(healthy|failing|unknown|open|half_open|wrong_chain)$")]
     pub state: &'static str,
     pub chain_id: Option<u64>,
     pub consecutive_failures: u32,

@@ -20,7 +20,7 @@ use crate::settlement::Payment;
 
 /// How a credential was presented. One payment is consumed once, whichever
 /// scheme presents it: the replay key is the canonical hash alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `Authorization: Tempo 0x<hash>` (the Tempo Agentic Layer scheme).
@@ -39,31 +39,48 @@ impl Scheme {
 }
 
 /// `"status": "settled"`: the only status a `Settlement` has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SettledStatus {
     Settled,
 }
 
 /// The body of a 200 (`API.md`, `Settlement`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settlement {
     pub status: SettledStatus,
+    /// The scheme the credential was presented with.
     pub scheme: Scheme,
+    /// The canonical transaction hash: lower-case, `0x` and 32 bytes.
+    #[schema(value_type = String, pattern = "^0x[0-9a-f]{64}$")]
     pub tx_hash: TxHash,
+    /// Who paid: the sender of the matching transfer.
     #[serde(with = "lower_address")]
+    #[schema(value_type = String, pattern = "^0x[0-9a-f]{40}$")]
     pub payer: Address,
     #[serde(with = "lower_address")]
+    #[schema(value_type = String, pattern = "^0x[0-9a-f]{40}$")]
     pub recipient: Address,
+    /// The TIP-20 token paid in.
     #[serde(with = "lower_address")]
+    #[schema(value_type = String, pattern = "^0x[0-9a-f]{40}$")]
     pub asset: Address,
+    /// Atomic units, in decimal (a string: it can exceed 2^53).
     #[serde(with = "decimal")]
+    #[schema(value_type = String, pattern = "^[0-9]+$")]
     pub amount: U256,
+    /// The transfer's 32-byte memo (`TransferWithMemo`), when it had one.
+    #[schema(value_type = Option<String>, pattern = "^0x[0-9a-f]{64}$")]
     pub memo: Option<B256>,
     pub chain_id: u64,
     pub block_number: u64,
+    /// Seconds since the Unix epoch.
     pub block_timestamp: u64,
+    /// The id of the genome whose policy accepted the payment.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub genome_id: String,
+    /// True when this is the original settlement returned again to a retry
+    /// with the same `Idempotency-Key`: nothing was consumed a second time.
     pub idempotent_replay: bool,
 }
 

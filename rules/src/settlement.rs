@@ -192,7 +192,7 @@ pub fn memo_rule(policy: MemoPolicy, scheme: Scheme, bound: Option<Binding>) -> 
 
 /// Why a payment does not satisfy the policy. Final: retrying the same
 /// transaction cannot change it. Names are the `reason` values of API.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     TxReverted,

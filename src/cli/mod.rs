@@ -51,6 +51,10 @@ Example:
   settlegate genome verify genome.json --trusted-keys-file prod-key.json"
     )]
     Genome(Box<GenomeCommand>),
+    /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
+    #[command(after_help = "Example (regenerate the checked-in copy after changing the API):
+  settlegate openapi > openapi.json")]
+    Openapi,
 }
 
 #[derive(Args, Debug)]

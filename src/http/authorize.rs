@@ -22,6 +22,49 @@ use super::problem::ApiError;
 
 const MAX_URI: usize = 2048;
 
+/// The methods `/v1/authorize` answers (the `Allow` of its 405).
+pub const METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+pub fn method_guard() -> impl actix_web::guard::Guard {
+    use actix_web::guard::{Any, Delete, Get, Head, Options, Patch, Post, Put};
+    Any(Get())
+        .or(Head())
+        .or(Post())
+        .or(Put())
+        .or(Patch())
+        .or(Delete())
+        .or(Options())
+}
+
+/// Forward-auth for a reverse proxy: is the forwarded request paid for?
+/// Every method is accepted (nginx `auth_request` sends the original one).
+#[utoipa::path(
+    method(get, head, post, put, patch, delete, options),
+    path = "/v1/authorize",
+    tag = "payments",
+    params(
+        ("X-Forwarded-Method" = String, Header, pattern = "^[A-Za-z]{1,16}$",
+         description = "The original request's method, believed only from authorize.trusted_proxies. nginx's X-Original-Method is read when both X-Forwarded headers are absent"),
+        ("X-Forwarded-Uri" = String, Header, min_length = 1, pattern = "^/(?:(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+(?:/(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+)*/?)?(?:[?#][!-~]*)?$",
+         description = "The original request's URI, at most 2048 bytes: no dot or empty segments, no encoded dot, slash, backslash, NUL or percent sign. nginx's X-Original-URI is read when both X-Forwarded headers are absent"),
+        ("Authorization" = Option<String>, Header, pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$", description = "The paying client's credential, either scheme (at most 8192 bytes)"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$"),
+    ),
+    responses(
+        (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
+         headers(("X-Request-Id" = String), ("X-Settlement-Payer" = String), ("X-Settlement-Tx" = String),
+                 ("X-Settlement-Amount" = String), ("Payment-Receipt" = Option<String>))),
+        (status = 402, description = "Not paid, as for /v1/verify: the proxy hands it to the client unchanged",
+         body = crate::http::respond::Problem, content_type = "application/problem+json",
+         headers(("X-Request-Id" = String), ("WWW-Authenticate" = String))),
+        (status = 503, description = "No trustworthy answer now. Nothing consumed",
+         body = crate::http::respond::Problem, content_type = "application/problem+json",
+         headers(("X-Request-Id" = String), ("Retry-After" = String))),
+        (status = 400, description = "No original request from a trusted proxy, an ambiguous path, or a malformed credential header",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The genome does not allow settlement.authorize", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let trusted = req
         .peer_addr()

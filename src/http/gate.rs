@@ -172,7 +172,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 
 /// A resource is `METHOD /path` (what a price rule matches against).
 pub fn check_resource(r: String) -> Result<String, ApiError> {
-    let ok = r.len() <= MAX_RESOURCE
+    let ok = r.chars().count() <= MAX_RESOURCE
         && r.split_once(' ').is_some_and(|(m, p)| {
             !m.is_empty()
                 && m.bytes().all(|b| b.is_ascii_uppercase())
@@ -183,7 +183,7 @@ pub fn check_resource(r: String) -> Result<String, ApiError> {
         Ok(r)
     } else {
         Err(ApiError::InvalidRequest(format!(
-            "resource must be \"METHOD /path\" (at most {MAX_RESOURCE} bytes), e.g. \"GET /reports/42\""
+            "resource must be \"METHOD /path\" (at most {MAX_RESOURCE} characters), e.g. \"GET /reports/42\""
         )))
     }
 }

@@ -4,6 +4,7 @@
 
 mod authorize;
 pub mod gate;
+pub mod openapi;
 pub(crate) mod ops;
 pub mod problem;
 pub mod request_context;
@@ -79,30 +80,38 @@ impl AppState {
 
 /// Registers every route on an actix-web `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/v1/genome").route(web::get().to(ops::genome)))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(resource("/v1/genome", "GET").route(web::get().to(ops::genome)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
         .service(
-            resource("/v1/verify")
+            resource("/v1/verify", "POST")
                 .app_data(verify::json_config())
                 .route(web::post().to(verify::verify)),
         )
-        // Every method: nginx `auth_request` sends the original one; the
-        // price comes from the forwarded headers either way.
-        .service(web::resource("/v1/authorize").route(web::route().to(authorize::authorize)))
+        // Every standard method but TRACE: nginx `auth_request` sends the
+        // original one; the price comes from the forwarded headers either way.
+        .service(
+            resource("/v1/authorize", authorize::METHODS)
+                .route(web::route().guard(authorize::method_guard()).to(authorize::authorize)),
+        )
         .default_service(web::to(not_found));
 }
 
-/// A resource whose other methods answer 405 in problem+json.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose other methods answer 405 in problem+json, with the
+/// `Allow` header RFC 9110 requires (`allow` lists its methods).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        let mut resp = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+        resp.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        resp
+    }))
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
     ApiError::NotFound(format!("{} {}", req.method(), req.path())).error_response()
-}
-
-async fn method_not_allowed(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
-    ApiError::MethodNotAllowed(req.method().to_string()).error_response()
 }

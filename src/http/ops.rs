@@ -4,9 +4,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
 use serde_json::json;
 use settlegate_rules::genome::actions;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use settlegate_actors::replay_guard::Ping;
 use settlegate_actors::rpc_pool::PoolStatus;
@@ -14,20 +16,97 @@ use settlegate_actors::rpc_pool::PoolStatus;
 use super::AppState;
 use super::problem::ApiError;
 
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health, headers(("X-Request-Id" = String)))))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// `GET /readyz`: each component's state and whether, together, they can
+/// support a trustworthy answer.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(value_type = String, pattern = "^(ready|not_ready)$")]
+    status: &'static str,
+    components: Components,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Components {
+    genome: GenomeState,
+    replay_store: StoreState,
+    rpc: RpcState,
+}
+
+/// The active genome: `verified` (signed, trusted and in its validity
+/// window now) or `invalid` with its genome code.
+#[derive(Serialize, ToSchema)]
+pub struct GenomeState {
+    #[schema(value_type = String, pattern = "^(verified|invalid)$")]
+    state: &'static str,
+    genome_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The replay store: `ok` when it answered a ping.
+#[derive(Serialize, ToSchema)]
+pub struct StoreState {
+    #[schema(value_type = String, pattern = "^(ok|unavailable)$")]
+    state: &'static str,
+    /// `redis` or `local`.
+    #[schema(value_type = String)]
+    backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The RPC pool: `ok` when at least one endpoint is healthy on the policy's chain.
+#[derive(Serialize, ToSchema)]
+pub struct RpcState {
+    #[schema(value_type = String, pattern = "^(ok|unavailable)$")]
+    state: &'static str,
+    chain_id: u64,
+    endpoints: Vec<settlegate_actors::rpc_pool::EndpointStatus>,
 }
 
 /// 200 only when every component can support a trustworthy answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The genome is verified and valid, the replay store answers and an RPC endpoint is healthy on the policy's chain",
+     body = Readiness, headers(("X-Request-Id" = String))),
+    (status = 503, description = "Some component cannot support a trustworthy answer: each one's state says which",
+     body = Readiness, headers(("X-Request-Id" = String))),
+))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let g = state.genome.current();
     let genome = match g.check_validity(OffsetDateTime::now_utc()) {
-        Ok(()) => {
-            json!({ "state": "verified", "genome_id": g.id, "version": g.version.to_string() })
-        }
-        Err(e) => {
-            json!({ "state": "invalid", "code": e.code(), "detail": e.to_string(), "genome_id": g.id })
-        }
+        Ok(()) => GenomeState {
+            state: "verified",
+            genome_id: g.id.clone(),
+            version: Some(g.version.to_string()),
+            code: None,
+            detail: None,
+        },
+        Err(e) => GenomeState {
+            state: "invalid",
+            genome_id: g.id.clone(),
+            version: None,
+            code: Some(e.code()),
+            detail: Some(e.to_string()),
+        },
     };
     let store = match state
         .replay
@@ -36,13 +115,25 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
     {
-        Ok(()) => json!({ "state": "ok", "backend": state.replay_backend }),
-        Err(detail) => json!({ "state": "unavailable", "backend": state.replay_backend, "detail": detail }),
+        Ok(()) => StoreState {
+            state: "ok",
+            backend: state.replay_backend,
+            detail: None,
+        },
+        Err(detail) => StoreState {
+            state: "unavailable",
+            backend: state.replay_backend,
+            detail: Some(detail),
+        },
     };
     let endpoints = endpoint_status(&state, g.policy.chain_id, true).await;
     let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
-    let rpc = json!({ "state": if rpc_ok { "ok" } else { "unavailable" }, "chain_id": g.policy.chain_id, "endpoints": endpoints });
-    let ready = genome["state"] == "verified" && store["state"] == "ok" && rpc_ok;
+    let ready = genome.state == "verified" && store.state == "ok" && rpc_ok;
+    let rpc = RpcState {
+        state: if rpc_ok { "ok" } else { "unavailable" },
+        chain_id: g.policy.chain_id,
+        endpoints,
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -50,12 +141,21 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     HttpResponse::build(status)
         .insert_header(("Cache-Control", "no-store"))
-        .json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "components": { "genome": genome, "replay_store": store, "rpc": rpc },
-        }))
+        .json(Readiness {
+            status: if ready { "ready" } else { "not_ready" },
+            components: Components {
+                genome,
+                replay_store: store,
+                rpc,
+            },
+        })
 }
 
+/// The active genome's id, name, version, validity window, signers and policy summary. No secrets.
+#[utoipa::path(get, path = "/v1/genome", tag = "operations", responses(
+    (status = 200, description = "The active genome", body = crate::http::openapi::GenomeSummary, headers(("X-Request-Id" = String))),
+    (status = 403, description = "The genome does not allow genome.read", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+))]
 pub async fn genome(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let g = state.genome.current();
     if !g.allows(actions::GENOME_READ) {
@@ -92,6 +192,12 @@ pub async fn refresh_scrape_state(state: &AppState) {
     state.metrics.set_state(&endpoints, expires_in);
 }
 
+/// Every metric, in the Prometheus (OpenMetrics) text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+     headers(("X-Request-Id" = String))),
+    (status = 403, description = "The genome does not allow metrics.read", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let g = state.genome.current();
     if !g.allows(actions::METRICS_READ) {

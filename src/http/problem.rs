@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -69,15 +69,36 @@ pub fn problem_type(code: &str) -> String {
     format!("urn:settlegate:problem:{}", code.to_ascii_lowercase().replace('_', "-"))
 }
 
-/// A problem+json body with the stable fields every settlegate error carries.
-pub fn problem_body(status: StatusCode, code: &str, title: &str, detail: &str) -> Value {
-    json!({
-        "type": problem_type(code),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    })
+/// A problem+json body with the stable fields every settlegate error
+/// carries (402 and 503 add theirs: `respond::Problem`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// `urn:settlegate:problem:<code in kebab case>`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^urn:settlegate:problem:[a-z-]+$")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    /// What was wrong, for a person to read.
+    detail: &'a str,
+    #[schema(value_type = ErrorCode)]
+    code: &'a str,
+}
+
+/// Every `code` of an [`ApiError`]. Documentation only: a unit test keeps
+/// it equal to [`ApiError::code`].
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    CapabilityDenied,
+    NotFound,
+    MethodNotAllowed,
+    InvalidRequest,
+    InvalidTxHash,
+    PayloadTooLarge,
+    UnsupportedMediaType,
 }
 
 impl ResponseError for ApiError {
@@ -94,6 +115,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        problem_builder(status).body(problem_body(status, self.code(), self.title(), &self.to_string()).to_string())
+        let detail = self.to_string();
+        let body = ProblemBody {
+            kind: problem_type(self.code()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: &detail,
+            code: self.code(),
+        };
+        // unwrap: strings and a number always serialise.
+        problem_builder(status).body(serde_json::to_vec(&body).unwrap())
     }
 }

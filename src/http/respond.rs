@@ -146,12 +146,19 @@ pub fn www_authenticate(c: &Challenge) -> String {
     )
 }
 
-/// The seed SDK's `paymentInfo`.
-#[derive(Serialize)]
+/// The seed SDK's `paymentInfo`: what to pay, for a client that reads the
+/// body rather than `WWW-Authenticate`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PaymentInfo {
+    #[schema(value_type = String, pattern = "^tempo$")]
     method: &'static str,
+    #[schema(pattern = "^0x[0-9a-f]{40}$")]
     recipient: String,
+    /// Atomic units of `token`, in decimal.
+    #[schema(pattern = "^[0-9]+$")]
     amount: String,
+    /// The TIP-20 token to pay in.
+    #[schema(pattern = "^0x[0-9a-f]{40}$")]
     token: String,
     #[serde(rename = "chainId")]
     chain_id: u64,
@@ -169,19 +176,43 @@ pub fn payment_info(c: &Challenge) -> PaymentInfo {
 
 /// A 402 or 503 body: RFC 9457 fields, plus `error`, `code` and
 /// `paymentInfo` for the Tempo Agentic Layer SDK.
-#[derive(Serialize)]
-struct Problem<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PaymentProblem)]
+pub(crate) struct Problem<'a> {
+    /// A Machine Payments Protocol problem URI, or `urn:settlegate:problem:<code>`.
     #[serde(rename = "type")]
     kind: &'a str,
     title: &'a str,
     status: u16,
     detail: &'a str,
+    #[schema(value_type = PaymentCode)]
     code: &'a str,
+    /// Why verification failed (`VERIFICATION_FAILED`; sometimes `PAYMENT_PENDING`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Reason>)]
     reason: Option<&'a str>,
+    /// `Payment Required` on a 402, `Service Unavailable` on a 503 (the seed SDK's field).
     error: &'a str,
+    /// On every 402: what to pay.
     #[serde(rename = "paymentInfo", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PaymentInfo>)]
     payment_info: Option<&'a RawValue>,
+}
+
+/// Every `code` a 402 or 503 carries: the codes of [`Denial`] and [`Unavailable`].
+/// Documentation only: a unit test keeps it equal to what the code answers.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(dead_code)]
+pub(crate) enum PaymentCode {
+    PaymentRequired,
+    MalformedCredential,
+    VerificationFailed,
+    PaymentPending,
+    Replayed,
+    RpcUnavailable,
+    ReplayStoreUnavailable,
+    GenomeUnavailable,
 }
 
 impl Problem<'_> {

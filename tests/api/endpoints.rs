@@ -174,3 +174,22 @@ fn log_format_text_writes_human_readable_lines_and_a_bad_format_stops_the_boot()
         r.stderr
     );
 }
+
+#[tokio::test]
+async fn a_request_that_does_not_parse_is_a_400_and_a_warning_not_an_error() {
+    use std::io::{Read, Write};
+    let (_w, app) = start(Genome::single().signed());
+    let addr = app.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let line = app.wait_for_log(|l| l["message"].as_str().is_some_and(|m| m.contains("request parse error")));
+    assert_eq!(
+        line["level"], "WARN",
+        "a client's bad bytes are not the service's error: {line}"
+    );
+    assert_eq!(app.log_count(|l| l["level"] == "ERROR"), 0);
+}

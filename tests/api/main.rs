@@ -14,6 +14,7 @@ mod lookup;
 mod mathison_compat;
 mod metrics;
 mod mpp_clients;
+mod openapi;
 mod payment;
 mod proxy;
 mod readme;
