@@ -1,26 +1,76 @@
-//! The README's first command, `scripts/demo`, run non-interactively: it
-//! starts the dev chain, signs a throwaway genome, starts settlegate, pays
-//! and verifies (402 unpaid, 200 paid, 402 replayed).
+//! The README's first command, `scripts/demo`, run as `--self-test` on the
+//! dev chain: every step's outcome is read back from what it printed, the
+//! MPP client's payment through Caddy included.
 
 use std::process::Command;
 
 use crate::helpers::{BIN, free_port};
 
 #[test]
-fn the_demo_runs_the_whole_pay_and_verify_flow() {
+fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo");
     let out = Command::new("bash")
         .args([script, "--self-test"])
         .env("DEMO_ANVIL_PORT", free_port().to_string())
         .env("DEMO_PORT", free_port().to_string())
+        .env("DEMO_PROXY_PORT", free_port().to_string())
+        .env("DEMO_API_PORT", free_port().to_string())
         .env("DEMO_SETTLEGATE_BIN", BIN)
+        .env_remove("NO_COLOR")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("demo self-test: ok"), "{stdout}");
-    assert!(stderr.contains("\"status\":\"settled\""), "{stderr}");
-    assert!(stderr.contains("\"code\":\"REPLAYED\""), "{stderr}");
-    assert!(stderr.contains("THROWAWAY"), "the dev genome says what it is");
+    assert!(!stdout.contains('\x1b'), "no colour when the output is not a terminal");
+    assert!(!stdout.contains('✗'), "{stdout}");
+
+    // Each step, in order, with the outcome it checked.
+    let steps: Vec<&str> = stdout.split("\n[").skip(1).collect();
+    assert_eq!(steps.len(), 9, "{stdout}");
+    let expect = [
+        ("1/9] starting the Tempo dev chain", &["✓ chain 42431"][..]),
+        ("2/9] signing a THROWAWAY dev genome", &["✓ genome DEV_THROWAWAY_NOT_FOR_PRODUCTION"]),
+        ("3/9] starting settlegate", &["✓ settlegate ready: genome verified, replay store ok, rpc ok"]),
+        (
+            "4/9] a client asks without paying",
+            &[
+                "✓ status: 402",
+                "✓ code: PAYMENT_REQUIRED",
+                "www-authenticate: Tempo realm=",
+                "www-authenticate: Payment id=",
+                "paymentInfo: {\"method\":\"tempo\"",
+            ],
+        ),
+        ("5/9] the client pays 1 AlphaUSD", &["✓ tx 0x"]),
+        (
+            "6/9] the client retries",
+            &["✓ status: 200", "✓ settlement: settled", "✓ settled transaction: 0x"],
+        ),
+        ("7/9] someone presents the same payment again", &["✓ status: 402", "✓ code: REPLAYED"]),
+        (
+            "8/9] a client pays too little",
+            &["✓ status: 402", "✓ code: VERIFICATION_FAILED", "✓ reason: insufficient_amount"],
+        ),
+        (
+            "9/9] an MPP client (mppx) pays with the Payment scheme",
+            &[
+                "✓ 402 with the Payment challenge",
+                "✓ status: 200 from the API behind Caddy",
+                "✓ receipt: success",
+                "on chain, status: 0x1",
+                "body: {\"report\":\"42\",\"paid_by\":\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\"",
+            ],
+        ),
+    ];
+    for (step, (title, outcomes)) in steps.iter().zip(expect) {
+        assert!(step.starts_with(title), "expected step {title:?}, got:\n{step}");
+        for o in outcomes {
+            assert!(step.contains(o), "step {title:?} lacks {o:?}:\n{step}");
+        }
+    }
+    // The settled hash is the one paid in step 5.
+    let paid = steps[4].split("✓ tx ").nth(1).unwrap().lines().next().unwrap();
+    assert!(steps[5].contains(&format!("✓ settled transaction: {paid}")), "{}", steps[5]);
+    assert!(stdout.trim_end().ends_with("demo self-test: ok (9 steps)"), "{stdout}");
 }
