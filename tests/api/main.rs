@@ -7,6 +7,7 @@ mod cli;
 mod collector;
 mod demo;
 mod endpoints;
+mod example_client;
 mod faults;
 mod forward_auth;
 mod helpers;
