@@ -30,8 +30,14 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
     assert_eq!(steps.len(), 9, "{stdout}");
     let expect = [
         ("1/9] starting the Tempo dev chain", &["✓ chain 42431"][..]),
-        ("2/9] signing a THROWAWAY dev genome", &["✓ genome DEV_THROWAWAY_NOT_FOR_PRODUCTION"]),
-        ("3/9] starting settlegate", &["✓ settlegate ready: genome verified, replay store ok, rpc ok"]),
+        (
+            "2/9] signing a THROWAWAY dev genome",
+            &["✓ genome DEV_THROWAWAY_NOT_FOR_PRODUCTION"],
+        ),
+        (
+            "3/9] starting settlegate",
+            &["✓ settlegate ready: genome verified, replay store ok, rpc ok"],
+        ),
         (
             "4/9] a client asks without paying",
             &[
@@ -47,10 +53,17 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
             "6/9] the client retries",
             &["✓ status: 200", "✓ settlement: settled", "✓ settled transaction: 0x"],
         ),
-        ("7/9] someone presents the same payment again", &["✓ status: 402", "✓ code: REPLAYED"]),
+        (
+            "7/9] someone presents the same payment again",
+            &["✓ status: 402", "✓ code: REPLAYED"],
+        ),
         (
             "8/9] a client pays too little",
-            &["✓ status: 402", "✓ code: VERIFICATION_FAILED", "✓ reason: insufficient_amount"],
+            &[
+                "✓ status: 402",
+                "✓ code: VERIFICATION_FAILED",
+                "✓ reason: insufficient_amount",
+            ],
         ),
         (
             "9/9] an MPP client (mppx) pays with the Payment scheme",
@@ -71,6 +84,10 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
     }
     // The settled hash is the one paid in step 5.
     let paid = steps[4].split("✓ tx ").nth(1).unwrap().lines().next().unwrap();
-    assert!(steps[5].contains(&format!("✓ settled transaction: {paid}")), "{}", steps[5]);
+    assert!(
+        steps[5].contains(&format!("✓ settled transaction: {paid}")),
+        "{}",
+        steps[5]
+    );
     assert!(stdout.trim_end().ends_with("demo self-test: ok (9 steps)"), "{stdout}");
 }

@@ -29,7 +29,14 @@ async fn the_rust_example_client_pays_and_is_settled_once() {
     let w = Workdir::new();
     let app = Served::start(&chain_env(&w.genome(&Genome::single().signed()), &chain.url));
     let out = Command::new(&bin)
-        .args(["--gate", &app.url(""), "--rpc", &chain.url, "--resource", "GET /reports/42"])
+        .args([
+            "--gate",
+            &app.url(""),
+            "--rpc",
+            &chain.url,
+            "--resource",
+            "GET /reports/42",
+        ])
         .env("PAYER_PRIVATE_KEY", PAYER_KEY)
         .output()
         .unwrap();
@@ -46,11 +53,19 @@ async fn the_rust_example_client_pays_and_is_settled_once() {
     let hash = s["tx_hash"].as_str().unwrap();
     let receipt: Value = serde_json::from_str(&chain.rpc("eth_getTransactionReceipt", &[hash])).unwrap();
     assert_eq!(receipt["status"], "0x1", "{receipt}");
-    assert_eq!(receipt["to"], crate::helpers::ALPHA_USD.to_lowercase(), "a TIP-20 transfer");
+    assert_eq!(
+        receipt["to"],
+        crate::helpers::ALPHA_USD.to_lowercase(),
+        "a TIP-20 transfer"
+    );
     let again = app.verify_hash(hash).await;
     assert_eq!((again.status, again.code()), (402, "REPLAYED"));
     // Without the key it explains itself rather than paying anything.
-    let out = Command::new(&bin).args(["--gate", &app.url("")]).env_remove("PAYER_PRIVATE_KEY").output().unwrap();
+    let out = Command::new(&bin)
+        .args(["--gate", &app.url("")])
+        .env_remove("PAYER_PRIVATE_KEY")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("set PAYER_PRIVATE_KEY"));
 }

@@ -345,3 +345,36 @@ async fn forwarded_method_and_uri_from_an_untrusted_peer_are_ignored() {
     let v = app.verify_hash(&hash).await;
     assert_eq!(v.status, 200, "{:?}", v.body);
 }
+
+/// Migration: the seed's client SDK, unchanged, in front of the same API.
+/// Its whole protocol: on a 402 it reads only `body.paymentInfo`
+/// (`recipient`, `amount`, `token`), transfers that, and retries with
+/// `Authorization: Tempo <hash>`; it looks at nothing but the status after.
+#[tokio::test]
+async fn the_seed_sdks_wire_format_pays_through_the_proxy_unchanged() {
+    let s = setup();
+    let first = s.call("GET", "/reports/42", &[]).await;
+    assert_eq!(first.status, 402);
+    let info = &first.body["paymentInfo"];
+    assert_eq!(info["method"], "tempo");
+    let (recipient, token) = (info["recipient"].as_str().unwrap(), info["token"].as_str().unwrap());
+    let amount: u64 = info["amount"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        (recipient, token, amount),
+        (RECIPIENT, &*ALPHA_USD.to_lowercase(), 1_000_000)
+    );
+    // The seed's challenge header is there too, with its fields in its order.
+    let tempo = challenges(&first)
+        .into_iter()
+        .find(|c| c.starts_with("Tempo "))
+        .unwrap();
+    assert!(tempo.starts_with("Tempo realm=\"Tempo API\", asset=\""), "{tempo}");
+
+    let hash = s.chain.transfer(token, recipient, amount);
+    let paid = s.get_paid("/reports/42", &hash).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    assert!(from_upstream(&paid));
+    // The SDK retrying the same hash gets a 402, as with the seed.
+    assert_eq!(s.get_paid("/reports/42", &hash).await.status, 402);
+    assert_eq!(s.caddy.upstream_hits(), 1);
+}

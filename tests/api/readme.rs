@@ -147,3 +147,91 @@ fn the_readme_configuration_reference_lists_every_key_of_the_code() {
         missing.join("\n")
     );
 }
+
+/// The text of the README section that starts with `heading` (up to the
+/// next heading of the same or a higher level).
+fn section(heading: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+    let level = heading.split(' ').next().unwrap();
+    let rest = &readme[start + heading.len() + 2..];
+    let end = rest
+        .match_indices("\n#")
+        .find(|(i, _)| {
+            let hashes = rest[i + 1..].chars().take_while(|c| *c == '#').count();
+            hashes <= level.len()
+        })
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end].to_owned()
+}
+
+/// The table rows of a README section, by their first cell.
+fn rows(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("|---"))
+        .map(|l| l.split(" | ").next().unwrap().trim_start_matches("| ").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_troubleshooting_section_explains_every_code_the_service_can_give() {
+    // Boot: every GenomeError code of the code (rules/src/error.rs) and CONFIG_INVALID.
+    let errors = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/src/error.rs")).unwrap();
+    let mut boot: Vec<String> = errors
+        .split('"')
+        .filter(|s| s.starts_with("GENOME_") && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .map(|s| format!("`{s}`"))
+        .collect();
+    assert_eq!(boot.len(), 13, "genome codes in rules/src/error.rs: {boot:?}");
+    boot.push("`CONFIG_INVALID`".into());
+    let documented = rows(&section("### Boot"));
+    for code in &boot {
+        assert!(
+            documented.contains(code),
+            "Troubleshooting > Boot has no row for {code}"
+        );
+    }
+
+    // 402 and 503 codes and every reason, from the OpenAPI document (whose
+    // enums a unit test keeps equal to the code).
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap())
+            .unwrap();
+    let values = |name: &str| -> Vec<String> {
+        doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let denied = section("### 402: not paid (nothing was consumed)");
+    let unavailable = rows(&section("### 503: no trustworthy answer now (nothing was consumed)"));
+    for code in values("PaymentCode") {
+        let cell = format!("`{code}`");
+        let found = if code.ends_with("_UNAVAILABLE") {
+            unavailable.contains(&cell)
+        } else {
+            rows(&denied)
+                .iter()
+                .any(|r| r == &cell || r.starts_with(&format!("{cell},")))
+        };
+        assert!(found, "Troubleshooting has no row for {code}");
+    }
+    for reason in values("Reason") {
+        let documented = rows(&denied)
+            .iter()
+            .any(|r| r.ends_with(&format!("`{reason}`")) || r == &format!("`{reason}`"))
+            || denied.contains(&format!("`reason` `{reason}`"));
+        assert!(documented, "Troubleshooting > 402 does not explain reason {reason}");
+    }
+    let other = section("### Other errors");
+    for code in values("ErrorCode") {
+        assert!(
+            other.contains(&format!("`{code}`")),
+            "Troubleshooting > Other errors lacks {code}"
+        );
+    }
+}
