@@ -141,8 +141,18 @@ impl Metrics {
         let coalescer = CoalescerMetrics::default();
         r.register(
             "chain_lookups",
-            "Chain lookups started by the coalescer (each reaches the RPC pool once)",
+            "Chain lookups started by the coalescer (each reaches the RPC pool once, unless another instance answers it)",
             coalescer.lookups.clone(),
+        );
+        r.register(
+            "coalescer_remote_answers",
+            "Lookups answered by another instance's lookup, in flight or held (shared through Redis)",
+            coalescer.remote.clone(),
+        );
+        r.register(
+            "coalescer_fallbacks",
+            "Lookups made without the other instances because the replay store could not coordinate them",
+            coalescer.fallbacks.clone(),
         );
         r.register(
             "coalesced_checks",

@@ -173,6 +173,14 @@ impl Settler {
                 Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
                 Err(_) => return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
             }
+            // Another instance may have consumed it (a result it shared is
+            // published after its consume): its record answers.
+            match self.guard.send(Traced::new(Recall(req.hash))).await {
+                Ok(Ok(Some(record))) => return replay_outcome(&record, req, challenge),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
+                Err(_) => return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
+            }
             looked = match self.check(lookup, true).await {
                 Ok(l) => l,
                 Err(e) => return Outcome::Unavailable(Unavailable::Rpc(e)),

@@ -129,7 +129,13 @@ impl Application {
                 window: settings.coalescer_window,
             },
             metrics.coalescer.clone(),
-        )
+        );
+        // With Redis, every instance on it shares each lookup.
+        let coalescer = if settings.redis_url.is_some() {
+            coalescer.share_through(replay.clone())
+        } else {
+            coalescer
+        }
         .start();
         if settings.redis_url.is_none() {
             tracing::warn!(path = %settings.replay_local_path.display(),

@@ -136,6 +136,49 @@ pub struct Reserve {
 #[rtype(result = "()")]
 pub struct Release(pub TxHash);
 
+/// Cross-instance coalescing (Redis only; see `coalescer`): what the store
+/// knows of one lookup key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LookupClaim {
+    /// A result another instance published, still in its hold window:
+    /// `<id>|F<facts JSON>` (never an error).
+    Held(String),
+    /// This instance holds the claim now: it looks up, then publishes.
+    Claimed,
+    /// Another instance holds claim `id` (empty: it just ended): wait for
+    /// its result.
+    Wait(String),
+}
+
+/// Returns a held result (with `want_held`), or claims `key` for `ttl`
+/// under `id` when nobody holds it, in one atomic round trip.
+#[derive(Message)]
+#[rtype(result = "Result<LookupClaim, StoreError>")]
+pub struct ClaimLookup {
+    pub key: String,
+    pub id: String,
+    pub ttl: Duration,
+    pub want_held: bool,
+}
+
+/// The published result (`<id>|<body>`) and the claim id of `key` now.
+#[derive(Message)]
+#[rtype(result = "Result<(Option<String>, Option<String>), StoreError>")]
+pub struct PollLookup(pub String);
+
+/// Publishes the result of claim `id` (`body` is `F<facts JSON>` or
+/// `E<error>`), held `hold` for new checks (facts only) and readable by the
+/// claim's waiters for `ttl`, then ends the claim if it is still `id`'s.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct PublishLookup {
+    pub key: String,
+    pub id: String,
+    pub body: String,
+    pub hold: Duration,
+    pub ttl: Duration,
+}
+
 /// Whether the store answers (for `/readyz`).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -598,6 +641,65 @@ impl Handler<Release> for ReplayGuard {
     }
 }
 
+impl Handler<ClaimLookup> for ReplayGuard {
+    type Result = ResponseFuture<Result<LookupClaim, StoreError>>;
+
+    fn handle(&mut self, m: ClaimLookup, _: &mut Self::Context) -> Self::Result {
+        let ttl_ms = m.ttl.as_millis().max(1) as u64;
+        Box::pin(self.run(
+            "lookup_claim",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.claim_lookup(&m.key, &m.id, ttl_ms, m.want_held).await,
+                    // One instance: nobody to share with.
+                    Backend::Local(_) => Ok(LookupClaim::Claimed),
+                }
+            },
+            |c| match c {
+                LookupClaim::Held(_) => "held",
+                LookupClaim::Claimed => "claimed",
+                LookupClaim::Wait(_) => "wait",
+            },
+        ))
+    }
+}
+
+impl Handler<PollLookup> for ReplayGuard {
+    type Result = ResponseFuture<Result<(Option<String>, Option<String>), StoreError>>;
+
+    fn handle(&mut self, PollLookup(key): PollLookup, _: &mut Self::Context) -> Self::Result {
+        Box::pin(self.run(
+            "lookup_poll",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.poll_lookup(&key).await,
+                    Backend::Local(_) => Ok((None, None)),
+                }
+            },
+            |(result, _)| if result.is_some() { "published" } else { "waiting" },
+        ))
+    }
+}
+
+impl Handler<PublishLookup> for ReplayGuard {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, m: PublishLookup, _: &mut Self::Context) -> Self::Result {
+        let hold_ms = m.hold.as_millis() as u64;
+        let ttl_ms = m.ttl.as_millis().max(1) as u64;
+        Box::pin(self.run(
+            "lookup_publish",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.publish_lookup(&m.key, &m.id, &m.body, hold_ms, ttl_ms).await,
+                    Backend::Local(_) => Ok(()),
+                }
+            },
+            |_| "ok",
+        ))
+    }
+}
+
 impl Handler<Ping> for ReplayGuard {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
@@ -620,6 +722,33 @@ impl Handler<Ping> for ReplayGuard {
 /// it stays in one slot of a cluster.
 const PUT_IF_ABSENT: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end \
      return redis.call('GET', KEYS[1])";
+
+/// Cross-instance lookups. KEYS[1] the published result, KEYS[2] the
+/// claim; both hash-tagged on the lookup key, so one slot of a cluster.
+/// Results are stored as `<hold until, server ms>|<claim id>|<body>`; the
+/// server's clock decides the hold, so instances' clocks need not agree.
+/// (TIME before a write needs effects replication: Redis 5 and later.)
+const CLAIM_LOOKUP: &str = "\
+local r = redis.call('GET', KEYS[1])
+if r and ARGV[3] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local a = string.find(r, '|', 1, true)
+  local b = a and string.find(r, '|', a + 1, true)
+  if b and (tonumber(string.sub(r, 1, a - 1)) or 0) > now and string.sub(r, b + 1, b + 1) == 'F' then
+    return {'held', string.sub(r, a + 1)}
+  end
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'claimed'} end
+return {'wait', redis.call('GET', KEYS[2]) or ''}";
+
+/// ARGV: id, body, hold ms, ttl ms.
+const PUBLISH_LOOKUP: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], (now + tonumber(ARGV[3])) .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1";
 
 /// The Redis backend. deadpool-redis creates (and bounds the creation of)
 /// connections; since a redis-rs `MultiplexedConnection` pipelines any
@@ -739,6 +868,68 @@ impl RedisStore {
         let key = format!("{}broadcast:{hash}", self.prefix);
         let _: i64 = self
             .with_conn(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    fn lookup_keys(&self, key: &str) -> (String, String) {
+        let base = format!("{}lookup:{{{key}}}", self.prefix);
+        (format!("{base}:result"), format!("{base}:claim"))
+    }
+
+    async fn claim_lookup(&self, key: &str, id: &str, ttl_ms: u64, want_held: bool) -> Result<LookupClaim, StoreError> {
+        let (result, claim) = self.lookup_keys(key);
+        let answer: Vec<String> = self
+            .with_conn(|mut c| async move {
+                redis::Script::new(CLAIM_LOOKUP)
+                    .key(result)
+                    .key(claim)
+                    .arg(id)
+                    .arg(ttl_ms)
+                    .arg(if want_held { "1" } else { "0" })
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match answer.as_slice() {
+            [k, r] if k == "held" => Ok(LookupClaim::Held(r.clone())),
+            [k] if k == "claimed" => Ok(LookupClaim::Claimed),
+            [k, other] if k == "wait" => Ok(LookupClaim::Wait(other.clone())),
+            _ => Err(StoreError::Corrupt("an unexpected answer to a lookup claim".into())),
+        }
+    }
+
+    async fn poll_lookup(&self, key: &str) -> Result<(Option<String>, Option<String>), StoreError> {
+        let (result, claim) = self.lookup_keys(key);
+        let (r, c): (Option<String>, Option<String>) = self
+            .with_conn(|mut conn| async move { redis::cmd("MGET").arg(result).arg(claim).query_async(&mut conn).await })
+            .await?;
+        // `<until>|<id>|<body>` → `<id>|<body>`.
+        let r = r.and_then(|r| r.split_once('|').map(|(_, rest)| rest.to_owned()));
+        Ok((r, c))
+    }
+
+    async fn publish_lookup(
+        &self,
+        key: &str,
+        id: &str,
+        body: &str,
+        hold_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (result, claim) = self.lookup_keys(key);
+        let _: i64 = self
+            .with_conn(|mut c| async move {
+                redis::Script::new(PUBLISH_LOOKUP)
+                    .key(result)
+                    .key(claim)
+                    .arg(id)
+                    .arg(body)
+                    .arg(hold_ms)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await?;
         Ok(())
     }
@@ -970,6 +1161,47 @@ mod tests {
                 .unwrap();
         }
     }
+
+    /// The cross-instance lookup protocol on a real Redis: one claim at a
+    /// time, the others wait for its id; a published result ends the claim,
+    /// is readable by id, and is held for new checks only while its hold
+    /// lasts and only when it is facts, never an error.
+    #[tokio::test]
+    async fn lookup_claims_are_exclusive_and_published_results_are_held_only_as_facts() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        let s = store(&format!("sgunit-{}-{}:", std::process::id(), hex::encode(nonce)), true);
+        let k = "42431:0xab:0";
+        assert_eq!(s.claim_lookup(k, "a", 5_000, true).await, Ok(LookupClaim::Claimed));
+        assert_eq!(
+            s.claim_lookup(k, "b", 5_000, true).await,
+            Ok(LookupClaim::Wait("a".into()))
+        );
+        assert_eq!(s.poll_lookup(k).await, Ok((None, Some("a".into()))));
+        // Only the holder's publish ends the claim.
+        s.publish_lookup(k, "b", "F{}", 0, 1_000).await.unwrap();
+        assert_eq!(s.poll_lookup(k).await.unwrap().1.as_deref(), Some("a"));
+        s.publish_lookup(k, "a", "F{\"head\":1}", 300, 1_000).await.unwrap();
+        assert_eq!(s.poll_lookup(k).await, Ok((Some("a|F{\"head\":1}".into()), None)));
+        assert_eq!(
+            s.claim_lookup(k, "c", 5_000, true).await,
+            Ok(LookupClaim::Held("a|F{\"head\":1}".into()))
+        );
+        // Without want_held (a check about to settle) it claims instead.
+        assert_eq!(s.claim_lookup(k, "c", 5_000, false).await, Ok(LookupClaim::Claimed));
+        // An error is for the claim's waiters, never held.
+        s.publish_lookup(k, "c", "E\"AllCircuitsOpen\"", 300, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(s.claim_lookup(k, "d", 5_000, true).await, Ok(LookupClaim::Claimed));
+        // Facts past their hold are not held either.
+        s.publish_lookup(k, "d", "F{}", 50, 1_000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(s.claim_lookup(k, "e", 50, true).await, Ok(LookupClaim::Claimed));
+        // A claim expires by itself (a dead holder).
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(s.claim_lookup(k, "f", 5_000, false).await, Ok(LookupClaim::Claimed));
+    }
 }
 
-crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, Reserve, Ping);
+crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, Reserve, Ping, ClaimLookup, PollLookup, PublishLookup);

@@ -52,7 +52,9 @@ pub const OPEN_FOR: Duration = Duration::from_secs(5);
 const ATTEMPTS: usize = 2;
 
 /// Why no trustworthy answer came from the chain. Each is a 503.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serialisable: one instance's failed lookup answers the checks of the
+/// others that waited for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RpcError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),

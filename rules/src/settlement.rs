@@ -78,7 +78,9 @@ pub struct BlockHeader {
 
 /// Everything one lookup learns about a transaction, from a node verified
 /// to be on the policy's chain.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// Serialisable so that one instance's lookup can answer the checks of
+/// others (the coalescer shares it through the replay store).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChainFacts {
     /// `None`: the node does not know the transaction (yet).
     pub receipt: Option<Receipt>,

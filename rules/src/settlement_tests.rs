@@ -491,4 +491,20 @@ fn a_dev_chain_receipt_with_unknown_fields_decodes() {
         v["blockTimestamp"] = bad.clone();
         assert!(serde_json::from_value::<Receipt>(v).is_err(), "{bad}");
     }
+    // What one instance shares with the others reads back the same.
+    let facts = ChainFacts {
+        receipt: Some(serde_json::from_value(json).unwrap()),
+        block: Some(BlockHeader {
+            number: U64::from(1),
+            hash: B256::repeat_byte(2),
+            timestamp: U64::from(1795271973),
+        }),
+        head: Some(7),
+    };
+    let shared = serde_json::to_string(&facts).unwrap();
+    assert_eq!(serde_json::from_str::<ChainFacts>(&shared).unwrap(), facts);
+    assert_eq!(
+        serde_json::from_str::<ChainFacts>(&serde_json::to_string(&ChainFacts::default()).unwrap()).unwrap(),
+        ChainFacts::default()
+    );
 }

@@ -35,6 +35,20 @@ async fn ready(app: &Served) {
     }
 }
 
+/// Every answer is a 402 with `code` and `reason` ("" for none).
+fn all_refused(hash: &str, answers: &[Verified], code: &str, reason: &str) {
+    let wrong: Vec<_> = answers
+        .iter()
+        .filter(|v| (v.status, v.code(), v.reason()) != (402, code, reason))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{hash}: {} wrong answers, e.g. {:?}",
+        wrong.len(),
+        wrong[0]
+    );
+}
+
 fn tempo(hash: &str) -> serde_json::Value {
     json!({ "credential": format!("Tempo {hash}") })
 }
@@ -75,16 +89,7 @@ async fn storms_on_payments_that_do_not_settle_cost_one_receipt_lookup_each() {
     ] {
         let before = chain.calls(RECEIPT);
         let answers = storm(&app, tempo(hash), vec![], 200).await;
-        let wrong: Vec<_> = answers
-            .iter()
-            .filter(|v| (v.status, v.code(), v.reason()) != (402, code, reason))
-            .collect();
-        assert!(
-            wrong.is_empty(),
-            "{hash}: {} wrong answers, e.g. {:?}",
-            wrong.len(),
-            wrong[0]
-        );
+        all_refused(hash, &answers, code, reason);
         assert_eq!(chain.calls(RECEIPT) - before, 1, "{hash}: receipt lookups at the node");
     }
 
@@ -288,4 +293,140 @@ async fn a_corrupt_replay_record_is_a_503_and_is_never_overwritten() {
     assert_eq!(line["tx_hash"], hash.to_lowercase());
     assert_eq!(line["code"], "REPLAY_STORE_UNAVAILABLE");
     assert!(line["span"]["request_id"].is_string(), "{line}");
+}
+
+/// `n` checks of `body`, spread evenly over `apps` and sent at once.
+async fn storm_across(apps: &[Arc<Served>], body: serde_json::Value, n: usize) -> Vec<Verified> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, app) in apps.iter().enumerate() {
+        let share = n / apps.len() + usize::from(i < n % apps.len());
+        let (app, body) = (app.clone(), body.clone());
+        set.spawn(async move { storm(&app, body, vec![], share).await });
+    }
+    set.join_all().await.into_iter().flatten().collect()
+}
+
+/// Issue 8: three instances on one Redis, 1,000 concurrent checks of one
+/// payment spread across them. Whatever the lookup finds, the node serves
+/// one receipt lookup for the storm: the instances share it through Redis
+/// (claim, then the holder's published result). A fresh valid payment
+/// buys exactly one 200; an underpaid one gets 1,000 correct 402s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_redis_cost_one_receipt_lookup_per_storm() {
+    let chain = Chain::start();
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_COALESCER__WINDOW_MS".into(), STORM_WINDOW_MS.into());
+    let apps: Vec<Arc<Served>> = (0..3).map(|_| Arc::new(Served::start(&env))).collect();
+    for app in &apps {
+        ready(app).await;
+    }
+
+    let paid = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let underpaid = chain.transfer(ALPHA_USD, RECIPIENT, 999_999);
+    let unknown = format!("0x{}", "6d".repeat(32));
+    for (hash, settles, code, reason) in [
+        (&paid, true, "", ""),
+        (&underpaid, false, "VERIFICATION_FAILED", "insufficient_amount"),
+        (&unknown, false, "PAYMENT_PENDING", ""),
+    ] {
+        let before = chain.calls(RECEIPT);
+        let answers = storm_across(&apps, tempo(hash), 1000).await;
+        assert_eq!(answers.len(), 1000);
+        if settles {
+            assert_eq!(answers.iter().filter(|v| v.status == 200).count(), 1, "{hash}: one 200");
+            assert_eq!(answers.iter().filter(|v| v.code() == "REPLAYED").count(), 999, "{hash}");
+        } else {
+            all_refused(hash, &answers, code, reason);
+        }
+        assert_eq!(chain.calls(RECEIPT) - before, 1, "{hash}: receipt lookups at the node");
+    }
+    // The other instances were answered through Redis, not by the node.
+    let mut remote = 0;
+    for app in &apps {
+        remote += app.metric("settlegate_coalescer_remote_answers_total").await;
+        assert_eq!(app.metric("settlegate_coalescer_fallbacks_total").await, 0);
+    }
+    assert!(
+        remote >= 6,
+        "three storms, two instances answered remotely each: {remote}"
+    );
+    let commands = redis.commands();
+    assert!(commands.get("evalsha").copied().unwrap_or(0) + commands.get("eval").copied().unwrap_or(0) > 0);
+}
+
+/// A claim whose holder died (set here by hand, as a killed instance
+/// leaves it) holds checks only until it expires: the waiting instance
+/// respects it (no second lookup while it may still be answered), then
+/// claims the lookup itself and settles, within one lookup timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_lookup_claim_holds_a_payment_only_until_it_expires() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "500".into());
+    env.insert("SETTLEGATE_RPC__LOOKUP_TIMEOUT_MS".into(), "1000".into());
+    let app = Served::start(&env);
+    ready(&app).await;
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let claim = format!(
+        "{}lookup:{{42431:{}:0}}:claim",
+        env["SETTLEGATE_REDIS__KEY_PREFIX"],
+        hash.to_lowercase()
+    );
+    let set = std::process::Command::new("redis-cli")
+        .args(["-u", &redis_url(), "SET", &claim, "dead-instance", "PX", "600"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK");
+
+    let before = chain.calls(RECEIPT);
+    let started = std::time::Instant::now();
+    let first = app.verify_hash(&hash).await;
+    let waited = started.elapsed();
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert!(
+        waited >= Duration::from_millis(450),
+        "the claim was respected: answered after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1000),
+        "and held no longer than it lived: {waited:?}"
+    );
+    assert_eq!(chain.calls(RECEIPT) - before, 1);
+    let again = app.verify_hash(&hash).await;
+    assert_eq!((again.status, again.code()), (402, "REPLAYED"));
+}
+
+/// The same three instances on an RPC endpoint that accepts and never
+/// answers: the storm sends it one request, whichever instance holds the
+/// claim, and every check on every instance is a 503 within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_hung_rpc_endpoint_send_it_one_request_per_storm() {
+    let hung = FaultInjector::start(None);
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &hung.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "1500".into());
+    env.insert("SETTLEGATE_RPC__PROBE_INTERVAL_MS".into(), "0".into());
+    let apps: Vec<Arc<Served>> = (0..3).map(|_| Arc::new(Served::start(&env))).collect();
+    // the start-up probes hang until they time out
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let before = hung.requests();
+    let started = std::time::Instant::now();
+    let answers = storm_across(&apps, tempo(&format!("0x{}", "78".repeat(32))), 300).await;
+    assert!(
+        answers.iter().all(|v| (v.status, v.code()) == (503, "RPC_UNAVAILABLE")),
+        "{:?}",
+        answers.iter().find(|v| v.status != 503)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "within the lookup timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(hung.requests() - before, 1, "requests that reached the hung endpoint");
 }
