@@ -85,25 +85,54 @@ fn fault(f: HttpFault) -> TransportError {
 #[derive(Clone, Debug)]
 pub struct BoundedHttp {
     client: HttpClient,
+    /// The URL without its credentials: hyper keys (and, at debug level,
+    /// logs) its connection pool by this URI's authority.
     uri: Uri,
+    /// `Basic` credentials from the URL's user and password, sent as a
+    /// header marked sensitive.
+    authorization: Option<hyper::header::HeaderValue>,
     timeout: Duration,
 }
 
 impl BoundedHttp {
     /// `timeout` bounds one exchange, from connecting to the last byte.
     pub fn new(client: HttpClient, url: &Url, timeout: Duration) -> Result<Self, String> {
-        let uri = url
-            .as_str()
-            .parse()
-            .map_err(|_| format!("{} is not a usable HTTP URI", crate::rpc_pool::endpoint_label(url)))?;
-        Ok(BoundedHttp { client, uri, timeout })
+        let unusable = || format!("{} is not a usable HTTP URI", crate::rpc_pool::endpoint_label(url));
+        let authorization = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            use base64::Engine as _;
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")));
+            let mut value = hyper::header::HeaderValue::try_from(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+            .map_err(|_| unusable())?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let mut bare = url.clone();
+        bare.set_username("").map_err(|_| unusable())?;
+        bare.set_password(None).map_err(|_| unusable())?;
+        let uri = bare.as_str().parse().map_err(|_| unusable())?;
+        Ok(BoundedHttp {
+            client,
+            uri,
+            authorization,
+            timeout,
+        })
     }
 
     async fn exchange(self, req: RequestPacket) -> Result<ResponsePacket, TransportError> {
         let body = serde_json::to_vec(&req).map_err(TransportError::ser_err)?;
         let send = async {
-            let request = hyper::Request::post(self.uri.clone())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
+            let mut request =
+                hyper::Request::post(self.uri.clone()).header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(auth) = &self.authorization {
+                request = request.header(hyper::header::AUTHORIZATION, auth.clone());
+            }
+            let request = request
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| HttpFault::Other(e.to_string()))?;
             let resp = self.client.request(request).await.map_err(HttpFault::from_client)?;
@@ -141,5 +170,30 @@ impl tower::Service<RequestPacket> for BoundedHttp {
 
     fn call(&mut self, req: RequestPacket) -> Self::Future {
         Box::pin(self.clone().exchange(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn url_credentials_become_a_sensitive_basic_header_and_leave_the_uri() {
+        let client = http_client(Duration::from_secs(1)).unwrap();
+        let url = Url::parse("http://us%40er:p%3Ass@node.example:8545/v1/?apikey=k").unwrap();
+        let t = BoundedHttp::new(client.clone(), &url, Duration::from_secs(1)).unwrap();
+        assert_eq!(t.uri.to_string(), "http://node.example:8545/v1/?apikey=k");
+        let auth = t.authorization.clone().unwrap();
+        assert!(auth.is_sensitive());
+        // base64("us@er:p:ss")
+        assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
+        assert!(!format!("{t:?}").contains("cDpzcw"), "Debug hides it");
+        let plain = BoundedHttp::new(
+            client,
+            &Url::parse("http://node.example:8545").unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(plain.authorization.is_none());
     }
 }

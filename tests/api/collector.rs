@@ -84,6 +84,14 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.stop();
+        // What it received (spans, their attributes, metric labels) joins
+        // the capture the secrets check greps.
+        if let Some(dir) = crate::helpers::capture_dir("telemetry") {
+            let _ = std::fs::copy(
+                self.dir.path().join("spans.txt"),
+                dir.join(crate::helpers::unique_prefix().trim_end_matches(':')),
+            );
+        }
     }
 }
 

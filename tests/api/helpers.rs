@@ -222,6 +222,8 @@ impl Served {
     /// Starts the binary with `args` (which must serve).
     pub fn start_args(args: &[&str], env: &HashMap<String, String>) -> Served {
         ensure_tls();
+        capture_secrets(env);
+        let mut captured = capture_file("logs");
         let mut child = command(args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -233,6 +235,10 @@ impl Served {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(f) = captured.as_mut() {
+                    use std::io::Write as _;
+                    let _ = writeln!(f, "{line}");
+                }
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -408,11 +414,69 @@ pub fn run_refused(env: &HashMap<String, String>) -> Refused {
     };
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    capture_secrets(&env);
+    if let Some(mut f) = capture_file("logs") {
+        use std::io::Write as _;
+        let _ = f.write_all(stderr.as_bytes());
+    }
     Refused {
         code: status.code(),
         stderr,
         accepted_connections: accepted,
         attempts,
+    }
+}
+
+/// Where `scripts/test` collects what every service printed, and every
+/// secret it was configured with, for `scripts/check-log-secrets` to grep
+/// after the run (`SETTLEGATE_TEST_CAPTURE`; unset: nothing is kept).
+pub fn capture_dir(kind: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("SETTLEGATE_TEST_CAPTURE")?).join(kind);
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+/// A file of its own in the capture directory `kind`.
+pub fn capture_file(kind: &str) -> Option<std::fs::File> {
+    let dir = capture_dir(kind)?;
+    std::fs::File::create(dir.join(unique_prefix().trim_end_matches(':'))).ok()
+}
+
+/// Records the secrets in `env` (and in the files it names) for the
+/// capture's check: every value of a variable that names a secret, and the
+/// password of any URL.
+pub fn capture_secrets(env: &HashMap<String, String>) {
+    use std::io::Write as _;
+    let Some(mut out) = capture_file("secrets") else {
+        return;
+    };
+    for (k, v) in env {
+        let upper = k.to_ascii_uppercase();
+        let named = ["SECRET", "PASSWORD", "TOKEN", "API_KEY", "PRIVATE"]
+            .iter()
+            .any(|s| upper.contains(s));
+        let mut found = Vec::new();
+        if named && upper.ends_with("_FILE") {
+            if let Ok(text) = std::fs::read_to_string(v) {
+                found.push(text.trim().to_owned());
+            }
+        } else if named && !upper.ends_with("_UNTIL") {
+            found.push(v.clone());
+        }
+        for url in v.split(',') {
+            if let Ok(u) = url::Url::parse(url.trim()) {
+                found.extend(u.password().map(str::to_owned));
+                // an RPC provider's key in the query
+                found.extend(
+                    u.query_pairs()
+                        .filter(|(k, _)| k.contains("key") || k.contains("token"))
+                        .map(|(_, v)| v.into_owned()),
+                );
+            }
+        }
+        for s in found {
+            let _ = writeln!(out, "{k}\t{s}");
+        }
     }
 }
 
@@ -448,17 +512,14 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start_on(port: u16) -> OwnRedis {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// A redis-server with more arguments (`--requirepass`, persistence).
+    pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

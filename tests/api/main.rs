@@ -20,5 +20,6 @@ mod payment;
 mod proxy;
 mod readme;
 mod reload;
+mod secrets;
 mod traces;
 mod verify;
