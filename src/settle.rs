@@ -27,7 +27,7 @@ use alloy_primitives::Bytes;
 use settlegate_actors::Traced;
 use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
-    Consume, Consumed, ConsumedCache, Follow, Recall, Release, ReplayGuard, Reserve, StoreError,
+    Consume, Consumed, ConsumedCache, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
 use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
 use settlegate_rules::credential::TxHash;
@@ -41,6 +41,12 @@ use settlegate_rules::settlement::{PayerRule, Pending, Reason, Terms, Verdict, j
 use tracing::Instrument;
 
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+
+/// How long a check whose payment another instance found settles waits
+/// for that instance's consume record before it asks the node itself.
+/// The holder's own checks consume within milliseconds of its lookup; the
+/// wait runs out only when none of them settled (they asked a dearer route).
+const REMOTE_CONSUME_WAIT: Duration = Duration::from_millis(500);
 
 /// One request to settle a payment.
 #[derive(Clone, Debug)]
@@ -173,13 +179,15 @@ impl Settler {
                 Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
                 Err(_) => return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
             }
-            // Another instance may have consumed it (a result it shared is
-            // published after its consume): its record answers.
-            match self.guard.send(Traced::new(Recall(req.hash))).await {
-                Ok(Ok(Some(record))) => return replay_outcome(&record, req, challenge),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
-                Err(_) => return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
+            // Facts another instance learnt never settle here: that
+            // instance's own checks are consuming the payment. Its record
+            // answers; only if none comes does this instance ask the node.
+            if looked.remote {
+                match self.await_record(req.hash, REMOTE_CONSUME_WAIT).await {
+                    Ok(Some(record)) => return replay_outcome(&record, req, challenge),
+                    Ok(None) => {}
+                    Err(e) => return Outcome::Unavailable(Unavailable::Store(e)),
+                }
             }
             looked = match self.check(lookup, true).await {
                 Ok(l) => l,
@@ -291,12 +299,33 @@ impl Settler {
         }
     }
 
+    /// The replay record of `hash` once another instance has written it,
+    /// polled for at most `bound` (`None`: none came).
+    async fn await_record(&self, hash: TxHash, bound: Duration) -> Result<Option<Arc<ReplayRecord>>, StoreError> {
+        let until = std::time::Instant::now() + bound;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.guard.send(Traced::new(RecallNow(hash))).await {
+                Ok(Ok(Some(record))) => return Ok(Some(record)),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StoreError::Stopped),
+            }
+            if std::time::Instant::now() + pause > until {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+
     async fn lookup_direct(&self, lookup: Lookup) -> Result<Looked, RpcError> {
         let wait = self.lookup_timeout;
         match self.rpc.send(Traced::new(lookup)).timeout(wait).await {
             Ok(r) => r.map(|facts| Looked {
                 facts: Arc::new(facts),
                 fresh: true,
+                remote: false,
             }),
             Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
             Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),

@@ -20,16 +20,18 @@
 //! Across instances (with Redis, [`Coalescer::share_through`]): before it
 //! asks the node, the lookup claims its key in the replay store, in one
 //! atomic round trip that also returns a result another instance holds.
-//! Holding the claim, it looks up and publishes the result (facts or
-//! error) for the claim's waiters and, facts only, for the hold window.
-//! Finding another instance's claim, it polls for that claim's result
-//! (every few milliseconds, within the lookup timeout) and takes it as its
-//! own fresh result: that lookup overlapped its checks. A claim expires
-//! with the lookup timeout, so a dead instance delays a payment by at most
-//! that much; if the store cannot coordinate, the instance looks up alone.
-//! A mined payment's result is published after this instance's consume of
-//! it (or a short bound), so another instance settling on the held copy
-//! finds the consume in the store instead of looking up again.
+//! Holding the claim (renewed while it asks the node, so it outlives a slow
+//! node but not a dead instance), it looks up and publishes the result for
+//! the others at once. Finding another instance's claim, it polls for that
+//! claim's result within the lookup timeout. What is learnt from another
+//! instance ([`Looked::remote`]) is never fresh: it may refuse, and a check
+//! it would settle waits for that instance's consume record instead
+//! (settle.rs), then asks the node itself if none comes. So whoever can
+//! write to Redis can delay or refuse a payment (as before: it can write
+//! replay records) but never mint a 200 with forged facts. Errors are
+//! shared too, except an instance's own (its pool stopped, its circuits
+//! open), after which the others look up themselves. If the store cannot
+//! coordinate, the instance looks up alone.
 //!
 //! Every lookup is bounded by a timeout, so a hung node cannot hold callers
 //! forever. There are no replay claims: concurrent checks meet here, and
@@ -48,7 +50,7 @@ use prometheus_client::metrics::counter::Counter;
 use settlegate_rules::settlement::ChainFacts;
 use tokio::sync::oneshot;
 
-use crate::replay_guard::{ClaimLookup, Expect, Follow, LookupClaim, PollLookup, PublishLookup, ReplayGuard};
+use crate::replay_guard::{ClaimLookup, Expect, LookupClaim, PollLookup, PublishLookup, RenewLookup, ReplayGuard};
 use crate::rpc_pool::{Lookup, RpcError, RpcPool};
 
 /// Held results beyond this many are not kept (a flood of distinct junk
@@ -59,9 +61,12 @@ pub const MAX_HELD: usize = 16_384;
 #[derive(Clone, Debug)]
 pub struct Looked {
     pub facts: Arc<ChainFacts>,
-    /// From a lookup that was in flight when the check arrived (or that it
-    /// started); `false` when answered from the hold window.
+    /// From a lookup this instance made that was in flight when the check
+    /// arrived (or that it started); `false` when answered from the hold
+    /// window or by another instance.
     pub fresh: bool,
+    /// Learnt from another instance: it may refuse; it never settles.
+    pub remote: bool,
 }
 
 pub type CheckResult = Result<Looked, RpcError>;
@@ -78,12 +83,19 @@ pub struct Check {
 /// Where a lookup's result came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Source {
-    /// This instance asked the node: holding claim `Some(id)`, or alone.
+    /// This instance asked the node, under claim `Some(id)` or alone.
     Node(Option<String>),
-    /// Another instance's lookup, in flight when this one began: fresh.
-    Shared,
-    /// Another instance's result held for its window: refuse only.
-    Held,
+    /// Another instance's result, readable as held for `hold` more.
+    Remote { hold: Duration },
+}
+
+/// How a lookup may be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Through the other instances (`want_held`: even by a held result).
+    Shared { want_held: bool },
+    /// By the node itself: for callers about to settle.
+    Direct,
 }
 
 /// Internal: a lookup finished.
@@ -128,7 +140,9 @@ pub struct Coalescer {
     /// result), and its span (linked to the span of every caller: one
     /// lookup, many traces).
     waiting: HashMap<Lookup, (Vec<Waiter>, tracing::Span)>,
-    held: HashMap<Lookup, (Arc<ChainFacts>, Instant)>,
+    /// Results that keep answering new checks: facts, until when, and
+    /// whether another instance learnt them.
+    held: HashMap<Lookup, (Arc<ChainFacts>, Instant, bool)>,
     metrics: CoalescerMetrics,
 }
 
@@ -156,9 +170,8 @@ impl Coalescer {
         self
     }
 
-    /// Starts the lookup of `key` for the callers waiting on it. With
-    /// `want_held`, another instance's held result may answer it.
-    fn start(&mut self, key: Lookup, want_held: bool, ctx: &mut Context<Self>) {
+    /// Starts the lookup of `key` for the callers waiting on it.
+    fn start(&mut self, key: Lookup, mode: Mode, ctx: &mut Context<Self>) {
         let Some((_, span)) = self.waiting.get(&key) else {
             return;
         };
@@ -173,62 +186,73 @@ impl Coalescer {
         let timeout = self.config.timeout;
         let me = ctx.address();
         actix::spawn(async move {
-            let (result, source) = match shared {
-                Some(guard) => shared_lookup(&guard, &pool, traced, timeout, want_held, &metrics).await,
-                None => (ask_node(&pool, traced, timeout).await, Source::Node(None)),
+            let (result, source) = match (shared, mode) {
+                (Some(guard), Mode::Shared { want_held }) => {
+                    shared_lookup(&guard, &pool, traced, timeout, want_held, &metrics).await
+                }
+                _ => (ask_node(&pool, traced, timeout).await, Source::Node(None)),
             };
             me.do_send(Done(key, result, source));
         });
     }
 
-    /// Publishes what this instance learnt for the others: a mined
-    /// payment's facts once this instance consumed it (or after a short
-    /// bound), anything else at once.
+    /// Publishes what this instance learnt under claim `id`, at once, for
+    /// the other instances: facts (held for the window), a shareable error
+    /// (for the claim's waiters only), or that it gave up (they look up).
     fn publish(&self, key: Lookup, id: String, result: &Result<Arc<ChainFacts>, RpcError>, parent: tracing::Span) {
         let Some(guard) = self.shared.clone() else {
             return;
         };
         let window = self.config.window;
-        let (body, after_consume) = match result {
+        let (body, hold) = match result {
             Ok(facts) => match serde_json::to_string(&**facts) {
-                Ok(json) => (format!("F{json}"), facts.mined_successfully() && !window.is_zero()),
-                Err(_) => return,
+                Ok(json) => (format!("F{json}"), window),
+                Err(_) => ("A".to_owned(), Duration::ZERO),
             },
-            Err(e) => match serde_json::to_string(e) {
-                Ok(json) => (format!("E{json}"), false),
-                Err(_) => return,
+            Err(e) if shareable(e) => match serde_json::to_string(e) {
+                Ok(json) => (format!("E{json}"), Duration::ZERO),
+                Err(_) => ("A".to_owned(), Duration::ZERO),
             },
+            Err(_) => ("A".to_owned(), Duration::ZERO),
         };
-        let hold = if body.starts_with('F') { window } else { Duration::ZERO };
+        let publish = PublishLookup {
+            key: shared_key(&key),
+            id,
+            body,
+            hold,
+            ttl: window.max(Duration::from_secs(1)),
+        };
         actix::spawn(async move {
-            if after_consume {
-                let bound = window.min(Duration::from_millis(100));
-                let follow = crate::Traced {
-                    msg: Follow(key.hash),
-                    parent: parent.clone(),
-                };
-                let _ = guard.send(follow).timeout(bound).await;
-            }
-            let publish = PublishLookup {
-                key: shared_key(&key),
-                id,
-                body,
-                hold,
-                ttl: window.max(Duration::from_secs(1)),
-            };
             if let Ok(Err(e)) = guard.send(crate::Traced { msg: publish, parent }).await {
+                // Its waiters take over when the claim expires.
                 tracing::debug!(tx_hash = %key.hash, error = %e, "could not publish a lookup for the other instances");
             }
         });
     }
 
-    fn held_for(&mut self, key: &Lookup) -> Option<Arc<ChainFacts>> {
-        let (facts, until) = self.held.get(key)?;
+    fn held_for(&mut self, key: &Lookup) -> Option<(Arc<ChainFacts>, bool)> {
+        let (facts, until, remote) = self.held.get(key)?;
         if Instant::now() < *until {
-            return Some(facts.clone());
+            return Some((facts.clone(), *remote));
         }
         self.held.remove(key);
         None
+    }
+
+    fn hold(&mut self, key: Lookup, facts: &Arc<ChainFacts>, for_: Duration, remote: bool) {
+        if !for_.is_zero() && (self.held.len() < MAX_HELD || self.held.contains_key(&key)) {
+            self.held.insert(key, (facts.clone(), Instant::now() + for_, remote));
+        }
+    }
+}
+
+/// Whether another instance may take this error as its own answer: a fault
+/// of the chain, not of this instance (its pool stopped, its circuits open).
+fn shareable(e: &RpcError) -> bool {
+    match e {
+        RpcError::AllCircuitsOpen => false,
+        RpcError::Transport(m) => !m.contains("stopped"),
+        _ => true,
     }
 }
 
@@ -243,7 +267,7 @@ impl Actor for Coalescer {
             let every = self.config.window.max(Duration::from_millis(100));
             ctx.run_interval(every, |act, _| {
                 let now = Instant::now();
-                act.held.retain(|_, (_, until)| *until > now);
+                act.held.retain(|_, (_, until, _)| *until > now);
             });
         }
     }
@@ -255,10 +279,16 @@ impl Handler<Check> for Coalescer {
     fn handle(&mut self, check: Check, ctx: &mut Self::Context) -> Self::Result {
         let key = check.lookup;
         if !check.fresh_only
-            && let Some(facts) = self.held_for(&key)
+            && let Some((facts, remote)) = self.held_for(&key)
         {
             self.metrics.held.inc();
-            return Box::pin(async move { Ok(Looked { facts, fresh: false }) });
+            return Box::pin(async move {
+                Ok(Looked {
+                    facts,
+                    fresh: false,
+                    remote,
+                })
+            });
         }
         let (tx, rx) = oneshot::channel();
         match self.waiting.get_mut(&key) {
@@ -270,7 +300,12 @@ impl Handler<Check> for Coalescer {
             None => {
                 self.waiting
                     .insert(key, (vec![(tx, check.fresh_only)], lookup_span(&key)));
-                self.start(key, !check.fresh_only, ctx);
+                let mode = if check.fresh_only {
+                    Mode::Direct
+                } else {
+                    Mode::Shared { want_held: true }
+                };
+                self.start(key, mode, ctx);
             }
         }
         Box::pin(async move {
@@ -284,64 +319,60 @@ impl Handler<Done> for Coalescer {
     type Result = ();
 
     fn handle(&mut self, Done(key, result, source): Done, ctx: &mut Self::Context) {
-        let fresh = source != Source::Held;
-        if !fresh {
-            self.metrics.remote.inc();
-            let (waiters, span) = self
-                .waiting
-                .remove(&key)
-                .unwrap_or_else(|| (Vec::new(), tracing::Span::none()));
-            let (need_fresh, others): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(_, f)| *f);
-            if let Ok(facts) = &result
-                && !self.config.window.is_zero()
-                && (self.held.len() < MAX_HELD || self.held.contains_key(&key))
-            {
-                self.held
-                    .insert(key, (facts.clone(), Instant::now() + self.config.window));
-            }
-            for (waiter, _) in others {
-                let _ = waiter.send(result.clone().map(|facts| Looked { facts, fresh: false }));
-            }
-            // Callers about to settle need a lookup that overlapped them.
-            if !need_fresh.is_empty() {
-                self.waiting.insert(key, (need_fresh, span));
-                self.start(key, false, ctx);
-            }
-            return;
-        }
-        if source == Source::Shared {
-            self.metrics.remote.inc();
-        }
-        if let Source::Node(Some(id)) = &source {
-            let span = self
-                .waiting
-                .get(&key)
-                .map_or_else(tracing::Span::none, |(_, s)| s.clone());
-            self.publish(key, id.clone(), &result, span);
-        }
-        if let Ok(facts) = &result
-            && !self.config.window.is_zero()
-            && (self.held.len() < MAX_HELD || self.held.contains_key(&key))
-        {
-            let until = Instant::now() + self.config.window;
-            // First, before anyone can act on these facts: a check that
-            // would settle on the held copy must find the consume of the
-            // waiters that settle on the fresh one.
-            if facts.mined_successfully()
-                && let Some(guard) = &self.guard
-            {
-                guard.do_send(Expect { hash: key.hash, until });
-            }
-            self.held.insert(key, (facts.clone(), until));
-        }
         let (waiters, span) = self
             .waiting
             .remove(&key)
             .unwrap_or_else(|| (Vec::new(), tracing::Span::none()));
         span.record("waiters", waiters.len());
-        for (waiter, _) in waiters {
-            // A caller that gave up has dropped its receiver; nothing to do.
-            let _ = waiter.send(result.clone().map(|facts| Looked { facts, fresh: true }));
+        match source {
+            Source::Remote { hold } => {
+                self.metrics.remote.inc();
+                if let Ok(facts) = &result {
+                    self.hold(key, facts, hold.min(self.config.window), true);
+                }
+                let (need_fresh, others): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(_, f)| *f);
+                for (waiter, _) in others {
+                    let _ = waiter.send(result.clone().map(|facts| Looked {
+                        facts,
+                        fresh: false,
+                        remote: true,
+                    }));
+                }
+                // Callers about to settle need this instance's own lookup.
+                if !need_fresh.is_empty() {
+                    self.waiting.insert(key, (need_fresh, span));
+                    self.start(key, Mode::Direct, ctx);
+                }
+            }
+            Source::Node(claim) => {
+                if let Some(id) = claim {
+                    self.publish(key, id, &result, span.clone());
+                }
+                if let Ok(facts) = &result
+                    && !self.config.window.is_zero()
+                {
+                    // First, before anyone can act on these facts: a check
+                    // that would settle on the held copy must find the
+                    // consume of the waiters that settle on the fresh one.
+                    if facts.mined_successfully()
+                        && let Some(guard) = &self.guard
+                    {
+                        guard.do_send(Expect {
+                            hash: key.hash,
+                            until: Instant::now() + self.config.window,
+                        });
+                    }
+                    self.hold(key, facts, self.config.window, false);
+                }
+                for (waiter, _) in waiters {
+                    // A caller that gave up has dropped its receiver.
+                    let _ = waiter.send(result.clone().map(|facts| Looked {
+                        facts,
+                        fresh: true,
+                        remote: false,
+                    }));
+                }
+            }
         }
     }
 }
@@ -377,20 +408,34 @@ fn shared_key(key: &Lookup) -> String {
     format!("{}:{}:{}", key.chain_id, key.hash, u8::from(key.need_head))
 }
 
-/// `<id>|F<facts>` or `<id>|E<error>`: the id, and the result.
-fn parse_published(record: &str) -> Option<(&str, Result<Arc<ChainFacts>, RpcError>)> {
+/// A published result: facts, a shared error, or that its holder gave up.
+#[derive(Debug)]
+enum Published {
+    Result(Result<Arc<ChainFacts>, RpcError>),
+    Abandoned,
+}
+
+/// `<id>|F<facts>`, `<id>|E<error>` or `<id>|A`: the id and what it says.
+fn parse_published(record: &str) -> Option<(&str, Published)> {
     let (id, body) = record.split_once('|')?;
-    let result = match body.split_at_checked(1)? {
-        ("F", json) => Ok(Arc::new(serde_json::from_str(json).ok()?)),
-        ("E", json) => Err(serde_json::from_str(json).ok()?),
+    let published = match body.split_at_checked(1)? {
+        ("F", json) => Published::Result(Ok(Arc::new(serde_json::from_str(json).ok()?))),
+        ("E", json) => Published::Result(Err(serde_json::from_str(json).ok()?)),
+        ("A", "") => Published::Abandoned,
         _ => return None,
     };
-    Some((id, result))
+    Some((id, published))
 }
 
 /// Poll intervals while another instance looks up: quick at first (a
-/// lookup takes milliseconds), then no faster than every 20 ms.
-const POLL: [u64; 5] = [2, 4, 8, 16, 20];
+/// lookup on a near node takes milliseconds), then every 50 ms.
+const POLL: [u64; 6] = [2, 4, 8, 16, 32, 50];
+
+/// How long a claim lives without renewal: a dead holder holds its
+/// waiters no longer than this (a live one renews it at half of it).
+pub fn claim_ttl(lookup_timeout: Duration) -> Duration {
+    (lookup_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
+}
 
 /// The lookup of `traced`'s key, shared with the other instances on the
 /// store: a held result (with `want_held`), the result of another
@@ -406,6 +451,7 @@ async fn shared_lookup(
 ) -> (Result<Arc<ChainFacts>, RpcError>, Source) {
     let deadline = Instant::now() + timeout;
     let key = shared_key(&traced.msg);
+    let ttl = claim_ttl(timeout);
     let mut id = [0u8; 12];
     if getrandom::fill(&mut id).is_err() {
         metrics.fallbacks.inc();
@@ -413,59 +459,97 @@ async fn shared_lookup(
     }
     let id = hex::encode(id);
     loop {
-        let claim = ClaimLookup {
-            key: key.clone(),
-            id: id.clone(),
-            // A dead holder's claim ends when its lookup would have.
-            ttl: timeout,
-            want_held,
-        };
         let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (Err(RpcError::Timeout(timeout)), Source::Node(None));
+        }
         let claim = crate::Traced {
-            msg: claim,
+            msg: ClaimLookup {
+                key: key.clone(),
+                id: id.clone(),
+                ttl,
+                want_held,
+            },
             parent: traced.parent.clone(),
         };
         match guard.send(claim).timeout(left).await {
-            Ok(Ok(LookupClaim::Held(record))) => match parse_published(&record) {
-                Some((_, Ok(facts))) => return (Ok(facts), Source::Held),
+            Ok(Ok(LookupClaim::Held(record, hold))) => match parse_published(&record) {
+                Some((_, Published::Result(Ok(facts)))) => return (Ok(facts), Source::Remote { hold }),
                 _ => want_held = false,
             },
             Ok(Ok(LookupClaim::Claimed)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                return (ask_node(pool, traced, left).await, Source::Node(Some(id)));
+                let result = ask_node_holding(guard, pool, traced, left, &key, &id, ttl).await;
+                return (result, Source::Node(Some(id)));
             }
             Ok(Ok(LookupClaim::Wait(other))) => {
-                if let Some(result) = wait_for(guard, &key, &other, deadline, &traced.parent).await {
-                    return (result, Source::Shared);
+                match wait_for(guard, &key, &other, deadline, &traced.parent).await {
+                    Some(Published::Result(result)) => return (result, Source::Remote { hold: Duration::ZERO }),
+                    // The claim ended without a result (its holder died or
+                    // gave up): claim it again.
+                    Some(Published::Abandoned) | None => {}
                 }
-                // The claim ended without a result (its holder died or
-                // gave up): claim it again.
             }
             Err(MailboxError::Timeout) => return (Err(RpcError::Timeout(timeout)), Source::Node(None)),
             Ok(Err(_)) | Err(MailboxError::Closed) => {
+                // The claim may have been taken all the same: publish under
+                // it (only a claim still ours is published to).
                 metrics.fallbacks.inc();
                 let left = deadline.saturating_duration_since(Instant::now());
-                return (ask_node(pool, traced, left).await, Source::Node(None));
+                return (ask_node(pool, traced, left).await, Source::Node(Some(id)));
             }
-        }
-        if Instant::now() >= deadline {
-            return (Err(RpcError::Timeout(timeout)), Source::Node(None));
         }
     }
 }
 
-/// Polls for the result of claim `other` until it is published (`Some`),
-/// the claim ends without one, or `deadline` (`None`: claim again).
+/// Asks the node while renewing claim `id` at half its life, so a slow
+/// node does not let another instance start the same lookup.
+async fn ask_node_holding(
+    guard: &Addr<ReplayGuard>,
+    pool: &Addr<RpcPool>,
+    traced: crate::Traced<Lookup>,
+    left: Duration,
+    key: &str,
+    id: &str,
+    ttl: Duration,
+) -> Result<Arc<ChainFacts>, RpcError> {
+    let ask = ask_node(pool, traced, left);
+    let renew = async {
+        loop {
+            tokio::time::sleep(ttl / 2).await;
+            let renew = RenewLookup {
+                key: key.to_owned(),
+                id: id.to_owned(),
+                ttl,
+            };
+            if !matches!(guard.send(renew).await, Ok(Ok(true))) {
+                // Lost (expired under a stalled store): nothing to renew.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        result = ask => result,
+        () = renew => unreachable!("renewal never ends"),
+    }
+}
+
+/// Polls for the result of claim `other` until it is published, the claim
+/// ends without one, or `deadline` (`None`: claim again).
 async fn wait_for(
     guard: &Addr<ReplayGuard>,
     key: &str,
     other: &str,
     deadline: Instant,
     parent: &tracing::Span,
-) -> Option<Result<Arc<ChainFacts>, RpcError>> {
+) -> Option<Published> {
+    if other.is_empty() {
+        return None;
+    }
     for step in 0.. {
         let pause = Duration::from_millis(POLL[step.min(POLL.len() - 1)]);
         if Instant::now() + pause >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
             return None;
         }
         tokio::time::sleep(pause).await;
@@ -477,12 +561,12 @@ async fn wait_for(
             Ok(Ok(answer)) => answer,
             _ => return None,
         };
-        if let Some((id, result)) = record.as_deref().and_then(parse_published)
+        if let Some((id, published)) = record.as_deref().and_then(parse_published)
             && id == other
         {
-            return Some(result);
+            return Some(published);
         }
-        if other.is_empty() || claim.as_deref() != Some(other) {
+        if claim.as_deref() != Some(other) {
             return None;
         }
     }
@@ -503,17 +587,33 @@ mod tests {
         };
         let body = format!("F{}", serde_json::to_string(&facts).unwrap());
         let record = format!("abc|{body}");
-        let (id, r) = parse_published(&record).unwrap();
-        assert_eq!((id, r.unwrap().head), ("abc", Some(9)));
+        let Some((id, Published::Result(Ok(f)))) = parse_published(&record) else {
+            panic!("{record}")
+        };
+        assert_eq!((id, f.head), ("abc", Some(9)));
         let err = RpcError::Timeout(Duration::from_millis(1500));
         let body = format!("E{}", serde_json::to_string(&err).unwrap());
         let record = format!("x|{body}");
-        let (id, r) = parse_published(&record).unwrap();
-        assert_eq!((id, r.unwrap_err()), ("x", err));
+        let Some((id, Published::Result(Err(e)))) = parse_published(&record) else {
+            panic!("{record}")
+        };
+        assert_eq!((id, e), ("x", err));
+        assert!(matches!(parse_published("y|A"), Some(("y", Published::Abandoned))));
         // Anything else is not a result (the caller claims instead).
-        for bad in ["", "abc", "abc|", "abc|X{}", "abc|F{not json", "abc|E{}"] {
+        for bad in ["", "abc", "abc|", "abc|X{}", "abc|F{not json", "abc|E{}", "abc|Ax"] {
             assert!(parse_published(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_faults_of_the_chain_are_shared_and_claims_are_shorter_than_lookups() {
+        assert!(shareable(&RpcError::Timeout(Duration::from_secs(1))));
+        assert!(shareable(&RpcError::Transport("connection refused".into())));
+        assert!(!shareable(&RpcError::AllCircuitsOpen));
+        assert!(!shareable(&RpcError::Transport("the RPC pool stopped".into())));
+        assert_eq!(claim_ttl(Duration::from_secs(5)), Duration::from_millis(1250));
+        assert_eq!(claim_ttl(Duration::from_millis(400)), Duration::from_millis(250));
+        assert_eq!(claim_ttl(Duration::from_secs(60)), Duration::from_secs(2));
     }
 
     #[test]

@@ -118,6 +118,12 @@ pub struct Expect {
 #[rtype(result = "Result<Option<Arc<ReplayRecord>>, StoreError>")]
 pub struct Recall(pub TxHash);
 
+/// [`Recall`] from the store now, even if a recall just found nothing
+/// (for a check waiting for another instance's consume).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Arc<ReplayRecord>>, StoreError>")]
+pub struct RecallNow(pub TxHash);
+
 /// Reserves the broadcast of a signed transaction (a pull-mode `Payment`
 /// credential) for `ttl`: `true` for the one presentation, across every
 /// instance on the store, that may broadcast it; `false` while another holds
@@ -141,8 +147,8 @@ pub struct Release(pub TxHash);
 #[derive(Debug, PartialEq, Eq)]
 pub enum LookupClaim {
     /// A result another instance published, still in its hold window:
-    /// `<id>|F<facts JSON>` (never an error).
-    Held(String),
+    /// `<id>|F<facts JSON>` (never an error), and how much of it is left.
+    Held(String, Duration),
     /// This instance holds the claim now: it looks up, then publishes.
     Claimed,
     /// Another instance holds claim `id` (empty: it just ended): wait for
@@ -166,9 +172,11 @@ pub struct ClaimLookup {
 #[rtype(result = "Result<(Option<String>, Option<String>), StoreError>")]
 pub struct PollLookup(pub String);
 
-/// Publishes the result of claim `id` (`body` is `F<facts JSON>` or
-/// `E<error>`), held `hold` for new checks (facts only) and readable by the
-/// claim's waiters for `ttl`, then ends the claim if it is still `id`'s.
+/// Publishes the result of claim `id` (`body` is `F<facts JSON>`,
+/// `E<error>` or `A`, gave up), held `hold` for new checks (facts only) and
+/// readable by the claim's waiters for `ttl`, and ends the claim; only
+/// while the claim is still `id`'s (a late result never overwrites a newer
+/// one).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct PublishLookup {
@@ -176,6 +184,16 @@ pub struct PublishLookup {
     pub id: String,
     pub body: String,
     pub hold: Duration,
+    pub ttl: Duration,
+}
+
+/// Extends claim `id` to `ttl` from now, if it is still `id`'s (`false`:
+/// it is not).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct RenewLookup {
+    pub key: String,
+    pub id: String,
     pub ttl: Duration,
 }
 
@@ -540,14 +558,30 @@ impl Handler<Recall> for ReplayGuard {
     type Result = ResponseFuture<Result<Found, StoreError>>;
 
     fn handle(&mut self, Recall(hash): Recall, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(existing) = self.cache.get(&hash) {
-            return Box::pin(async move { Ok(Some(existing)) });
-        }
         if let Some(until) = self.absent.get(&hash) {
-            if Instant::now() < *until {
+            if Instant::now() < *until && self.cache.get(&hash).is_none() {
                 return Box::pin(async { Ok(None) });
             }
             self.absent.remove(&hash);
+        }
+        self.recall(hash, ctx)
+    }
+}
+
+impl Handler<RecallNow> for ReplayGuard {
+    type Result = ResponseFuture<Result<Found, StoreError>>;
+
+    fn handle(&mut self, RecallNow(hash): RecallNow, ctx: &mut Self::Context) -> Self::Result {
+        self.recall(hash, ctx)
+    }
+}
+
+impl ReplayGuard {
+    /// The record of `hash`: from the cache, or from the store (one read
+    /// for every recall that arrives while it runs).
+    fn recall(&mut self, hash: TxHash, ctx: &mut Context<Self>) -> ResponseFuture<Result<Found, StoreError>> {
+        if let Some(existing) = self.cache.get(&hash) {
+            return Box::pin(async move { Ok(Some(existing)) });
         }
         let (tx, rx) = oneshot::channel();
         if let Some(waiting) = self.recalling.get_mut(&hash) {
@@ -656,7 +690,7 @@ impl Handler<ClaimLookup> for ReplayGuard {
                 }
             },
             |c| match c {
-                LookupClaim::Held(_) => "held",
+                LookupClaim::Held(..) => "held",
                 LookupClaim::Claimed => "claimed",
                 LookupClaim::Wait(_) => "wait",
             },
@@ -700,6 +734,24 @@ impl Handler<PublishLookup> for ReplayGuard {
     }
 }
 
+impl Handler<RenewLookup> for ReplayGuard {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, m: RenewLookup, _: &mut Self::Context) -> Self::Result {
+        let ttl_ms = m.ttl.as_millis().max(1) as u64;
+        Box::pin(self.run(
+            "lookup_renew",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.renew_lookup(&m.key, &m.id, ttl_ms).await,
+                    Backend::Local(_) => Ok(true),
+                }
+            },
+            |kept| if *kept { "renewed" } else { "lost" },
+        ))
+    }
+}
+
 impl Handler<Ping> for ReplayGuard {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
@@ -735,20 +787,34 @@ if r and ARGV[3] == '1' then
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local a = string.find(r, '|', 1, true)
   local b = a and string.find(r, '|', a + 1, true)
-  if b and (tonumber(string.sub(r, 1, a - 1)) or 0) > now and string.sub(r, b + 1, b + 1) == 'F' then
-    return {'held', string.sub(r, a + 1)}
+  local untilms = a and tonumber(string.sub(r, 1, a - 1)) or 0
+  if b and untilms > now and string.sub(r, b + 1, b + 1) == 'F' then
+    return {'held', string.sub(r, a + 1), tostring(untilms - now)}
   end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'claimed'} end
 return {'wait', redis.call('GET', KEYS[2]) or ''}";
 
-/// ARGV: id, body, hold ms, ttl ms.
+/// ARGV: id, body, hold ms, ttl ms. Only the claim's holder publishes.
 const PUBLISH_LOOKUP: &str = "\
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], (now + tonumber(ARGV[3])) .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[2])
 return 1";
+
+/// KEYS[1] the claim; ARGV: id, ttl ms.
+const RENEW_LOOKUP: &str = "\
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0";
+
+/// Each script hashed once (`EVALSHA`, then `EVAL` when the server has
+/// not seen it).
+static CLAIM_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LOOKUP));
+static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(PUBLISH_LOOKUP));
+static RENEW_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(RENEW_LOOKUP));
 
 /// The Redis backend. deadpool-redis creates (and bounds the creation of)
 /// connections; since a redis-rs `MultiplexedConnection` pipelines any
@@ -881,7 +947,7 @@ impl RedisStore {
         let (result, claim) = self.lookup_keys(key);
         let answer: Vec<String> = self
             .with_conn(|mut c| async move {
-                redis::Script::new(CLAIM_LOOKUP)
+                CLAIM_SCRIPT
                     .key(result)
                     .key(claim)
                     .arg(id)
@@ -892,7 +958,10 @@ impl RedisStore {
             })
             .await?;
         match answer.as_slice() {
-            [k, r] if k == "held" => Ok(LookupClaim::Held(r.clone())),
+            [k, r, left] if k == "held" => Ok(LookupClaim::Held(
+                r.clone(),
+                Duration::from_millis(left.parse().unwrap_or(0)),
+            )),
             [k] if k == "claimed" => Ok(LookupClaim::Claimed),
             [k, other] if k == "wait" => Ok(LookupClaim::Wait(other.clone())),
             _ => Err(StoreError::Corrupt("an unexpected answer to a lookup claim".into())),
@@ -920,7 +989,7 @@ impl RedisStore {
         let (result, claim) = self.lookup_keys(key);
         let _: i64 = self
             .with_conn(|mut c| async move {
-                redis::Script::new(PUBLISH_LOOKUP)
+                PUBLISH_SCRIPT
                     .key(result)
                     .key(claim)
                     .arg(id)
@@ -932,6 +1001,14 @@ impl RedisStore {
             })
             .await?;
         Ok(())
+    }
+
+    async fn renew_lookup(&self, key: &str, id: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let (_, claim) = self.lookup_keys(key);
+        let kept: i64 = self
+            .with_conn(|mut c| async move { RENEW_SCRIPT.key(claim).arg(id).arg(ttl_ms).invoke_async(&mut c).await })
+            .await?;
+        Ok(kept == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1163,9 +1240,10 @@ mod tests {
     }
 
     /// The cross-instance lookup protocol on a real Redis: one claim at a
-    /// time, the others wait for its id; a published result ends the claim,
-    /// is readable by id, and is held for new checks only while its hold
-    /// lasts and only when it is facts, never an error.
+    /// time, the others wait for its id; only its holder publishes or
+    /// renews it; a published result ends the claim, is readable by id, and
+    /// is held for new checks only while its hold lasts and only when it is
+    /// facts, never an error.
     #[tokio::test]
     async fn lookup_claims_are_exclusive_and_published_results_are_held_only_as_facts() {
         let mut nonce = [0u8; 6];
@@ -1178,30 +1256,38 @@ mod tests {
             Ok(LookupClaim::Wait("a".into()))
         );
         assert_eq!(s.poll_lookup(k).await, Ok((None, Some("a".into()))));
-        // Only the holder's publish ends the claim.
+        // Only the holder publishes or renews.
         s.publish_lookup(k, "b", "F{}", 0, 1_000).await.unwrap();
-        assert_eq!(s.poll_lookup(k).await.unwrap().1.as_deref(), Some("a"));
-        s.publish_lookup(k, "a", "F{\"head\":1}", 300, 1_000).await.unwrap();
+        assert_eq!(s.poll_lookup(k).await, Ok((None, Some("a".into()))));
+        assert_eq!(s.renew_lookup(k, "b", 9_000).await, Ok(false));
+        assert_eq!(s.renew_lookup(k, "a", 9_000).await, Ok(true));
+        s.publish_lookup(k, "a", "F{\"head\":1}", 2_000, 3_000).await.unwrap();
         assert_eq!(s.poll_lookup(k).await, Ok((Some("a|F{\"head\":1}".into()), None)));
-        assert_eq!(
-            s.claim_lookup(k, "c", 5_000, true).await,
-            Ok(LookupClaim::Held("a|F{\"head\":1}".into()))
-        );
+        match s.claim_lookup(k, "c", 5_000, true).await {
+            Ok(LookupClaim::Held(r, left)) => {
+                assert_eq!(r, "a|F{\"head\":1}");
+                assert!(
+                    left > Duration::from_millis(1_000) && left <= Duration::from_millis(2_000),
+                    "{left:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // Without want_held (a check about to settle) it claims instead.
         assert_eq!(s.claim_lookup(k, "c", 5_000, false).await, Ok(LookupClaim::Claimed));
         // An error is for the claim's waiters, never held.
-        s.publish_lookup(k, "c", "E\"AllCircuitsOpen\"", 300, 1_000)
+        s.publish_lookup(k, "c", "E\"AllCircuitsOpen\"", 2_000, 3_000)
             .await
             .unwrap();
         assert_eq!(s.claim_lookup(k, "d", 5_000, true).await, Ok(LookupClaim::Claimed));
         // Facts past their hold are not held either.
-        s.publish_lookup(k, "d", "F{}", 50, 1_000).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(s.claim_lookup(k, "e", 50, true).await, Ok(LookupClaim::Claimed));
+        s.publish_lookup(k, "d", "F{}", 1, 3_000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(s.claim_lookup(k, "e", 100, true).await, Ok(LookupClaim::Claimed));
         // A claim expires by itself (a dead holder).
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(s.claim_lookup(k, "f", 5_000, false).await, Ok(LookupClaim::Claimed));
     }
 }
 
-crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, Reserve, Ping, ClaimLookup, PollLookup, PublishLookup);
+crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, RecallNow, Reserve, Ping, ClaimLookup, PollLookup, PublishLookup, RenewLookup);
