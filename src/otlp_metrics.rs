@@ -14,6 +14,7 @@
 //! costs one failed push per interval (counted in
 //! `settlegate_otel_metric_exports_total{outcome="failed"}`), never a request.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -333,42 +334,72 @@ impl Sink {
     }
 }
 
+/// Pushes the metrics: every `config.metrics_interval` once started, and
+/// once more at shutdown ([`Pusher::push`]), so the last counts reach the
+/// collector.
+#[derive(Clone)]
+pub struct Pusher {
+    inner: Arc<tokio::sync::Mutex<PushState>>,
+    config: Otel,
+    start_ns: u64,
+}
+
+struct PushState {
+    sink: Sink,
+    failing: bool,
+}
+
+impl Pusher {
+    /// One push of every metric, bounded by 5 s, counted.
+    pub async fn push(&self, state: &AppState) {
+        let mut inner = self.inner.lock().await;
+        crate::http::ops::refresh_scrape_state(state).await;
+        let text = state.metrics.encode();
+        let req = request(&self.config, to_otlp(&text, self.start_ns, unix_ns(SystemTime::now())));
+        let result = tokio::time::timeout(EXPORT_TIMEOUT, inner.sink.send(req))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        state.metrics.observe_metric_export(result.is_ok());
+        let endpoint = &self.config.metrics_endpoint;
+        match result {
+            Ok(()) if inner.failing => {
+                inner.failing = false;
+                tracing::info!(endpoint = %endpoint, "OTLP metrics export works again");
+            }
+            Ok(()) => {}
+            Err(e) if !inner.failing => {
+                inner.failing = true;
+                tracing::warn!(endpoint = %endpoint, error = %e,
+                    "OTLP metrics export failed; each failed push is counted until it works");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Starts pushing the metrics every `config.metrics_interval` on the
 /// current arbiter. Fails (a boot error) when the client cannot be built.
-pub fn start(config: &Otel, state: AppState) -> Result<(), String> {
-    let mut sink = Sink::new(config)?;
-    let config = config.clone();
-    let start_ns = unix_ns(SystemTime::now());
+pub fn start(config: &Otel, state: AppState) -> Result<Pusher, String> {
+    let pusher = Pusher {
+        inner: Arc::new(tokio::sync::Mutex::new(PushState {
+            sink: Sink::new(config)?,
+            failing: false,
+        })),
+        config: config.clone(),
+        start_ns: unix_ns(SystemTime::now()),
+    };
+    let every = config.metrics_interval;
+    let ticking = pusher.clone();
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(config.metrics_interval);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut failing = false;
         loop {
             tick.tick().await;
-            crate::http::ops::refresh_scrape_state(&state).await;
-            let text = state.metrics.encode();
-            let req = request(&config, to_otlp(&text, start_ns, unix_ns(SystemTime::now())));
-            let result = tokio::time::timeout(EXPORT_TIMEOUT, sink.send(req))
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()));
-            state.metrics.observe_metric_export(result.is_ok());
-            match result {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!(endpoint = %config.metrics_endpoint, "OTLP metrics export works again");
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(endpoint = %config.metrics_endpoint, error = %e,
-                        "OTLP metrics export failed; each failed push is counted until it works");
-                }
-                Err(_) => {}
-            }
+            ticking.push(&state).await;
         }
     });
-    Ok(())
+    Ok(pusher)
 }
 
 #[cfg(test)]

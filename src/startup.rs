@@ -52,6 +52,10 @@ pub struct Application {
     port: u16,
     server: Server,
     supervisor: Addr<GenomeSupervisor>,
+    /// What the shutdown waits for and flushes after the last request.
+    coalescer: Addr<Coalescer>,
+    pusher: Option<crate::otlp_metrics::Pusher>,
+    state: AppState,
 }
 
 impl Application {
@@ -142,7 +146,7 @@ impl Application {
                 "no redis.url: replay records are kept in a local file; run a single instance only");
         }
         let settler = Settler {
-            coalescer,
+            coalescer: coalescer.clone(),
             guard: replay.clone(),
             consumed,
             min_record_ttl: settings.replay_min_record_ttl,
@@ -162,16 +166,21 @@ impl Application {
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
         };
-        if let Some(otel) = &settings.otel {
-            crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?;
-        }
+        let pusher = match &settings.otel {
+            Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),
+            None => None,
+        };
+        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .wrap(from_fn(http::request_context::request_context))
                 .configure(http::configure)
         })
-        .shutdown_timeout(10);
+        .shutdown_timeout(10)
+        // Signals are ours (run_until_stopped): actix-server's own handling
+        // stops the whole system right after the server, before the drain.
+        .disable_signals();
         let workers = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -191,6 +200,9 @@ impl Application {
             port: local.port(),
             server,
             supervisor,
+            coalescer,
+            pusher,
+            state: app_state,
         })
     }
 
@@ -208,9 +220,46 @@ impl Application {
         self.supervisor.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM or a stop through [`Application::handle`].
+    /// Serves until SIGINT/SIGTERM or a stop through [`Application::handle`],
+    /// then drains: the requests in flight are answered (up to 10 s), the
+    /// lookups they started end and publish what other instances wait for
+    /// (no claim is left held), and a last metrics push reaches the
+    /// collector. Spans are flushed when the telemetry guard drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        actix::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot listen for SIGTERM and SIGINT; stop with SIGKILL");
+                return;
+            };
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(
+                signal = name,
+                "stopping: answering the requests in flight (10 s at most)"
+            );
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        tracing::info!("requests answered; draining lookups and telemetry");
+        let drained = self
+            .coalescer
+            .send(settlegate_actors::coalescer::Drain {
+                within: Duration::from_secs(3),
+            })
+            .await
+            .unwrap_or(false);
+        if !drained {
+            tracing::warn!("lookups still in flight at shutdown; their claims expire by themselves");
+        }
+        if let Some(pusher) = &self.pusher {
+            pusher.push(&self.state).await;
+        }
+        tracing::info!(drained, "stopped");
+        result
     }
 }
 

@@ -103,6 +103,15 @@ enum Mode {
 #[rtype(result = "()")]
 struct Done(Lookup, Result<Arc<ChainFacts>, RpcError>, Source);
 
+/// At shutdown: resolves once no lookup is in flight and every result
+/// owed to the other instances is published (so no claim is left held),
+/// or after `within`; `false` then.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Drain {
+    pub within: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct CoalescerConfig {
     /// Bound on one whole lookup, retries included.
@@ -136,6 +145,8 @@ pub struct Coalescer {
     config: CoalescerConfig,
     /// The replay store, through which instances share lookups.
     shared: Option<Addr<ReplayGuard>>,
+    /// Lookups in flight and publications under way, for [`Drain`].
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     /// The callers of each lookup in flight (and whether each needs a fresh
     /// result), and its span (linked to the span of every caller: one
     /// lookup, many traces).
@@ -158,6 +169,7 @@ impl Coalescer {
             guard,
             config,
             shared: None,
+            busy: Arc::default(),
             waiting: HashMap::new(),
             held: HashMap::new(),
             metrics,
@@ -185,7 +197,9 @@ impl Coalescer {
         let metrics = self.metrics.clone();
         let timeout = self.config.timeout;
         let me = ctx.address();
+        let busy = Busy::enter(&self.busy);
         actix::spawn(async move {
+            let _busy = busy;
             let (result, source) = match (shared, mode) {
                 (Some(guard), Mode::Shared { want_held }) => {
                     shared_lookup(&guard, &pool, traced, timeout, want_held, &metrics).await
@@ -222,7 +236,9 @@ impl Coalescer {
             hold,
             ttl: window.max(Duration::from_secs(1)),
         };
+        let busy = Busy::enter(&self.busy);
         actix::spawn(async move {
+            let _busy = busy;
             if let Ok(Err(e)) = guard.send(crate::Traced { msg: publish, parent }).await {
                 // Its waiters take over when the claim expires.
                 tracing::debug!(tx_hash = %key.hash, error = %e, "could not publish a lookup for the other instances");
@@ -243,6 +259,40 @@ impl Coalescer {
         if !for_.is_zero() && (self.held.len() < MAX_HELD || self.held.contains_key(&key)) {
             self.held.insert(key, (facts.clone(), Instant::now() + for_, remote));
         }
+    }
+}
+
+/// Counts one unit of work in flight while it lives.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Handler<Drain> for Coalescer {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, Drain { within }: Drain, _: &mut Self::Context) -> Self::Result {
+        let busy = self.busy.clone();
+        Box::pin(async move {
+            let until = Instant::now() + within;
+            while busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                if Instant::now() >= until {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            true
+        })
     }
 }
 

@@ -261,3 +261,84 @@ async fn a_hung_or_garbled_rpc_endpoint_is_a_503_and_the_next_endpoint_still_ser
     };
     assert_eq!(v.status, 200, "{:?}", v.body);
 }
+
+/// Issue 8: SIGTERM under load. Twenty checks are waiting on a node that
+/// never answers, each holding its lookup claim in Redis, when the process
+/// gets SIGTERM. Every one of them is still answered (503 once the RPC
+/// times out, nothing consumed), the process exits 0, no claim is left in
+/// Redis, and a last metrics push carries their count to the collector
+/// (its interval, a minute, never came round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_checks_in_flight_leaves_no_claim_and_flushes_metrics() {
+    let hung = FaultInjector::start(None);
+    let redis = OwnRedis::start_on(free_port());
+    let collector = crate::collector::Collector::start_with_metrics();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &hung.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "1500".into());
+    env.insert("SETTLEGATE_RPC__PROBE_INTERVAL_MS".into(), "0".into());
+    env.insert(
+        "SETTLEGATE_OTEL__ENDPOINT".into(),
+        format!("http://127.0.0.1:{}", collector.http_port),
+    );
+    env.insert("OTEL_METRIC_EXPORT_INTERVAL".into(), "60000".into());
+    let mut app = Served::start(&env);
+    // the start-up probe hangs until it times out
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let prefix = env["SETTLEGATE_REDIS__KEY_PREFIX"].clone();
+    let claims = || {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "--scan",
+                "--pattern",
+                &format!("{prefix}lookup:*:claim"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+
+    let client = reqwest::Client::new();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let url = app.url("/v1/verify");
+        let client = client.clone();
+        set.spawn(async move {
+            let body = json!({ "tx_hash": format!("0x{}", format!("{:02x}", 0x90 + i).repeat(32)) });
+            client.post(url).json(&body).send().await
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while claims() < 20 {
+        assert!(Instant::now() < deadline, "the checks hold their claims: {}", claims());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(app.child.id() as i32, libc::SIGTERM);
+
+    for answer in set.join_all().await {
+        let r = answer.expect("a check in flight at SIGTERM is still answered");
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "RPC_UNAVAILABLE");
+    }
+    let status = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = app.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "still running after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(claims(), 0, "no lookup claim is left held");
+    let stopped = app.wait_for_log(|l| l["message"] == "stopped");
+    assert_eq!(stopped["drained"], true);
+    let exported = crate::collector::last_metrics_export(&collector.output());
+    let key = r#"settlegate_unavailable_total{code="RPC_UNAVAILABLE",cause="rpc_timeout"}"#;
+    assert_eq!(exported.get(key).copied(), Some(20.0), "the last push: {exported:?}");
+}
