@@ -342,3 +342,117 @@ async fn sigterm_answers_the_checks_in_flight_leaves_no_claim_and_flushes_metric
     let key = r#"settlegate_unavailable_total{code="RPC_UNAVAILABLE",cause="rpc_timeout"}"#;
     assert_eq!(exported.get(key).copied(), Some(20.0), "the last push: {exported:?}");
 }
+
+/// Issue 8: Redis killed with `kill -9` in the middle of a load of distinct
+/// payments, then restarted on its append-only file (`appendonly yes`,
+/// `appendfsync everysec`, as docker-compose.yml runs it). No payment gets
+/// two 200s, every answer during the outage is a 503 (nothing consumed),
+/// service is back within seconds, and every payment that got its 200 is
+/// still recorded: in Redis itself, and for a fresh instance with a cold
+/// cache, which answers REPLAYED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_load_and_restarted_on_its_aof_keeps_every_consumed_payment() {
+    let chain = Chain::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let port = free_port();
+    let aof = [
+        "--dir",
+        &dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+    ];
+    let mut redis = OwnRedis::start_with(port, &aof);
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "300".into());
+    let app = Arc::new(Served::start(&env));
+    let hashes: Vec<String> = (0..24)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect();
+
+    // Every payment is presented over and over by its own task, the first
+    // presentations spread over 1.5 s, while Redis dies once and comes back:
+    // some payments are first presented before the kill, some during the
+    // outage, some after the restart.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, hash) in hashes.clone().into_iter().enumerate() {
+        let (app, stop) = (app.clone(), stop.clone());
+        set.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60 * i as u64)).await;
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let v = app.verify_hash(&hash).await;
+                seen.push((Instant::now(), v.status, v.code().to_owned()));
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            (hash, seen)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.stop(); // SIGKILL
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    drop(redis);
+    let _redis = OwnRedis::start_with(port, &aof);
+    let restarted = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let results = set.join_all().await;
+
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut first_200_after_restart = None::<Duration>;
+    let mut settled_before_kill = 0;
+    for (hash, seen) in &results {
+        let oks: Vec<_> = seen.iter().filter(|(_, s, _)| *s == 200).collect();
+        assert_eq!(oks.len(), 1, "{hash}: exactly one 200, got {seen:?}");
+        for (at, status, code) in seen {
+            let during = *at > killed && *at < restarted;
+            match (*status, code.as_str()) {
+                (200, _) => {
+                    assert!(!during, "{hash}: a 200 while Redis was down");
+                    if *at < killed {
+                        settled_before_kill += 1;
+                    } else if *at > restarted {
+                        let since = at.duration_since(restarted);
+                        first_200_after_restart = Some(first_200_after_restart.map_or(since, |d| d.min(since)));
+                    }
+                }
+                (402, "REPLAYED") => {}
+                (503, "REPLAY_STORE_UNAVAILABLE") => {}
+                other => panic!("{hash}: unexpected answer {other:?}"),
+            }
+        }
+        // The record survived the kill: in Redis itself...
+        let key = format!("{}replay:{}", env["SETTLEGATE_REDIS__KEY_PREFIX"], hash.to_lowercase());
+        assert!(
+            cli(&["EXISTS", &key]) == "1",
+            "{hash}: its replay record is gone after the kill"
+        );
+    }
+    assert!(settled_before_kill > 0, "some payments settled before the kill");
+    let back = first_200_after_restart.expect("some payments settled after the restart");
+    assert!(
+        back < Duration::from_secs(3),
+        "service came back {back:?} after the restart"
+    );
+    // ...and for an instance that never saw these payments.
+    let cold = Served::start(&env);
+    for hash in &hashes {
+        let v = cold.verify_hash(hash).await;
+        assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{hash}: {:?}", v.body);
+    }
+}
