@@ -94,6 +94,24 @@ pub struct Settings {
     pub payment_previous_secret: Option<(Secret, OffsetDateTime)>,
     /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a client may take to send a request's head (slow clients).
+    pub client_request_timeout: Duration,
+    /// Callers of `/v1/verify` and their limits.
+    pub callers: Callers,
+    /// Origins a browser may call from (empty: no CORS headers at all).
+    pub cors_allowed_origins: Vec<String>,
+    pub cors_max_age_seconds: usize,
+}
+
+/// Caller authentication and rate limits (`[callers]`).
+#[derive(Debug, Clone, Default)]
+pub struct Callers {
+    /// (name, SHA-256 of the key): with any, `/v1/verify` needs
+    /// `Authorization: Bearer <key>`.
+    pub api_keys: Vec<(String, [u8; 32])>,
+    /// Requests per second per API key / per client IP (0: unlimited).
+    pub rate_per_caller: u32,
+    pub rate_per_ip: u32,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +130,24 @@ struct Raw {
     #[serde(default)]
     payment: RawPayment,
     authorize: RawAuthorize,
+    callers: RawCallers,
+    cors: RawCors,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallers {
+    api_keys: Vec<String>,
+    api_keys_file: Option<PathBuf>,
+    rate_per_caller_per_second: u32,
+    rate_per_ip_per_second: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+    max_age_seconds: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,6 +194,7 @@ struct RawServer {
     listen: String,
     workers: usize,
     max_connections: usize,
+    client_request_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +327,8 @@ impl Settings {
             .with_list_parse_key("trust.keys")
             .with_list_parse_key("rpc.urls")
             .with_list_parse_key("authorize.trusted_proxies")
+            .with_list_parse_key("callers.api_keys")
+            .with_list_parse_key("cors.allowed_origins")
             .source(env);
         let raw: Raw = builder
             .add_source(environment)
@@ -511,6 +550,20 @@ impl Settings {
             .filter(|s| !s.trim().is_empty())
             .map(|s| parse_net(s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
+        let client_request_timeout = ms(
+            "server.client_request_timeout_ms",
+            raw.server.client_request_timeout_ms,
+            100,
+            60_000,
+        )?;
+        let callers = callers_settings(raw.callers)?;
+        let cors_allowed_origins = cors_origins(&raw.cors.allowed_origins)?;
+        if raw.cors.max_age_seconds > 86_400 {
+            return fail(format!(
+                "cors.max_age_seconds must be at most 86400, got {}",
+                raw.cors.max_age_seconds
+            ));
+        }
 
         Ok(Settings {
             listen,
@@ -539,8 +592,101 @@ impl Settings {
             payment_secret,
             payment_previous_secret,
             trusted_proxies,
+            client_request_timeout,
+            callers,
+            cors_allowed_origins,
+            cors_max_age_seconds: raw.cors.max_age_seconds,
         })
     }
+}
+
+/// `name:<64 hex>` entries: a caller's name and the SHA-256 of its key
+/// (`printf %s "$KEY" | sha256sum`). The keys themselves are never
+/// configured, so a leaked configuration leaks no key.
+fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
+    let mut entries: Vec<(String, &'static str)> =
+        raw.api_keys.iter().map(|e| (e.clone(), "callers.api_keys")).collect();
+    if let Some(path) = &raw.api_keys_file {
+        let text = read_side_file(path, "callers.api_keys_file")?;
+        entries.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| (l.to_owned(), "callers.api_keys_file")),
+        );
+    }
+    let mut api_keys: Vec<(String, [u8; 32])> = Vec::new();
+    for (entry, key) in entries {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let bad = || {
+            ConfigError(format!(
+                "{key}: an entry must be name:<SHA-256 of the key, 64 hex digits> (printf %s \"$KEY\" | sha256sum)"
+            ))
+        };
+        let (name, digest) = entry.split_once(':').ok_or_else(bad)?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError(format!(
+                "{key}: a caller name must be 1 to 64 of [A-Za-z0-9._-], got {name:?}"
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(digest.trim(), &mut bytes).map_err(|_| bad())?;
+        if api_keys.iter().any(|(n, d)| n == name || *d == bytes) {
+            return Err(ConfigError(format!(
+                "{key}: caller {name:?} or its key is listed twice"
+            )));
+        }
+        api_keys.push((name.to_owned(), bytes));
+    }
+    for (what, rate) in [
+        ("callers.rate_per_caller_per_second", raw.rate_per_caller_per_second),
+        ("callers.rate_per_ip_per_second", raw.rate_per_ip_per_second),
+    ] {
+        if rate > 1_000_000 {
+            return Err(ConfigError(format!("{what} must be at most 1000000, got {rate}")));
+        }
+    }
+    if raw.rate_per_caller_per_second > 0 && api_keys.is_empty() {
+        return Err(ConfigError(
+            "callers.rate_per_caller_per_second needs callers.api_keys (or api_keys_file) to tell callers apart".into(),
+        ));
+    }
+    Ok(Callers {
+        api_keys,
+        rate_per_caller: raw.rate_per_caller_per_second,
+        rate_per_ip: raw.rate_per_ip_per_second,
+    })
+}
+
+/// `https://app.example` (scheme, host, optional port; no path), or `*`.
+fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for o in raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        if o == "*" {
+            out.push(o.to_owned());
+            continue;
+        }
+        let ok = Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.username().is_empty()
+                && !o.ends_with('/')
+        });
+        if !ok {
+            return Err(ConfigError(format!(
+                "cors.allowed_origins: {o:?} is not an origin such as https://app.example (scheme, host, port; no path), or *"
+            )));
+        }
+        out.push(o.to_owned());
+    }
+    Ok(out)
 }
 
 /// An IP address or CIDR block.

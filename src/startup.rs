@@ -165,18 +165,30 @@ impl Application {
             request_log: settings.log_request_level,
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+            gatekeeper: Arc::new(http::callers::Gatekeeper::new(
+                &settings.callers,
+                Arc::new(settings.trusted_proxies.clone()),
+            )),
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),
             None => None,
         };
         let app_state = state.clone();
+        let origins = settings.cors_allowed_origins.clone();
+        let cors_max_age = settings.cors_max_age_seconds;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .wrap(from_fn(http::head_limits))
+                .wrap(actix_web::middleware::Condition::new(
+                    !origins.is_empty(),
+                    cors(&origins, cors_max_age),
+                ))
                 .wrap(from_fn(http::request_context::request_context))
                 .configure(http::configure)
         })
+        .client_request_timeout(settings.client_request_timeout)
         .shutdown_timeout(10)
         // Signals are ours (run_until_stopped): actix-server's own handling
         // stops the whole system right after the server, before the drain.
@@ -261,6 +273,34 @@ impl Application {
         tracing::info!(drained, "stopped");
         result
     }
+}
+
+/// Strict CORS from `cors.allowed_origins`: the methods and headers a
+/// browser caller needs, and the answer headers it must be able to read.
+fn cors(origins: &[String], max_age: usize) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut c = actix_cors::Cors::default()
+        .allowed_methods(["POST", "GET"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            header::HeaderName::from_static("payment-receipt"),
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(max_age);
+    for o in origins {
+        c = if o == "*" {
+            c.allow_any_origin()
+        } else {
+            c.allowed_origin(o)
+        };
+    }
+    c
 }
 
 /// The MPP challenge secrets from the settings, or a random secret for this

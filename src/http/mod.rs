@@ -3,6 +3,7 @@
 //! they read the shared state, ask an actor, and render.
 
 mod authorize;
+pub mod callers;
 pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub challenges: Arc<respond::Challenges>,
     /// Peers whose forwarded-request headers `/v1/authorize` believes.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// API keys and rate limits of `/v1/verify`.
+    pub gatekeeper: Arc<callers::Gatekeeper>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/verify", "POST")
                 .app_data(verify::json_config())
+                .wrap(actix_web::middleware::from_fn(admit))
                 .route(web::post().to(verify::verify)),
         )
         // Every standard method but TRACE: nginx `auth_request` sends the
@@ -97,6 +101,61 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::route().guard(authorize::method_guard()).to(authorize::authorize)),
         )
         .default_service(web::to(not_found));
+}
+
+/// Limits on a request's head, whatever the route: actix-http reads heads
+/// of up to 128 KiB (and 96 headers); no request of this API needs more
+/// than a 8 KiB URI and 16 KiB of headers, so anything larger is refused
+/// before a handler runs (414, 431).
+pub const MAX_URI: usize = 8 * 1024;
+pub const MAX_HEADERS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+pub async fn head_limits(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers = req.headers();
+    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let refused = if uri_len > MAX_URI {
+        Some(ApiError::UriTooLong(MAX_URI))
+    } else if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        Some(ApiError::HeadersTooLarge(MAX_HEADERS, MAX_HEADER_BYTES))
+    } else {
+        None
+    };
+    match refused {
+        Some(e) => Ok(req.error_response(e).map_into_right_body()),
+        None => next
+            .call(req)
+            .await
+            .map(actix_web::dev::ServiceResponse::map_into_left_body),
+    }
+}
+
+/// The gatekeeper of `/v1/verify`, before the body is read (a CORS
+/// preflight passes: it carries no credentials).
+async fn admit(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    if req.method() != actix_web::http::Method::OPTIONS
+        && let Some(state) = req.app_data::<web::Data<AppState>>()
+        && !state.gatekeeper.is_open()
+        && let Err(e) = state.gatekeeper.admit(req.request())
+    {
+        return Ok(req.error_response(e).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_left_body)
 }
 
 /// A resource whose other methods answer 405 in problem+json, with the

@@ -217,6 +217,10 @@ mod tests {
             ApiError::InvalidTxHash(String::new()),
             ApiError::PayloadTooLarge(0),
             ApiError::UnsupportedMediaType,
+            ApiError::Unauthorized(String::new()),
+            ApiError::RateLimited(1),
+            ApiError::UriTooLong(1),
+            ApiError::HeadersTooLarge(1, 1),
         ];
         let mut codes: Vec<String> = errors.iter().map(|e| e.code().to_owned()).collect();
         codes.sort();

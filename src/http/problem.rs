@@ -27,6 +27,16 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the body must be application/json")]
     UnsupportedMediaType,
+    /// Caller authentication is on and the request has no valid API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Beyond the caller's or the client IP's rate; retry after the seconds.
+    #[error("too many requests: retry in {0} s")]
+    RateLimited(u64),
+    #[error("the request URI is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request has more than {0} headers or more than {1} bytes of them")]
+    HeadersTooLarge(usize, usize),
 }
 
 impl ApiError {
@@ -39,6 +49,10 @@ impl ApiError {
             ApiError::InvalidTxHash(_) => "INVALID_TX_HASH",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::UriTooLong(_) => "URI_TOO_LONG",
+            ApiError::HeadersTooLarge(..) => "HEADERS_TOO_LARGE",
         }
     }
 
@@ -51,6 +65,10 @@ impl ApiError {
             ApiError::InvalidTxHash(_) => "Invalid transaction hash",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::RateLimited(_) => "Too many requests",
+            ApiError::UriTooLong(_) => "URI too long",
+            ApiError::HeadersTooLarge(..) => "Request headers too large",
         }
     }
 }
@@ -99,6 +117,10 @@ pub enum ErrorCode {
     InvalidTxHash,
     PayloadTooLarge,
     UnsupportedMediaType,
+    Unauthorized,
+    RateLimited,
+    UriTooLong,
+    HeadersTooLarge,
 }
 
 impl ResponseError for ApiError {
@@ -110,6 +132,10 @@ impl ResponseError for ApiError {
             ApiError::InvalidRequest(_) | ApiError::InvalidTxHash(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(..) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -123,7 +149,17 @@ impl ResponseError for ApiError {
             detail: &detail,
             code: self.code(),
         };
+        let mut resp = problem_builder(status);
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="settlegate""#));
+            }
+            ApiError::RateLimited(secs) => {
+                resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            _ => {}
+        }
         // unwrap: strings and a number always serialise.
-        problem_builder(status).body(serde_json::to_vec(&body).unwrap())
+        resp.body(serde_json::to_vec(&body).unwrap())
     }
 }

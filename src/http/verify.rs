@@ -65,6 +65,8 @@ pub fn json_config() -> web::JsonConfig {
     tag = "payments",
     request_body(content = VerifyRequest, content_type = "application/json", description = "At most 16 KiB"),
     params(
+        ("Authorization" = Option<String>, Header,
+         description = "Bearer <api key>: needed when callers.api_keys is configured (the paying client's credential goes in the body)"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
          description = "A retry of the request that consumed the payment, with the same key, hash and resource, gets its settlement again"),
     ),
@@ -79,7 +81,13 @@ pub fn json_config() -> web::JsonConfig {
          body = crate::http::respond::Problem, content_type = "application/problem+json",
          headers(("X-Request-Id" = String), ("Retry-After" = String))),
         (status = 400, description = "Malformed body or transaction hash", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Caller authentication is on (callers.api_keys) and the request has no valid API key",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
+         headers(("WWW-Authenticate" = String, description = "Bearer realm=\"settlegate\""))),
         (status = 403, description = "The genome does not allow settlement.verify", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Beyond the caller's or the client IP's rate (callers.rate_per_*)",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
+         headers(("Retry-After" = String, description = "Seconds until a request is admitted again"))),
         (status = 413, description = "The body is larger than 16 KiB", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
     )

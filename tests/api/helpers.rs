@@ -429,9 +429,9 @@ pub fn run_refused(env: &HashMap<String, String>) -> Refused {
 
 /// Where `scripts/test` collects what every service printed, and every
 /// secret it was configured with, for `scripts/check-log-secrets` to grep
-/// after the run (`SETTLEGATE_TEST_CAPTURE`; unset: nothing is kept).
+/// after the run (`SGTEST_CAPTURE_DIR`; unset: nothing is kept).
 pub fn capture_dir(kind: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("SETTLEGATE_TEST_CAPTURE")?).join(kind);
+    let dir = PathBuf::from(std::env::var_os("SGTEST_CAPTURE_DIR")?).join(kind);
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir)
 }

@@ -2,6 +2,7 @@
 //! real TCP. One test binary with modules (faster to build than many).
 
 mod boot;
+mod callers;
 mod chain;
 mod cli;
 mod collector;

@@ -96,7 +96,8 @@ fn expected_keys(var: &str) -> Vec<String> {
     let env: std::collections::HashMap<String, String> = [(var.to_owned(), "1".to_owned())].into();
     let out = command(&["serve"], &env).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // serde says "expected `a`" for one field, "expected one of `a`, `b`" for more
+    // serde says "expected `a`" for one field, "expected `a` or `b`" for
+    // two, "expected one of `a`, `b`, `c`" for more
     let list = stderr
         .split_once("expected one of ")
         .or_else(|| stderr.split_once("expected "))
@@ -104,6 +105,7 @@ fn expected_keys(var: &str) -> Vec<String> {
         .1;
     let list = list.split(" for key").next().unwrap();
     list.split(", ")
+        .flat_map(|k| k.split(" or "))
         .map(|k| k.trim().trim_matches('`').to_owned())
         .collect()
 }

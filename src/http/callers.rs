@@ -1,0 +1,200 @@
+//! Who may call `POST /v1/verify`, and how often: per client IP and per API
+//! key token buckets (429 with `Retry-After`), and API keys (401). Runs as
+//! the route's middleware, before the body is read, so an unknown caller
+//! costs no parsing and learns nothing about the body's rules.
+//!
+//! Keys are configured as SHA-256 digests only; a presented key is hashed
+//! and compared with every digest in constant time (`subtle`), all of them,
+//! so neither the match nor its position shows in the timing. No key or
+//! digest is ever logged; the caller's configured name is.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::problem::ApiError;
+use crate::settings::Callers;
+
+/// Distinct keys a limiter tracks before it forgets idle ones.
+const MAX_TRACKED: usize = 65_536;
+
+/// Token buckets, one per key, refilled at `rate` per second up to one
+/// second's worth.
+pub struct Limiter<K> {
+    rate: f64,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub fn new(rate: u32) -> Self {
+        Limiter {
+            rate: f64::from(rate),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `key`, or says how long until one is there.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
+            // Forget the buckets that are full again (idle callers); if
+            // that frees nothing, start over rather than grow.
+            let (rate, burst) = (self.rate, self.rate.max(1.0));
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
+        }
+        let burst = self.rate.max(1.0);
+        let (tokens, at) = buckets.entry(key.clone()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+}
+
+/// The admission rules of `/v1/verify`.
+pub struct Gatekeeper {
+    keys: Vec<(String, [u8; 32])>,
+    per_caller: Option<Limiter<usize>>,
+    per_ip: Option<Limiter<IpAddr>>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+impl Gatekeeper {
+    pub fn new(callers: &Callers, trusted_proxies: Arc<Vec<IpNet>>) -> Self {
+        Gatekeeper {
+            keys: callers.api_keys.clone(),
+            per_caller: (callers.rate_per_caller > 0).then(|| Limiter::new(callers.rate_per_caller)),
+            per_ip: (callers.rate_per_ip > 0).then(|| Limiter::new(callers.rate_per_ip)),
+            trusted_proxies,
+        }
+    }
+
+    /// Whether the gate admits nobody unchecked (for the middleware to skip).
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty() && self.per_ip.is_none()
+    }
+
+    /// Admits `req`, naming its caller when keys are configured.
+    pub fn admit(&self, req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+        let now = Instant::now();
+        if let Some(limiter) = &self.per_ip
+            && let Some(ip) = self.client_ip(req)
+        {
+            limiter.take(&ip, now).map_err(limited)?;
+        }
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let index = self.caller(req)?;
+        if let Some(limiter) = &self.per_caller {
+            limiter.take(&index, now).map_err(limited)?;
+        }
+        Ok(Some(&self.keys[index].0))
+    }
+
+    /// The index of the configured key the request's bearer token hashes to.
+    fn caller(&self, req: &HttpRequest) -> Result<usize, ApiError> {
+        let token = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("this endpoint needs Authorization: Bearer <api key>".into()))?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (i, (_, d)) in self.keys.iter().enumerate() {
+            if bool::from(d.ct_eq(&digest)) {
+                found = Some(i);
+            }
+        }
+        found.ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
+    }
+
+    /// The peer, or behind a trusted proxy the last address of
+    /// `X-Forwarded-For` that is not a trusted proxy.
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip();
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        Some(
+            forwarded
+                .iter()
+                .rev()
+                .find(|ip| !trusted(ip))
+                .or(forwarded.first())
+                .copied()
+                .unwrap_or(peer),
+        )
+    }
+}
+
+fn limited(wait: Duration) -> ApiError {
+    ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_holds_one_seconds_worth_and_refills() {
+        let l = Limiter::new(5);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(l.take(&1, t0).is_ok());
+        }
+        let wait = l.take(&1, t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(150) && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        // another key has its own bucket
+        assert!(l.take(&2, t0).is_ok());
+        // 200 ms later one token is back, not more
+        let t1 = t0 + Duration::from_millis(200);
+        assert!(l.take(&1, t1).is_ok());
+        assert!(l.take(&1, t1).is_err());
+        // never more than a burst after a long idle
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| l.take(&1, t2).is_ok()).count(), 5);
+    }
+
+    #[test]
+    fn a_flood_of_keys_stays_bounded() {
+        let l = Limiter::new(1);
+        let t = Instant::now();
+        for k in 0..(MAX_TRACKED + 10) {
+            let _ = l.take(&k, t);
+        }
+        assert!(l.buckets.lock().len() <= MAX_TRACKED);
+    }
+}
