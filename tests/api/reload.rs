@@ -160,3 +160,43 @@ async fn an_expired_genome_fails_closed_until_a_newer_one_is_loaded() {
     app.wait_for_log(|v| v["message"] == "genome swapped in");
     assert_eq!(app.get_json("/readyz").await.0, 200);
 }
+
+/// Issue 8: a reload that changes the chain id. The RPC pool judges every
+/// endpoint against the new chain at once: `/readyz` says the endpoint is on
+/// the wrong chain and not ready, a check is a 503 (`rpc_wrong_chain`, the
+/// node is not asked about the payment), and a later genome back on the
+/// node's chain makes it ready and settling again, without a restart.
+#[tokio::test]
+async fn a_reload_to_another_chain_rechecks_every_endpoint_against_it() {
+    let chain = crate::chain::Chain::start();
+    let w = Workdir::new();
+    let path = w.genome(&Genome::single().signed());
+    let app = Served::start(&chain_env(&path, &chain.url));
+    let ready = |body: &serde_json::Value| body["components"]["rpc"]["endpoints"][0]["state"].clone();
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!((status, ready(&body)), (200, json!("healthy")), "{body}");
+
+    let elsewhere = Genome::single().version("1.1.0").set("/settlement/chain_id", json!(4217)).signed();
+    elsewhere.write(&path);
+    app.sighup();
+    app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == elsewhere.id());
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["components"]["rpc"]["chain_id"], 4217);
+    assert_eq!(ready(&body), "wrong_chain", "{body}");
+    assert_eq!(body["components"]["rpc"]["endpoints"][0]["chain_id"], 42431);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let before = chain.calls("eth_getTransactionReceipt");
+    let v = app.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{:?}", v.body);
+    assert_eq!(chain.calls("eth_getTransactionReceipt"), before, "the node on the old chain is not asked");
+    assert!(app.metric("settlegate_unavailable_total{code=\"RPC_UNAVAILABLE\",cause=\"rpc_wrong_chain\"}").await >= 1);
+
+    let back = Genome::single().version("1.2.0").signed();
+    back.write(&path);
+    app.sighup();
+    app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == back.id());
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!((status, ready(&body)), (200, json!("healthy")), "{body}");
+    assert_eq!(app.verify_hash(&hash).await.status, 200);
+}
