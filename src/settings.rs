@@ -75,6 +75,10 @@ pub struct Settings {
     pub rpc_probe_interval: Option<Duration>,
     /// How long a refusing lookup result keeps answering (0: off).
     pub coalescer_window: Duration,
+    /// Distinct lookups in flight at most; beyond: 503 at once.
+    pub max_lookups_in_flight: usize,
+    /// Replay-store operations in flight at most; beyond: 503 at once.
+    pub redis_max_ops_in_flight: usize,
     pub redis_url: Option<Secret>,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
@@ -222,6 +226,7 @@ struct RawRpc {
     timeout_ms: u64,
     lookup_timeout_ms: u64,
     probe_interval_ms: u64,
+    max_lookups_in_flight: usize,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +236,7 @@ struct RawRedis {
     url_file: Option<PathBuf>,
     key_prefix: String,
     timeout_ms: u64,
+    max_ops_in_flight: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -557,6 +563,14 @@ impl Settings {
             60_000,
         )?;
         let callers = callers_settings(raw.callers)?;
+        for (key, v) in [
+            ("rpc.max_lookups_in_flight", raw.rpc.max_lookups_in_flight),
+            ("redis.max_ops_in_flight", raw.redis.max_ops_in_flight),
+        ] {
+            if !(1..=100_000).contains(&v) {
+                return fail(format!("{key} must be between 1 and 100000, got {v}"));
+            }
+        }
         let cors_allowed_origins = cors_origins(&raw.cors.allowed_origins)?;
         if raw.cors.max_age_seconds > 86_400 {
             return fail(format!(
@@ -579,6 +593,8 @@ impl Settings {
             lookup_timeout,
             rpc_probe_interval,
             coalescer_window,
+            max_lookups_in_flight: raw.rpc.max_lookups_in_flight,
+            redis_max_ops_in_flight: raw.redis.max_ops_in_flight,
             redis_url: redis_url.map(Secret),
             redis_key_prefix: raw.redis.key_prefix,
             redis_timeout,

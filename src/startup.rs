@@ -114,7 +114,8 @@ impl Application {
             ),
         }
         .map_err(ConfigError)?
-        .hold_absent_for(settings.coalescer_window);
+        .hold_absent_for(settings.coalescer_window)
+        .bound_ops(settings.redis_max_ops_in_flight);
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
 
@@ -131,6 +132,7 @@ impl Application {
             CoalescerConfig {
                 timeout: settings.lookup_timeout,
                 window: settings.coalescer_window,
+                max_in_flight: settings.max_lookups_in_flight,
             },
             metrics.coalescer.clone(),
         );

@@ -118,6 +118,9 @@ pub struct CoalescerConfig {
     pub timeout: Duration,
     /// How long a non-error result keeps answering new checks (0: not at all).
     pub window: Duration,
+    /// Distinct lookups in flight at most; a check that would start one
+    /// more is answered `Saturated` at once, never queued.
+    pub max_in_flight: usize,
 }
 
 /// `settlegate_coalescer_*` counters.
@@ -300,7 +303,7 @@ impl Handler<Drain> for Coalescer {
 /// of the chain, not of this instance (its pool stopped, its circuits open).
 fn shareable(e: &RpcError) -> bool {
     match e {
-        RpcError::AllCircuitsOpen => false,
+        RpcError::AllCircuitsOpen | RpcError::Saturated(_) => false,
         RpcError::Transport(m) => !m.contains("stopped"),
         _ => true,
     }
@@ -341,11 +344,16 @@ impl Handler<Check> for Coalescer {
             });
         }
         let (tx, rx) = oneshot::channel();
+        let full = self.waiting.len() >= self.config.max_in_flight;
         match self.waiting.get_mut(&key) {
             Some((waiters, span)) => {
                 waiters.push((tx, check.fresh_only));
                 span.follows_from(tracing::Span::current());
                 self.metrics.joined.inc();
+            }
+            None if full => {
+                let max = self.config.max_in_flight;
+                return Box::pin(async move { Err(RpcError::Saturated(max)) });
             }
             None => {
                 self.waiting

@@ -57,6 +57,9 @@ pub enum StoreError {
     Refused(String),
     #[error("the replay guard stopped")]
     Stopped,
+    /// As many operations as allowed are waiting on the store already.
+    #[error("{0} store operations are in flight already")]
+    Saturated(usize),
 }
 
 impl StoreError {
@@ -68,6 +71,7 @@ impl StoreError {
             StoreError::Corrupt(_) => "store_corrupt_record",
             StoreError::Refused(_) => "store_refused",
             StoreError::Stopped => "store_stopped",
+            StoreError::Saturated(_) => "store_saturated",
         }
     }
 }
@@ -287,6 +291,29 @@ pub struct ReplayGuard {
     absent_for: Duration,
     /// Broadcast reservations of the local backend (one instance).
     reserved: HashMap<TxHash, Instant>,
+    /// Store operations in flight, and how many may be.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// One store operation in flight, counted while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if count.fetch_add(1, SeqCst) >= max {
+            count.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Held "not consumed" answers beyond this many are not kept.
@@ -342,7 +369,16 @@ impl ReplayGuard {
             absent_for: Duration::ZERO,
             expected: HashMap::new(),
             reserved: HashMap::new(),
+            in_flight: Arc::default(),
+            max_in_flight: usize::MAX,
         }
+    }
+
+    /// Answers `Saturated` at once rather than queue more than `max`
+    /// operations on the store.
+    pub fn bound_ops(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
     }
 
     /// Holds a recall that found nothing for `window` (0: not at all).
@@ -372,6 +408,8 @@ impl ReplayGuard {
         let backend = self.backend.clone();
         let timeout = self.timeout;
         let ops = self.ops.clone();
+        let max = self.max_in_flight;
+        let slot = InFlight::take(&self.in_flight, max);
         // The operation runs in a spawned task: its span names its parent
         // (the message's) explicitly.
         let span = tracing::info_span!(
@@ -388,6 +426,14 @@ impl ReplayGuard {
             error.type = tracing::field::Empty,
         );
         async move {
+            let Some(_slot) = slot else {
+                ops.get_or_create(&StoreOpLabels {
+                    op: name,
+                    outcome: "saturated",
+                })
+                .inc();
+                return Err(StoreError::Saturated(max));
+            };
             let result = tokio::time::timeout(timeout, op(backend))
                 .instrument(span.clone())
                 .await

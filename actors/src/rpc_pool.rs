@@ -68,6 +68,9 @@ pub enum RpcError {
     WrongChain { got: u64, want: u64 },
     #[error("every endpoint's circuit is open")]
     AllCircuitsOpen,
+    /// As many lookups as allowed are waiting on the nodes already.
+    #[error("{0} lookups are in flight already")]
+    Saturated(usize),
 }
 
 impl RpcError {
@@ -80,6 +83,7 @@ impl RpcError {
             RpcError::JsonRpc { .. } => "rpc_error_response",
             RpcError::WrongChain { .. } => "rpc_wrong_chain",
             RpcError::AllCircuitsOpen => "rpc_circuits_open",
+            RpcError::Saturated(_) => "rpc_saturated",
         }
     }
 

@@ -456,3 +456,93 @@ async fn redis_killed_mid_load_and_restarted_on_its_aof_keeps_every_consumed_pay
         assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{hash}: {:?}", v.body);
     }
 }
+
+/// Issue 8: bounded concurrency per dependency, never an unbounded queue.
+/// With four lookups allowed in flight and a node that never answers,
+/// twelve checks of distinct hashes: four wait for the RPC timeout, eight
+/// are answered 503 at once (`rpc_saturated`), and the node gets four
+/// requests. With two store operations allowed and a Redis that answers
+/// nothing, the same holds for the store (`store_saturated`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_dependencies_answer_503_at_once_instead_of_queueing() {
+    let hung = FaultInjector::start(None);
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &hung.url);
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "1500".into());
+    env.insert("SETTLEGATE_RPC__PROBE_INTERVAL_MS".into(), "0".into());
+    env.insert("SETTLEGATE_RPC__MAX_LOOKUPS_IN_FLIGHT".into(), "4".into());
+    let app = std::sync::Arc::new(Served::start(&env));
+    tokio::time::sleep(Duration::from_millis(1700)).await; // the start-up probe times out
+    let before = hung.requests();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..12u8 {
+        let app = app.clone();
+        set.spawn(async move {
+            let started = Instant::now();
+            let v = app
+                .verify_hash(&format!("0x{}", format!("{:02x}", 0xa0 + i).repeat(32)))
+                .await;
+            (v, started.elapsed())
+        });
+    }
+    let answers = set.join_all().await;
+    let cause = |v: &Verified| v.code() == "RPC_UNAVAILABLE";
+    assert!(
+        answers.iter().all(|(v, _)| v.status == 503 && cause(v)),
+        "{:?}",
+        answers.iter().map(|(v, _)| &v.body).collect::<Vec<_>>()
+    );
+    let quick = answers.iter().filter(|(_, t)| *t < Duration::from_millis(700)).count();
+    assert_eq!(
+        quick,
+        8,
+        "answered at once: {:?}",
+        answers.iter().map(|(_, t)| t).collect::<Vec<_>>()
+    );
+    assert_eq!(hung.requests() - before, 4, "requests that reached the node");
+    assert_eq!(
+        app.metric("settlegate_unavailable_total{code=\"RPC_UNAVAILABLE\",cause=\"rpc_saturated\"}")
+            .await,
+        8
+    );
+
+    // The store: paused Redis, two operations allowed.
+    let chain = Chain::start();
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "1000".into());
+    env.insert("SETTLEGATE_REDIS__MAX_OPS_IN_FLIGHT".into(), "2".into());
+    let app = std::sync::Arc::new(Served::start(&env));
+    let hashes: Vec<String> = (0..6)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect();
+    let paused = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "CLIENT", "PAUSE", "3000", "ALL"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("OK"));
+    let mut set = tokio::task::JoinSet::new();
+    for hash in hashes.clone() {
+        let app = app.clone();
+        set.spawn(async move { app.verify_hash(&hash).await });
+    }
+    let answers = set.join_all().await;
+    assert!(
+        answers
+            .iter()
+            .all(|v| (v.status, v.code()) == (503, "REPLAY_STORE_UNAVAILABLE")),
+        "{:?}",
+        answers.iter().map(|v| &v.body).collect::<Vec<_>>()
+    );
+    let saturated = app
+        .metric("settlegate_unavailable_total{code=\"REPLAY_STORE_UNAVAILABLE\",cause=\"store_saturated\"}")
+        .await;
+    assert!(saturated >= 4, "{saturated}");
+    // Nothing was consumed: each settles once the store answers again.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    for hash in &hashes {
+        assert_eq!(verify_until_answered(&app, hash).await.status, 200);
+    }
+}

@@ -176,7 +176,10 @@ async fn a_reload_to_another_chain_rechecks_every_endpoint_against_it() {
     let (status, body) = app.get_json("/readyz").await;
     assert_eq!((status, ready(&body)), (200, json!("healthy")), "{body}");
 
-    let elsewhere = Genome::single().version("1.1.0").set("/settlement/chain_id", json!(4217)).signed();
+    let elsewhere = Genome::single()
+        .version("1.1.0")
+        .set("/settlement/chain_id", json!(4217))
+        .signed();
     elsewhere.write(&path);
     app.sighup();
     app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == elsewhere.id());
@@ -189,8 +192,16 @@ async fn a_reload_to_another_chain_rechecks_every_endpoint_against_it() {
     let before = chain.calls("eth_getTransactionReceipt");
     let v = app.verify_hash(&hash).await;
     assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{:?}", v.body);
-    assert_eq!(chain.calls("eth_getTransactionReceipt"), before, "the node on the old chain is not asked");
-    assert!(app.metric("settlegate_unavailable_total{code=\"RPC_UNAVAILABLE\",cause=\"rpc_wrong_chain\"}").await >= 1);
+    assert_eq!(
+        chain.calls("eth_getTransactionReceipt"),
+        before,
+        "the node on the old chain is not asked"
+    );
+    assert!(
+        app.metric("settlegate_unavailable_total{code=\"RPC_UNAVAILABLE\",cause=\"rpc_wrong_chain\"}")
+            .await
+            >= 1
+    );
 
     let back = Genome::single().version("1.2.0").signed();
     back.write(&path);
