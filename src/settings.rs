@@ -223,6 +223,7 @@ struct RawTrust {
 struct RawRpc {
     #[serde(default)]
     urls: Option<Vec<String>>,
+    urls_file: Option<PathBuf>,
     timeout_ms: u64,
     lookup_timeout_ms: u64,
     probe_interval_ms: u64,
@@ -395,7 +396,20 @@ impl Settings {
             .filter(|v| !v.is_empty())
             .map(|v| parse_http_url("TEMPO_RPC_URL", v))
             .transpose()?;
-        let rpc_urls = match raw.rpc.urls {
+        let configured = match (raw.rpc.urls, raw.rpc.urls_file) {
+            (Some(_), Some(_)) => return fail("set rpc.urls or rpc.urls_file, not both".into()),
+            (Some(urls), None) => Some(urls),
+            (None, Some(path)) => Some(
+                read_side_file(&path, "rpc.urls_file")?
+                    .split([',', '\n'])
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            (None, None) => None,
+        };
+        let rpc_urls = match configured {
             Some(urls) => {
                 if urls.is_empty() {
                     return fail("rpc.urls is empty: settlegate needs at least one Tempo RPC endpoint".into());
@@ -408,9 +422,13 @@ impl Settings {
                     && urls != [seed.clone()]
                 {
                     return fail(format!(
-                        "TEMPO_RPC_URL ({seed}) and rpc.urls ({}) disagree: set one of them, \
+                        "TEMPO_RPC_URL ({}) and rpc.urls ({}) disagree: set one of them, \
                          rpc.urls for several endpoints",
-                        urls.iter().map(Url::as_str).collect::<Vec<_>>().join(", ")
+                        settlegate_actors::rpc_pool::endpoint_label(seed),
+                        urls.iter()
+                            .map(settlegate_actors::rpc_pool::endpoint_label)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 urls
@@ -811,11 +829,24 @@ fn otel_settings(raw: RawOtel, env: &HashMap<String, String>) -> Result<Option<O
 }
 
 fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("{key}: {s:?} is not a URL: {e}")))?;
+    let shown = shown_url(s);
+    let url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("{key}: {shown} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError(format!("{key}: {s:?} must be an http(s) URL with a host")));
+        return Err(ConfigError(format!(
+            "{key}: {shown} must be an http(s) URL with a host"
+        )));
     }
     Ok(url)
+}
+
+/// A URL as an error message may show it: an RPC URL can carry a password
+/// or an API key, so only its scheme, host and port (or nothing).
+fn shown_url(s: &str) -> String {
+    match Url::parse(s.trim()) {
+        Ok(u) => settlegate_actors::rpc_pool::endpoint_label(&u),
+        Err(_) if s.contains(['@', '?', '#']) => "(a value not shown: it may hold credentials)".into(),
+        Err(_) => format!("{:?}", s.chars().take(80).collect::<String>()),
+    }
 }
 
 fn read_side_file(path: &Path, key: &str) -> Result<String, ConfigError> {
@@ -1059,6 +1090,48 @@ mod tests {
             "redis://:hunter2@127.0.0.1:6379"
         );
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rpc_urls_come_from_a_file_and_are_never_echoed_with_their_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("rpc-urls");
+        std::fs::write(
+            &f,
+            "# providers\nhttps://u:rpc-pass-1@a.example/v1?key=k1\n\nhttps://b.example,https://c.example\n",
+        )
+        .unwrap();
+        let k = key(1);
+        let s = load(&[
+            ("SETTLEGATE_TRUST__KEYS", &k as &str),
+            ("SETTLEGATE_RPC__URLS_FILE", f.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(s.rpc_urls.len(), 3);
+        assert_eq!(s.rpc_urls[0].password(), Some("rpc-pass-1"));
+        let e = load(&[
+            ("SETTLEGATE_TRUST__KEYS", &k as &str),
+            ("SETTLEGATE_RPC__URLS_FILE", f.to_str().unwrap()),
+            ("SETTLEGATE_RPC__URLS", "http://n:1"),
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("not both"), "{e:?}");
+        // A refused URL is described without what it carries.
+        for bad in [
+            "ftp://u:rpc-pass-2@a.example/?key=k2",
+            "https://u:rpc-pass-2@[bad/?key=k2",
+        ] {
+            let e = load(&[("SETTLEGATE_TRUST__KEYS", &k as &str), ("SETTLEGATE_RPC__URLS", bad)]).unwrap_err();
+            assert!(e.0.starts_with("rpc.urls"), "{e:?}");
+            assert!(!e.0.contains("rpc-pass-2") && !e.0.contains("k2"), "{e:?}");
+        }
+        let e = load(&[
+            ("SETTLEGATE_TRUST__KEYS", &k as &str),
+            ("SETTLEGATE_RPC__URLS", "https://u:rpc-pass-3@a.example"),
+            ("TEMPO_RPC_URL", "https://v:rpc-pass-4@b.example"),
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("disagree") && !e.0.contains("rpc-pass"), "{e:?}");
     }
 
     #[test]
