@@ -16,5 +16,6 @@ pub mod settings;
 pub mod settle;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 
 pub use startup::{Application, BootError};

@@ -100,6 +100,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a client may take to send a request's head (slow clients).
     pub client_request_timeout: Duration,
+    /// HTTPS from these files; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Callers of `/v1/verify` and their limits.
     pub callers: Callers,
     /// Origins a browser may call from (empty: no CORS headers at all).
@@ -199,6 +201,9 @@ struct RawServer {
     workers: usize,
     max_connections: usize,
     client_request_timeout_ms: u64,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_reload_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -580,6 +585,22 @@ impl Settings {
             100,
             60_000,
         )?;
+        let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                reload_every: (raw.server.tls_reload_seconds > 0)
+                    .then(|| Duration::from_secs(raw.server.tls_reload_seconds)),
+            }),
+            (None, None) => None,
+            _ => return fail("set both server.tls_cert_file and server.tls_key_file, or neither".into()),
+        };
+        if raw.server.tls_reload_seconds > 86_400 {
+            return fail(format!(
+                "server.tls_reload_seconds must be at most 86400, got {}",
+                raw.server.tls_reload_seconds
+            ));
+        }
         let callers = callers_settings(raw.callers)?;
         for (key, v) in [
             ("rpc.max_lookups_in_flight", raw.rpc.max_lookups_in_flight),
@@ -627,6 +648,7 @@ impl Settings {
             payment_previous_secret,
             trusted_proxies,
             client_request_timeout,
+            tls,
             callers,
             cors_allowed_origins,
             cors_max_age_seconds: raw.cors.max_age_seconds,

@@ -119,6 +119,11 @@ impl Application {
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
 
+        // Certificates load before any socket exists, like everything else.
+        let tls = match &settings.tls {
+            Some(files) => Some((files.clone(), crate::tls::server_config(files).map_err(ConfigError)?)),
+            None => None,
+        };
         // The genome is verified: only now may a socket exist.
         let listener = TcpListener::bind(settings.listen)
             .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
@@ -204,12 +209,18 @@ impl Application {
         server = server
             .workers(workers)
             .max_connections(settings.max_connections.div_ceil(workers).max(1));
-        let server = server
-            .listen(listener)
-            .map_err(|e| ConfigError(format!("cannot listen on {local}: {e}")))?
-            .run();
+        let server = match tls {
+            Some((files, (config, resolver))) => {
+                crate::tls::watch(files, resolver);
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        }
+        .map_err(|e| ConfigError(format!("cannot listen on {local}: {e}")))?
+        .run();
         let g = genome.current();
-        tracing::info!(address = %local, genome_id = %g.id, version = %g.version, "listening");
+        let scheme = if settings.tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %local, scheme, genome_id = %g.id, version = %g.version, "listening");
         Ok(Application {
             port: local.port(),
             server,

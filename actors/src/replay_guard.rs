@@ -347,6 +347,8 @@ impl ReplayGuard {
             prefix: prefix.to_owned(),
             shared: Mutex::new(None),
             set_nx_get: AtomicBool::new(true),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            deadlines: AtomicBool::new(true),
         };
         Ok(Self::with_backend(Backend::Redis(Arc::new(store)), timeout, cache, ops))
     }
@@ -507,9 +509,11 @@ impl Handler<Consume> for ReplayGuard {
                 others,
             },
         );
+        // The store op's own bound, in wall-clock time for the server.
+        let deadline = unix_ms() + self.timeout.as_millis() as i64;
         let op = self.run(
             "put_if_absent",
-            move |b| async move { put_if_absent(b, hash, &record).await },
+            move |b| async move { put_if_absent(b, hash, &record, deadline).await },
             |c| match c {
                 Consumed::Inserted => "inserted",
                 Consumed::Existing(_) => "existing",
@@ -855,6 +859,19 @@ const RENEW_LOOKUP: &str = "\
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0";
 
+/// Consume with a deadline in the server's clock. KEYS[1] the record;
+/// ARGV: record, ttl ms, deadline (server unix ms).
+const CONSUME_BEFORE: &str = "\
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then return {'late'} end
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'existing', existing} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'inserted'}";
+
+static CONSUME_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CONSUME_BEFORE));
+
 /// Each script hashed once (`EVALSHA`, then `EVAL` when the server has
 /// not seen it).
 static CLAIM_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LOOKUP));
@@ -875,6 +892,12 @@ struct RedisStore {
     shared: Mutex<Option<MultiplexedConnection>>,
     /// Whether the server takes `SET … NX GET` (Redis 7.0 and later).
     set_nx_get: AtomicBool,
+    /// The server's clock minus ours, in ms (`i64::MIN`: not measured on
+    /// this connection yet), for consume deadlines in the server's time.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// Whether the server runs the deadline script (TIME before a write:
+    /// Redis 5 and later).
+    deadlines: AtomicBool,
 }
 
 impl RedisStore {
@@ -903,8 +926,69 @@ impl RedisStore {
         result.map_err(redis_error)
     }
 
-    async fn put_if_absent(&self, hash: &TxHash, encoded: String, ttl_ms: u64) -> Result<Consumed, StoreError> {
+    /// The server's clock minus ours, measured at the first consume.
+    async fn clock_offset(&self) -> Result<i64, StoreError> {
+        let known = self.clock_offset_ms.load(Ordering::Relaxed);
+        if known != i64::MIN {
+            return Ok(known);
+        }
+        let before = unix_ms();
+        let (secs, micros): (i64, i64) = self
+            .with_conn(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
+            .await?;
+        let after = unix_ms();
+        let offset = secs * 1000 + micros / 1000 - (before + after) / 2;
+        self.clock_offset_ms.store(offset, Ordering::Relaxed);
+        Ok(offset)
+    }
+
+    /// Consumes `hash` unless the server sees the command after `deadline`
+    /// (our unix ms): a consume still queued when its request was answered
+    /// 503 (a paused or stalled server) must never land later, or the
+    /// payment would be spent without its 200.
+    async fn put_if_absent(
+        &self,
+        hash: &TxHash,
+        encoded: String,
+        ttl_ms: u64,
+        deadline: i64,
+    ) -> Result<Consumed, StoreError> {
         let key = key(&self.prefix, hash);
+        if self.deadlines.load(Ordering::Relaxed) {
+            let server_deadline = deadline + self.clock_offset().await?;
+            let attempt: Result<Vec<String>, StoreError> = self
+                .with_conn(|mut c| {
+                    let (key, encoded) = (key.clone(), encoded.clone());
+                    async move {
+                        CONSUME_SCRIPT
+                            .key(key)
+                            .arg(encoded)
+                            .arg(ttl_ms)
+                            .arg(server_deadline)
+                            .invoke_async(&mut c)
+                            .await
+                    }
+                })
+                .await;
+            match attempt {
+                Ok(answer) => {
+                    return match answer.as_slice() {
+                        [k] if k == "inserted" => Ok(Consumed::Inserted),
+                        [k, raw] if k == "existing" => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
+                        // The request was answered already; nothing written.
+                        [k] if k == "late" => Err(StoreError::Timeout),
+                        _ => Err(StoreError::Corrupt("an unexpected answer to a consume".into())),
+                    };
+                }
+                Err(StoreError::Refused(_)) | Err(StoreError::Connection(_)) if self.is_old_server().await => {
+                    tracing::info!(
+                        "the replay store cannot bound consumes by time (Redis before 5.0); consuming without"
+                    );
+                    self.deadlines.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let existing: Option<String> = if self.set_nx_get.load(Ordering::Relaxed) {
             let attempt = self
                 .with_conn(|mut c| {
@@ -937,6 +1021,21 @@ impl RedisStore {
             None => Ok(Consumed::Inserted),
             Some(raw) => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
         }
+    }
+
+    /// Whether the server is older than Redis 5 (no effects replication, so
+    /// no TIME before a write in a script).
+    async fn is_old_server(&self) -> bool {
+        let info: Result<String, StoreError> = self
+            .with_conn(|mut c| async move { redis::cmd("INFO").arg("server").query_async(&mut c).await })
+            .await;
+        info.ok()
+            .and_then(|i| {
+                i.lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok())
+            })
+            .is_some_and(|major| major < 5)
     }
 
     async fn script(&self, key: &str, encoded: String, ttl_ms: u64) -> Result<Option<String>, StoreError> {
@@ -1076,12 +1175,17 @@ impl Drop for ForgetOnDrop<'_> {
     }
 }
 
-async fn put_if_absent(backend: Backend, hash: TxHash, record: &ReplayRecord) -> Result<Consumed, StoreError> {
+async fn put_if_absent(
+    backend: Backend,
+    hash: TxHash,
+    record: &ReplayRecord,
+    deadline: i64,
+) -> Result<Consumed, StoreError> {
     let encoded = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     match backend {
         Backend::Redis(r) => {
             let ttl_ms = record.expires_at.saturating_sub(unix_now()).max(1) * 1000;
-            r.put_if_absent(&hash, encoded, ttl_ms).await
+            r.put_if_absent(&hash, encoded, ttl_ms, deadline).await
         }
         Backend::Local(store) => {
             let hash = hash.to_string();
@@ -1193,6 +1297,13 @@ fn local(e: impl std::fmt::Display) -> StoreError {
     StoreError::Connection(format!("local store: {e}"))
 }
 
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1243,26 +1354,34 @@ mod tests {
             prefix: prefix.to_owned(),
             shared: Mutex::new(None),
             set_nx_get: AtomicBool::new(set_nx_get),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            deadlines: AtomicBool::new(true),
         }
     }
 
     #[tokio::test]
-    async fn put_if_absent_inserts_once_by_command_and_by_script() {
+    async fn put_if_absent_inserts_once_by_command_by_script_and_with_a_deadline() {
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce).unwrap();
-        for by_command in [true, false] {
-            let prefix = format!("sgunit-{}-{}-{by_command}:", std::process::id(), hex::encode(nonce));
+        let later = unix_ms() + 60_000;
+        for (by_command, deadlines) in [(true, false), (false, false), (true, true)] {
+            let prefix = format!(
+                "sgunit-{}-{}-{by_command}-{deadlines}:",
+                std::process::id(),
+                hex::encode(nonce)
+            );
             let s = store(&prefix, by_command);
+            s.deadlines.store(deadlines, Ordering::Relaxed);
             let hash: TxHash = format!("0x{}", "ab".repeat(32)).parse().unwrap();
             let r = record(unix_now() + 60);
             let text = serde_json::to_string(&r).unwrap();
             assert_eq!(
-                s.put_if_absent(&hash, text.clone(), 60_000).await,
+                s.put_if_absent(&hash, text.clone(), 60_000, later).await,
                 Ok(Consumed::Inserted)
             );
             let other = serde_json::to_string(&record(unix_now() + 99)).unwrap();
             assert_eq!(
-                s.put_if_absent(&hash, other, 60_000).await,
+                s.put_if_absent(&hash, other, 60_000, later).await,
                 Ok(Consumed::Existing(Arc::new(r.clone()))),
                 "the first record stays"
             );
@@ -1283,6 +1402,34 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// A consume the server sees after its deadline (its request was
+    /// answered 503 already) writes nothing; the clock offset to the
+    /// server is measured, so the deadline is the server's.
+    #[tokio::test]
+    async fn a_consume_past_its_deadline_writes_nothing() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        let s = store(
+            &format!("sgunit-{}-{}-late:", std::process::id(), hex::encode(nonce)),
+            true,
+        );
+        let hash: TxHash = format!("0x{}", "cd".repeat(32)).parse().unwrap();
+        let text = serde_json::to_string(&record(unix_now() + 60)).unwrap();
+        assert_eq!(
+            s.put_if_absent(&hash, text.clone(), 60_000, unix_ms() - 1).await,
+            Err(StoreError::Timeout)
+        );
+        assert_eq!(s.get(&hash).await, Ok(None), "nothing was written");
+        assert!(
+            s.clock_offset_ms.load(Ordering::Relaxed).abs() < 5_000,
+            "the same machine's clock"
+        );
+        assert_eq!(
+            s.put_if_absent(&hash, text, 60_000, unix_ms() + 1_000).await,
+            Ok(Consumed::Inserted)
+        );
     }
 
     /// The cross-instance lookup protocol on a real Redis: one claim at a

@@ -22,5 +22,6 @@ mod proxy;
 mod readme;
 mod reload;
 mod secrets;
+mod tls;
 mod traces;
 mod verify;

@@ -1,0 +1,110 @@
+//! TLS from certificate files (`server.tls_cert_file`, `server.tls_key_file`)
+//! with rustls and ring. The certificate is served through a resolver whose
+//! key pair is swapped atomically when the files change (checked every
+//! `server.tls_reload_seconds`), so a renewed certificate (cert-manager,
+//! certbot, Vault PKI) is picked up without a restart or a dropped
+//! connection. A renewed pair that does not load is refused with a warning,
+//! and the one in use keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The certificate and key files, and how often they are checked.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `None`: never re-read.
+    pub reload_every: Option<Duration>,
+}
+
+/// Serves whichever key pair was loaded last.
+#[derive(Debug)]
+pub struct Reloading {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The certificate chain and private key of `files`, ready to serve.
+pub fn load(files: &TlsFiles) -> Result<CertifiedKey, String> {
+    let shown = |p: &Path| p.display().to_string();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("server.tls_cert_file {}: {e}", shown(&files.cert)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("server.tls_cert_file {}: {e}", shown(&files.cert)))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "server.tls_cert_file {} holds no certificate",
+            shown(&files.cert)
+        ));
+    }
+    // The key's own error never holds key material; the path is named.
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("server.tls_key_file {}: {e}", shown(&files.key)))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("server.tls_key_file {}: {e}", shown(&files.key)))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("server.tls_key_file does not match server.tls_cert_file: {e}"))?;
+    Ok(certified)
+}
+
+/// The rustls server configuration, and its resolver for [`watch`].
+pub fn server_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, Arc<Reloading>), String> {
+    let resolver = Arc::new(Reloading {
+        current: ArcSwap::from_pointee(load(files)?),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, resolver))
+}
+
+fn modified(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(&files.cert)?, m(&files.key)?))
+}
+
+/// Re-reads the files when they change, on the current arbiter.
+pub fn watch(files: TlsFiles, resolver: Arc<Reloading>) {
+    let Some(every) = files.reload_every else {
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        let mut seen = modified(&files);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = modified(&files);
+            if now == seen || now.is_none() {
+                continue;
+            }
+            match load(&files) {
+                Ok(pair) => {
+                    resolver.current.store(Arc::new(pair));
+                    seen = now;
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                // A pair caught half-written loads on the next check.
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate files changed but do not load; the current one keeps serving")
+                }
+            }
+        }
+    });
+}
