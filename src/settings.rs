@@ -722,7 +722,13 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
 /// `https://app.example` (scheme, host, optional port; no path), or `*`.
 fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
-    for o in raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+    let listed: Vec<&str> = raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if listed.contains(&"*") && listed.len() > 1 {
+        return Err(ConfigError(
+            "cors.allowed_origins: * allows every origin; list origins or give * alone".into(),
+        ));
+    }
+    for o in listed {
         if o == "*" {
             out.push(o.to_owned());
             continue;
@@ -866,8 +872,11 @@ fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
 fn shown_url(s: &str) -> String {
     match Url::parse(s.trim()) {
         Ok(u) => settlegate_actors::rpc_pool::endpoint_label(&u),
-        Err(_) if s.contains(['@', '?', '#']) => "(a value not shown: it may hold credentials)".into(),
-        Err(_) => format!("{:?}", s.chars().take(80).collect::<String>()),
+        // A provider's key can sit anywhere in it: describe, never quote.
+        Err(_) => format!(
+            "(a value of {} characters, not shown: it may hold credentials)",
+            s.len()
+        ),
     }
 }
 

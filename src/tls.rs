@@ -1,14 +1,14 @@
 //! TLS from certificate files (`server.tls_cert_file`, `server.tls_key_file`)
 //! with rustls and ring. The certificate is served through a resolver whose
 //! key pair is swapped atomically when the files change (checked every
-//! `server.tls_reload_seconds`), so a renewed certificate (cert-manager,
+//! `server.tls_reload_seconds`, by content), so a renewed certificate (cert-manager,
 //! certbot, Vault PKI) is picked up without a restart or a dropped
 //! connection. A renewed pair that does not load is refused with a warning,
 //! and the one in use keeps serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -76,33 +76,46 @@ pub fn server_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, Arc<Relo
     Ok((config, resolver))
 }
 
-fn modified(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    Some((m(&files.cert)?, m(&files.key)?))
+/// What the two files hold now (their contents, not their times: a copy
+/// that keeps the modification time is a change too).
+fn fingerprint(files: &TlsFiles) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(std::fs::read(&files.cert).ok()?);
+    h.update([0]);
+    h.update(std::fs::read(&files.key).ok()?);
+    Some(h.finalize().into())
 }
 
-/// Re-reads the files when they change, on the current arbiter.
+/// Re-reads the files when they change, on the current arbiter. A change is
+/// loaded once it has held still for a whole check (a renewal caught
+/// half-written is not served), and a pair that does not load is warned
+/// about once per change.
 pub fn watch(files: TlsFiles, resolver: Arc<Reloading>) {
     let Some(every) = files.reload_every else {
         return;
     };
     actix_web::rt::spawn(async move {
-        let mut seen = modified(&files);
+        let mut served = fingerprint(&files);
+        let mut last = served;
+        let mut refused = None;
         loop {
             tokio::time::sleep(every).await;
-            let now = modified(&files);
-            if now == seen || now.is_none() {
+            let now = fingerprint(&files);
+            let settled = now == last;
+            last = now;
+            if now.is_none() || now == served || now == refused || !settled {
                 continue;
             }
             match load(&files) {
                 Ok(pair) => {
                     resolver.current.store(Arc::new(pair));
-                    seen = now;
+                    served = now;
                     tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
                 }
-                // A pair caught half-written loads on the next check.
                 Err(e) => {
-                    tracing::warn!(error = %e, "TLS certificate files changed but do not load; the current one keeps serving")
+                    refused = now;
+                    tracing::warn!(error = %e, "TLS certificate files changed but do not load; the current one keeps serving");
                 }
             }
         }

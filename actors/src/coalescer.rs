@@ -199,7 +199,10 @@ impl Coalescer {
         let shared = self.shared.clone();
         let metrics = self.metrics.clone();
         let timeout = self.config.timeout;
-        let me = ctx.address();
+        let mut done = DoneOnDrop {
+            me: Some(ctx.address()),
+            key,
+        };
         let busy = Busy::enter(&self.busy);
         actix::spawn(async move {
             let _busy = busy;
@@ -209,7 +212,9 @@ impl Coalescer {
                 }
                 _ => (ask_node(&pool, traced, timeout).await, Source::Node(None)),
             };
-            me.do_send(Done(key, result, source));
+            if let Some(me) = done.me.take() {
+                me.do_send(Done(key, result, source));
+            }
         });
     }
 
@@ -261,6 +266,23 @@ impl Coalescer {
     fn hold(&mut self, key: Lookup, facts: &Arc<ChainFacts>, for_: Duration, remote: bool) {
         if !for_.is_zero() && (self.held.len() < MAX_HELD || self.held.contains_key(&key)) {
             self.held.insert(key, (facts.clone(), Instant::now() + for_, remote));
+        }
+    }
+}
+
+/// Ends a lookup that its task did not (it panicked, or its arbiter
+/// stopped): its callers get an error instead of waiting forever, and its
+/// slot under `max_in_flight` is freed.
+struct DoneOnDrop {
+    me: Option<Addr<Coalescer>>,
+    key: Lookup,
+}
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        if let Some(me) = self.me.take() {
+            let ended = RpcError::Transport("the lookup ended without an answer".into());
+            me.do_send(Done(self.key, Err(ended), Source::Node(None)));
         }
     }
 }

@@ -510,7 +510,10 @@ impl Handler<Consume> for ReplayGuard {
             },
         );
         // The store op's own bound, in wall-clock time for the server.
-        let deadline = unix_ms() + self.timeout.as_millis() as i64;
+        // before the local timeout by a margin (its reply must be back in
+        // time), half the timeout at most
+        let budget = self.timeout.as_millis() as i64;
+        let deadline = unix_ms() + budget - CLOCK_MARGIN_MS.min(budget / 2);
         let op = self.run(
             "put_if_absent",
             move |b| async move { put_if_absent(b, hash, &record, deadline).await },
@@ -859,6 +862,10 @@ const RENEW_LOOKUP: &str = "\
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0";
 
+/// How much sooner than the store timeout a consume must reach the server:
+/// its reply's way back, and the uncertainty of the clock offset.
+const CLOCK_MARGIN_MS: i64 = 100;
+
 /// Consume with a deadline in the server's clock. KEYS[1] the record;
 /// ARGV: record, ttl ms, deadline (server unix ms).
 const CONSUME_BEFORE: &str = "\
@@ -917,7 +924,7 @@ impl RedisStore {
     {
         let conn = self.conn().await?;
         // Dropped unless the operation completes: a timeout cancels it here.
-        let mut drop_guard = ForgetOnDrop(Some(&self.shared));
+        let mut drop_guard = ForgetOnDrop(Some((&self.shared, &self.clock_offset_ms)));
         let result = op(conn).await;
         match &result {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() => {}
@@ -938,8 +945,12 @@ impl RedisStore {
             .await?;
         let after = unix_ms();
         let offset = secs * 1000 + micros / 1000 - (before + after) / 2;
-        self.clock_offset_ms.store(offset, Ordering::Relaxed);
-        Ok(offset)
+        // A slow sample is uncertain by half its round trip: used for this
+        // consume (whose margin covers it), kept only when it was quick.
+        if after - before <= 2 * CLOCK_MARGIN_MS / 5 {
+            self.clock_offset_ms.store(offset, Ordering::Relaxed);
+        }
+        Ok(offset - (after - before) / 2)
     }
 
     /// Consumes `hash` unless the server sees the command after `deadline`
@@ -1165,12 +1176,20 @@ impl RedisStore {
 }
 
 /// Clears the shared connection slot when dropped while armed.
-struct ForgetOnDrop<'a>(Option<&'a Mutex<Option<MultiplexedConnection>>>);
+/// (The clock offset goes with the connection: the next one may reach
+/// another server, after a failover.)
+struct ForgetOnDrop<'a>(
+    Option<(
+        &'a Mutex<Option<MultiplexedConnection>>,
+        &'a std::sync::atomic::AtomicI64,
+    )>,
+);
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.0 {
+        if let Some((slot, offset)) = self.0 {
             *slot.lock() = None;
+            offset.store(i64::MIN, Ordering::Relaxed);
         }
     }
 }

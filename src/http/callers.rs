@@ -46,12 +46,13 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
-            // Forget the buckets that are full again (idle callers); if
-            // that frees nothing, start over rather than grow.
+            // Forget the buckets that are full again (idle callers). If
+            // that frees nothing, this is a flood of distinct keys: a new
+            // key waits (forgetting would reset everyone's limit).
             let (rate, burst) = (self.rate, self.rate.max(1.0));
             buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
             if buckets.len() >= MAX_TRACKED {
-                buckets.clear();
+                return Err(Duration::from_secs(1));
             }
         }
         let burst = self.rate.max(1.0);
@@ -131,30 +132,53 @@ impl Gatekeeper {
     }
 
     /// The peer, or behind a trusted proxy the last address of
-    /// `X-Forwarded-For` that is not a trusted proxy.
+    /// `X-Forwarded-For` that is not a trusted proxy, read from the right
+    /// (what the proxies appended) and never past an entry that does not
+    /// parse: what lies left of it may be the client's own forgery. IPv6
+    /// clients count by their /64, which one client holds whole.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(&peer) {
-            return Some(peer);
+        let mut client = peer;
+        if trusted(&peer) {
+            let entries: Vec<String> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|a| a.trim().to_owned())
+                .collect();
+            for entry in entries.iter().rev() {
+                let Some(ip) = parse_forwarded(entry) else {
+                    break;
+                };
+                client = ip;
+                if !trusted(&ip) {
+                    break;
+                }
+            }
         }
-        let forwarded: Vec<IpAddr> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
-            .collect();
-        Some(
-            forwarded
-                .iter()
-                .rev()
-                .find(|ip| !trusted(ip))
-                .or(forwarded.first())
-                .copied()
-                .unwrap_or(peer),
-        )
+        Some(match client {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        })
     }
+}
+
+/// An `X-Forwarded-For` entry: `ip`, `ip:port` or `[v6]:port`.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 fn limited(wait: Duration) -> ApiError {
@@ -196,5 +220,32 @@ mod tests {
             let _ = l.take(&k, t);
         }
         assert!(l.buckets.lock().len() <= MAX_TRACKED);
+        // the known keys keep their (spent) buckets; a new one waits
+        assert!(l.take(&0, t).is_err());
+        assert!(l.take(&(MAX_TRACKED + 20), t).is_err());
+        // once buckets refill, idle ones are forgotten and room comes back
+        assert!(l.take(&(MAX_TRACKED + 20), t + Duration::from_secs(2)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_entries_with_ports_parse_and_junk_does_not() {
+        assert_eq!(parse_forwarded("203.0.113.9"), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            parse_forwarded("203.0.113.9:4711"),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_forwarded("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_forwarded("2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
+        for junk in ["unknown", "", "203.0.113.9:port", "_hidden"] {
+            assert_eq!(parse_forwarded(junk), None, "{junk}");
+        }
     }
 }

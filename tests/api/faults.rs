@@ -194,9 +194,10 @@ async fn the_embedded_store_remembers_a_consumed_payment_across_a_kill() {
 
 #[tokio::test]
 /// A Redis that answers nothing for 3 s: the check is a 503 within the
-/// store timeout, and the consume it sent, executed by Redis only when the
-/// pause ends, writes nothing (it is past its deadline), so the payment
-/// still settles afterwards.
+/// store timeout, nothing is consumed, and the payment settles once Redis
+/// answers again. (That a consume Redis runs after its deadline writes
+/// nothing is `replay_guard::tests::a_consume_past_its_deadline_writes_nothing`:
+/// here the timed-out connection is dropped and Redis discards what it held.)
 async fn a_hung_redis_is_a_503_within_the_store_timeout() {
     let chain = Chain::start();
     let redis = OwnRedis::start_on(free_port());
@@ -208,6 +209,10 @@ async fn a_hung_redis_is_a_503_within_the_store_timeout() {
     );
     env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "300".into());
     let app = Served::start(&env);
+    // A first payment settles: the connection and the server's clock offset
+    // are known, so the consume below reaches Redis and waits in its queue.
+    let warm = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    assert_eq!(app.verify_hash(&warm).await.status, 200);
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
 
     // CLIENT PAUSE: the server stays connected but answers no command for 3 s.
