@@ -410,6 +410,9 @@ async fn redis_killed_mid_load_and_restarted_on_its_aof_keeps_every_consumed_pay
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     drop(redis);
+    // Redis answers again from some moment inside start_with (it polls for
+    // the port): the outage ends when the restart begins.
+    let restarting = Instant::now();
     let _redis = OwnRedis::start_with(port, &aof);
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -430,8 +433,8 @@ async fn redis_killed_mid_load_and_restarted_on_its_aof_keeps_every_consumed_pay
         let oks: Vec<_> = seen.iter().filter(|(_, _, s, _)| *s == 200).collect();
         assert_eq!(oks.len(), 1, "{hash}: exactly one 200, got {seen:?}");
         for (sent, at, status, code) in seen {
-            // asked after Redis was dead and answered before it was back
-            let during = *sent > killed && *at < restarted;
+            // asked after Redis was dead and answered before it could be back
+            let during = *sent > killed && *at < restarting;
             match (*status, code.as_str()) {
                 (200, _) => {
                     assert!(!during, "{hash}: a 200 while Redis was down");
