@@ -162,6 +162,7 @@ impl Application {
             rpc: rpc.clone(),
         };
 
+        let trusted_proxies = Arc::new(settings.trusted_proxies.clone());
         let state = AppState {
             genome: genome.clone(),
             metrics,
@@ -171,11 +172,8 @@ impl Application {
             replay_backend,
             request_log: settings.log_request_level,
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
-            trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
-            gatekeeper: Arc::new(http::callers::Gatekeeper::new(
-                &settings.callers,
-                Arc::new(settings.trusted_proxies.clone()),
-            )),
+            trusted_proxies: trusted_proxies.clone(),
+            gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers, trusted_proxies)),
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),

@@ -111,24 +111,16 @@ pub const MAX_URI: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-pub async fn head_limits(
+type Served<B> = Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>;
+
+/// The end of a refusing middleware: `refusal` as problem+json, or the
+/// rest of the chain.
+async fn refuse_or_call<B: actix_web::body::MessageBody>(
     req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<
-    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
-    actix_web::Error,
-> {
-    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let headers = req.headers();
-    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    let refused = if uri_len > MAX_URI {
-        Some(ApiError::UriTooLong(MAX_URI))
-    } else if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        Some(ApiError::HeadersTooLarge(MAX_HEADERS, MAX_HEADER_BYTES))
-    } else {
-        None
-    };
-    match refused {
+    next: actix_web::middleware::Next<B>,
+    refusal: Option<ApiError>,
+) -> Served<B> {
+    match refusal {
         Some(e) => Ok(req.error_response(e).map_into_right_body()),
         None => next
             .call(req)
@@ -137,25 +129,36 @@ pub async fn head_limits(
     }
 }
 
+pub async fn head_limits(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Served<impl actix_web::body::MessageBody> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers = req.headers();
+    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let refusal = if uri_len > MAX_URI {
+        Some(ApiError::UriTooLong(MAX_URI))
+    } else if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        Some(ApiError::HeadersTooLarge(MAX_HEADERS, MAX_HEADER_BYTES))
+    } else {
+        None
+    };
+    refuse_or_call(req, next, refusal).await
+}
+
 /// The gatekeeper of `/v1/verify`, before the body is read (a CORS
 /// preflight passes: it carries no credentials).
 async fn admit(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<
-    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
-    actix_web::Error,
-> {
-    if req.method() != actix_web::http::Method::OPTIONS
-        && let Some(state) = req.app_data::<web::Data<AppState>>()
-        && !state.gatekeeper.is_open()
-        && let Err(e) = state.gatekeeper.admit(req.request())
-    {
-        return Ok(req.error_response(e).map_into_right_body());
-    }
-    next.call(req)
-        .await
-        .map(actix_web::dev::ServiceResponse::map_into_left_body)
+) -> Served<impl actix_web::body::MessageBody> {
+    let refusal = match req.app_data::<web::Data<AppState>>() {
+        Some(state) if req.method() != actix_web::http::Method::OPTIONS && !state.gatekeeper.is_open() => {
+            state.gatekeeper.admit(req.request()).err()
+        }
+        _ => None,
+    };
+    refuse_or_call(req, next, refusal).await
 }
 
 /// A resource whose other methods answer 405 in problem+json, with the
