@@ -56,6 +56,16 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where the Redis replay store is.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// One URL, or a cluster's seed nodes.
+    pub urls: Vec<Secret>,
+    pub cluster: bool,
+    /// PEM roots to verify `rediss://` servers with (else the system's).
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -79,7 +89,8 @@ pub struct Settings {
     pub max_lookups_in_flight: usize,
     /// Replay-store operations in flight at most; beyond: 503 at once.
     pub redis_max_ops_in_flight: usize,
-    pub redis_url: Option<Secret>,
+    /// The shared replay store; `None`: a local file, one instance.
+    pub redis: Option<RedisSettings>,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
     pub replay_local_path: PathBuf,
@@ -240,6 +251,8 @@ struct RawRpc {
 struct RawRedis {
     url: Option<String>,
     url_file: Option<PathBuf>,
+    mode: String,
+    tls_ca_file: Option<PathBuf>,
     key_prefix: String,
     timeout_ms: u64,
     max_ops_in_flight: usize,
@@ -450,13 +463,15 @@ impl Settings {
             (None, Some(path)) => Some(read_side_file(&path, "redis.url_file")?.trim().to_owned()),
             (None, None) => None,
         };
-        if let Some(u) = &redis_url {
-            // Never echo the URL itself: it may carry a password.
-            let parsed = Url::parse(u).map_err(|_| ConfigError("redis URL does not parse".into()))?;
-            if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix") {
-                return fail(format!("redis URL scheme {:?} is not redis or rediss", parsed.scheme()));
+        let redis = match redis_url {
+            None => {
+                if raw.redis.tls_ca_file.is_some() {
+                    return fail("redis.tls_ca_file is set but no redis.url".into());
+                }
+                None
             }
-        }
+            Some(u) => Some(redis_settings(&u, &raw.redis.mode, raw.redis.tls_ca_file.as_deref())?),
+        };
         let ms = |key: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(Duration::from_millis(v))
@@ -634,7 +649,7 @@ impl Settings {
             coalescer_window,
             max_lookups_in_flight: raw.rpc.max_lookups_in_flight,
             redis_max_ops_in_flight: raw.redis.max_ops_in_flight,
-            redis_url: redis_url.map(Secret),
+            redis,
             redis_key_prefix: raw.redis.key_prefix,
             redis_timeout,
             replay_local_path: raw.replay.local_path,
@@ -880,6 +895,98 @@ fn shown_url(s: &str) -> String {
     }
 }
 
+/// At most this many cluster seed nodes.
+const MAX_REDIS_NODES: usize = 64;
+
+/// `redis.url` read for `redis.mode`: one URL, or (cluster) seed nodes
+/// separated by commas or whitespace (a file's lines).
+fn redis_settings(text: &str, mode: &str, ca_file: Option<&Path>) -> Result<RedisSettings, ConfigError> {
+    let cluster = match mode {
+        "single" => false,
+        "cluster" => true,
+        other => {
+            return Err(ConfigError(format!(
+                "redis.mode must be \"single\" or \"cluster\", got {:?}",
+                other.chars().take(32).collect::<String>()
+            )));
+        }
+    };
+    let urls: Vec<&str> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|u| !u.is_empty())
+        .collect();
+    match (cluster, urls.len()) {
+        (_, 0) => return Err(ConfigError("redis.url is empty".into())),
+        (false, 1) => {}
+        (false, _) => {
+            return Err(ConfigError(
+                "redis.url holds several URLs: set redis.mode = \"cluster\" for a cluster's seed nodes".into(),
+            ));
+        }
+        (true, n) if n > MAX_REDIS_NODES => {
+            return Err(ConfigError(format!(
+                "redis.url lists more than {MAX_REDIS_NODES} nodes"
+            )));
+        }
+        (true, _) => {}
+    }
+    let mut schemes = std::collections::BTreeSet::new();
+    for (i, u) in urls.iter().enumerate() {
+        // Never echo a URL itself: it may carry a password.
+        let parsed = Url::parse(u).map_err(|_| ConfigError(format!("redis URL {} does not parse", i + 1)))?;
+        let scheme = parsed.scheme();
+        let allowed: &[&str] = if cluster {
+            &["redis", "rediss"]
+        } else {
+            &["redis", "rediss", "redis+unix"]
+        };
+        if !allowed.contains(&scheme) {
+            return Err(ConfigError(format!(
+                "redis URL {} scheme {scheme:?} is not {}",
+                i + 1,
+                allowed.join(" or ")
+            )));
+        }
+        if scheme != "redis+unix" && parsed.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError(format!("redis URL {} has no host", i + 1)));
+        }
+        schemes.insert(scheme.to_owned());
+    }
+    if schemes.len() > 1 {
+        return Err(ConfigError(
+            "the cluster's redis URLs mix redis:// and rediss://: use TLS for all or none".into(),
+        ));
+    }
+    let tls = schemes.contains("rediss");
+    let tls_ca_pem = match ca_file {
+        None => None,
+        Some(_) if !tls => {
+            return Err(ConfigError(
+                "redis.tls_ca_file is set but redis.url is not rediss:// (TLS)".into(),
+            ));
+        }
+        Some(path) => {
+            let pem = read_side_file(path, "redis.tls_ca_file")?;
+            let certs =
+                <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ConfigError(format!("redis.tls_ca_file {} is not PEM", path.display())))?;
+            if certs.is_empty() {
+                return Err(ConfigError(format!(
+                    "redis.tls_ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            Some(pem.into_bytes())
+        }
+    };
+    Ok(RedisSettings {
+        urls: urls.into_iter().map(|u| Secret(u.to_owned())).collect(),
+        cluster,
+        tls_ca_pem,
+    })
+}
+
 fn read_side_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
     if meta.len() > MAX_SIDE_FILE_BYTES {
@@ -1117,7 +1224,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            s.redis_url.as_ref().unwrap().expose(),
+            s.redis.as_ref().unwrap().urls[0].expose(),
             "redis://:hunter2@127.0.0.1:6379"
         );
         assert!(!format!("{s:?}").contains("hunter2"));

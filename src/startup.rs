@@ -98,9 +98,13 @@ impl Application {
         )
         .map_err(ConfigError)?;
         let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
-        let guard = match &settings.redis_url {
-            Some(url) => ReplayGuard::redis(
-                url.expose(),
+        let guard = match &settings.redis {
+            Some(redis) => ReplayGuard::redis(
+                &settlegate_actors::RedisTarget {
+                    urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
+                    cluster: redis.cluster,
+                    tls_ca_pem: redis.tls_ca_pem.clone(),
+                },
                 &settings.redis_key_prefix,
                 settings.redis_timeout,
                 consumed.clone(),
@@ -142,13 +146,13 @@ impl Application {
             metrics.coalescer.clone(),
         );
         // With Redis, every instance on it shares each lookup.
-        let coalescer = if settings.redis_url.is_some() {
+        let coalescer = if settings.redis.is_some() {
             coalescer.share_through(replay.clone())
         } else {
             coalescer
         }
         .start();
-        if settings.redis_url.is_none() {
+        if settings.redis.is_none() {
             tracing::warn!(path = %settings.replay_local_path.display(),
                 "no redis.url: replay records are kept in a local file; run a single instance only");
         }

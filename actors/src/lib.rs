@@ -20,6 +20,7 @@ pub mod rpc_pool;
 pub mod rpc_transport;
 
 pub use genome_supervisor::{ActiveGenome, GenomeSource, GenomeSupervisor, Reload, ReloadCause, ReloadOutcome};
+pub use replay_guard::RedisTarget;
 
 /// Turns off actix's per-sender mailbox limit (16 messages by default) for
 /// an actor on the request path. With a limit, a sender past it is parked

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use deadpool_redis::redis;
-use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -323,27 +324,15 @@ impl ReplayGuard {
     /// A Redis-backed guard. The pool connects lazily: an unreachable Redis
     /// shows in `/readyz` and as 503s, it does not stop the boot.
     pub fn redis(
-        url: &str,
+        target: &RedisTarget,
         prefix: &str,
         timeout: Duration,
         cache: ConsumedCache,
         ops: StoreOps,
     ) -> Result<Self, String> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 64,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..Default::default()
-        });
-        let pool = cfg
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|_| "the redis URL is not usable".to_owned())?;
         let store = RedisStore {
-            pool,
+            connector: Connector::new(target, timeout)?,
+            creating: tokio::sync::Mutex::new(()),
             prefix: prefix.to_owned(),
             shared: Mutex::new(None),
             set_nx_get: AtomicBool::new(true),
@@ -390,7 +379,8 @@ impl ReplayGuard {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self.backend {
+        match &self.backend {
+            Backend::Redis(r) if matches!(r.connector, Connector::Cluster(..)) => "redis-cluster",
             Backend::Redis(_) => "redis",
             Backend::Local(_) => "local",
         }
@@ -886,17 +876,21 @@ static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(PUBLISH_LOOKUP));
 static RENEW_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(RENEW_LOOKUP));
 
-/// The Redis backend. deadpool-redis creates (and bounds the creation of)
-/// connections; since a redis-rs `MultiplexedConnection` pipelines any
+/// The Redis backend. The [`Connector`] makes connections; since a
+/// redis-rs `MultiplexedConnection` (or `ClusterConnection`) pipelines any
 /// number of concurrent commands, the store keeps one and clones it for
-/// each operation rather than checking one out of the pool, which would
-/// cost a recycle round trip (`UNWATCH` + `PING`) per operation. A
-/// connection that fails or times out is dropped; the next operation takes
-/// a fresh one from the pool.
+/// each operation rather than checking one out of a pool, which would cost
+/// a recycle round trip (`UNWATCH` + `PING`) per operation. A connection
+/// that fails or times out is dropped; the next operation makes a fresh one.
+///
+/// On a cluster every operation stays in one slot: a record is one key, a
+/// lookup's claim and result share a hash tag.
 struct RedisStore {
-    pool: deadpool_redis::Pool,
+    connector: Connector,
+    /// Held while a connection is being made.
+    creating: tokio::sync::Mutex<()>,
     prefix: String,
-    shared: Mutex<Option<MultiplexedConnection>>,
+    shared: Mutex<Option<Conn>>,
     /// Whether the server takes `SET … NX GET` (Redis 7.0 and later).
     set_nx_get: AtomicBool,
     /// The server's clock minus ours, in ms (`i64::MIN`: not measured on
@@ -908,17 +902,24 @@ struct RedisStore {
 }
 
 impl RedisStore {
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         if let Some(c) = self.shared.lock().as_ref() {
             return Ok(c.clone());
         }
-        let fresh = deadpool_redis::Connection::take(connection(&self.pool).await?);
+        // One connection is made at a time: a burst of operations after a
+        // failure waits for it (each within its timeout) rather than open
+        // one each.
+        let _creating = self.creating.lock().await;
+        if let Some(c) = self.shared.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = self.connector.connect().await?;
         let mut slot = self.shared.lock();
         Ok(slot.get_or_insert(fresh).clone())
     }
 
     /// Runs `op` on the shared connection; a failed connection is dropped.
-    async fn with_conn<T, F>(&self, op: impl FnOnce(MultiplexedConnection) -> F) -> Result<T, StoreError>
+    async fn with_conn<T, F>(&self, op: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, redis::RedisError>>,
     {
@@ -927,7 +928,14 @@ impl RedisStore {
         let mut drop_guard = ForgetOnDrop(Some((&self.shared, &self.clock_offset_ms)));
         let result = op(conn).await;
         match &result {
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() => {}
+            // A server that became a replica (a failover) refuses writes:
+            // the next connection finds the new primary.
+            Err(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                    || e.code() == Some("READONLY") => {}
             _ => drop_guard.0 = None,
         }
         result.map_err(redis_error)
@@ -1178,12 +1186,7 @@ impl RedisStore {
 /// Clears the shared connection slot when dropped while armed.
 /// (The clock offset goes with the connection: the next one may reach
 /// another server, after a failover.)
-struct ForgetOnDrop<'a>(
-    Option<(
-        &'a Mutex<Option<MultiplexedConnection>>,
-        &'a std::sync::atomic::AtomicI64,
-    )>,
-);
+struct ForgetOnDrop<'a>(Option<(&'a Mutex<Option<Conn>>, &'a std::sync::atomic::AtomicI64)>);
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
@@ -1245,15 +1248,137 @@ fn redis_error(e: redis::RedisError) -> StoreError {
     }
 }
 
-async fn connection(pool: &deadpool_redis::Pool) -> Result<deadpool_redis::Connection, StoreError> {
-    pool.get().await.map_err(|e| match e {
-        deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
-        // Kind and detail only: the error's display can carry the URL.
-        deadpool_redis::PoolError::Backend(e) => {
-            StoreError::Connection(format!("{:?} {}", e.kind(), e.detail().unwrap_or("")))
+/// Where the replay store is: one server (or a proxy in front of several),
+/// or the seed nodes of a Redis Cluster. URLs are `redis://` or `rediss://`
+/// (TLS, verified against `tls_ca_pem` when given, else the system's roots).
+#[derive(Clone)]
+pub struct RedisTarget {
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs can carry passwords.
+        f.debug_struct("RedisTarget")
+            .field("urls", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+/// Makes connections. A single server's come from deadpool-redis (which
+/// bounds their creation by the timeout); a cluster's from redis-rs's
+/// cluster client, which follows `MOVED`/`ASK` redirections and a
+/// failover's new primaries itself (deadpool-redis's cluster manager takes
+/// no TLS roots, and only one connection is kept anyway).
+enum Connector {
+    Single(deadpool_redis::Pool),
+    Cluster(redis::cluster::ClusterClient, Duration),
+}
+
+impl Connector {
+    fn new(target: &RedisTarget, timeout: Duration) -> Result<Self, String> {
+        // Never quote a URL in an error: it may carry a password.
+        let unusable = |_| "the redis URL is not usable".to_owned();
+        let certs = target.tls_ca_pem.as_ref().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+        if target.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(target.urls.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            return Ok(Connector::Cluster(builder.build().map_err(unusable)?, timeout));
         }
-        _ => StoreError::Connection("pool error".into()),
-    })
+        let [url] = target.urls.as_slice() else {
+            return Err("a single redis server has one URL".into());
+        };
+        let info = match certs {
+            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs)
+                .map_err(unusable)?
+                .get_connection_info()
+                .clone(),
+            None => redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(unusable)?,
+        };
+        let manager = deadpool_redis::Manager::new(info).map_err(unusable)?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(64)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|_| "the redis pool cannot be built".to_owned())?;
+        Ok(Connector::Single(pool))
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        match self {
+            Connector::Single(pool) => {
+                let conn = pool.get().await.map_err(|e| match e {
+                    deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
+                    // Kind and detail only: the error's display can carry the URL.
+                    deadpool_redis::PoolError::Backend(e) => {
+                        StoreError::Connection(format!("{:?} {}", e.kind(), e.detail().unwrap_or("")))
+                    }
+                    _ => StoreError::Connection("pool error".into()),
+                })?;
+                Ok(Conn::Single(deadpool_redis::Connection::take(conn)))
+            }
+            Connector::Cluster(client, timeout) => {
+                match tokio::time::timeout(*timeout, client.get_async_connection()).await {
+                    Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
+                    Ok(Err(e)) => Err(StoreError::Connection(format!(
+                        "cluster: {:?} {}",
+                        e.kind(),
+                        e.detail().unwrap_or("")
+                    ))),
+                    Err(_) => Err(StoreError::Timeout),
+                }
+            }
+        }
+    }
+}
+
+/// A connection to one server or to a cluster; both pipeline any number of
+/// concurrent commands, and clones share one connection.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -1365,11 +1490,14 @@ mod tests {
 
     fn store(prefix: &str, set_nx_get: bool) -> RedisStore {
         let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .unwrap();
+        let target = RedisTarget {
+            urls: vec![url],
+            cluster: false,
+            tls_ca_pem: None,
+        };
         RedisStore {
-            pool,
+            connector: Connector::new(&target, Duration::from_secs(2)).unwrap(),
+            creating: tokio::sync::Mutex::new(()),
             prefix: prefix.to_owned(),
             shared: Mutex::new(None),
             set_nx_get: AtomicBool::new(set_nx_get),

@@ -35,7 +35,7 @@ pub struct AppState {
     pub settler: Settler,
     pub rpc: Addr<RpcPool>,
     pub replay: Addr<ReplayGuard>,
-    /// `redis` or `local`, for `/readyz`.
+    /// `redis`, `redis-cluster` or `local`, for `/readyz`.
     pub replay_backend: &'static str,
     /// The level of the per-request log line.
     pub request_log: RequestLog,

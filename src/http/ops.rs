@@ -67,7 +67,7 @@ pub struct GenomeState {
 pub struct StoreState {
     #[schema(value_type = String, pattern = "^(ok|unavailable)$")]
     state: &'static str,
-    /// `redis` or `local`.
+    /// `redis`, `redis-cluster` or `local`.
     #[schema(value_type = String)]
     backend: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::chain::*;
 use crate::helpers::*;
 
-const RECEIPT: &str = "eth_getTransactionReceipt";
+pub(crate) const RECEIPT: &str = "eth_getTransactionReceipt";
 
 /// The per-method difference between two snapshots of a node's calls.
 fn served_between(before: &HashMap<String, usize>, after: &HashMap<String, usize>) -> HashMap<String, usize> {
@@ -27,7 +27,7 @@ fn served_between(before: &HashMap<String, usize>, after: &HashMap<String, usize
 }
 
 /// Waits until `/readyz` says ready (the start-up chain-id probe is done).
-async fn ready(app: &Served) {
+pub(crate) async fn ready(app: &Served) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while app.get_json("/readyz").await.0 != 200 {
         assert!(std::time::Instant::now() < deadline, "never ready");
@@ -36,7 +36,7 @@ async fn ready(app: &Served) {
 }
 
 /// Every answer is a 402 with `code` and `reason` ("" for none).
-fn all_refused(hash: &str, answers: &[Verified], code: &str, reason: &str) {
+pub(crate) fn all_refused(hash: &str, answers: &[Verified], code: &str, reason: &str) {
     let wrong: Vec<_> = answers
         .iter()
         .filter(|v| (v.status, v.code(), v.reason()) != (402, code, reason))
@@ -49,7 +49,7 @@ fn all_refused(hash: &str, answers: &[Verified], code: &str, reason: &str) {
     );
 }
 
-fn tempo(hash: &str) -> serde_json::Value {
+pub(crate) fn tempo(hash: &str) -> serde_json::Value {
     json!({ "credential": format!("Tempo {hash}") })
 }
 
@@ -57,7 +57,7 @@ fn tempo(hash: &str) -> serde_json::Value {
 /// than the default 250 ms window; a 2 s window keeps the count exact while
 /// testing the same mechanism (overlapping checks join the lookup in flight,
 /// later ones are answered by the held refusal).
-const STORM_WINDOW_MS: &str = "2000";
+pub(crate) const STORM_WINDOW_MS: &str = "2000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storms_on_payments_that_do_not_settle_cost_one_receipt_lookup_each() {
@@ -296,7 +296,7 @@ async fn a_corrupt_replay_record_is_a_503_and_is_never_overwritten() {
 }
 
 /// `n` checks of `body`, spread evenly over `apps` and sent at once.
-async fn storm_across(apps: &[Arc<Served>], body: serde_json::Value, n: usize) -> Vec<Verified> {
+pub(crate) async fn storm_across(apps: &[Arc<Served>], body: serde_json::Value, n: usize) -> Vec<Verified> {
     let mut set = tokio::task::JoinSet::new();
     for (i, app) in apps.iter().enumerate() {
         let share = n / apps.len() + usize::from(i < n % apps.len());

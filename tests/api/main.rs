@@ -5,6 +5,7 @@ mod boot;
 mod callers;
 mod chain;
 mod cli;
+mod cluster;
 mod collector;
 mod demo;
 mod endpoints;
