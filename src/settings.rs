@@ -64,6 +64,8 @@ pub struct RedisSettings {
     pub cluster: bool,
     /// PEM roots to verify `rediss://` servers with (else the system's).
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Replicas a new record must reach before its 200 (`WAIT`); 0: none.
+    pub wait_replicas: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +255,7 @@ struct RawRedis {
     url_file: Option<PathBuf>,
     mode: String,
     tls_ca_file: Option<PathBuf>,
+    wait_replicas: u32,
     key_prefix: String,
     timeout_ms: u64,
     max_ops_in_flight: usize,
@@ -472,6 +475,22 @@ impl Settings {
             }
             Some(u) => Some(redis_settings(&u, &raw.redis.mode, raw.redis.tls_ca_file.as_deref())?),
         };
+        match (&redis, raw.redis.wait_replicas) {
+            (_, 0) => {}
+            (_, n) if n > 16 => return fail(format!("redis.wait_replicas must be at most 16, got {n}")),
+            (None, _) => return fail("redis.wait_replicas is set but no redis.url".into()),
+            (Some(_), _) if raw.redis.timeout_ms < 300 => {
+                return fail(format!(
+                    "redis.wait_replicas needs redis.timeout_ms of at least 300 (a third each for the consume, the replicas and a withdrawal), got {}",
+                    raw.redis.timeout_ms
+                ));
+            }
+            (Some(_), _) => {}
+        }
+        let redis = redis.map(|r| RedisSettings {
+            wait_replicas: raw.redis.wait_replicas,
+            ..r
+        });
         let ms = |key: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(Duration::from_millis(v))
@@ -984,6 +1003,7 @@ fn redis_settings(text: &str, mode: &str, ca_file: Option<&Path>) -> Result<Redi
         urls: urls.into_iter().map(|u| Secret(u.to_owned())).collect(),
         cluster,
         tls_ca_pem,
+        wait_replicas: 0,
     })
 }
 
@@ -1088,6 +1108,107 @@ mod tests {
         }
         let e = urls(&[("TEMPO_RPC_URL", "not a url")]).unwrap_err();
         assert!(e.0.contains("TEMPO_RPC_URL"), "{e:?}");
+    }
+
+    #[test]
+    fn redis_modes_tls_roots_and_replica_waits_are_checked_at_boot() {
+        let k = key(1);
+        let base = [
+            ("SETTLEGATE_GENOME__PATH", "/tmp/g.json"),
+            ("SETTLEGATE_TRUST__KEYS", &k as &str),
+        ];
+        let redis = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            load(&pairs).map(|s| s.redis)
+        };
+        let seeds = "redis://:pw@10.0.0.1:7000, redis://:pw@10.0.0.2:7000\nredis://:pw@10.0.0.3:7000";
+        let cluster = redis(&[("SETTLEGATE_REDIS__URL", seeds), ("SETTLEGATE_REDIS__MODE", "cluster")])
+            .unwrap()
+            .unwrap();
+        assert!(cluster.cluster);
+        assert_eq!(cluster.urls.len(), 3);
+        assert_eq!(cluster.urls[2].expose(), "redis://:pw@10.0.0.3:7000");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        // a real certificate, in PEM
+        std::fs::write(
+            &ca,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-ca.pem")),
+        )
+        .unwrap();
+        let (ca, not_pem) = (ca.display().to_string(), not_pem.display().to_string());
+        let tls = redis(&[
+            ("SETTLEGATE_REDIS__URL", "rediss://:pw@r.example:6380"),
+            ("SETTLEGATE_REDIS__TLS_CA_FILE", &ca),
+            ("SETTLEGATE_REDIS__WAIT_REPLICAS", "1"),
+            ("SETTLEGATE_REDIS__TIMEOUT_MS", "900"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(!tls.cluster && tls.tls_ca_pem.is_some() && tls.wait_replicas == 1);
+        for (extra, says) in [
+            (vec![("SETTLEGATE_REDIS__URL", seeds)], "redis.mode"),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis://a:1"),
+                    ("SETTLEGATE_REDIS__MODE", "sentinel"),
+                ],
+                "redis.mode",
+            ),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis://:pw@a:1,rediss://:pw@b:1"),
+                    ("SETTLEGATE_REDIS__MODE", "cluster"),
+                ],
+                "mix",
+            ),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis+unix:///r.sock"),
+                    ("SETTLEGATE_REDIS__MODE", "cluster"),
+                ],
+                "scheme",
+            ),
+            (vec![("SETTLEGATE_REDIS__URL", " , ")], "empty"),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis://:pw@a:1"),
+                    ("SETTLEGATE_REDIS__TLS_CA_FILE", &ca),
+                ],
+                "not rediss",
+            ),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "rediss://:pw@a:1"),
+                    ("SETTLEGATE_REDIS__TLS_CA_FILE", &not_pem),
+                ],
+                "certificate",
+            ),
+            (vec![("SETTLEGATE_REDIS__TLS_CA_FILE", &ca)], "no redis.url"),
+            (vec![("SETTLEGATE_REDIS__WAIT_REPLICAS", "1")], "no redis.url"),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis://:pw@a:1"),
+                    ("SETTLEGATE_REDIS__WAIT_REPLICAS", "17"),
+                ],
+                "at most 16",
+            ),
+            (
+                vec![
+                    ("SETTLEGATE_REDIS__URL", "redis://:pw@a:1"),
+                    ("SETTLEGATE_REDIS__WAIT_REPLICAS", "1"),
+                    ("SETTLEGATE_REDIS__TIMEOUT_MS", "200"),
+                ],
+                "at least 300",
+            ),
+        ] {
+            let e = redis(&extra).unwrap_err();
+            assert!(e.0.contains(says), "{extra:?}: {e:?}");
+            assert!(!e.0.contains(":pw@"), "never quotes a URL: {e:?}");
+        }
     }
 
     #[test]

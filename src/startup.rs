@@ -104,6 +104,7 @@ impl Application {
                     urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
                     cluster: redis.cluster,
                     tls_ca_pem: redis.tls_ca_pem.clone(),
+                    wait_replicas: redis.wait_replicas,
                 },
                 &settings.redis_key_prefix,
                 settings.redis_timeout,

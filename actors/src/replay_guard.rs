@@ -61,6 +61,11 @@ pub enum StoreError {
     /// As many operations as allowed are waiting on the store already.
     #[error("{0} store operations are in flight already")]
     Saturated(usize),
+    /// `redis.wait_replicas`: the record did not reach that many replicas
+    /// in time, so it was withdrawn (nothing consumed, unless the
+    /// withdrawal failed too).
+    #[error("the record reached {acked} of {wanted} replicas in time")]
+    Unreplicated { wanted: u32, acked: i64 },
 }
 
 impl StoreError {
@@ -73,6 +78,7 @@ impl StoreError {
             StoreError::Refused(_) => "store_refused",
             StoreError::Stopped => "store_stopped",
             StoreError::Saturated(_) => "store_saturated",
+            StoreError::Unreplicated { .. } => "store_unreplicated",
         }
     }
 }
@@ -338,6 +344,7 @@ impl ReplayGuard {
             set_nx_get: AtomicBool::new(true),
             clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             deadlines: AtomicBool::new(true),
+            wait_replicas: target.wait_replicas,
         };
         Ok(Self::with_backend(Backend::Redis(Arc::new(store)), timeout, cache, ops))
     }
@@ -503,10 +510,18 @@ impl Handler<Consume> for ReplayGuard {
         // before the local timeout by a margin (its reply must be back in
         // time), half the timeout at most
         let budget = self.timeout.as_millis() as i64;
-        let deadline = unix_ms() + budget - CLOCK_MARGIN_MS.min(budget / 2);
+        // Waiting for replicas: a third of the budget for the consume, a
+        // third for the replicas, the last for withdrawing an unconfirmed
+        // record, so it is never left behind by the timeout.
+        let waits = matches!(&self.backend, Backend::Redis(r) if r.wait_replicas > 0);
+        let (deadline, wait_ms) = if waits {
+            (unix_ms() + budget / 3, (budget / 3) as u64)
+        } else {
+            (unix_ms() + budget - CLOCK_MARGIN_MS.min(budget / 2), 0)
+        };
         let op = self.run(
             "put_if_absent",
-            move |b| async move { put_if_absent(b, hash, &record, deadline).await },
+            move |b| async move { put_if_absent(b, hash, &record, deadline, wait_ms).await },
             |c| match c {
                 Consumed::Inserted => "inserted",
                 Consumed::Existing(_) => "existing",
@@ -866,6 +881,32 @@ if existing then return {'existing', existing} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {'inserted'}";
 
+/// KEYS[1] a record; ARGV[1] the record we wrote. Deletes it if unchanged.
+const WITHDRAW: &str = "\
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+static WITHDRAW_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(WITHDRAW));
+
+/// `WAIT wanted ms` on `conn`; on a cluster, at the primary that owns
+/// `key`'s slot (where the record was written, unless the slot was
+/// migrating: then the importing node wrote it and this confirms less).
+async fn wait_for_replicas(conn: &mut Conn, key: &str, wanted: u32, ms: u64) -> redis::RedisResult<i64> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(wanted).arg(ms);
+    match conn {
+        Conn::Single(c) => cmd.query_async(c).await,
+        Conn::Cluster(c) => {
+            let route = Route::with_key(key, SlotAddr::Master);
+            let v = c
+                .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
+                .await?;
+            Ok(redis::from_redis_value(v)?)
+        }
+    }
+}
+
 static CONSUME_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(CONSUME_BEFORE));
 
@@ -899,6 +940,8 @@ struct RedisStore {
     /// Whether the server runs the deadline script (TIME before a write:
     /// Redis 5 and later).
     deadlines: AtomicBool,
+    /// Replicas a new record must reach (`WAIT`) before its 200; 0: none.
+    wait_replicas: u32,
 }
 
 impl RedisStore {
@@ -971,35 +1014,54 @@ impl RedisStore {
         encoded: String,
         ttl_ms: u64,
         deadline: i64,
+        wait_ms: u64,
     ) -> Result<Consumed, StoreError> {
         let key = key(&self.prefix, hash);
+        let wanted = self.wait_replicas;
         if self.deadlines.load(Ordering::Relaxed) {
             let server_deadline = deadline + self.clock_offset().await?;
-            let attempt: Result<Vec<String>, StoreError> = self
+            let attempt: Result<(Vec<String>, Option<redis::RedisResult<i64>>), StoreError> = self
                 .with_conn(|mut c| {
                     let (key, encoded) = (key.clone(), encoded.clone());
                     async move {
-                        CONSUME_SCRIPT
-                            .key(key)
+                        let answer: Vec<String> = CONSUME_SCRIPT
+                            .key(&key)
                             .arg(encoded)
                             .arg(ttl_ms)
                             .arg(server_deadline)
                             .invoke_async(&mut c)
-                            .await
+                            .await?;
+                        // WAIT on the connection that wrote: it counts the
+                        // replicas that have this connection's writes.
+                        let acked = if wanted > 0 && answer.first().is_some_and(|k| k == "inserted") {
+                            Some(wait_for_replicas(&mut c, &key, wanted, wait_ms).await)
+                        } else {
+                            None
+                        };
+                        Ok((answer, acked))
                     }
                 })
                 .await;
             match attempt {
-                Ok(answer) => {
+                Ok((answer, acked)) => {
                     return match answer.as_slice() {
-                        [k] if k == "inserted" => Ok(Consumed::Inserted),
+                        [k] if k == "inserted" => match acked {
+                            Some(acked) if acked.as_ref().map_or(true, |&n| n < i64::from(wanted)) => {
+                                let acked = acked.unwrap_or(-1);
+                                self.withdraw(&key, &encoded).await;
+                                Err(StoreError::Unreplicated { wanted, acked })
+                            }
+                            _ => Ok(Consumed::Inserted),
+                        },
                         [k, raw] if k == "existing" => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
                         // The request was answered already; nothing written.
                         [k] if k == "late" => Err(StoreError::Timeout),
                         _ => Err(StoreError::Corrupt("an unexpected answer to a consume".into())),
                     };
                 }
-                Err(StoreError::Refused(_)) | Err(StoreError::Connection(_)) if self.is_old_server().await => {
+                Err(StoreError::Refused(_)) | Err(StoreError::Connection(_))
+                    if wanted == 0 && self.is_old_server().await =>
+                {
                     tracing::info!(
                         "the replay store cannot bound consumes by time (Redis before 5.0); consuming without"
                     );
@@ -1007,6 +1069,10 @@ impl RedisStore {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if wanted > 0 {
+            // WAIT goes with the deadline script: never consume unconfirmed.
+            return Err(StoreError::Refused("redis.wait_replicas needs Redis 5 or later".into()));
         }
         let existing: Option<String> = if self.set_nx_get.load(Ordering::Relaxed) {
             let attempt = self
@@ -1055,6 +1121,26 @@ impl RedisStore {
                     .and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok())
             })
             .is_some_and(|major| major < 5)
+    }
+
+    /// Deletes a record that did not reach its replicas, if it is still
+    /// ours. If this fails too the record stays: a retry with the same
+    /// `Idempotency-Key` gets its 200, without one it is REPLAYED.
+    async fn withdraw(&self, key: &str, encoded: &str) {
+        let done: Result<i64, StoreError> = self
+            .with_conn(|mut c| async move { WITHDRAW_SCRIPT.key(key).arg(encoded).invoke_async(&mut c).await })
+            .await;
+        match done {
+            Ok(_) => tracing::warn!(
+                cause = "store_unreplicated",
+                "a consume did not reach redis.wait_replicas replicas in time; it was withdrawn"
+            ),
+            Err(e) => tracing::error!(
+                cause = "store_unreplicated",
+                error = %e,
+                "a consume did not reach its replicas in time and could not be withdrawn; it stays consumed"
+            ),
+        }
     }
 
     async fn script(&self, key: &str, encoded: String, ttl_ms: u64) -> Result<Option<String>, StoreError> {
@@ -1202,12 +1288,13 @@ async fn put_if_absent(
     hash: TxHash,
     record: &ReplayRecord,
     deadline: i64,
+    wait_ms: u64,
 ) -> Result<Consumed, StoreError> {
     let encoded = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     match backend {
         Backend::Redis(r) => {
             let ttl_ms = record.expires_at.saturating_sub(unix_now()).max(1) * 1000;
-            r.put_if_absent(&hash, encoded, ttl_ms, deadline).await
+            r.put_if_absent(&hash, encoded, ttl_ms, deadline, wait_ms).await
         }
         Backend::Local(store) => {
             let hash = hash.to_string();
@@ -1256,6 +1343,8 @@ pub struct RedisTarget {
     pub urls: Vec<String>,
     pub cluster: bool,
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Replicas each new record must reach before it counts (`WAIT`).
+    pub wait_replicas: u32,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -1275,7 +1364,7 @@ impl std::fmt::Debug for RedisTarget {
 /// no TLS roots, and only one connection is kept anyway).
 enum Connector {
     Single(deadpool_redis::Pool),
-    Cluster(redis::cluster::ClusterClient, Duration),
+    Cluster(Box<redis::cluster::ClusterClient>, Duration),
 }
 
 impl Connector {
@@ -1293,7 +1382,7 @@ impl Connector {
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
-            return Ok(Connector::Cluster(builder.build().map_err(unusable)?, timeout));
+            return Ok(Connector::Cluster(Box::new(builder.build().map_err(unusable)?), timeout));
         }
         let [url] = target.urls.as_slice() else {
             return Err("a single redis server has one URL".into());
@@ -1489,11 +1578,16 @@ mod tests {
     }
 
     fn store(prefix: &str, set_nx_get: bool) -> RedisStore {
+        store_waiting(prefix, set_nx_get, 0)
+    }
+
+    fn store_waiting(prefix: &str, set_nx_get: bool, wait_replicas: u32) -> RedisStore {
         let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let target = RedisTarget {
             urls: vec![url],
             cluster: false,
             tls_ca_pem: None,
+            wait_replicas,
         };
         RedisStore {
             connector: Connector::new(&target, Duration::from_secs(2)).unwrap(),
@@ -1503,6 +1597,7 @@ mod tests {
             set_nx_get: AtomicBool::new(set_nx_get),
             clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             deadlines: AtomicBool::new(true),
+            wait_replicas,
         }
     }
 
@@ -1523,12 +1618,12 @@ mod tests {
             let r = record(unix_now() + 60);
             let text = serde_json::to_string(&r).unwrap();
             assert_eq!(
-                s.put_if_absent(&hash, text.clone(), 60_000, later).await,
+                s.put_if_absent(&hash, text.clone(), 60_000, later, 0).await,
                 Ok(Consumed::Inserted)
             );
             let other = serde_json::to_string(&record(unix_now() + 99)).unwrap();
             assert_eq!(
-                s.put_if_absent(&hash, other, 60_000, later).await,
+                s.put_if_absent(&hash, other, 60_000, later, 0).await,
                 Ok(Consumed::Existing(Arc::new(r.clone()))),
                 "the first record stays"
             );
@@ -1565,7 +1660,7 @@ mod tests {
         let hash: TxHash = format!("0x{}", "cd".repeat(32)).parse().unwrap();
         let text = serde_json::to_string(&record(unix_now() + 60)).unwrap();
         assert_eq!(
-            s.put_if_absent(&hash, text.clone(), 60_000, unix_ms() - 1).await,
+            s.put_if_absent(&hash, text.clone(), 60_000, unix_ms() - 1, 0).await,
             Err(StoreError::Timeout)
         );
         assert_eq!(s.get(&hash).await, Ok(None), "nothing was written");
@@ -1574,9 +1669,45 @@ mod tests {
             "the same machine's clock"
         );
         assert_eq!(
-            s.put_if_absent(&hash, text, 60_000, unix_ms() + 1_000).await,
+            s.put_if_absent(&hash, text, 60_000, unix_ms() + 1_000, 0).await,
             Ok(Consumed::Inserted)
         );
+    }
+
+    /// `redis.wait_replicas` on a server without replicas (the machine's):
+    /// the consume is written, WAIT counts no replica in time, and the
+    /// record is withdrawn, so the 503 consumed nothing and a retry can
+    /// still consume. A withdrawal deletes only the record it wrote.
+    #[tokio::test]
+    async fn a_consume_no_replica_confirms_is_withdrawn() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        let prefix = format!("sgunit-{}-{}-wait:", std::process::id(), hex::encode(nonce));
+        let s = store_waiting(&prefix, true, 1);
+        let hash: TxHash = format!("0x{}", "ce".repeat(32)).parse().unwrap();
+        let text = serde_json::to_string(&record(unix_now() + 60)).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            s.put_if_absent(&hash, text.clone(), 60_000, unix_ms() + 1_000, 50)
+                .await,
+            Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50), "WAIT waited its time");
+        let plain = store(&prefix, true);
+        assert_eq!(plain.get(&hash).await, Ok(None), "withdrawn");
+        assert_eq!(
+            plain
+                .put_if_absent(&hash, text.clone(), 60_000, unix_ms() + 1_000, 0)
+                .await,
+            Ok(Consumed::Inserted)
+        );
+        s.withdraw(&key(&prefix, &hash), "another record").await;
+        assert!(
+            plain.get(&hash).await.unwrap().is_some(),
+            "only our own record is withdrawn"
+        );
+        s.withdraw(&key(&prefix, &hash), &text).await;
+        assert_eq!(plain.get(&hash).await, Ok(None));
     }
 
     /// The cross-instance lookup protocol on a real Redis: one claim at a

@@ -17,7 +17,21 @@ use crate::lookup::{RECEIPT, STORM_WINDOW_MS, all_refused, ready, storm_across, 
 /// loopback, in a temporary directory; every node is killed on drop.
 pub struct RedisCluster {
     nodes: HashMap<u16, Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)")
 }
 
 /// A port whose cluster bus port (port + 10000) is free too.
@@ -39,26 +53,11 @@ impl RedisCluster {
         }
         let mut nodes = HashMap::new();
         for &port in &ports {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/test installs it)");
-            nodes.insert(port, child);
+            nodes.insert(port, spawn_node(dir.path(), port));
         }
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, dir };
         for &port in &ports {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while cluster.cli(port, &["PING"]) != "PONG" {
-                assert!(Instant::now() < deadline, "redis-server {port} did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            cluster.wait_for_pong(port);
         }
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
@@ -88,13 +87,37 @@ impl RedisCluster {
                 info.contains("cluster_state:ok")
                     && view.values().filter(|n| n.master && !n.slots.is_empty()).count() == masters
                     && view.values().filter(|n| !n.master).count() == replicas
-            });
+            }) && {
+                // and every replica has synced (WAIT counts only those)
+                let online: usize = self
+                    .nodes
+                    .keys()
+                    .map(|&p| self.cli(p, &["INFO", "replication"]).matches("state=online").count())
+                    .sum();
+                online == replicas
+            };
             if ok {
                 return;
             }
             assert!(Instant::now() < deadline, "the cluster never became ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn wait_for_pong(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(port, &["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a killed node again on its own cluster configuration: it
+    /// rejoins (a failed-over primary comes back as a replica).
+    pub fn restart(&mut self, port: u16) {
+        let child = spawn_node(self.dir.path(), port);
+        self.nodes.insert(port, child);
+        self.wait_for_pong(port);
     }
 
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
@@ -416,5 +439,118 @@ async fn payments_presented_during_a_slot_migration_are_consumed_once_and_found_
     for hash in [&first, &second] {
         let replay = c.verify_hash(hash).await;
         assert_eq!((replay.status, replay.code()), (402, "REPLAYED"), "{:?}", replay.body);
+    }
+}
+
+/// Issue 8: a primary of a 3-primary, 3-replica cluster killed with
+/// `kill -9` under load, with `redis.wait_replicas = 1`. Every 200's record
+/// had reached a replica, so the failover keeps it: a cold instance answers
+/// REPLAYED once the replica is promoted. While the promoted primary has no
+/// replica, a new record on its slots cannot be confirmed: the answer is a
+/// 503 and the record is withdrawn (a later 200, not REPLAYED, proves it).
+/// When the killed node is back (as a replica), every payment gets its one
+/// 200, and a new instance finds every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_under_load_loses_no_record_of_a_200_with_wait_replicas() {
+    let chain = Chain::start();
+    let mut cluster = RedisCluster::start(3, 1);
+    let w = Workdir::new();
+    let mut env = cluster_env(&chain, &w, &cluster);
+    env.insert("SETTLEGATE_REDIS__WAIT_REPLICAS".into(), "1".into());
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "1500".into());
+    let (a, b) = (Arc::new(Served::start(&env)), Arc::new(Served::start(&env)));
+    ready(&a).await;
+    ready(&b).await;
+
+    let first = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let paid = a.verify_hash(&first).await;
+    assert_eq!(paid.status, 200, "confirmed by a replica: {:?}", paid.body);
+    let (victim, victim_id) = cluster.owner(cluster.slot(&record_key(&env, &first)), &[]);
+    let heir = cluster.replica_of(&victim_id, &[]);
+    // A payment whose record will fall on the victim's slots.
+    let same_shard = (0..24)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .find(|h| cluster.owner(cluster.slot(&record_key(&env, h)), &[]).0 == victim)
+        .expect("one of 24 payments falls on one primary of three");
+    let others: Vec<String> = (0..6)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect();
+
+    cluster.kill(victim);
+    let killed = Instant::now();
+    // Load during the failover: each payment presented until it is not a
+    // 503; the first such answer must be its one 200.
+    let load: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (app, h) = (if i % 2 == 0 { a.clone() } else { b.clone() }, h.clone());
+            tokio::spawn(async move { until_answered(&app, &h, Duration::from_secs(60)).await })
+        })
+        .collect();
+
+    let replay = until_answered(&b, &first, Duration::from_secs(30)).await;
+    assert_eq!(
+        (replay.status, replay.code()),
+        (402, "REPLAYED"),
+        "the record of a 200 outlived its primary: {:?}",
+        replay.body
+    );
+    let recovered = killed.elapsed();
+    assert!(
+        recovered < Duration::from_secs(15),
+        "found again {recovered:?} after the kill"
+    );
+    cluster.wait_until_ok(3, 2);
+    assert_eq!(
+        cluster.owner(cluster.slot(&record_key(&env, &first)), &[victim]).0,
+        heir
+    );
+
+    // The heir has no replica: a new record there cannot be confirmed.
+    let unconfirmed = a.verify_hash(&same_shard).await;
+    assert_eq!(
+        (unconfirmed.status, unconfirmed.code()),
+        (503, "REPLAY_STORE_UNAVAILABLE"),
+        "{:?}",
+        unconfirmed.body
+    );
+    assert!(
+        a.metric("settlegate_unavailable_total{code=\"REPLAY_STORE_UNAVAILABLE\",cause=\"store_unreplicated\"}")
+            .await
+            >= 1
+    );
+    assert_eq!(
+        cluster.cli(heir, &["EXISTS", &record_key(&env, &same_shard)]),
+        "0",
+        "the unconfirmed record was withdrawn"
+    );
+
+    cluster.restart(victim);
+    cluster.wait_until_ok(3, 3);
+    let settled = until_answered(&a, &same_shard, Duration::from_secs(30)).await;
+    assert_eq!(
+        settled.status, 200,
+        "nothing was consumed by the 503: {:?}",
+        settled.body
+    );
+    for (h, answer) in others.iter().zip(load) {
+        let answer = answer.await.unwrap();
+        assert_eq!(
+            answer.status, 200,
+            "{h}: its first answer that is not a 503: {:?}",
+            answer.body
+        );
+    }
+    let c = Served::start(&env);
+    ready(&c).await;
+    for h in others.iter().chain([&first, &same_shard]) {
+        let replay = c.verify_hash(h).await;
+        assert_eq!(
+            (replay.status, replay.code()),
+            (402, "REPLAYED"),
+            "{h}: {:?}",
+            replay.body
+        );
     }
 }
