@@ -560,3 +560,193 @@ async fn saturated_dependencies_answer_503_at_once_instead_of_queueing() {
         assert_eq!(verify_until_answered(&app, hash).await.status, 200);
     }
 }
+
+/// What the kernel says one process holds: resident memory, open file
+/// descriptors, CPU time used (user + system).
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    fds: usize,
+    cpu: Duration,
+}
+
+fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // /proc/<pid>/stat: fields 14 and 15 (utime, stime) after the ")"
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Usage {
+        rss_kib,
+        fds,
+        cpu: Duration::from_millis(ticks * 1000 / hz),
+    }
+}
+
+/// Established TCP connections on this machine to 127.0.0.1:`port`, from
+/// the connecting side (`/proc/net/tcp`: the remote address is `port`).
+fn connections_to(port: u16) -> usize {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// Issue 8: while the RPC endpoint hangs (accepts, never answers), the
+/// service's own resources stay bounded, as the kernel counts them. First
+/// twice `rpc.max_lookups_in_flight` checks: the allowed number hang on the
+/// node (the others are 503s at once), holding that many
+/// connections to it and no more, and no CPU used while they wait (nothing
+/// spins or retries in a loop); each ends in a 503 at the timeout, and the
+/// endpoint's circuit opens. Then eight waves of 200 concurrent checks of
+/// distinct hashes over about seven seconds: every one a 503 within the
+/// timeout, the node reached only by the circuit's half-open probes, open
+/// descriptors and memory within a bound and back down after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_rpc_endpoint_keeps_cpu_memory_and_connections_bounded() {
+    const IN_FLIGHT: usize = 32;
+    const WAVES: usize = 8;
+    const WAVE: usize = 200;
+    let hung = FaultInjector::start(None);
+    let node_port: u16 = hung.url.rsplit(':').next().unwrap().parse().unwrap();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &hung.url);
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "1000".into());
+    env.insert("SETTLEGATE_RPC__LOOKUP_TIMEOUT_MS".into(), "1000".into());
+    env.insert("SETTLEGATE_RPC__PROBE_INTERVAL_MS".into(), "0".into());
+    env.insert("SETTLEGATE_RPC__MAX_LOOKUPS_IN_FLIGHT".into(), IN_FLIGHT.to_string());
+    let app = Served::start(&env);
+    let pid = app.child.id();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the start-up probe times out
+    let url = app.url("/v1/verify");
+    let base = usage(pid);
+
+    // `count` checks of new hashes at once, on a client of their own
+    // (dropped after, so its connections close).
+    let wave = |n: usize, count: usize| {
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..count {
+                let (client, url) = (client.clone(), url.clone());
+                set.spawn(async move {
+                    let hash = format!("0x{n:016x}{i:048x}");
+                    let started = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .json(&json!({ "credential": format!("Tempo {hash}") }))
+                        .send()
+                        .await
+                        .unwrap();
+                    (Verified::read(r).await, started.elapsed())
+                });
+            }
+            set.join_all().await
+        }
+    };
+    let all_503_in_time = |answers: &[(Verified, Duration)]| {
+        for (v, t) in answers {
+            assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{:?}", v.body);
+            assert!(*t < Duration::from_millis(2500), "answered within the timeout: {t:?}");
+        }
+    };
+
+    // Twice as many checks as lookups allowed: half hang, half are
+    // answered at once; then hung lookups and nothing else.
+    let pending = tokio::spawn(wave(0, 2 * IN_FLIGHT));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (quiet_from, hanging) = (usage(pid).cpu, connections_to(node_port));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = usage(pid).cpu - quiet_from;
+    all_503_in_time(&pending.await.unwrap());
+    assert!(
+        (IN_FLIGHT / 2..=IN_FLIGHT + 2).contains(&hanging),
+        "connections held open to the hung node: {hanging}"
+    );
+    assert!(
+        quiet <= Duration::from_millis(60),
+        "CPU while waiting on the hung node: {quiet:?}"
+    );
+
+    // The storm, sampled every 50 ms.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::task::spawn_blocking(move || {
+            let (mut peak, mut conns) = (usage(pid), 0);
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                let u = usage(pid);
+                peak.rss_kib = peak.rss_kib.max(u.rss_kib);
+                peak.fds = peak.fds.max(u.fds);
+                conns = conns.max(connections_to(node_port));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (peak, conns)
+        })
+    };
+    let before = hung.requests();
+    let mut after_first = None;
+    for n in 1..=WAVES {
+        let answers = wave(n, WAVE).await;
+        assert_eq!(answers.len(), WAVE);
+        all_503_in_time(&answers);
+        if n == 1 {
+            after_first = Some(usage(pid));
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (peak, conns) = sampler.await.unwrap();
+    let after_first = after_first.unwrap();
+    let reached = hung.requests() - before;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a last probe times out
+    let end = usage(pid);
+    eprintln!(
+        "base {base:?} after wave 1 {after_first:?} peak {peak:?} end {end:?}; {hanging} then at most \
+         {conns} connections to the node; {reached} storm requests reached it; {quiet:?} CPU while hung"
+    );
+    assert!(conns <= IN_FLIGHT + 2, "connections to the hung node: {conns}");
+    assert!(
+        reached <= 4,
+        "the open circuit keeps the storm off the node: {reached} requests"
+    );
+    assert!(
+        peak.fds <= base.fds + WAVE + IN_FLIGHT + 32,
+        "descriptors: {} at the peak, {} before",
+        peak.fds,
+        base.fds
+    );
+    assert!(
+        end.fds <= base.fds + 8,
+        "descriptors come back: {} after, {} before",
+        end.fds,
+        base.fds
+    );
+    assert!(
+        peak.rss_kib <= base.rss_kib + 64 * 1024,
+        "memory: {} KiB at the peak, {} before",
+        peak.rss_kib,
+        base.rss_kib
+    );
+    assert!(
+        end.rss_kib <= after_first.rss_kib + 16 * 1024,
+        "memory does not grow with the waves: {} KiB after wave 1, {} at the end",
+        after_first.rss_kib,
+        end.rss_kib
+    );
+}

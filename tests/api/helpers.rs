@@ -605,7 +605,7 @@ impl FaultInjector {
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = requests.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming().take(256) {
+            for conn in listener.incoming().take(4096) {
                 let Ok(mut conn) = conn else { continue };
                 let counter = counter.clone();
                 std::thread::spawn(move || {
