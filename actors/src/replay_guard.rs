@@ -1382,7 +1382,10 @@ impl Connector {
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
-            return Ok(Connector::Cluster(Box::new(builder.build().map_err(unusable)?), timeout));
+            return Ok(Connector::Cluster(
+                Box::new(builder.build().map_err(unusable)?),
+                timeout,
+            ));
         }
         let [url] = target.urls.as_slice() else {
             return Err("a single redis server has one URL".into());
