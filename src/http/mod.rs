@@ -10,7 +10,7 @@ pub(crate) mod ops;
 pub mod problem;
 pub mod request_context;
 pub mod respond;
-mod verify;
+pub mod verify;
 
 use std::sync::Arc;
 

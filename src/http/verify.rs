@@ -14,6 +14,35 @@ use super::problem::ApiError;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// A verify body as the handler acts on it, before the genome, the chain
+/// or the replay store are asked anything.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifyBody {
+    /// `None`: no usable credential (none, another scheme, or `malformed`).
+    pub credential: Option<Credential>,
+    /// `METHOD /path`, checked.
+    pub resource: Option<String>,
+    /// Why a `Payment` credential could not even be split off its scheme.
+    pub malformed: Option<String>,
+}
+
+/// The body's bytes as the JSON extractor of [`json_config`] reads them
+/// (more than [`MAX_BODY`] refused, the same serde schema, the same
+/// message), then the handler's own checks. Pure: the `verify_body` fuzz
+/// target calls it.
+pub fn parse_body(bytes: &[u8]) -> Result<VerifyBody, ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY));
+    }
+    serde_json::from_slice::<VerifyRequest>(bytes)
+        .map_err(|e| not_a_verify_request(&e))?
+        .check()
+}
+
+fn not_a_verify_request(e: &serde_json::Error) -> ApiError {
+    ApiError::InvalidRequest(format!("the body is not a valid verify request: {e}"))
+}
+
 /// The body of `POST /v1/verify`. At most one of `credential` and
 /// `tx_hash`; neither asks for the price (402 with the challenges).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -40,6 +69,48 @@ pub struct VerifyRequest {
     resource: Option<String>,
 }
 
+impl VerifyRequest {
+    /// Malformed input is a 400 whatever the genome says: the resource,
+    /// then the credential or `tx_hash`.
+    fn check(self) -> Result<VerifyBody, ApiError> {
+        let resource = self.resource.map(check_resource).transpose()?;
+        let mut malformed = None;
+        let credential = match (self.credential, self.tx_hash) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest("give credential or tx_hash, not both".into()));
+            }
+            (None, Some(h)) => Some(Credential::Tempo(
+                h.parse::<TxHash>()
+                    .map_err(|e| ApiError::InvalidTxHash(format!("tx_hash: {e}")))?,
+            )),
+            // What an Authorization header could carry: visible ASCII and spaces.
+            (Some(c), None) if !c.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+                return Err(ApiError::InvalidRequest(
+                    "the credential must be printable ASCII, as in an Authorization header".into(),
+                ));
+            }
+            (Some(c), None) => match parse_credential(&c) {
+                Ok(c) => Some(c),
+                Err(CredentialError::InvalidTxHash(m)) => return Err(ApiError::InvalidTxHash(m)),
+                Err(CredentialError::TooLong) => {
+                    return Err(ApiError::InvalidRequest("the credential is too long".into()));
+                }
+                Err(CredentialError::MalformedPayment(m)) => {
+                    malformed = Some(m);
+                    None
+                }
+                Err(CredentialError::NotAPaymentCredential(_)) => None,
+            },
+            (None, None) => None,
+        };
+        Ok(VerifyBody {
+            credential,
+            resource,
+            malformed,
+        })
+    }
+}
+
 /// The JSON extractor's limits and errors, as problem+json.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
@@ -51,7 +122,7 @@ pub fn json_config() -> web::JsonConfig {
             let api = match &err {
                 E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge(MAX_BODY),
                 E::ContentType => ApiError::UnsupportedMediaType,
-                E::Deserialize(e) => ApiError::InvalidRequest(format!("the body is not a valid verify request: {e}")),
+                E::Deserialize(e) => not_a_verify_request(e),
                 other => ApiError::InvalidRequest(format!("the body could not be read: {other}")),
             };
             api.into()
@@ -98,36 +169,12 @@ pub async fn verify(
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     // Malformed input is a 400 whatever the genome says.
-    let body = body.into_inner();
     let idempotency_key = idempotency_key(req.headers())?;
-    let resource = body.resource.map(check_resource).transpose()?;
-    let mut malformed = None;
-    let credential = match (body.credential, body.tx_hash) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("give credential or tx_hash, not both".into()));
-        }
-        (None, Some(h)) => Some(Credential::Tempo(
-            h.parse::<TxHash>()
-                .map_err(|e| ApiError::InvalidTxHash(format!("tx_hash: {e}")))?,
-        )),
-        // What an Authorization header could carry: visible ASCII and spaces.
-        (Some(c), None) if !c.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
-            return Err(ApiError::InvalidRequest(
-                "the credential must be printable ASCII, as in an Authorization header".into(),
-            ));
-        }
-        (Some(c), None) => match parse_credential(&c) {
-            Ok(c) => Some(c),
-            Err(CredentialError::InvalidTxHash(m)) => return Err(ApiError::InvalidTxHash(m)),
-            Err(CredentialError::TooLong) => return Err(ApiError::InvalidRequest("the credential is too long".into())),
-            Err(CredentialError::MalformedPayment(m)) => {
-                malformed = Some(m);
-                None
-            }
-            Err(CredentialError::NotAPaymentCredential(_)) => None,
-        },
-        (None, None) => None,
-    };
+    let VerifyBody {
+        credential,
+        resource,
+        malformed,
+    } = body.into_inner().check()?;
     let asked = Asked {
         credential,
         resource,
@@ -137,4 +184,124 @@ pub async fn verify(
     };
     let (summary, outcome) = decide(&state, asked).await?;
     Ok(state.answer(&req, summary, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{FromRequest, ResponseError};
+
+    use super::*;
+
+    const H: &str = "0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060";
+
+    fn refused(body: &[u8]) -> (&'static str, String) {
+        let e = parse_body(body).unwrap_err();
+        (e.code(), e.to_string())
+    }
+
+    #[test]
+    fn bodies_parse_to_what_the_handler_acts_on() {
+        let tempo = Some(Credential::Tempo(H.parse().unwrap()));
+        let upper = format!(
+            r#"{{"tx_hash": " 0X{} ", "resource": "GET /reports/42"}}"#,
+            H[2..].to_uppercase()
+        );
+        assert_eq!(
+            parse_body(upper.as_bytes()).unwrap(),
+            VerifyBody {
+                credential: tempo.clone(),
+                resource: Some("GET /reports/42".into()),
+                malformed: None
+            }
+        );
+        let header = format!(r#"{{"credential": "  tempo {H}"}}"#);
+        assert_eq!(parse_body(header.as_bytes()).unwrap().credential, tempo);
+        let payment = parse_body(br#"{"credential": "Payment eyJ9"}"#).unwrap();
+        assert_eq!(payment.credential, Some(Credential::Payment("eyJ9".into())));
+        let empty = parse_body(br#"{"credential": "Payment   "}"#).unwrap();
+        assert!(empty.credential.is_none() && empty.malformed.is_some());
+        for none in [&b"{}"[..], br#"{"credential": null}"#, br#"{"credential": "Bearer x"}"#] {
+            let b = parse_body(none).unwrap();
+            assert!(b.credential.is_none() && b.malformed.is_none() && b.resource.is_none());
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        for (body, code) in [
+            (
+                format!(r#"{{"tx_hash": "{H}", "credential": "Tempo {H}"}}"#),
+                "INVALID_REQUEST",
+            ),
+            (r#"{"tx_hash": "0x12"}"#.into(), "INVALID_TX_HASH"),
+            (r#"{"credential": "Tempo 0x12"}"#.into(), "INVALID_TX_HASH"),
+            (r#"{"credential": "Tempo\u00e9"}"#.into(), "INVALID_REQUEST"),
+            (r#"{"credential": "Tempo\t0x12"}"#.into(), "INVALID_REQUEST"),
+            (
+                format!(r#"{{"credential": "Bearer {}"}}"#, "a".repeat(9000)),
+                "INVALID_REQUEST",
+            ),
+            (r#"{"resource": "get /x"}"#.into(), "INVALID_REQUEST"),
+            (r#"{"tx_hash": null, "amount": 1}"#.into(), "INVALID_REQUEST"),
+            (r#"{"credential": 1}"#.into(), "INVALID_REQUEST"),
+            ("[]".into(), "INVALID_REQUEST"),
+            ("".into(), "INVALID_REQUEST"),
+        ] {
+            assert_eq!(refused(body.as_bytes()).0, code, "{body}");
+        }
+        let unknown = refused(br#"{"amount": 1}"#).1;
+        assert!(unknown.contains("unknown field `amount`"), "{unknown}");
+        // The limit is on the bytes, whitespace included.
+        let mut big = format!(r#"{{"tx_hash": "{H}"}}"#).into_bytes();
+        big.resize(MAX_BODY, b' ');
+        assert!(parse_body(&big).is_ok());
+        big.push(b' ');
+        assert_eq!(
+            refused(&big),
+            ("PAYLOAD_TOO_LARGE", format!("the body is larger than {MAX_BODY} bytes"))
+        );
+    }
+
+    /// `parse_body` refuses what the handler's extractor refuses, with the
+    /// same message, and accepts the same bodies.
+    #[actix_web::test]
+    async fn parse_body_agrees_with_the_json_extractor() {
+        let ok = format!(r#"{{"tx_hash": "{H}"}}"#);
+        let mut padded = ok.clone().into_bytes();
+        padded.resize(MAX_BODY + 1, b' ');
+        for body in [
+            ok.into_bytes(),
+            br#"{"tx_hash": "0x12"}"#.to_vec(),
+            br#"{"amount": 1}"#.to_vec(),
+            br#"{"credential": "#.to_vec(),
+            padded,
+        ] {
+            let (req, mut payload) = actix_web::test::TestRequest::post()
+                .insert_header(("content-type", "application/json"))
+                .app_data(json_config())
+                .set_payload(body.clone())
+                .to_http_parts();
+            let extracted = web::Json::<VerifyRequest>::from_request(&req, &mut payload).await;
+            let ours = parse_body(&body);
+            match extracted {
+                Ok(b) => {
+                    let theirs = b.into_inner().check().map_err(|e| e.to_string());
+                    assert_eq!(theirs, ours.map_err(|e| e.to_string()), "{body:?}");
+                }
+                Err(e) => {
+                    let theirs = e.error_response();
+                    let ours = ours
+                        .err()
+                        .unwrap_or_else(|| panic!("accepted what the extractor refused: {body:?}"));
+                    assert_eq!(theirs.status(), ours.status_code(), "{body:?}");
+                    let text = actix_web::body::to_bytes(theirs.into_body()).await.unwrap();
+                    let text = String::from_utf8(text.to_vec()).unwrap();
+                    assert!(
+                        text.contains(&serde_json::to_string(&ours.to_string()).unwrap()),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
 }
