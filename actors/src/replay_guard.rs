@@ -66,6 +66,11 @@ pub enum StoreError {
     /// withdrawal failed too).
     #[error("the record reached {acked} of {wanted} replicas in time")]
     Unreplicated { wanted: u32, acked: i64 },
+    /// `redis.wait_replicas`: another consume of this payment wrote its
+    /// record and is still waiting for its replicas; it may yet be
+    /// withdrawn, so the record proves nothing until then.
+    #[error("a consume of this payment is still waiting for its replicas")]
+    Unconfirmed,
 }
 
 impl StoreError {
@@ -79,6 +84,7 @@ impl StoreError {
             StoreError::Stopped => "store_stopped",
             StoreError::Saturated(_) => "store_saturated",
             StoreError::Unreplicated { .. } => "store_unreplicated",
+            StoreError::Unconfirmed => "store_unconfirmed",
         }
     }
 }
@@ -872,19 +878,74 @@ return 0";
 const CLOCK_MARGIN_MS: i64 = 100;
 
 /// Consume with a deadline in the server's clock. KEYS[1] the record;
-/// ARGV: record, ttl ms, deadline (server unix ms).
+/// ARGV: record, ttl ms, deadline (server unix ms). A record still
+/// [pending](pending) is in flight, not an answer.
 const CONSUME_BEFORE: &str = "\
 local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then return {'late'} end
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[3]) then return {'late'} end
 local existing = redis.call('GET', KEYS[1])
-if existing then return {'existing', existing} end
+if existing then
+  local u = string.match(existing, '^P(%d+)|')
+  if u and now < tonumber(u) then return {'inflight'} end
+  return {'existing', existing}
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {'inserted'}";
 
-/// KEYS[1] a record; ARGV[1] the record we wrote. Deletes it if unchanged.
+/// KEYS[1] a record; ARGV: the pending record we wrote, the end of its
+/// pending time (server unix ms). Deletes it if unchanged and still
+/// pending (1); 0: not ours; -1: too late, it stands.
 const WITHDRAW: &str = "\
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0";
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(ARGV[2]) then return -1 end
+return redis.call('DEL', KEYS[1])";
+
+/// KEYS[1] a record confirmed by its replicas; ARGV: the pending record we
+/// wrote, the record. Replaces the first by the second, same expiry.
+const PROMOTE: &str = "\
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl) end
+return 1";
+
+static PROMOTE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PROMOTE));
+
+/// KEYS[1] a record whose `GET` was pending: {'inflight'} while it is,
+/// else {'found', record} (or {} if it went).
+const READ_SETTLED: &str = "\
+local v = redis.call('GET', KEYS[1])
+if not v then return {} end
+local u = string.match(v, '^P(%d+)|')
+if u then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < tonumber(u) then return {'inflight'} end
+end
+return {'found', v}";
+
+static READ_SETTLED_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(READ_SETTLED));
+
+/// A record written under `redis.wait_replicas` is *pending* until its
+/// writer's store budget is over, `until_ms` in the server's clock:
+/// `P<until_ms>|<record>`. While it is, the writer may withdraw it (WAIT
+/// found too few replicas), so every reader answers 503
+/// ([`StoreError::Unconfirmed`]) and nobody caches it; afterwards the
+/// withdrawal is refused by the server and the record reads as consumed.
+/// Without this, another instance could serve a record's idempotent 200
+/// and then see it withdrawn: one payment, any number of 200s.
+fn pending(until_ms: i64, encoded: &str) -> String {
+    format!("P{until_ms}|{encoded}")
+}
+
+/// The record in a stored value, pending or not.
+fn settled_part(raw: &[u8]) -> &[u8] {
+    match raw.first() {
+        Some(b'P') => raw.iter().position(|&b| b == b'|').map_or(raw, |i| &raw[i + 1..]),
+        _ => raw,
+    }
+}
 
 static WITHDRAW_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(WITHDRAW));
 
@@ -1020,13 +1081,21 @@ impl RedisStore {
         let wanted = self.wait_replicas;
         if self.deadlines.load(Ordering::Relaxed) {
             let server_deadline = deadline + self.clock_offset().await?;
+            // Pending until the end of the budget: the consume's third,
+            // the replicas' and the withdrawal's, and the clock's margin.
+            let until = server_deadline + 2 * wait_ms as i64 + CLOCK_MARGIN_MS;
+            let encoded = if wanted > 0 {
+                pending(until, &encoded)
+            } else {
+                encoded.clone()
+            };
             let attempt: Result<(Vec<String>, Option<redis::RedisResult<i64>>), StoreError> = self
                 .with_conn(|mut c| {
                     let (key, encoded) = (key.clone(), encoded.clone());
                     async move {
                         let answer: Vec<String> = CONSUME_SCRIPT
                             .key(&key)
-                            .arg(encoded)
+                            .arg(&encoded)
                             .arg(ttl_ms)
                             .arg(server_deadline)
                             .invoke_async(&mut c)
@@ -1038,6 +1107,20 @@ impl RedisStore {
                         } else {
                             None
                         };
+                        if matches!(acked, Some(Ok(n)) if n >= i64::from(wanted)) {
+                            // Confirmed: no longer pending, for the others.
+                            // Not awaited; if it is lost the record is
+                            // pending until `until`, then consumed anyway.
+                            let (mut c, key, pending) = (c.clone(), key.clone(), encoded.clone());
+                            let settled = settled_part(pending.as_bytes()).to_vec();
+                            tokio::spawn(async move {
+                                let promoted: redis::RedisResult<i64> =
+                                    PROMOTE_SCRIPT.key(&key).arg(pending).arg(settled).invoke_async(&mut c).await;
+                                if let Err(e) = promoted {
+                                    tracing::debug!(error = %redis_error(e), "a confirmed record stays pending until its time");
+                                }
+                            });
+                        }
                         Ok((answer, acked))
                     }
                 })
@@ -1048,12 +1131,13 @@ impl RedisStore {
                         [k] if k == "inserted" => match acked {
                             Some(acked) if acked.as_ref().map_or(true, |&n| n < i64::from(wanted)) => {
                                 let acked = acked.unwrap_or(-1);
-                                self.withdraw(&key, &encoded).await;
+                                self.withdraw(&key, &encoded, until).await;
                                 Err(StoreError::Unreplicated { wanted, acked })
                             }
                             _ => Ok(Consumed::Inserted),
                         },
                         [k, raw] if k == "existing" => Ok(Consumed::Existing(Arc::new(decode(raw.as_bytes())?))),
+                        [k] if k == "inflight" => Err(StoreError::Unconfirmed),
                         // The request was answered already; nothing written.
                         [k] if k == "late" => Err(StoreError::Timeout),
                         _ => Err(StoreError::Corrupt("an unexpected answer to a consume".into())),
@@ -1124,13 +1208,25 @@ impl RedisStore {
     }
 
     /// Deletes a record that did not reach its replicas, if it is still
-    /// ours. If this fails too the record stays: a retry with the same
-    /// `Idempotency-Key` gets its 200, without one it is REPLAYED.
-    async fn withdraw(&self, key: &str, encoded: &str) {
+    /// ours and still pending (`until`, server ms). If this fails too the
+    /// record stays: a retry with the same `Idempotency-Key` gets its 200
+    /// once it is no longer pending, without one it is REPLAYED.
+    async fn withdraw(&self, key: &str, encoded: &str, until: i64) {
         let done: Result<i64, StoreError> = self
-            .with_conn(|mut c| async move { WITHDRAW_SCRIPT.key(key).arg(encoded).invoke_async(&mut c).await })
+            .with_conn(|mut c| async move {
+                WITHDRAW_SCRIPT
+                    .key(key)
+                    .arg(encoded)
+                    .arg(until)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await;
         match done {
+            Ok(-1) => tracing::error!(
+                cause = "store_unreplicated",
+                "a consume did not reach its replicas and its withdrawal came too late; it stays consumed"
+            ),
             Ok(_) => tracing::warn!(
                 cause = "store_unreplicated",
                 "a consume did not reach redis.wait_replicas replicas in time; it was withdrawn"
@@ -1158,8 +1254,26 @@ impl RedisStore {
     async fn get(&self, hash: &TxHash) -> Result<Found, StoreError> {
         let key = key(&self.prefix, hash);
         let raw: Option<String> = self
-            .with_conn(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .with_conn(|mut c| {
+                let key = key.clone();
+                async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+            })
             .await?;
+        let raw = match raw {
+            // Pending: the server's clock says whether it still is.
+            Some(r) if r.starts_with('P') => {
+                let settled: Vec<String> = self
+                    .with_conn(|mut c| async move { READ_SETTLED_SCRIPT.key(key).invoke_async(&mut c).await })
+                    .await?;
+                match settled.as_slice() {
+                    [] => None,
+                    [k] if k == "inflight" => return Err(StoreError::Unconfirmed),
+                    [k, r] if k == "found" => Some(r.clone()),
+                    _ => return Err(StoreError::Corrupt("an unexpected answer to a read".into())),
+                }
+            }
+            other => other,
+        };
         raw.map(|r| decode(r.as_bytes()).map(Arc::new)).transpose()
     }
 
@@ -1319,7 +1433,7 @@ fn key(prefix: &str, hash: &TxHash) -> String {
 
 fn decode(raw: &[u8]) -> Result<ReplayRecord, StoreError> {
     // A value we cannot read is not "free": refuse rather than overwrite it.
-    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_slice(settled_part(raw)).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn redis_error(e: redis::RedisError) -> StoreError {
@@ -1363,7 +1477,7 @@ impl std::fmt::Debug for RedisTarget {
 /// failover's new primaries itself (deadpool-redis's cluster manager takes
 /// no TLS roots, and only one connection is kept anyway).
 enum Connector {
-    Single(deadpool_redis::Pool),
+    Single(deadpool_redis::Pool, Duration),
     Cluster(Box<redis::cluster::ClusterClient>, Duration),
 }
 
@@ -1406,12 +1520,12 @@ impl Connector {
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
             .map_err(|_| "the redis pool cannot be built".to_owned())?;
-        Ok(Connector::Single(pool))
+        Ok(Connector::Single(pool, timeout))
     }
 
     async fn connect(&self) -> Result<Conn, StoreError> {
         match self {
-            Connector::Single(pool) => {
+            Connector::Single(pool, timeout) => {
                 let conn = pool.get().await.map_err(|e| match e {
                     deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
                     // Kind and detail only: the error's display can carry the URL.
@@ -1420,7 +1534,12 @@ impl Connector {
                     }
                     _ => StoreError::Connection("pool error".into()),
                 })?;
-                Ok(Conn::Single(deadpool_redis::Connection::take(conn)))
+                let mut conn = deadpool_redis::Connection::take(conn);
+                // redis-rs's own default is 500 ms, shorter than a WAIT of
+                // a third of a longer store timeout (found by review): every
+                // operation is bounded by the store timeout instead.
+                conn.set_response_timeout(*timeout);
+                Ok(Conn::Single(conn))
             }
             Connector::Cluster(client, timeout) => {
                 match tokio::time::timeout(*timeout, client.get_async_connection()).await {
@@ -1704,13 +1823,100 @@ mod tests {
                 .await,
             Ok(Consumed::Inserted)
         );
-        s.withdraw(&key(&prefix, &hash), "another record").await;
+        let until = unix_ms() + 60_000;
+        s.withdraw(&key(&prefix, &hash), "another record", until).await;
         assert!(
             plain.get(&hash).await.unwrap().is_some(),
             "only our own record is withdrawn"
         );
-        s.withdraw(&key(&prefix, &hash), &text).await;
+        s.withdraw(&key(&prefix, &hash), &text, unix_ms() - 1).await;
+        assert!(
+            plain.get(&hash).await.unwrap().is_some(),
+            "a record past its pending time is never withdrawn"
+        );
+        s.withdraw(&key(&prefix, &hash), &text, until).await;
         assert_eq!(plain.get(&hash).await, Ok(None));
+    }
+
+    /// Found by review: while a consume waits for its replicas, its record
+    /// is in Redis but may yet be withdrawn. Another instance that took it
+    /// for a consumed payment could answer its idempotent 200 and then see
+    /// the payment free again. So a pending record answers every reader
+    /// 503 (`Unconfirmed`), by consume and by read; once withdrawn the
+    /// payment is free; a pending record past its time is consumed.
+    #[tokio::test]
+    async fn a_record_waiting_for_its_replicas_is_no_answer_to_anyone_else() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        let prefix = format!("sgunit-{}-{}-pending:", std::process::id(), hex::encode(nonce));
+        let (waiting, other) = (Arc::new(store_waiting(&prefix, true, 1)), store(&prefix, true));
+        let hash: TxHash = format!("0x{}", "cf".repeat(32)).parse().unwrap();
+        let text = serde_json::to_string(&record(unix_now() + 60)).unwrap();
+        let consume = {
+            let (w, text) = (waiting.clone(), text.clone());
+            tokio::spawn(async move { w.put_if_absent(&hash, text, 60_000, unix_ms() + 1_000, 600).await })
+        };
+        // The record is written at once, then WAIT holds for 600 ms.
+        let written = Instant::now();
+        let raw = loop {
+            let raw: Option<String> = other
+                .with_conn(|mut c| {
+                    let k = key(&prefix, &hash);
+                    async move { redis::cmd("GET").arg(k).query_async(&mut c).await }
+                })
+                .await
+                .unwrap();
+            if let Some(raw) = raw {
+                break raw;
+            }
+            assert!(
+                written.elapsed() < Duration::from_millis(500),
+                "the pending record was written"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(raw.starts_with('P') && raw.ends_with(&text), "{raw}");
+        assert_eq!(other.get(&hash).await, Err(StoreError::Unconfirmed));
+        assert_eq!(
+            other
+                .put_if_absent(&hash, text.clone(), 60_000, unix_ms() + 1_000, 0)
+                .await,
+            Err(StoreError::Unconfirmed)
+        );
+        assert_eq!(
+            consume.await.unwrap(),
+            Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+        );
+        assert_eq!(other.get(&hash).await, Ok(None), "withdrawn: the payment is free");
+
+        // A pending record whose time is over (its writer died, or its
+        // withdrawal failed) is a consumed payment, read and consume alike.
+        let stale = pending(unix_ms() - 1_000, &text);
+        let _: () = other
+            .with_conn(|mut c| {
+                let (k, v) = (key(&prefix, &hash), stale.clone());
+                async move {
+                    redis::cmd("SET")
+                        .arg(k)
+                        .arg(v)
+                        .arg("PX")
+                        .arg(60_000)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
+            .unwrap();
+        let expected = Arc::new(decode(text.as_bytes()).unwrap());
+        assert_eq!(other.get(&hash).await, Ok(Some(expected.clone())));
+        assert_eq!(
+            other
+                .put_if_absent(&hash, text.clone(), 60_000, unix_ms() + 1_000, 0)
+                .await,
+            Ok(Consumed::Existing(expected))
+        );
+        waiting.withdraw(&key(&prefix, &hash), &stale, unix_ms() - 1_000).await;
+        assert!(other.get(&hash).await.unwrap().is_some(), "too late to withdraw");
     }
 
     /// The cross-instance lookup protocol on a real Redis: one claim at a

@@ -219,6 +219,156 @@ async fn a_replay_is_answered_from_memory_without_redis_or_the_node() {
     );
 }
 
+/// Found by review (issue 8): with `redis.wait_replicas`, a consume's record
+/// is in Redis while it waits for its replicas, and is withdrawn if too few
+/// confirm. Another instance that took it for a consumed payment answered
+/// the idempotent retry 200, then the payment was free again: one payment,
+/// a 200 per round. On a Redis with no replica every consume is withdrawn;
+/// one payment with one `Idempotency-Key` presented to two instances at
+/// once, round after round, gets no 200, and the second instance's 503
+/// says why (`store_unconfirmed`). In Redis the record is gone after each
+/// round, and the payment still buys its one 200 where no replica is awaited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_instance_answers_from_a_record_still_waiting_for_its_replicas() {
+    let chain = Chain::start();
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_REDIS__WAIT_REPLICAS".into(), "1".into());
+    // WAIT holds for a third of it: 500 ms.
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "1500".into());
+    let (a, b) = (Arc::new(Served::start(&env)), Arc::new(Served::start(&env)));
+    ready(&a).await;
+    ready(&b).await;
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let record = format!("{}replay:{}", env["SETTLEGATE_REDIS__KEY_PREFIX"], hash.to_lowercase());
+    let exists = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "EXISTS", &record])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let body = json!({ "tx_hash": hash, "resource": "GET /a" });
+    for round in 0..3 {
+        let first = {
+            let (a, body) = (a.clone(), body.clone());
+            tokio::spawn(async move { a.verify(body, &[("Idempotency-Key", "order-w")]).await })
+        };
+        // A's record is written, its WAIT holds: B reads the record.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second = b.verify(body.clone(), &[("Idempotency-Key", "order-w")]).await;
+        let first = first.await.unwrap();
+        for (who, v) in [("A", &first), ("B", &second)] {
+            assert_eq!(
+                (v.status, v.code()),
+                (503, "REPLAY_STORE_UNAVAILABLE"),
+                "round {round}, {who}: {:?}",
+                v.body
+            );
+        }
+        assert_eq!(exists(), "0", "round {round}: the unconfirmed record was withdrawn");
+    }
+    let unconfirmed = "settlegate_unavailable_total{code=\"REPLAY_STORE_UNAVAILABLE\",cause=\"store_unconfirmed\"}";
+    let unreplicated = "settlegate_unavailable_total{code=\"REPLAY_STORE_UNAVAILABLE\",cause=\"store_unreplicated\"}";
+    assert_eq!(a.metric(unreplicated).await, 3, "A's three consumes found no replica");
+    assert!(
+        b.metric(unconfirmed).await >= 1,
+        "B saw a pending record and did not answer from it"
+    );
+
+    // Nothing was consumed: without waiting for replicas it buys its 200.
+    let mut plain = env.clone();
+    plain.insert("SETTLEGATE_REDIS__WAIT_REPLICAS".into(), "0".into());
+    let c = Served::start(&plain);
+    let paid = c.verify(body.clone(), &[("Idempotency-Key", "order-w")]).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    assert_eq!(paid.body["idempotent_replay"], false, "{:?}", paid.body);
+    let replay = b.verify_hash(&hash).await;
+    assert_eq!((replay.status, replay.code()), (402, "REPLAYED"), "{:?}", replay.body);
+}
+
+/// The other side of the test above: with a replica, a 200's record is
+/// confirmed and then promoted from pending at once, so another instance
+/// answers REPLAYED and the idempotent 200 right after it, not 503 for the
+/// rest of the store budget. Read in Redis: the record on the primary and on
+/// its replica is the plain record, not `P…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_its_replica_confirmed_answers_every_instance_at_once() {
+    let chain = Chain::start();
+    let primary = OwnRedis::start_on(free_port());
+    let replica_port = free_port();
+    let replica_dir = Workdir::new();
+    let _replica = OwnRedis::start_with(
+        replica_port,
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &replica_dir.path("").display().to_string(),
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port.to_string(),
+        ],
+    );
+    let cli = |port: u16, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cli(primary.port, &["INFO", "replication"]).contains("state=online") {
+        assert!(std::time::Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), primary.url());
+    env.insert("SETTLEGATE_REDIS__WAIT_REPLICAS".into(), "1".into());
+    env.insert("SETTLEGATE_REDIS__TIMEOUT_MS".into(), "3000".into());
+    let (a, b) = (Served::start(&env), Served::start(&env));
+    ready(&a).await;
+    ready(&b).await;
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let record = format!("{}replay:{}", env["SETTLEGATE_REDIS__KEY_PREFIX"], hash.to_lowercase());
+    let body = json!({ "tx_hash": hash, "resource": "GET /a" });
+    let key = [("Idempotency-Key", "order-r")];
+    let paid = a.verify(body.clone(), &key).await;
+    assert_eq!(paid.status, 200, "confirmed by the replica: {:?}", paid.body);
+    let answered = std::time::Instant::now();
+    let replay = b.verify_hash(&hash).await;
+    assert_eq!((replay.status, replay.code()), (402, "REPLAYED"), "{:?}", replay.body);
+    let retry = b.verify(body.clone(), &key).await;
+    assert_eq!(
+        (retry.status, retry.body["idempotent_replay"].as_bool()),
+        (200, Some(true)),
+        "{:?}",
+        retry.body
+    );
+    assert!(
+        answered.elapsed() < Duration::from_secs(1),
+        "answered within a third of the store budget, so not by waiting it out"
+    );
+    for port in [primary.port, replica_port] {
+        // (the replica has it once replication catches up)
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut stored = cli(port, &["GET", &record]);
+        while !stored.starts_with('{') && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stored = cli(port, &["GET", &record]);
+        }
+        assert!(stored.starts_with('{'), "port {port}: promoted, not pending: {stored}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_consume_a_payment_once() {
     let chain = Chain::start();
