@@ -930,10 +930,25 @@ fn redis_settings(text: &str, mode: &str, ca_file: Option<&Path>) -> Result<Redi
             )));
         }
     };
-    let urls: Vec<&str> = text
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|u| !u.is_empty())
-        .collect();
+    // One URL may hold a comma (its password may); only a cluster's seed
+    // list is split on commas. A second URL in single mode is refused.
+    let urls: Vec<&str> = if cluster {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|u| !u.is_empty())
+            .collect()
+    } else {
+        let one = text.trim();
+        let several =
+            one.split_whitespace().nth(1).is_some() || one.contains(",redis://") || one.contains(",rediss://");
+        match (
+            one.trim_matches(|c: char| c == ',' || c.is_whitespace()).is_empty(),
+            several,
+        ) {
+            (true, _) => vec![],
+            (false, true) => vec![one, one],
+            (false, false) => vec![one],
+        }
+    };
     match (cluster, urls.len()) {
         (_, 0) => return Err(ConfigError("redis.url is empty".into())),
         (false, 1) => {}
@@ -1149,6 +1164,12 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!tls.cluster && tls.tls_ca_pem.is_some() && tls.wait_replicas == 1);
+        // A comma is legal in a password (found by review): one URL.
+        let comma = redis(&[("SETTLEGATE_REDIS__URL", " redis://:ab,cd@r.example:6379 ")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(comma.urls.len(), 1);
+        assert_eq!(comma.urls[0].expose(), "redis://:ab,cd@r.example:6379");
         for (extra, says) in [
             (vec![("SETTLEGATE_REDIS__URL", seeds)], "redis.mode"),
             (
@@ -1173,6 +1194,14 @@ mod tests {
                 "scheme",
             ),
             (vec![("SETTLEGATE_REDIS__URL", " , ")], "empty"),
+            (
+                vec![("SETTLEGATE_REDIS__URL", "redis://:pw@a:1,redis://:pw@b:1")],
+                "several URLs",
+            ),
+            (
+                vec![("SETTLEGATE_REDIS__URL", "redis://:pw@a:1 redis://:pw@b:1")],
+                "several URLs",
+            ),
             (
                 vec![
                     ("SETTLEGATE_REDIS__URL", "redis://:pw@a:1"),
