@@ -925,8 +925,8 @@ fn redis_settings(text: &str, mode: &str, ca_file: Option<&Path>) -> Result<Redi
         "cluster" => true,
         other => {
             return Err(ConfigError(format!(
-                "redis.mode must be \"single\" or \"cluster\", got {:?}",
-                other.chars().take(32).collect::<String>()
+                "redis.mode must be \"single\" or \"cluster\", got {}",
+                settlegate_rules::primitives::quote_bounded(other, 32)
             )));
         }
     };

@@ -134,8 +134,8 @@ pub fn parse_credential(value: &str) -> Result<Credential, CredentialError> {
         return Err(CredentialError::NotAPaymentCredential("no credential".into()));
     }
     Err(CredentialError::NotAPaymentCredential(format!(
-        "the {:?} scheme is not a payment credential; use Tempo or Payment",
-        scheme.chars().take(32).collect::<String>()
+        "the {} scheme is not a payment credential; use Tempo or Payment",
+        crate::primitives::quote_bounded(scheme, 32)
     )))
 }
 

@@ -404,8 +404,8 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
         }
         other => {
             return Err(Malformed(format!(
-                "payload.type {:?} is not hash or transaction",
-                other.chars().take(32).collect::<String>()
+                "payload.type {} is not hash or transaction",
+                crate::primitives::quote_bounded(other, 32)
             )));
         }
     };
@@ -917,6 +917,26 @@ mod tests {
         );
         assert!(m.ends_with('…'), "{m}");
         assert!(m.chars().count() < 100 + MAX_DETAIL_CHARS, "{m}");
+    }
+
+    #[test]
+    fn a_payload_type_of_control_characters_is_quoted_within_the_bound() {
+        // found by the payment_credential fuzz target in CI: 32 DEL characters
+        // were cut before `{:?}` escaped each to six, a 260-character refusal
+        let json = format!(
+            r#"{{"challenge":{{"id":"d1pAw-OCELCL1t18fFRjPG727Zz_e08Og","realm":"api.settlegate.test","method":"tempo","intent":"charge","request":"eyJhbW"}},"payload":{{"type":"{}transaction","signature":"0x76f8{}"}}}}"#,
+            "\u{7f}".repeat(50),
+            "0".repeat(60)
+        );
+        let m = parse_payment_credential(&b64_encode(json.as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("is not hash or transaction"), "{m}");
+        assert!(
+            m.chars().count() <= 100 + MAX_DETAIL_CHARS,
+            "{} chars: {m}",
+            m.chars().count()
+        );
     }
 
     #[test]

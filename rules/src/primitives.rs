@@ -28,6 +28,32 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
     Ok(Address::from_str(s).unwrap())
 }
 
+/// `s` quoted as `{:?}` would, cut to at most `max` characters of its escaped
+/// form (then `…`): for quoting outside input back in an error. Cutting
+/// before escaping is not enough: one control character escapes to six
+/// (`\u{7f}`), so 32 of them would quote 192.
+pub fn quote_bounded(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(max.min(s.len()) + 4);
+    out.push('"');
+    let mut used = 0;
+    for c in s.chars() {
+        let escaped: String = if c == '\'' {
+            c.to_string()
+        } else {
+            c.escape_debug().collect()
+        };
+        let n = escaped.chars().count();
+        if used + n > max {
+            out.push_str("\"…");
+            return out;
+        }
+        used += n;
+        out.push_str(&escaped);
+    }
+    out.push('"');
+    out
+}
+
 /// A positive amount in a token's atomic units, written in JSON as a decimal
 /// string: digits only, no sign, no leading zero, at most 2^256 - 1.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -118,5 +144,20 @@ mod tests {
         ] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?}");
         }
+    }
+    #[test]
+    fn quotes_are_bounded_after_escaping() {
+        assert_eq!(quote_bounded("tempo", 32), "\"tempo\"");
+        assert_eq!(quote_bounded("a\"b\\c'd", 32), format!("{:?}", "a\"b\\c'd"));
+        assert_eq!(quote_bounded("abcdef", 3), "\"abc\"…");
+        // what the payment_credential fuzz target found: 32 DEL characters,
+        // cut before escaping, quoted 192 characters back
+        let dels = "\u{7f}".repeat(50);
+        let q = quote_bounded(&dels, 32);
+        assert!(q.chars().count() <= 32 + 3, "{q}");
+        assert!(q.starts_with("\"\\u{7f}"), "{q}");
+        // an escape is never cut in half
+        assert_eq!(quote_bounded("ab\u{7f}", 4), "\"ab\"…");
+        assert_eq!(quote_bounded("", 0), "\"\"");
     }
 }

@@ -507,10 +507,18 @@ mod quantity {
             let hex = s
                 .strip_prefix("0x")
                 .filter(|h| !h.is_empty() && h.len() <= 16)
-                .ok_or_else(|| E::custom(format!("{s:?} is not a hex quantity")))?;
-            u64::from_str_radix(hex, 16)
-                .map(Some)
-                .map_err(|_| E::custom(format!("{s:?} is not a hex quantity")))
+                .ok_or_else(|| {
+                    E::custom(format!(
+                        "{} is not a hex quantity",
+                        crate::primitives::quote_bounded(s, 40)
+                    ))
+                })?;
+            u64::from_str_radix(hex, 16).map(Some).map_err(|_| {
+                E::custom(format!(
+                    "{} is not a hex quantity",
+                    crate::primitives::quote_bounded(s, 40)
+                ))
+            })
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
