@@ -120,11 +120,18 @@ fn secrecy(key: &str) -> Secrecy {
     }
 }
 
-/// `s` without any marker (taking one out can make another).
+/// `s` without any marker, in any letter case: errors are searched for
+/// markers case-insensitively (a URL parser may lower a part), so
+/// `fuzzseCret` in a value that is no secret must go too. Taking one out
+/// can make another.
 fn unmarked(s: &str) -> String {
     let mut s = s.to_owned();
-    while s.contains(PW) || s.contains(SECRET) {
-        s = s.replace(PW, "").replace(SECRET, "");
+    // ASCII lowering keeps every byte where it was.
+    while let Some((at, len)) = [PW, SECRET]
+        .iter()
+        .find_map(|m| s.to_ascii_lowercase().find(m).map(|at| (at, m.len())))
+    {
+        s.replace_range(at..at + len, "");
     }
     s
 }
