@@ -420,11 +420,8 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
 /// At most [`MAX_DETAIL_CHARS`] characters of `s`: serde's messages quote
 /// the offending value, which can be most of an 8 KiB credential, and they
 /// end up in a 402 body and a log line.
-fn brief(s: &str) -> String {
-    match s.char_indices().nth(MAX_DETAIL_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+fn brief(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::primitives::cut_chars(s, MAX_DETAIL_CHARS)
 }
 
 /// The longest quote of a parser's message in a `Malformed` detail.

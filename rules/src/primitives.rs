@@ -28,6 +28,15 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
     Ok(Address::from_str(s).unwrap())
 }
 
+/// At most `max` characters of `s`, then `…` when it was longer: for a
+/// message (a parser's) that may quote outside input at length.
+pub fn cut_chars(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
 /// `s` quoted as `{:?}` would, cut to at most `max` characters of its escaped
 /// form (then `…`): for quoting outside input back in an error. Cutting
 /// before escaping is not enough: one control character escapes to six

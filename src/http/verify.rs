@@ -39,14 +39,26 @@ pub fn parse_body(bytes: &[u8]) -> Result<VerifyBody, ApiError> {
         .check()
 }
 
+/// serde quotes what it refuses escaped (`{:?}`: six characters for a
+/// control character), so its message is cut: a 16 KiB body of them would
+/// otherwise be answered with a 100 KiB error and logged as one.
 fn not_a_verify_request(e: &serde_json::Error) -> ApiError {
-    ApiError::InvalidRequest(format!("the body is not a valid verify request: {e}"))
+    ApiError::InvalidRequest(format!(
+        "the body is not a valid verify request: {}",
+        settlegate_rules::primitives::cut_chars(&e.to_string(), MAX_DETAIL_CHARS)
+    ))
 }
 
-/// The body of `POST /v1/verify`. At most one of `credential` and
+/// The longest quote of serde's message in a 400.
+pub const MAX_DETAIL_CHARS: usize = 160;
+
+// (serde's derive alone would also take the fields as a JSON array, which
+// `deny_unknown_fields` does not check: the `Deserialize` below reads only
+// an object.)
+/// The body of `POST /v1/verify`, a JSON object. At most one of `credential` and
 /// `tx_hash`; neither asks for the price (402 with the challenges).
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct VerifyRequest {
     /// The paying client's `Authorization` value, either scheme:
     /// `Tempo 0x<64 hex>` or `Payment <base64url credential>`.
@@ -67,6 +79,23 @@ pub struct VerifyRequest {
         example = "GET /reports/42"
     )]
     resource: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for VerifyRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = VerifyRequest;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<VerifyRequest, A::Error> {
+                // the derived fields and checks (`remote = "Self"`), on the map
+                VerifyRequest::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object)
+    }
 }
 
 impl VerifyRequest {
@@ -249,6 +278,11 @@ mod tests {
         ] {
             assert_eq!(refused(body.as_bytes()).0, code, "{body}");
         }
+        // the fields as an array: serde's derive alone would take it
+        let array = format!(r#"["Tempo {H}", null, "GET /x"]"#);
+        let (code, m) = refused(array.as_bytes());
+        assert_eq!(code, "INVALID_REQUEST");
+        assert!(m.contains("expected a JSON object"), "{m}");
         let unknown = refused(br#"{"amount": 1}"#).1;
         assert!(unknown.contains("unknown field `amount`"), "{unknown}");
         // The limit is on the bytes, whitespace included.
@@ -259,6 +293,25 @@ mod tests {
         assert_eq!(
             refused(&big),
             ("PAYLOAD_TOO_LARGE", format!("the body is larger than {MAX_BODY} bytes"))
+        );
+    }
+
+    #[test]
+    fn a_refusal_quotes_the_body_within_a_bound() {
+        // serde escapes each DEL to six characters: 16 KiB of them would
+        // have been a 100 KiB refusal (found by reading the fuzz target)
+        let body = format!("\"{}\"", "\u{7f}".repeat(MAX_BODY - 2));
+        let (code, m) = refused(body.as_bytes());
+        assert_eq!(code, "INVALID_REQUEST");
+        assert!(
+            m.starts_with("the body is not a valid verify request: invalid type: string"),
+            "{m}"
+        );
+        assert!(m.ends_with('…'), "{m}");
+        assert!(
+            m.chars().count() <= 60 + MAX_DETAIL_CHARS,
+            "{} chars",
+            m.chars().count()
         );
     }
 
@@ -274,6 +327,7 @@ mod tests {
             br#"{"tx_hash": "0x12"}"#.to_vec(),
             br#"{"amount": 1}"#.to_vec(),
             br#"{"credential": "#.to_vec(),
+            format!(r#"["Tempo {H}"]"#).into_bytes(),
             padded,
         ] {
             let (req, mut payload) = actix_web::test::TestRequest::post()
