@@ -576,8 +576,21 @@ fn is_safe_relative_path(p: &str) -> bool {
 }
 
 fn parse_time(field: &str, s: &str) -> Result<OffsetDateTime, GenomeError> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| GenomeError::InvalidSchema(format!("{field} {s:?} is not an RFC 3339 time: {e}")))
+    let quoted = || crate::primitives::quote_bounded(s, 64);
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| GenomeError::InvalidSchema(format!("{field} {} is not an RFC 3339 time: {e}", quoted())))?;
+    // In UTC it must still be a year 0000 to 9999: `0000-01-01T00:00:00+00:01`
+    // parses but is year -1 in UTC, which neither formats nor compares
+    // safely (`fmt_time` would panic on it).
+    const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(FIRST..=LAST).contains(&t.unix_timestamp()) {
+        return Err(GenomeError::InvalidSchema(format!(
+            "{field} {} is outside the years 0000 to 9999 in UTC",
+            quoted()
+        )));
+    }
+    Ok(t)
 }
 
 /// RFC 3339 in UTC, as shown in responses.

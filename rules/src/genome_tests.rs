@@ -213,6 +213,26 @@ fn the_validity_window_is_enforced() {
         code(g.check_validity(NOW + time::Duration::SECOND).map(|_| g.clone())),
         "GENOME_EXPIRED"
     );
+    // Times that parse but leave the years 0000..=9999 in UTC are refused
+    // as schema errors (reading one as expired panicked while formatting it).
+    for (field, t) in [
+        ("expires_at", "0000-01-01T00:00:00+00:01"),
+        ("not_before", "9999-12-31T23:59:59-00:01"),
+    ] {
+        let mut doc = unsigned(&[("k1", 1)], 1);
+        doc.insert(field.into(), json!(t));
+        let signing = sign_document(&bytes(&doc), "k1", &key(1)).map(|_| ());
+        assert_eq!(
+            signing.map_err(|e| e.code()),
+            Err("GENOME_INVALID_SCHEMA"),
+            "{field} {t}"
+        );
+        assert_eq!(
+            code(verify(&doc, &trust(&[1], 1))),
+            "GENOME_INVALID_SCHEMA",
+            "{field} {t}"
+        );
+    }
 }
 
 #[test]
