@@ -322,6 +322,22 @@ impl Otel {
     }
 }
 
+/// The settings whose `SETTLEGATE_*` variables are comma-separated lists.
+const LIST_KEYS: [&str; 5] = [
+    "trust.keys",
+    "rpc.urls",
+    "authorize.trusted_proxies",
+    "callers.api_keys",
+    "cors.allowed_origins",
+];
+const LIST_VARIABLES: [&str; 5] = [
+    "SETTLEGATE_TRUST__KEYS",
+    "SETTLEGATE_RPC__URLS",
+    "SETTLEGATE_AUTHORIZE__TRUSTED_PROXIES",
+    "SETTLEGATE_CALLERS__API_KEYS",
+    "SETTLEGATE_CORS__ALLOWED_ORIGINS",
+];
+
 impl Settings {
     /// Loads from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -346,20 +362,49 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path).required(true));
         }
-        let environment = Environment::with_prefix("SETTLEGATE")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .ignore_empty(true)
-            .list_separator(",")
-            .with_list_parse_key("trust.keys")
-            .with_list_parse_key("rpc.urls")
-            .with_list_parse_key("authorize.trusted_proxies")
-            .with_list_parse_key("callers.api_keys")
-            .with_list_parse_key("cors.allowed_origins")
-            .source(env);
+        // Two sources: config-rs splits lists only when it guesses types,
+        // and its guess is lossy for strings (a secret of digits came back
+        // as a float's spelling, "007" as "7", "TRUE" as "true"). So only
+        // the list variables are guessed; every other value stays the
+        // string it was until its field's type reads it.
+        let env: HashMap<String, String> = match env {
+            Some(env) => env,
+            None => {
+                let mut vars = HashMap::new();
+                for (k, v) in std::env::vars_os() {
+                    let Some(k) = k
+                        .to_str()
+                        .filter(|k| k.get(..11).is_some_and(|p| p.eq_ignore_ascii_case("SETTLEGATE_")))
+                    else {
+                        continue;
+                    };
+                    let v = v
+                        .into_string()
+                        .map_err(|_| ConfigError(format!("{k} is not valid UTF-8")))?;
+                    vars.insert(k.to_owned(), v);
+                }
+                vars
+            }
+        };
+        let is_list = |k: &str| LIST_VARIABLES.iter().any(|l| l.eq_ignore_ascii_case(k));
+        let (lists, scalars): (HashMap<_, _>, HashMap<_, _>) = env.into_iter().partition(|(k, _)| is_list(k));
+        let variables = |parse: bool, source: HashMap<String, String>| {
+            let e = Environment::with_prefix("SETTLEGATE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(parse)
+                .ignore_empty(true)
+                .source(Some(source));
+            if !parse {
+                return e;
+            }
+            LIST_KEYS
+                .iter()
+                .fold(e.list_separator(","), |e, k| e.with_list_parse_key(k))
+        };
         let raw: Raw = builder
-            .add_source(environment)
+            .add_source(variables(false, scalars))
+            .add_source(variables(true, lists))
             .build()
             .map_err(err)?
             .try_deserialize()
@@ -1319,6 +1364,35 @@ mod tests {
         assert_eq!(s.rpc_probe_interval, Some(Duration::from_secs(5)));
         assert_eq!(s.replay_cache_entries, 4096);
         assert_eq!(s.log_request_level, RequestLog::Info);
+    }
+
+    #[test]
+    fn string_values_are_kept_as_written() {
+        // config-rs's type guessing read these as numbers or booleans and
+        // gave back another spelling: a secret of digits lost its entropy
+        // to a float ("1.2345678901234568e34"), a prefix its zeros
+        let digits = "12345678901234567890123456789012345";
+        let s = load(&[
+            ("SETTLEGATE_TRUST__KEYS", &key(1)),
+            ("SETTLEGATE_PAYMENT__SECRET", digits),
+            ("SETTLEGATE_REDIS__KEY_PREFIX", "007"),
+            ("SETTLEGATE_GENOME__PATH", "1e3"),
+            ("SETTLEGATE_RPC__URLS", "http://127.0.0.1:1"),
+        ])
+        .unwrap();
+        assert_eq!(s.payment_secret.as_ref().map(Secret::expose), Some(digits));
+        assert_eq!(s.redis_key_prefix, "007");
+        assert_eq!(s.genome_path.as_deref(), Some(Path::new("1e3")));
+        assert_eq!(s.rpc_urls.len(), 1);
+        // numbers are still read as numbers, and a fraction is no timeout
+        let with_key = |extra: (&str, &str)| load(&[("SETTLEGATE_TRUST__KEYS", &key(1)), extra]);
+        assert_eq!(
+            with_key(("SETTLEGATE_RPC__TIMEOUT_MS", "700")).unwrap().rpc_timeout,
+            Duration::from_millis(700)
+        );
+        for bad in ["-3.0", "NaN", "1.5"] {
+            assert!(with_key(("SETTLEGATE_RPC__TIMEOUT_MS", bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
