@@ -330,14 +330,6 @@ const LIST_KEYS: [&str; 5] = [
     "callers.api_keys",
     "cors.allowed_origins",
 ];
-const LIST_VARIABLES: [&str; 5] = [
-    "SETTLEGATE_TRUST__KEYS",
-    "SETTLEGATE_RPC__URLS",
-    "SETTLEGATE_AUTHORIZE__TRUSTED_PROXIES",
-    "SETTLEGATE_CALLERS__API_KEYS",
-    "SETTLEGATE_CORS__ALLOWED_ORIGINS",
-];
-
 impl Settings {
     /// Loads from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -386,7 +378,13 @@ impl Settings {
                 vars
             }
         };
-        let is_list = |k: &str| LIST_VARIABLES.iter().any(|l| l.eq_ignore_ascii_case(k));
+        // `SETTLEGATE_TRUST__KEYS` names `trust.keys`
+        let is_list = |k: &str| {
+            LIST_KEYS.iter().any(|l| {
+                k.get(11..)
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(&l.replace('.', "__")))
+            })
+        };
         let (lists, scalars): (HashMap<_, _>, HashMap<_, _>) = env.into_iter().partition(|(k, _)| is_list(k));
         let variables = |parse: bool, source: HashMap<String, String>| {
             let e = Environment::with_prefix("SETTLEGATE")

@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use settlegate::http::gate::check_resource;
-use settlegate::http::verify::{MAX_BODY, MAX_DETAIL_CHARS as VERIFY_DETAIL_CHARS, VerifyBody, parse_body};
+use settlegate::http::verify::{MAX_BODY, VerifyBody, parse_body};
 use settlegate_rules::credential::{Credential, MAX_CREDENTIAL_LEN, TxHash, parse_credential};
 use settlegate_rules::mpp::{MAX_DETAIL_CHARS, parse_payment_credential};
 
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             // serde quotes what it refuses (a string, an unknown field),
             // escaped: the quote is cut, whatever the body holds
             assert!(
-                m.chars().count() <= 100 + VERIFY_DETAIL_CHARS,
+                m.chars().count() <= 100 + MAX_DETAIL_CHARS,
                 "{} chars for a {}-byte body: {m}",
                 m.chars().count(),
                 data.len()

@@ -504,21 +504,17 @@ mod quantity {
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            let hex = s
-                .strip_prefix("0x")
-                .filter(|h| !h.is_empty() && h.len() <= 16)
-                .ok_or_else(|| {
-                    E::custom(format!(
-                        "{} is not a hex quantity",
-                        crate::primitives::quote_bounded(s, 40)
-                    ))
-                })?;
-            u64::from_str_radix(hex, 16).map(Some).map_err(|_| {
+            let bad = || {
                 E::custom(format!(
                     "{} is not a hex quantity",
                     crate::primitives::quote_bounded(s, 40)
                 ))
-            })
+            };
+            let hex = s
+                .strip_prefix("0x")
+                .filter(|h| !h.is_empty() && h.len() <= 16)
+                .ok_or_else(bad)?;
+            u64::from_str_radix(hex, 16).map(Some).map_err(|_| bad())
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {

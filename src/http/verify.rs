@@ -6,6 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use settlegate_rules::credential::{Credential, CredentialError, TxHash, parse_credential};
 use settlegate_rules::genome::actions;
+/// The longest quote of serde's message in a 400, as in a malformed credential's.
+pub use settlegate_rules::mpp::MAX_DETAIL_CHARS;
 
 use super::AppState;
 use super::gate::{Asked, check_resource, decide, idempotency_key};
@@ -48,9 +50,6 @@ fn not_a_verify_request(e: &serde_json::Error) -> ApiError {
         settlegate_rules::primitives::cut_chars(&e.to_string(), MAX_DETAIL_CHARS)
     ))
 }
-
-/// The longest quote of serde's message in a 400.
-pub const MAX_DETAIL_CHARS: usize = 160;
 
 // (serde's derive alone would also take the fields as a JSON array, which
 // `deny_unknown_fields` does not check: the `Deserialize` below reads only
