@@ -111,6 +111,8 @@ pub struct Settings {
     pub payment_previous_secret: Option<(Secret, OffsetDateTime)>,
     /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header pair that names the original request on `/v1/authorize`.
+    pub forwarded_headers: ForwardedHeaders,
     /// How long a client may take to send a request's head (slow clients).
     pub client_request_timeout: Duration,
     /// HTTPS from these files; `None`: plain HTTP.
@@ -120,6 +122,33 @@ pub struct Settings {
     /// Origins a browser may call from (empty: no CORS headers at all).
     pub cors_allowed_origins: Vec<String>,
     pub cors_max_age_seconds: usize,
+}
+
+/// Which header pair a reverse proxy names the original request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-Method` + `X-Forwarded-Uri` (Caddy, Traefik).
+    XForwarded,
+    /// `X-Original-Method` + `X-Original-URI` (nginx `auth_request`).
+    XOriginal,
+}
+
+impl ForwardedHeaders {
+    /// (method, URI) header names of this pair.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            ForwardedHeaders::XForwarded => ("x-forwarded-method", "x-forwarded-uri"),
+            ForwardedHeaders::XOriginal => ("x-original-method", "x-original-uri"),
+        }
+    }
+
+    /// The other pair, whose presence makes a request ambiguous.
+    pub fn other(self) -> Self {
+        match self {
+            ForwardedHeaders::XForwarded => ForwardedHeaders::XOriginal,
+            ForwardedHeaders::XOriginal => ForwardedHeaders::XForwarded,
+        }
+    }
 }
 
 /// Caller authentication and rate limits (`[callers]`).
@@ -183,6 +212,7 @@ struct RawPayment {
 #[serde(deny_unknown_fields)]
 struct RawAuthorize {
     trusted_proxies: Vec<String>,
+    forwarded_headers: String,
 }
 
 #[derive(Deserialize)]
@@ -656,6 +686,16 @@ impl Settings {
             .filter(|s| !s.trim().is_empty())
             .map(|s| parse_net(s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
+        let forwarded_headers = match raw.authorize.forwarded_headers.as_str() {
+            "x-forwarded" => ForwardedHeaders::XForwarded,
+            "x-original" => ForwardedHeaders::XOriginal,
+            other => {
+                return fail(format!(
+                    "authorize.forwarded_headers must be \"x-forwarded\" or \"x-original\", got {}",
+                    settlegate_rules::primitives::quote_bounded(other, 40)
+                ));
+            }
+        };
         let client_request_timeout = ms(
             "server.client_request_timeout_ms",
             raw.server.client_request_timeout_ms,
@@ -724,6 +764,7 @@ impl Settings {
             payment_secret,
             payment_previous_secret,
             trusted_proxies,
+            forwarded_headers,
             client_request_timeout,
             tls,
             callers,

@@ -178,6 +178,7 @@ impl Application {
             request_log: settings.log_request_level,
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
             trusted_proxies: trusted_proxies.clone(),
+            forwarded_headers: settings.forwarded_headers,
             gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers, trusted_proxies)),
         };
         let pusher = match &settings.otel {

@@ -27,6 +27,7 @@ pub mod primitives;
 pub mod replay;
 pub mod seed;
 pub mod settlement;
+pub mod target;
 
 pub use error::GenomeError;
 

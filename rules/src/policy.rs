@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::GenomeError;
 use crate::primitives::{Address, Amount, address_lower, parse_address};
+use crate::target::{NormalPath, normalise};
 
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
@@ -107,15 +108,45 @@ pub struct Price {
 }
 
 impl SettlementPolicy {
-    /// The price for a resource: the first matching rule, else the default.
+    /// The price for a resource (`METHOD /target`): the first rule that
+    /// matches its method and normal path, else the default. `HEAD` is
+    /// priced as `GET` unless a rule names `HEAD` itself (an upstream runs
+    /// the GET handler for it). A resource whose path has no normal form
+    /// (the edges refuse those with 400) costs the dearest price there is.
     pub fn price_for(&self, resource: Option<&str>) -> Price {
-        resource
-            .and_then(|r| self.prices.iter().find(|p| p.resource.matches(r)))
+        let Some(resource) = resource else {
+            return self.default_price;
+        };
+        let Some((method, target)) = resource.split_once(' ') else {
+            return self.dearest();
+        };
+        let Ok(path) = normalise(target) else {
+            return self.dearest();
+        };
+        let rule = if method == "HEAD" {
+            self.prices
+                .iter()
+                .find(|p| p.resource.names_method("HEAD") && p.resource.matches("HEAD", &path))
+                .or_else(|| self.prices.iter().find(|p| p.resource.matches("GET", &path)))
+        } else {
+            self.prices.iter().find(|p| p.resource.matches(method, &path))
+        };
+        rule.map(|p| Price {
+            asset: p.asset,
+            amount: p.amount,
+        })
+        .unwrap_or(self.default_price)
+    }
+
+    /// The highest price of any rule or the default.
+    fn dearest(&self) -> Price {
+        self.prices
+            .iter()
             .map(|p| Price {
                 asset: p.asset,
                 amount: p.amount,
             })
-            .unwrap_or(self.default_price)
+            .fold(self.default_price, |a, b| if b.amount > a.amount { b } else { a })
     }
 
     /// Parses and checks the `settlement` value of a genome.
@@ -292,10 +323,29 @@ fn default_challenge_ttl() -> u64 {
 /// A resource pattern such as `GET /reports/*`: an upper-case method (or `*`
 /// for any), one space, and a path starting with `/` that may end in `*`
 /// (prefix match). `*` anywhere else is refused so a pattern means one thing.
+///
+/// Paths are matched in the normal form of [`crate::target`] (decoded,
+/// case-folded, without a trailing `/`), the pattern's as well as the
+/// request's, so every spelling of a route meets the same rule. A prefix that
+/// ends in `/` covers the directory itself too: `GET /reports/*` prices
+/// `/reports`, `/reports/` and everything under it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(into = "String")]
 pub struct ResourcePattern {
     text: String,
+    /// `None` for `*`.
+    method: Option<String>,
+    path: PathPattern,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathPattern {
+    /// This normal path only.
+    Exact(NormalPath),
+    /// This normal path and every path below it (`""` for every path).
+    Under(String),
+    /// Every normal path starting with these characters.
+    Prefix(String),
 }
 
 impl From<ResourcePattern> for String {
@@ -320,29 +370,49 @@ impl ResourcePattern {
         {
             return Err(format!("{s:?}: the path must start with / and contain no spaces"));
         }
-        if path.trim_end_matches('*').contains('*') || path.ends_with("**") {
-            return Err(format!("{s:?}: * is only allowed once, at the end of the path"));
+        if path.trim_end_matches('*').contains('*') || path.ends_with("**") || path.contains(['?', '#']) {
+            return Err(format!(
+                "{s:?}: * is only allowed once, at the end of the path, and a path has no query"
+            ));
         }
-        Ok(ResourcePattern { text: s.to_owned() })
+        let normal = |p: &str| normalise(p).map_err(|e| format!("{s:?}: the path {e}"));
+        let path = match path.strip_suffix('*') {
+            None => PathPattern::Exact(normal(path)?),
+            Some("/") => PathPattern::Under(String::new()),
+            Some(dir) if dir.ends_with('/') => PathPattern::Under(normal(dir)?.as_str().to_owned()),
+            Some(prefix) => PathPattern::Prefix(normal(prefix)?.as_str().to_owned()),
+        };
+        Ok(ResourcePattern {
+            text: s.to_owned(),
+            method: (method != "*").then(|| method.to_owned()),
+            path,
+        })
     }
 
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
-    /// Whether a request resource (`"GET /reports/42"`) matches.
-    pub fn matches(&self, resource: &str) -> bool {
-        let (method, path) = self.text.split_once(' ').unwrap_or(("", ""));
-        let Some((r_method, r_path)) = resource.split_once(' ') else {
-            return false;
-        };
-        if method != "*" && method != r_method {
+    /// Whether a request's method (upper case) and normal path match.
+    pub fn matches(&self, method: &str, path: &NormalPath) -> bool {
+        if self.method.as_deref().is_some_and(|m| m != method) {
             return false;
         }
-        match path.strip_suffix('*') {
-            Some(prefix) => r_path.starts_with(prefix),
-            None => path == r_path,
+        let path = path.as_str();
+        match &self.path {
+            PathPattern::Exact(p) => p.as_str() == path,
+            PathPattern::Under(dir) => {
+                path == dir
+                    || path
+                        .strip_prefix(dir.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()),
         }
+    }
+
+    fn names_method(&self, method: &str) -> bool {
+        self.method.as_deref() == Some(method)
     }
 }
 
@@ -457,12 +527,174 @@ mod tests {
 
     #[test]
     fn resource_patterns() {
-        let p = ResourcePattern::parse("GET /reports/*").unwrap();
-        assert!(p.matches("GET /reports/42") && p.matches("GET /reports/"));
-        assert!(!p.matches("GET /report") && !p.matches("POST /reports/1"));
-        assert!(ResourcePattern::parse("* /x").unwrap().matches("DELETE /x"));
-        for bad in ["GET", "get /x", "GET x", "GET /a b", "GET /*/x", "GET /x**"] {
+        let m = |pattern: &str, method: &str, path: &str| {
+            ResourcePattern::parse(pattern)
+                .unwrap()
+                .matches(method, &normalise(path).unwrap())
+        };
+        assert!(m("GET /reports/*", "GET", "/reports/42") && m("GET /reports/*", "GET", "/reports/"));
+        assert!(m("GET /reports/*", "GET", "/reports") && m("GET /reports/*", "GET", "/REPORTS/a/b"));
+        assert!(!m("GET /reports/*", "GET", "/report") && !m("GET /reports/*", "POST", "/reports/1"));
+        assert!(!m("GET /reports/*", "GET", "/reportsx"));
+        assert!(m("GET /rep*", "GET", "/reportsx") && m("GET /rep*", "GET", "/rep"));
+        assert!(m("* /x", "DELETE", "/x") && m("* /x", "GET", "/X/"));
+        assert!(m("GET /dear/", "GET", "/dear") && m("GET /Dear", "GET", "/%64ear"));
+        assert!(m("GET /*", "GET", "/") && m("GET /*", "GET", "/a/b"));
+        assert!(m("GET /", "GET", "/") && !m("GET /", "GET", "/a"));
+        for bad in [
+            "GET",
+            "get /x",
+            "GET x",
+            "GET /a b",
+            "GET /*/x",
+            "GET /x**",
+            "GET /a;b",
+            "GET /a/../b",
+            "GET /a%2fb",
+            "GET /a?q=1",
+            "GET //a",
+        ] {
             assert!(ResourcePattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn priced() -> SettlementPolicy {
+        let v = json!({
+            "chain_id": 42431,
+            "realm": "Tempo API",
+            "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "assets": ["0x20c0000000000000000000000000000000000001"],
+            "default_price": {"asset": "0x20c0000000000000000000000000000000000001", "amount": "1000000"},
+            "prices": [
+                {"resource": "GET /reports/*", "amount": "2500000"},
+                {"resource": "GET /dear", "amount": "5000000"},
+                {"resource": "HEAD /probe", "amount": "7"},
+                {"resource": "* /cheap/*", "amount": "100000"},
+            ],
+        });
+        SettlementPolicy::from_value(Some(&v)).unwrap()
+    }
+
+    #[test]
+    fn head_costs_what_get_costs_unless_a_rule_names_head() {
+        let p = priced();
+        let price = |r: &str| p.price_for(Some(r)).amount.to_string();
+        assert_eq!(price("HEAD /reports/1"), "2500000");
+        assert_eq!(price("HEAD /dear"), "5000000");
+        assert_eq!(price("HEAD /cheap/x"), "100000");
+        assert_eq!(price("HEAD /probe"), "7");
+        assert_eq!(price("GET /probe"), "1000000");
+        // a resource with no normal form costs the dearest price
+        assert_eq!(price("GET /dear;x=1"), "5000000");
+        assert_eq!(price("GET"), "5000000");
+    }
+
+    /// The probe's spellings: each is priced as the route it is served as.
+    #[test]
+    fn spellings_of_a_priced_route_get_its_price() {
+        let p = priced();
+        let price = |r: &str| p.price_for(Some(r)).amount.to_string();
+        for r in [
+            "GET /%72eports/1",
+            "GET /REPORTS/1",
+            "GET /reports/1/",
+            "GET /Reports/%31?x=2",
+        ] {
+            assert_eq!(price(r), "2500000", "{r}");
+        }
+        for r in [
+            "GET /dear/",
+            "GET /DEAR",
+            "GET /d%65ar",
+            "GET /dear?cheap/x",
+            "GET /dear#/cheap/",
+        ] {
+            assert_eq!(price(r), "5000000", "{r}");
+        }
+    }
+
+    /// A tiny deterministic generator: no dependency, reproducible seeds.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// One spelling of `path` an upstream may serve as the same route:
+    /// characters percent-encoded or case-flipped, a trailing slash, a
+    /// query or fragment, and now and then something ambiguous.
+    fn respell(rng: &mut Rng, path: &str) -> String {
+        let mut out = String::new();
+        for c in path.chars() {
+            match rng.below(8) {
+                0 if c != '/' => out.push_str(&format!("%{:02X}", c as u32)),
+                1 if c != '/' => out.push_str(&format!("%{:02x}", c as u32)),
+                2 => out.push(c.to_ascii_uppercase()),
+                _ => out.push(c),
+            }
+        }
+        match rng.below(12) {
+            0 => out.push('/'),
+            1 => out.push_str("?q=/cheap/x"),
+            2 => out.push_str("#/cheap/"),
+            3 => out.push_str(";x=1"),
+            4 => out.push_str("/.."),
+            5 => out.push_str("%2F"),
+            6 => out.insert(0, '/'),
+            7 => out.push_str("/%2e%2E"),
+            _ => {}
+        }
+        out
+    }
+
+    /// Every spelling of a priced path is priced at least as its route, or
+    /// has no normal form (which the edges answer with 400), whatever the
+    /// method's spelling among those an upstream treats alike.
+    #[test]
+    fn no_spelling_of_a_priced_path_is_cheaper() {
+        let p = priced();
+        let routes = [
+            ("GET", "/reports/1"),
+            ("GET", "/reports/a.json"),
+            ("GET", "/reports"),
+            ("GET", "/dear"),
+            ("POST", "/cheap/x"),
+            ("GET", "/other/~x"),
+        ];
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let (mut refused, mut priced_spellings) = (0, 0);
+        for _ in 0..20_000 {
+            let (method, path) = routes[rng.below(routes.len())];
+            let want = p.price_for(Some(&format!("{method} {path}"))).amount;
+            let spelling = respell(&mut rng, path);
+            let asked = if method == "GET" && rng.below(2) == 0 {
+                "HEAD"
+            } else {
+                method
+            };
+            match normalise(&spelling) {
+                Err(_) => refused += 1,
+                Ok(normal) => {
+                    priced_spellings += 1;
+                    let got = p.price_for(Some(&format!("{asked} {spelling}"))).amount;
+                    assert!(
+                        got >= want,
+                        "{asked} {spelling} ({normal}) costs {got}, {method} {path} {want}"
+                    );
+                }
+            }
+        }
+        // the generator exercises both sides
+        assert!(
+            refused > 1_000 && priced_spellings > 10_000,
+            "{refused} {priced_spellings}"
+        );
     }
 }

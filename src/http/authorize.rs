@@ -1,26 +1,30 @@
 //! `GET /v1/authorize`: forward-auth for reverse proxies (Caddy
 //! `forward_auth`, Traefik `ForwardAuth`, nginx `auth_request`). The proxy
 //! forwards the client's `Authorization` and names the original request in
-//! `X-Forwarded-Method` + `X-Forwarded-Uri` (or `X-Original-Method` +
-//! `X-Original-URI`); that request's method and path pick the price.
+//! the configured header pair (`X-Forwarded-Method` + `X-Forwarded-Uri`, or
+//! `X-Original-Method` + `X-Original-URI`); that request's method and path
+//! pick the price.
 //!
 //! Those headers are believed only from a peer in
-//! `authorize.trusted_proxies`: anyone else could name a cheap route while
-//! the proxy serves a dear one. And the path must be one the upstream will
-//! not read differently: no dot segments, no empty segments, no encoded
-//! slashes, dots or backslashes. Otherwise `/cheap/../dear` would be priced
-//! as `/cheap/*` and served as `/dear`.
+//! `authorize.trusted_proxies`, only from the configured pair, and only
+//! when each is given once: anyone else, or a client's own header beside
+//! the proxy's, could name a cheap route while the proxy serves a dear one.
+//! The path is priced in its normal form ([`settlegate_rules::target`]), so
+//! `/%72eports/1`, `/REPORTS/1/` and `/reports/1` cost the same, and a path
+//! the upstream could read differently (`/cheap/../dear`, `/dear;x=1`) is
+//! refused.
 
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use settlegate_rules::credential::{CredentialError, parse_credential};
 use settlegate_rules::genome::actions;
 
+use settlegate_rules::target::{NormalPath, normalise};
+
 use super::AppState;
 use super::gate::{Asked, decide, idempotency_key};
 use super::problem::ApiError;
-
-const MAX_URI: usize = 2048;
+use crate::settings::ForwardedHeaders;
 
 /// The methods `/v1/authorize` answers (the `Allow` of its 405).
 pub const METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -44,9 +48,9 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
     tag = "payments",
     params(
         ("X-Forwarded-Method" = String, Header, pattern = "^[A-Za-z]{1,16}$",
-         description = "The original request's method, believed only from authorize.trusted_proxies. nginx's X-Original-Method is read when both X-Forwarded headers are absent"),
-        ("X-Forwarded-Uri" = String, Header, min_length = 1, pattern = "^/(?:(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+(?:/(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+)*/?)?(?:[?#][!-~]*)?$",
-         description = "The original request's URI, at most 2048 bytes: no dot or empty segments, no encoded dot, slash, backslash, NUL or percent sign. nginx's X-Original-URI is read when both X-Forwarded headers are absent"),
+         description = "The original request's method, believed only from authorize.trusted_proxies. With authorize.forwarded_headers = x-original, X-Original-Method instead"),
+        ("X-Forwarded-Uri" = String, Header, min_length = 1, max_length = 2048, pattern = "^/(?:(?!(?:\\.|%2[Ee]){1,2}(?:[/?#]|$))(?:[!\"$&-.0-:<->@-\\[\\]-~]|%(?:2[1246-9A-Ea-e]|3[0-9AaCcDdEe]|[46][0-9A-Fa-f]|5[0-9ABabD-Fd-f]|7[0-9A-Ea-e])|(?:%20|%[Cc][2-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Dd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee]0%[ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][1-9A-Ca-cEeFf]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][Dd]%[89][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]0%(?:9[0-9A-Fa-f]|[ABab][0-9A-Fa-f])%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff][1-3]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]4%8[0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]))+(?:/(?!(?:\\.|%2[Ee]){1,2}(?:[/?#]|$))(?:[!\"$&-.0-:<->@-\\[\\]-~]|%(?:2[1246-9A-Ea-e]|3[0-9AaCcDdEe]|[46][0-9A-Fa-f]|5[0-9ABabD-Fd-f]|7[0-9A-Ea-e])|(?:%20|%[Cc][2-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Dd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee]0%[ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][1-9A-Ca-cEeFf]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][Dd]%[89][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]0%(?:9[0-9A-Fa-f]|[ABab][0-9A-Fa-f])%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff][1-3]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]4%8[0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]))+)*/?)?(?:[?#][!-~]*)?$",
+         description = "The original request's URI, at most 2048 bytes of visible ASCII: no dot or empty segments, no `;` or backslash, no malformed or ambiguous percent-encoding (of a slash, backslash, percent sign, `;`, `?`, `#`, a control character, or bytes that are not UTF-8). With authorize.forwarded_headers = x-original, X-Original-URI instead"),
         ("Authorization" = Option<String>, Header, pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$", description = "The paying client's credential, either scheme (at most 8192 bytes)"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$"),
     ),
@@ -69,7 +73,7 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
     let trusted = req
         .peer_addr()
         .is_some_and(|peer| state.trusted_proxies.iter().any(|net| net.contains(&peer.ip())));
-    let resource = original_request(req.headers(), trusted)?;
+    let resource = original_request(req.headers(), trusted, state.forwarded_headers)?;
     let idempotency_key = idempotency_key(req.headers())?;
     let mut malformed = None;
     let credential = match req.headers().get(AUTHORIZATION) {
@@ -104,26 +108,44 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
     Ok(state.answer_authorize(&req, summary, outcome))
 }
 
-/// `METHOD /path` of the request the proxy is asking about.
-fn original_request(headers: &HeaderMap, trusted: bool) -> Result<String, ApiError> {
-    let missing = || {
-        ApiError::InvalidRequest(
-            "no original request: /v1/authorize needs X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method \
-             and X-Original-URI) from a trusted proxy (authorize.trusted_proxies)"
-                .into(),
-        )
-    };
+/// `METHOD /path` of the request the proxy is asking about, its path in the
+/// normal form the price rules match (see [`settlegate_rules::target`]).
+///
+/// Only the configured header pair is read, each header exactly once, and
+/// its value must be visible ASCII: a request that also carries the other
+/// pair, a header twice, or an unreadable value is refused, never read
+/// through another header (a client's own `X-Forwarded-Uri` must not win
+/// over what an nginx put in `X-Original-URI`).
+fn original_request(headers: &HeaderMap, trusted: bool, pair: ForwardedHeaders) -> Result<String, ApiError> {
+    let (method_name, uri_name) = pair.names();
     if !trusted {
-        return Err(missing());
+        return Err(ApiError::InvalidRequest(format!(
+            "no original request: /v1/authorize needs {method_name} and {uri_name} from a trusted proxy \
+             (authorize.trusted_proxies)"
+        )));
     }
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (method, uri) = match (get("x-forwarded-method"), get("x-forwarded-uri")) {
-        (Some(m), Some(u)) => (m, u),
-        _ => match (get("x-original-method"), get("x-original-uri")) {
-            (Some(m), Some(u)) => (m, u),
-            _ => return Err(missing()),
-        },
+    let (other_method, other_uri) = pair.other().names();
+    if headers.contains_key(other_method) || headers.contains_key(other_uri) {
+        return Err(ApiError::InvalidRequest(format!(
+            "the request carries {other_method} or {other_uri}, but this service reads the original request \
+             from {method_name} and {uri_name} only (authorize.forwarded_headers)"
+        )));
+    }
+    let one = |name: &str| -> Result<&str, ApiError> {
+        let mut values = headers.get_all(name);
+        let value = values.next().ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "no original request: /v1/authorize needs {method_name} and {uri_name} from a trusted proxy"
+            ))
+        })?;
+        if values.next().is_some() {
+            return Err(ApiError::InvalidRequest(format!("{name} is given more than once")));
+        }
+        value
+            .to_str()
+            .map_err(|_| ApiError::InvalidRequest(format!("{name} is not visible ASCII")))
     };
+    let (method, uri) = (one(method_name)?, one(uri_name)?);
     let method = method.trim();
     if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(ApiError::InvalidRequest(
@@ -133,51 +155,33 @@ fn original_request(headers: &HeaderMap, trusted: bool) -> Result<String, ApiErr
     Ok(format!("{} {}", method.to_ascii_uppercase(), pricing_path(uri.trim())?))
 }
 
-/// The path of a forwarded request URI, without its query, refused when an
+/// The path of a forwarded request URI in normal form, refused when an
 /// upstream could resolve it to another path than the one priced.
-pub fn pricing_path(uri: &str) -> Result<&str, ApiError> {
-    let bad = |why: &str| Err(ApiError::InvalidRequest(format!("the forwarded URI {why}")));
-    if uri.len() > MAX_URI {
-        return bad(&format!("is longer than {MAX_URI} bytes"));
-    }
-    let path = uri.split(['?', '#']).next().unwrap_or("");
-    if !path.starts_with('/') {
-        return bad("must be a path starting with /");
-    }
-    if path
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'\\')
-    {
-        return bad("contains spaces, control characters or backslashes");
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00", "%25"].iter().any(|e| lower.contains(e)) {
-        return bad("contains an encoded dot, slash, backslash, NUL or percent sign");
-    }
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(s) = segments.next() {
-        let last = segments.peek().is_none();
-        if s == "." || s == ".." || (s.is_empty() && !last) {
-            return bad("contains a dot or empty segment");
-        }
-    }
-    Ok(path)
+pub fn pricing_path(uri: &str) -> Result<NormalPath, ApiError> {
+    normalise(uri).map_err(|e| ApiError::InvalidRequest(format!("the forwarded URI {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use settlegate_rules::target::MAX_TARGET;
 
     #[test]
     fn pricing_paths() {
         for (uri, path) in [
             ("/reports/42?x=1", "/reports/42"),
             ("/", "/"),
-            ("/a/b/", "/a/b/"),
+            ("/a/b/", "/a/b"),
             ("/a#frag", "/a"),
-            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/caf%C3%A9", "/caf%c3%a9"),
+            ("/%72eports/1", "/reports/1"),
+            ("/DEAR", "/dear"),
         ] {
-            assert_eq!(pricing_path(uri).ok(), Some(path), "{uri}");
+            assert_eq!(
+                pricing_path(uri).ok().as_ref().map(NormalPath::as_str),
+                Some(path),
+                "{uri}"
+            );
         }
         for uri in [
             "",
@@ -196,28 +200,62 @@ mod tests {
             "/a b",
             "/a%00",
             "/a%252e",
+            "/dear;x=1",
         ] {
             assert!(pricing_path(uri).is_err(), "{uri}");
         }
-        assert!(pricing_path(&format!("/{}", "a".repeat(MAX_URI))).is_err());
+        assert!(pricing_path(&format!("/{}", "a".repeat(MAX_TARGET))).is_err());
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.parse().unwrap(), v.parse().unwrap());
+        }
+        h
     }
 
     #[test]
-    fn forwarded_headers_count_only_from_a_trusted_peer() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-method".parse().unwrap(), "get".parse().unwrap());
-        h.insert("x-forwarded-uri".parse().unwrap(), "/dear/1?q".parse().unwrap());
-        assert_eq!(original_request(&h, true).ok().as_deref(), Some("GET /dear/1"));
-        assert!(original_request(&h, false).is_err());
-        let mut o = HeaderMap::new();
-        o.insert("x-original-method".parse().unwrap(), "POST".parse().unwrap());
-        o.insert("x-original-uri".parse().unwrap(), "/x".parse().unwrap());
-        assert_eq!(original_request(&o, true).ok().as_deref(), Some("POST /x"));
-        let mut half = HeaderMap::new();
-        half.insert("x-forwarded-method".parse().unwrap(), "GET".parse().unwrap());
-        assert!(original_request(&half, true).is_err());
-        let mut bad = h.clone();
-        bad.insert("x-forwarded-method".parse().unwrap(), "G-T".parse().unwrap());
-        assert!(original_request(&bad, true).is_err());
+    fn only_the_configured_pair_is_read() {
+        use ForwardedHeaders::{XForwarded, XOriginal};
+        let fwd = headers(&[("x-forwarded-method", "get"), ("x-forwarded-uri", "/dear/1?q")]);
+        assert_eq!(
+            original_request(&fwd, true, XForwarded).ok().as_deref(),
+            Some("GET /dear/1")
+        );
+        assert!(original_request(&fwd, false, XForwarded).is_err());
+        // the other pair is not a fallback
+        assert!(original_request(&fwd, true, XOriginal).is_err());
+        let orig = headers(&[("x-original-method", "POST"), ("x-original-uri", "/x")]);
+        assert_eq!(
+            original_request(&orig, true, XOriginal).ok().as_deref(),
+            Some("POST /x")
+        );
+        assert!(original_request(&orig, true, XForwarded).is_err());
+        // both pairs, even partly: refused under either setting
+        let both = headers(&[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/dear"),
+            ("x-forwarded-uri", "/cheap/x"),
+        ]);
+        assert!(original_request(&both, true, XOriginal).is_err());
+        assert!(original_request(&both, true, XForwarded).is_err());
+        // a duplicate
+        let twice = headers(&[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/dear"),
+            ("x-forwarded-uri", "/cheap/x"),
+        ]);
+        assert!(original_request(&twice, true, XForwarded).is_err());
+        let half = headers(&[("x-forwarded-method", "GET")]);
+        assert!(original_request(&half, true, XForwarded).is_err());
+        let bad = headers(&[("x-forwarded-method", "G-T"), ("x-forwarded-uri", "/x")]);
+        assert!(original_request(&bad, true, XForwarded).is_err());
+        let mut non_ascii = headers(&[("x-forwarded-method", "GET")]);
+        non_ascii.insert(
+            "x-forwarded-uri".parse().unwrap(),
+            actix_web::http::header::HeaderValue::from_bytes(b"/d\xc3\xa9ar").unwrap(),
+        );
+        assert!(original_request(&non_ascii, true, XForwarded).is_err());
     }
 }

@@ -15,6 +15,7 @@ use settlegate_rules::credential::Credential;
 use settlegate_rules::mpp::{self, Binding, ChallengeProblem, Payload};
 use settlegate_rules::replay::{KeyDigest, Scheme};
 use settlegate_rules::settlement::{PayerRule, Reason};
+use settlegate_rules::target::normalise;
 use time::OffsetDateTime;
 
 use super::problem::ApiError;
@@ -170,20 +171,25 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(v.to_owned()))
 }
 
-/// A resource is `METHOD /path` (what a price rule matches against).
+/// A resource is `METHOD /target`; what a price rule matches against is
+/// its method and the target's path in normal form
+/// ([`settlegate_rules::target`]): `GET /%72eports/1?x` is `GET /reports/1`.
+/// A target with no single meaning is refused, as on `/v1/authorize`.
 pub fn check_resource(r: String) -> Result<String, ApiError> {
-    let ok = r.chars().count() <= MAX_RESOURCE
-        && r.split_once(' ').is_some_and(|(m, p)| {
-            !m.is_empty()
-                && m.bytes().all(|b| b.is_ascii_uppercase())
-                && p.starts_with('/')
-                && !p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        });
-    if ok {
-        Ok(r)
-    } else {
-        Err(ApiError::InvalidRequest(format!(
-            "resource must be \"METHOD /path\" (at most {MAX_RESOURCE} characters), e.g. \"GET /reports/42\""
-        )))
+    let refuse = |why: String| {
+        ApiError::InvalidRequest(format!(
+            "resource must be \"METHOD /path\" (at most {MAX_RESOURCE} characters), e.g. \"GET /reports/42\"{why}"
+        ))
+    };
+    if r.chars().count() > MAX_RESOURCE {
+        return Err(refuse(String::new()));
     }
+    let Some((method, target)) = r.split_once(' ') else {
+        return Err(refuse(String::new()));
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || !target.starts_with('/') {
+        return Err(refuse(String::new()));
+    }
+    let path = normalise(target).map_err(|e| refuse(format!(": its path {e}")))?;
+    Ok(format!("{method} {path}"))
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub challenges: Arc<respond::Challenges>,
     /// Peers whose forwarded-request headers `/v1/authorize` believes.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// The header pair that names the original request on `/v1/authorize`.
+    pub forwarded_headers: crate::settings::ForwardedHeaders,
     /// API keys and rate limits of `/v1/verify`.
     pub gatekeeper: Arc<callers::Gatekeeper>,
 }

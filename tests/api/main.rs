@@ -19,6 +19,7 @@ mod metrics;
 mod mpp_clients;
 mod openapi;
 mod payment;
+mod pricing;
 mod proxy;
 mod readme;
 mod reload;
