@@ -21,7 +21,7 @@
 use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
 use serde::{Deserialize, Serialize};
 
-use crate::mpp::Binding;
+use crate::mpp::{Binding, is_mpp_memo};
 use crate::policy::{MemoPolicy, Price, SettlementPolicy};
 use crate::replay::Scheme;
 
@@ -138,7 +138,9 @@ pub fn needs_head(policy: &SettlementPolicy) -> bool {
 /// How the memo of the paying transfer is judged for this request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoRule {
+    /// Any memo but an MPP attribution memo (the Tempo scheme).
     Any,
+    /// A memo that is not an MPP attribution memo (the Tempo scheme).
     Required,
     /// An MPP attribution memo bound to this realm and one challenge.
     Bound(Binding),
@@ -417,6 +419,17 @@ fn match_payment(
     let to_recipient: Vec<&Movement> = in_asset.into_iter().filter(|m| m.to == policy.recipient).collect();
     if to_recipient.is_empty() {
         return Err(Reason::WrongRecipient);
+    }
+    // A transaction that pays the recipient with an MPP attribution memo was
+    // made for a Payment challenge; its hash is that payer's credential.
+    // Under the Tempo scheme, which names no challenge, whoever watched the
+    // chain could redeem it first, so it is refused whole.
+    if matches!(memo, MemoRule::Any | MemoRule::Required)
+        && to_recipient
+            .iter()
+            .any(|m| m.memo.is_some_and(|memo| is_mpp_memo(&memo)))
+    {
+        return Err(Reason::MemoMismatch);
     }
     let eligible: Vec<&Movement> = to_recipient
         .iter()

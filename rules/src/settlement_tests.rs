@@ -393,6 +393,58 @@ fn challenge_bound_memos() {
     );
 }
 
+/// A payment made for a Payment challenge is never redeemed under the
+/// Tempo scheme, whatever the genome's memo rule: its memo says so, and
+/// whoever watched the chain could otherwise take it first.
+#[test]
+fn the_tempo_scheme_refuses_a_payment_bound_to_a_challenge() {
+    use crate::mpp::Binding;
+    let p = policy(json!({}));
+    let price = p.price_for(None);
+    let mpp = Binding::new("Tempo API", "challenge-1").memo();
+    let other_realm = Binding::new("Other API", "challenge-1").memo();
+    for rule in [MemoRule::Any, MemoRule::Required] {
+        for memo in [mpp, other_realm] {
+            assert_eq!(
+                reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, price, rule, NOW)),
+                "memo_mismatch",
+                "{rule:?}"
+            );
+        }
+        // a plain transfer beside the bound one does not help: the hash is
+        // the Payment payer's credential
+        let mixed = facts(vec![
+            transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
+            with_memo(ALPHA, PAYER, RECIPIENT, 1, mpp),
+        ]);
+        assert_eq!(reason(judge(&mixed, &p, price, rule, NOW)), "memo_mismatch", "{rule:?}");
+        // a memo that is not an MPP attribution still pays
+        assert_eq!(
+            reason(judge(
+                &bound_facts(B256::repeat_byte(0x42), PAYER, 1_000_000),
+                &p,
+                price,
+                rule,
+                NOW
+            )),
+            "settled",
+            "{rule:?}"
+        );
+    }
+    // the Payment scheme bound to that challenge still settles it
+    let binding = Binding::new("Tempo API", "challenge-1");
+    assert_eq!(
+        reason(judge(
+            &bound_facts(mpp, PAYER, 1_000_000),
+            &p,
+            price,
+            MemoRule::Bound(binding),
+            NOW
+        )),
+        "settled"
+    );
+}
+
 #[test]
 fn payer_rules() {
     use crate::mpp::Binding;

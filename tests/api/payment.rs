@@ -577,6 +577,49 @@ async fn a_pull_transaction_the_node_refuses_is_tx_rejected_and_not_consumed() {
     assert_eq!((v.status, v.reason()), (402, "insufficient_amount"), "{:?}", v.body);
 }
 
+/// A payment made for a `Payment` challenge is never redeemed under the
+/// `Tempo` scheme, whatever the genome's memo rule: a watcher of the chain
+/// who presents its hash first gets 402 and consumes nothing, and the payer
+/// then gets the 200.
+#[tokio::test]
+async fn a_payment_bound_to_a_challenge_cannot_be_taken_with_the_tempo_scheme() {
+    for memo_rule in ["optional", "required"] {
+        let s = setup_with(Genome::single().set("/settlement/memo", json!(memo_rule)));
+        let offer = s.offer().await;
+        let bound = s
+            .chain
+            .transfer_with_memo(ALPHA_USD, RECIPIENT, 1_000_000, &bound_memo(&offer));
+        // the watcher, with the hash alone, under either spelling of the scheme
+        for cred in [
+            format!("Tempo {bound}"),
+            format!("tempo {}", bound.to_uppercase().replacen("0X", "0x", 1)),
+        ] {
+            let v = s.app.verify(json!({ "credential": cred }), &[]).await;
+            assert_eq!(
+                (v.status, v.code(), v.reason()),
+                (402, "VERIFICATION_FAILED", "memo_mismatch"),
+                "{memo_rule}: {:?}",
+                v.body
+            );
+        }
+        let v = s.app.verify(json!({ "tx_hash": bound }), &[]).await;
+        assert_eq!(
+            (v.status, v.reason()),
+            (402, "memo_mismatch"),
+            "{memo_rule}: {:?}",
+            v.body
+        );
+        // nothing was consumed: the rightful payer gets the 200
+        let v = s.present(&credential(&echo(&offer), hash_payload(&bound), None)).await;
+        assert_eq!(v.status, 200, "{memo_rule}: {:?}", v.body);
+        // and a memo that is not an MPP one still pays under the Tempo scheme
+        let other = s
+            .chain
+            .transfer_with_memo(ALPHA_USD, RECIPIENT, 1_000_000, &format!("0x{}", "ab".repeat(32)));
+        assert_eq!(s.app.verify_hash(&other).await.status, 200, "{memo_rule}");
+    }
+}
+
 #[tokio::test]
 async fn a_challenge_bound_policy_refuses_the_tempo_scheme_and_a_genome_can_turn_a_scheme_off() {
     let s = setup_with(Genome::single().set("/settlement/memo", json!("challenge_bound")));
