@@ -17,7 +17,7 @@ use settlegate_rules::credential::{CredentialError, parse_credential};
 use settlegate_rules::genome::actions;
 
 use super::AppState;
-use super::gate::{Asked, decide, idempotency_key};
+use super::gate::{Asked, check_body_digest, decide, idempotency_key};
 use super::problem::ApiError;
 
 const MAX_URI: usize = 2048;
@@ -48,7 +48,10 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
         ("X-Forwarded-Uri" = String, Header, min_length = 1, pattern = "^/(?:(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+(?:/(?!\\.\\.?(?:[/?#]|$))(?:[!\"$&-.0->@-\\[\\]-~]|%(?!2[eEfF5]|5[cC]|00))+)*/?)?(?:[?#][!-~]*)?$",
          description = "The original request's URI, at most 2048 bytes: no dot or empty segments, no encoded dot, slash, backslash, NUL or percent sign. nginx's X-Original-URI is read when both X-Forwarded headers are absent"),
         ("Authorization" = Option<String>, Header, pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$", description = "The paying client's credential, either scheme (at most 8192 bytes)"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{16,255}$",
+         description = "The client's key: a retry with the same key, hash, scheme, method, URI (path and query), Content-Digest and (Payment) challenge, inside idempotency.retry_window_seconds and idempotency.max_retries, gets its 200 again. 16 to 255 visible ASCII characters"),
+        ("Content-Digest" = Option<String>, Header, max_length = 1024, pattern = "^[!-~](?:[ -~]*[!-~])?$",
+         description = "The client's body digest (RFC 9530), compared exactly between a request and its idempotent retries"),
     ),
     responses(
         (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
@@ -70,7 +73,16 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
         .peer_addr()
         .is_some_and(|peer| state.trusted_proxies.iter().any(|net| net.contains(&peer.ip())));
     let resource = original_request(req.headers(), trusted)?;
+    let target = original_target(req.headers());
     let idempotency_key = idempotency_key(req.headers())?;
+    let body_digest = match req.headers().get("content-digest") {
+        None => None,
+        Some(v) => Some(check_body_digest(
+            "Content-Digest",
+            v.to_str()
+                .map_err(|_| ApiError::InvalidRequest("Content-Digest is not visible ASCII".into()))?,
+        )?),
+    };
     let mut malformed = None;
     let credential = match req.headers().get(AUTHORIZATION) {
         None => None,
@@ -96,6 +108,8 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
     let asked = Asked {
         credential,
         resource: Some(resource),
+        target,
+        body_digest,
         idempotency_key,
         malformed,
         action: actions::SETTLEMENT_AUTHORIZE,
@@ -131,6 +145,20 @@ fn original_request(headers: &HeaderMap, trusted: bool) -> Result<String, ApiErr
         ));
     }
     Ok(format!("{} {}", method.to_ascii_uppercase(), pricing_path(uri.trim())?))
+}
+
+/// `METHOD /path?query` of the forwarded request as the proxy named it
+/// (fragment dropped), for idempotent retries; called after
+/// [`original_request`] accepted the same headers.
+fn original_target(headers: &HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (method, uri) = match (get("x-forwarded-method"), get("x-forwarded-uri")) {
+        (Some(m), Some(u)) => (m, u),
+        _ => (get("x-original-method")?, get("x-original-uri")?),
+    };
+    let uri = uri.trim();
+    let uri = uri.split_once('#').map_or(uri, |(u, _)| u);
+    Some(format!("{} {uri}", method.trim().to_ascii_uppercase()))
 }
 
 /// The path of a forwarded request URI, without its query, refused when an
@@ -208,6 +236,13 @@ mod tests {
         h.insert("x-forwarded-method".parse().unwrap(), "get".parse().unwrap());
         h.insert("x-forwarded-uri".parse().unwrap(), "/dear/1?q".parse().unwrap());
         assert_eq!(original_request(&h, true).ok().as_deref(), Some("GET /dear/1"));
+        assert_eq!(original_target(&h).as_deref(), Some("GET /dear/1?q"));
+        let mut f = h.clone();
+        f.insert(
+            "x-forwarded-uri".parse().unwrap(),
+            " /dear/1?a=1&b=2#frag ".parse().unwrap(),
+        );
+        assert_eq!(original_target(&f).as_deref(), Some("GET /dear/1?a=1&b=2"));
         assert!(original_request(&h, false).is_err());
         let mut o = HeaderMap::new();
         o.insert("x-original-method".parse().unwrap(), "POST".parse().unwrap());
