@@ -4,7 +4,9 @@
 //! `put_if_absent` of the replay record.
 //!
 //! - A payment already consumed is answered from memory (the
-//!   `ConsumedCache`), with no lookup and no store round trip.
+//!   `ConsumedCache`), with no lookup and no store round trip; only an
+//!   idempotent retry goes to the store, to be counted against the retry
+//!   limit (`CountRetry`) before its 200.
 //! - Every check of one canonical hash that overlaps another shares its
 //!   chain lookup, whatever it finds (the `Coalescer`); nothing is claimed
 //!   before the lookup, so no waiter ever turns into a second lookup.
