@@ -99,6 +99,11 @@ pub struct Settings {
     pub replay_min_record_ttl: Duration,
     /// Entries of the in-process cache of consumed hashes (0: off).
     pub replay_cache_entries: usize,
+    /// How long after its consume a request may be retried with its
+    /// `Idempotency-Key` (never longer than the policy's age window).
+    pub idempotency_retry_window: Duration,
+    /// Idempotent retries of one payment at most.
+    pub idempotency_max_retries: u32,
     pub log_request_level: RequestLog,
     pub log_buffer_lines: usize,
     /// JSON lines (`true`, the default) or human-readable text.
@@ -171,6 +176,7 @@ struct Raw {
     rpc: RawRpc,
     redis: RawRedis,
     replay: RawReplay,
+    idempotency: RawIdempotency,
     coalescer: RawCoalescer,
     log: RawLog,
     #[serde(default)]
@@ -221,6 +227,13 @@ struct RawReplay {
     local_path: PathBuf,
     min_record_ttl_seconds: u64,
     cache_entries: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdempotency {
+    retry_window_seconds: u64,
+    max_retries: u32,
 }
 
 #[derive(Deserialize)]
@@ -605,6 +618,18 @@ impl Settings {
         if raw.replay.cache_entries > 10_000_000 {
             return fail("replay.cache_entries must be at most 10000000".into());
         }
+        if raw.idempotency.retry_window_seconds > 3_600 {
+            return fail(format!(
+                "idempotency.retry_window_seconds must be at most 3600, got {}",
+                raw.idempotency.retry_window_seconds
+            ));
+        }
+        if raw.idempotency.max_retries > 100 {
+            return fail(format!(
+                "idempotency.max_retries must be at most 100, got {}",
+                raw.idempotency.max_retries
+            ));
+        }
         let log_request_level = match raw.log.request_level.as_str() {
             "info" => RequestLog::Info,
             "debug" => RequestLog::Debug,
@@ -757,6 +782,8 @@ impl Settings {
             replay_local_path: raw.replay.local_path,
             replay_min_record_ttl: Duration::from_secs(raw.replay.min_record_ttl_seconds),
             replay_cache_entries: raw.replay.cache_entries,
+            idempotency_retry_window: Duration::from_secs(raw.idempotency.retry_window_seconds),
+            idempotency_max_retries: raw.idempotency.max_retries,
             log_request_level,
             log_buffer_lines: raw.log.buffer_lines,
             log_json,
@@ -1402,6 +1429,8 @@ mod tests {
         assert_eq!(s.coalescer_window, Duration::from_millis(250));
         assert_eq!(s.rpc_probe_interval, Some(Duration::from_secs(5)));
         assert_eq!(s.replay_cache_entries, 4096);
+        assert_eq!(s.idempotency_retry_window, Duration::from_secs(60));
+        assert_eq!(s.idempotency_max_retries, 3);
         assert_eq!(s.log_request_level, RequestLog::Info);
     }
 
@@ -1456,6 +1485,10 @@ mod tests {
         assert!(with_key(("SETTLEGATE_LOG__REQUEST_LEVEL", "loud")).is_err());
         assert!(with_key(("SETTLEGATE_LOG__BUFFER_LINES", "1")).is_err());
         assert!(with_key(("SETTLEGATE_COALESCER__WINDOW_MS", "60000")).is_err());
+        assert!(with_key(("SETTLEGATE_IDEMPOTENCY__RETRY_WINDOW_SECONDS", "3601")).is_err());
+        assert!(with_key(("SETTLEGATE_IDEMPOTENCY__MAX_RETRIES", "101")).is_err());
+        let s = with_key(("SETTLEGATE_IDEMPOTENCY__MAX_RETRIES", "0")).unwrap();
+        assert_eq!(s.idempotency_max_retries, 0);
         assert!(with_key(("SETTLEGATE_RPC__PROBE_INTERVAL_MS", "5")).is_err());
         assert!(
             with_key(("SETTLEGATE_RPC__PROBE_INTERVAL_MS", "0"))

@@ -4,7 +4,9 @@
 //! `put_if_absent` of the replay record.
 //!
 //! - A payment already consumed is answered from memory (the
-//!   `ConsumedCache`), with no lookup and no store round trip.
+//!   `ConsumedCache`), with no lookup and no store round trip; only an
+//!   idempotent retry goes to the store, to be counted against the retry
+//!   limit (`CountRetry`) before its 200.
 //! - Every check of one canonical hash that overlaps another shares its
 //!   chain lookup, whatever it finds (the `Coalescer`); nothing is claimed
 //!   before the lookup, so no waiter ever turns into a second lookup.
@@ -27,15 +29,16 @@ use alloy_primitives::Bytes;
 use settlegate_actors::Traced;
 use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
-    Consume, Consumed, ConsumedCache, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
+    Consume, Consumed, ConsumedCache, CountRetry, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
 use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::genome::VerifiedGenome;
 use settlegate_rules::mpp::Binding;
-use settlegate_rules::policy::Price;
+use settlegate_rules::policy::{Price, SettlementPolicy};
 use settlegate_rules::replay::{
-    KeyDigest, ReplayRecord, ReplayVerdict, RequestIdentity, Scheme, Settlement, judge_replay, record_ttl,
+    ReplayRecord, ReplayVerdict, RequestDigest, RequestIdentity, Scheme, Settlement, judge_replay, record_ttl,
+    retry_window, within_retry_limit,
 };
 use settlegate_rules::settlement::{PayerRule, Pending, Reason, Terms, Verdict, judge, memo_rule, needs_head};
 use tracing::Instrument;
@@ -54,7 +57,9 @@ pub struct SettleRequest {
     pub hash: TxHash,
     pub scheme: Scheme,
     pub resource: Option<String>,
-    pub idempotency_key: Option<KeyDigest>,
+    /// The digest of everything a retry must repeat, when the request has
+    /// an `Idempotency-Key`.
+    pub request_digest: Option<RequestDigest>,
     /// The challenge a `Payment` credential answers: its memo must name it.
     pub binding: Option<Binding>,
     pub payer: PayerRule,
@@ -67,8 +72,7 @@ impl SettleRequest {
     fn identity(&self) -> RequestIdentity<'_> {
         RequestIdentity {
             scheme: self.scheme,
-            resource: self.resource.as_deref(),
-            idempotency_key: self.idempotency_key.as_ref(),
+            request_digest: self.request_digest.as_ref(),
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct Settler {
     pub arbiter: ArbiterHandle,
     /// Broadcasts pull-mode transactions.
     pub rpc: Addr<RpcPool>,
+    /// The configured idempotent-retry window (the policy's age window
+    /// bounds it too) and the retries of one payment at most.
+    pub retry_window: Duration,
+    pub max_retries: u32,
 }
 
 impl Settler {
@@ -102,7 +110,7 @@ impl Settler {
         challenge: Challenge,
     ) -> Outcome {
         if let Some(record) = self.consumed.get(&req.hash) {
-            return replay_outcome(&record, &req, challenge);
+            return self.replay_outcome(&record, &req, challenge, &genome.policy).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
@@ -132,11 +140,11 @@ impl Settler {
         challenge: Challenge,
     ) -> Outcome {
         // A consumed payment stays consumed: no network hop to say so.
+        let policy = &genome.policy;
         if let Some(record) = self.consumed.get(&req.hash) {
-            return replay_outcome(&record, req, challenge);
+            return self.replay_outcome(&record, req, challenge, policy).await;
         }
 
-        let policy = &genome.policy;
         let lookup = Lookup {
             hash: req.hash,
             chain_id: policy.chain_id,
@@ -174,7 +182,7 @@ impl Settler {
             // still running here (or answer from its record); only a
             // payment nobody here is consuming is looked up again.
             match self.guard.send(Traced::new(Follow(req.hash))).await {
-                Ok(Ok(Some(record))) => return replay_outcome(&record, req, challenge),
+                Ok(Ok(Some(record))) => return self.replay_outcome(&record, req, challenge, policy).await,
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => return Outcome::Unavailable(Unavailable::Store(e)),
                 Err(_) => return Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
@@ -184,7 +192,7 @@ impl Settler {
             // answers; only if none comes does this instance ask the node.
             if looked.remote {
                 match self.await_record(req.hash, REMOTE_CONSUME_WAIT).await {
-                    Ok(Some(record)) => return replay_outcome(&record, req, challenge),
+                    Ok(Some(record)) => return self.replay_outcome(&record, req, challenge, policy).await,
                     Ok(None) => {}
                     Err(e) => return Outcome::Unavailable(Unavailable::Store(e)),
                 }
@@ -203,19 +211,19 @@ impl Settler {
                 let record = ReplayRecord {
                     settlement: settlement.clone(),
                     resource: req.resource.clone(),
-                    idempotency_key: req.idempotency_key,
+                    request_digest: req.request_digest,
                     consumed_at: now,
                     expires_at: now + record_ttl(policy, self.min_record_ttl).as_secs(),
                 };
                 match self.guard.send(Traced::new(Consume { hash: req.hash, record })).await {
                     Ok(Ok(Consumed::Inserted)) => Outcome::Settled(settlement),
-                    Ok(Ok(Consumed::Existing(r))) => replay_outcome(&r, req, challenge),
+                    Ok(Ok(Consumed::Existing(r))) => self.replay_outcome(&r, req, challenge, policy).await,
                     Ok(Err(e)) => Outcome::Unavailable(Unavailable::Store(e)),
                     Err(_) => Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
                 }
             }
             Verdict::Failed(reason) if looked.facts.mined_successfully() => {
-                self.failed_or_replayed(reason, req, challenge).await
+                self.failed_or_replayed(reason, req, challenge, policy).await
             }
             Verdict::Failed(reason) => Outcome::Denied(Denial::Failed(reason), challenge),
             // The node refused the transaction and does not know it.
@@ -242,17 +250,23 @@ impl Settler {
     /// A mined transaction that does not settle now may have settled
     /// before (it is older now, or the request names another price): if it
     /// was consumed, the answer is the replay (or the idempotent retry).
-    async fn failed_or_replayed(&self, reason: Reason, req: &SettleRequest, challenge: Challenge) -> Outcome {
+    async fn failed_or_replayed(
+        &self,
+        reason: Reason,
+        req: &SettleRequest,
+        challenge: Challenge,
+        policy: &SettlementPolicy,
+    ) -> Outcome {
         let recalled = match self.guard.send(Traced::new(Recall(req.hash))).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Stopped),
         };
         match recalled {
-            Ok(Some(record)) => replay_outcome(&record, req, challenge),
+            Ok(Some(record)) => self.replay_outcome(&record, req, challenge, policy).await,
             Ok(None) => Outcome::Denied(Denial::Failed(reason), challenge),
             // The payment does not settle either way; only a retry with an
             // Idempotency-Key could have been owed a 200, so only it waits.
-            Err(e) if req.idempotency_key.is_some() => Outcome::Unavailable(Unavailable::Store(e)),
+            Err(e) if req.request_digest.is_some() => Outcome::Unavailable(Unavailable::Store(e)),
             Err(e) => {
                 tracing::warn!(tx_hash = %req.hash, error = %e, "replay store unavailable for a failed payment; answering the failure");
                 Outcome::Denied(Denial::Failed(reason), challenge)
@@ -319,6 +333,36 @@ impl Settler {
         }
     }
 
+    /// What a consumed payment's `record` means for `req`: the same request
+    /// inside the retry window gets its settlement again, if the store
+    /// counts it within the retry limit; anything else is `REPLAYED`. A
+    /// store that cannot count is a 503, never an uncounted 200.
+    async fn replay_outcome(
+        &self,
+        record: &ReplayRecord,
+        req: &SettleRequest,
+        challenge: Challenge,
+        policy: &SettlementPolicy,
+    ) -> Outcome {
+        let window = retry_window(self.retry_window, policy);
+        let settlement = match judge_replay(record, &req.identity(), unix_now(), window) {
+            ReplayVerdict::Retry(settlement) => settlement,
+            ReplayVerdict::Replayed => return Outcome::Denied(Denial::Replayed, challenge),
+        };
+        let count = CountRetry {
+            hash: req.hash,
+            // past the window however late in it the first retry came
+            ttl: window + Duration::from_secs(60),
+            cap: u64::from(self.max_retries) + 1,
+        };
+        match self.guard.send(Traced::new(count)).await {
+            Ok(Ok(n)) if within_retry_limit(n, self.max_retries) => Outcome::Settled(*settlement),
+            Ok(Ok(_)) => Outcome::Denied(Denial::Replayed, challenge),
+            Ok(Err(e)) => Outcome::Unavailable(Unavailable::Store(e)),
+            Err(_) => Outcome::Unavailable(Unavailable::Store(StoreError::Stopped)),
+        }
+    }
+
     async fn lookup_direct(&self, lookup: Lookup) -> Result<Looked, RpcError> {
         let wait = self.lookup_timeout;
         match self.rpc.send(Traced::new(lookup)).timeout(wait).await {
@@ -345,13 +389,6 @@ impl Settler {
             Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
             Err(MailboxError::Closed) => Err(RpcError::Transport("the coalescer stopped".into())),
         }
-    }
-}
-
-fn replay_outcome(record: &ReplayRecord, req: &SettleRequest, challenge: Challenge) -> Outcome {
-    match judge_replay(record, &req.identity()) {
-        ReplayVerdict::Retry(settlement) => Outcome::Settled(*settlement),
-        ReplayVerdict::Replayed => Outcome::Denied(Denial::Replayed, challenge),
     }
 }
 

@@ -165,6 +165,8 @@ impl Application {
             lookup_timeout: settings.lookup_timeout,
             arbiter: actix::Arbiter::current(),
             rpc: rpc.clone(),
+            retry_window: settings.idempotency_retry_window,
+            max_retries: settings.idempotency_max_retries,
         };
 
         let trusted_proxies = Arc::new(settings.trusted_proxies.clone());

@@ -19,7 +19,7 @@
 //! a miss always falls through to the store, so it can never let a second
 //! 200 through.
 //!
-//! Messages: [`Consume`], [`Follow`], [`Expect`], [`Recall`], [`Ping`]. Every store operation is
+//! Messages: [`Consume`], [`Follow`], [`Expect`], [`Recall`], [`CountRetry`], [`Ping`]. Every store operation is
 //! bounded by a timeout and fails closed with a typed [`StoreError`]: an
 //! unreadable record is corrupt (503), never free.
 
@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::replay::ReplayRecord;
 use tokio::sync::oneshot;
@@ -152,6 +152,19 @@ pub struct RecallNow(pub TxHash);
 pub struct Reserve {
     pub hash: TxHash,
     pub ttl: Duration,
+}
+
+/// Counts one idempotent retry of consumed payment `hash`, atomically
+/// across every instance on the store: the count after this one (the first
+/// retry is 1). The count lives `ttl` from the first retry (past the retry
+/// window, so it never restarts inside it) and stops growing at `cap`. An
+/// error is a 503, never a retry let through uncounted.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct CountRetry {
+    pub hash: TxHash,
+    pub ttl: Duration,
+    pub cap: u64,
 }
 
 /// Gives a reservation up (the broadcast failed and may be retried).
@@ -739,6 +752,27 @@ impl Handler<Release> for ReplayGuard {
     }
 }
 
+impl Handler<CountRetry> for ReplayGuard {
+    type Result = ResponseFuture<Result<u64, StoreError>>;
+
+    fn handle(&mut self, CountRetry { hash, ttl, cap }: CountRetry, _: &mut Self::Context) -> Self::Result {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        Box::pin(self.run(
+            "count_retry",
+            move |b| async move {
+                match b {
+                    Backend::Redis(r) => r.count_retry(&hash, ttl_ms, cap).await,
+                    Backend::Local(store) => {
+                        let hash = hash.to_string();
+                        blocking(move || store.count_retry(&hash, ttl_ms, cap)).await
+                    }
+                }
+            },
+            |_| "counted",
+        ))
+    }
+}
+
 impl Handler<ClaimLookup> for ReplayGuard {
     type Result = ResponseFuture<Result<LookupClaim, StoreError>>;
 
@@ -867,6 +901,18 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], (now + tonumber(ARGV[3])) .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
 redis.call('DEL', KEYS[2])
 return 1";
+
+/// KEYS[1] a payment's retry count; ARGV: ttl ms (set by the first
+/// retry), cap. One more, unless at the cap already; the count after.
+const COUNT_RETRY: &str = "\
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[2]) then return n end
+n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n";
+
+static COUNT_RETRY_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(COUNT_RETRY));
 
 /// KEYS[1] the claim; ARGV: id, ttl ms.
 const RENEW_LOOKUP: &str = "\
@@ -1302,6 +1348,21 @@ impl RedisStore {
         Ok(())
     }
 
+    async fn count_retry(&self, hash: &TxHash, ttl_ms: u64, cap: u64) -> Result<u64, StoreError> {
+        let key = format!("{}retries:{hash}", self.prefix);
+        let n: i64 = self
+            .with_conn(|mut c| async move {
+                COUNT_RETRY_SCRIPT
+                    .key(key)
+                    .arg(ttl_ms)
+                    .arg(cap)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("a negative retry count".into()))
+    }
+
     fn lookup_keys(&self, key: &str) -> (String, String) {
         let base = format!("{}lookup:{{{key}}}", self.prefix);
         (format!("{base}:result"), format!("{base}:claim"))
@@ -1601,6 +1662,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 const RECORDS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("replay_records_v2");
+/// A payment's retry count and until when it counts (unix ms).
+const RETRIES: redb::TableDefinition<&str, (u64, u64)> = redb::TableDefinition::new("retry_counts_v1");
 
 /// The single-instance store: records in a redb file, durable on commit
 /// (fsync), so a restart, even a `kill -9`, never forgets a consumed
@@ -1615,6 +1678,7 @@ impl LocalStore {
         let db = redb::Database::create(path).map_err(|e| format!("replay store {}: {e}", path.display()))?;
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(RECORDS).map_err(|e| e.to_string())?;
+        txn.open_table(RETRIES).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
         Ok(LocalStore { db })
     }
@@ -1647,6 +1711,37 @@ impl LocalStore {
         Ok(Consumed::Inserted)
     }
 }
+
+impl LocalStore {
+    /// [`CountRetry`] in one write transaction (redb serialises them). An
+    /// expired count starts again; expired counts of other payments go
+    /// when the table is large, so it stays bounded by the retries of one
+    /// window.
+    fn count_retry(&self, hash: &str, ttl_ms: u64, cap: u64) -> Result<u64, StoreError> {
+        let now = unix_ms().max(0) as u64;
+        let txn = self.db.begin_write().map_err(local)?;
+        let n = {
+            let mut table = txn.open_table(RETRIES).map_err(local)?;
+            if table.len().map_err(local)? >= MAX_RETRY_COUNTS {
+                table.retain(|_, (_, until)| until > now).map_err(local)?;
+            }
+            let (count, until) = match table.get(hash).map_err(local)? {
+                Some(v) if v.value().1 > now => v.value(),
+                _ => (0, now.saturating_add(ttl_ms)),
+            };
+            if count >= cap {
+                return Ok(count);
+            }
+            table.insert(hash, (count + 1, until)).map_err(local)?;
+            count + 1
+        };
+        txn.commit().map_err(local)?;
+        Ok(n)
+    }
+}
+
+/// Retry counts the embedded store keeps before it drops expired ones.
+const MAX_RETRY_COUNTS: u64 = 16_384;
 
 fn local(e: impl std::fmt::Display) -> StoreError {
     StoreError::Connection(format!("local store: {e}"))
@@ -1693,7 +1788,7 @@ mod tests {
                 "g",
             ),
             resource: None,
-            idempotency_key: None,
+            request_digest: None,
             consumed_at: 1,
             expires_at,
         }
@@ -1919,6 +2014,52 @@ mod tests {
         assert!(other.get(&hash).await.unwrap().is_some(), "too late to withdraw");
     }
 
+    /// Retries are counted atomically across instances: concurrent counts
+    /// from two connections (two instances) each get their own number, the
+    /// count stops at its cap, and it starts again only after its ttl.
+    #[tokio::test]
+    async fn retries_are_counted_once_each_across_instances_and_expire() {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).unwrap();
+        let prefix = format!("sgunit-{}-{}-retries:", std::process::id(), hex::encode(nonce));
+        let (a, b) = (Arc::new(store(&prefix, true)), Arc::new(store(&prefix, true)));
+        let hash: TxHash = format!("0x{}", "d1".repeat(32)).parse().unwrap();
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { s.count_retry(&hash, 400, 6).await.unwrap() })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap());
+        }
+        let mut sorted = counts.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 3, 4, 5, 6, 6, 6, 6, 6], "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.count_retry(&hash, 400, 6).await, Ok(1), "a new window");
+    }
+
+    #[test]
+    fn the_embedded_store_counts_retries_too() {
+        let dir = std::env::temp_dir().join(format!("sgunit-retries-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let s = LocalStore::open(&dir).unwrap();
+        let (h1, h2) = ("0x01", "0x02");
+        assert_eq!(s.count_retry(h1, 300, 2), Ok(1));
+        assert_eq!(s.count_retry(h1, 300, 2), Ok(2));
+        assert_eq!(s.count_retry(h1, 300, 2), Ok(2), "capped");
+        assert_eq!(s.count_retry(h2, 300, 2), Ok(1), "one count per payment");
+        drop(s);
+        // durable: a restart keeps the count
+        let s = LocalStore::open(&dir).unwrap();
+        assert_eq!(s.count_retry(h2, 300, 2), Ok(2));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(s.count_retry(h1, 300, 2), Ok(1), "expired: a new window");
+        let _ = std::fs::remove_file(&dir);
+    }
+
     /// The cross-instance lookup protocol on a real Redis: one claim at a
     /// time, the others wait for its id; only its holder publishes or
     /// renews it; a published result ends the claim, is readable by id, and
@@ -1970,4 +2111,4 @@ mod tests {
     }
 }
 
-crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, RecallNow, Reserve, Ping, ClaimLookup, PollLookup, PublishLookup, RenewLookup);
+crate::traced_handlers!(ReplayGuard: Consume, Follow, Recall, RecallNow, Reserve, CountRetry, Ping, ClaimLookup, PollLookup, PublishLookup, RenewLookup);

@@ -106,58 +106,124 @@ impl Settlement {
     }
 }
 
-/// SHA-256 of an `Idempotency-Key`. The key itself is never stored: a
-/// record in a shared Redis should not hand out what a caller sent.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct KeyDigest([u8; 32]);
+/// The shortest and longest `Idempotency-Key` accepted. Whoever watches
+/// the chain knows every hash, so the key is what stands between a stranger
+/// and a paid request's retry: 16 characters at least (a UUID has 36).
+pub const MIN_IDEMPOTENCY_KEY: usize = 16;
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-impl KeyDigest {
-    pub fn of(key: &str) -> Self {
-        KeyDigest(Sha256::digest(key.as_bytes()).into())
+/// The longest body digest (`Content-Digest` value or `body_digest`) taken.
+pub const MAX_BODY_DIGEST: usize = 1024;
+
+/// Whether `key` keeps the key rule: [`MIN_IDEMPOTENCY_KEY`] to
+/// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters (no spaces).
+pub fn valid_idempotency_key(key: &str) -> bool {
+    (MIN_IDEMPOTENCY_KEY..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) && key.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// Whether `digest` can be a body digest: 1 to [`MAX_BODY_DIGEST`]
+/// printable ASCII characters (spaces allowed inside, as between the
+/// members of a `Content-Digest` list), compared exactly.
+pub fn valid_body_digest(digest: &str) -> bool {
+    !digest.is_empty()
+        && digest.len() <= MAX_BODY_DIGEST
+        && digest.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !digest.starts_with(' ')
+        && !digest.ends_with(' ')
+}
+
+/// One SHA-256 over everything the gate sees of a request that carries an
+/// `Idempotency-Key`: the scheme, the full request target (method, path and
+/// query), the body digest the caller gave, the challenge a `Payment`
+/// credential answers, and the key. A retry must reproduce all of it. The
+/// key itself is never stored: a record in a shared Redis should not hand
+/// out what a caller sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestDigest([u8; 32]);
+
+/// What goes into a [`RequestDigest`].
+#[derive(Clone, Copy, Debug)]
+pub struct RetryIdentity<'a> {
+    pub scheme: Scheme,
+    /// `METHOD /path?query` as the client sent it (`/v1/authorize`: the
+    /// forwarded method and URI, fragment dropped; `/v1/verify`: the
+    /// `resource`).
+    pub target: Option<&'a str>,
+    /// The request body's digest (`Content-Digest`, `body_digest`).
+    pub body_digest: Option<&'a str>,
+    /// The id of the challenge a `Payment` credential answers: the payer's
+    /// proof, which nobody watching the chain sees.
+    pub challenge_id: Option<&'a str>,
+    pub key: &'a str,
+}
+
+impl RequestDigest {
+    pub fn of(id: &RetryIdentity<'_>) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"settlegate idempotent retry v1");
+        // Each part length-prefixed, absent distinct from empty: no two
+        // different requests spell the same bytes.
+        let mut part = |v: Option<&str>| match v {
+            None => h.update([0u8]),
+            Some(v) => {
+                h.update([1u8]);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
+            }
+        };
+        part(Some(id.scheme.as_str()));
+        part(id.target);
+        part(id.body_digest);
+        part(id.challenge_id);
+        part(Some(id.key));
+        RequestDigest(h.finalize().into())
     }
 
-    /// Constant time: the comparison must not tell an attacker how much of a
-    /// guessed key matched.
-    pub fn matches(&self, other: &KeyDigest) -> bool {
+    /// Constant time: the comparison must not tell an attacker how much of
+    /// a guessed request matched.
+    pub fn matches(&self, other: &RequestDigest) -> bool {
         self.0.ct_eq(&other.0).into()
     }
 }
 
-impl fmt::Debug for KeyDigest {
+impl fmt::Debug for RequestDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
+        write!(f, "RequestDigest({}…)", hex::encode(&self.0[..4]))
     }
 }
 
-impl Serialize for KeyDigest {
+impl Serialize for RequestDigest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(self.0))
     }
 }
 
-impl<'de> Deserialize<'de> for KeyDigest {
+impl<'de> Deserialize<'de> for RequestDigest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let s = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out).map_err(|_| D::Error::custom("a key digest is 64 hex digits"))?;
-        Ok(KeyDigest(out))
+        hex::decode_to_slice(&s, &mut out).map_err(|_| D::Error::custom("a request digest is 64 hex digits"))?;
+        Ok(RequestDigest(out))
     }
 }
 
-/// What a payment was consumed for, and the answer it bought.
+/// What a consumed payment was consumed for, and the answer it bought.
 ///
 /// Unknown fields are tolerated (a newer instance may add some during a
 /// rolling upgrade); a missing or malformed field makes the record
 /// unreadable, which the store reports as corrupt (503), never as free.
+/// A record without `request_digest` (no key, or written before it
+/// existed) has no idempotent retry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayRecord {
     /// The body of the 200 that consumed the payment.
     pub settlement: Settlement,
-    /// The `resource` of the consuming request.
+    /// The `resource` of the consuming request (the priced one).
     pub resource: Option<String>,
-    /// The digest of the consuming request's `Idempotency-Key`, if it had one.
-    pub idempotency_key: Option<KeyDigest>,
+    /// The digest of the consuming request, if it had an `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<RequestDigest>,
     /// Unix seconds.
     pub consumed_at: u64,
     /// Unix seconds: `consumed_at` + [`record_ttl`]. The store forgets the
@@ -170,37 +236,53 @@ pub struct ReplayRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct RequestIdentity<'a> {
     pub scheme: Scheme,
-    pub resource: Option<&'a str>,
-    pub idempotency_key: Option<&'a KeyDigest>,
+    /// `None`: the request has no `Idempotency-Key`.
+    pub request_digest: Option<&'a RequestDigest>,
 }
 
 /// What a consumed payment means for a request that presents it again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplayVerdict {
     /// A retry of the consuming request: the original settlement again,
-    /// marked `idempotent_replay`. Nothing is consumed a second time.
+    /// marked `idempotent_replay`, once the retry limit is checked
+    /// ([`within_retry_limit`]). Nothing is consumed a second time.
     Retry(Box<Settlement>),
     /// Any other request: 402 `REPLAYED`.
     Replayed,
 }
 
-/// A retry is the same scheme, the same resource, and an `Idempotency-Key`
-/// whose digest matches the record's. Without a key on both sides a retry
-/// and a replay cannot be told apart, so it is a replay (`API.md`).
-pub fn judge_replay(record: &ReplayRecord, req: &RequestIdentity<'_>) -> ReplayVerdict {
-    let (Some(stored), Some(given)) = (record.idempotency_key.as_ref(), req.idempotency_key) else {
+/// How long after its consume a request may be retried: the configured
+/// window, never longer than the policy's age window.
+pub fn retry_window(configured: Duration, policy: &SettlementPolicy) -> Duration {
+    configured.min(Duration::from_secs(policy.max_age_seconds))
+}
+
+/// A retry is the same request digest (scheme, full target, body digest,
+/// challenge, key) within `window` of the consume (`now`, unix seconds).
+/// Without a key on both sides a retry and a replay cannot be told apart,
+/// so it is a replay (`API.md`); so is a record from before the digest.
+pub fn judge_replay(record: &ReplayRecord, req: &RequestIdentity<'_>, now: u64, window: Duration) -> ReplayVerdict {
+    let (Some(stored), Some(given)) = (record.request_digest.as_ref(), req.request_digest) else {
         return ReplayVerdict::Replayed;
     };
-    // Compare the key first and always, so the time taken does not depend
-    // on which of the other fields differ.
-    let key_matches = stored.matches(given);
-    if key_matches && record.resource.as_deref() == req.resource && record.settlement.scheme == req.scheme {
+    // Compare the digest first and always, so the time taken does not
+    // depend on which of the other checks fail.
+    let same = stored.matches(given);
+    // Instances' clocks differ a little: a consume "in the future" is now.
+    let inside = !window.is_zero() && now.saturating_sub(record.consumed_at) <= window.as_secs();
+    if same && inside && record.settlement.scheme == req.scheme {
         let mut settlement = record.settlement.clone();
         settlement.idempotent_replay = true;
         ReplayVerdict::Retry(Box::new(settlement))
     } else {
         ReplayVerdict::Replayed
     }
+}
+
+/// Whether the `count`th retry of one payment (counted atomically by the
+/// replay store, the first retry being 1) may have its 200.
+pub fn within_retry_limit(count: u64, max_retries: u32) -> bool {
+    count >= 1 && count <= u64::from(max_retries)
 }
 
 /// Slack on top of the age window: a record must outlive the last moment at
@@ -278,26 +360,45 @@ mod tests {
         )
     }
 
-    fn record(key: Option<&str>, resource: Option<&str>) -> ReplayRecord {
-        ReplayRecord {
-            settlement: settlement(),
-            resource: resource.map(str::to_owned),
-            idempotency_key: key.map(KeyDigest::of),
-            consumed_at: 1_795_272_000,
-            expires_at: 1_795_358_400,
+    const KEY: &str = "order-7-3f9c2a1b8d";
+    const CONSUMED: u64 = 1_795_272_000;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn id<'a>(target: Option<&'a str>, key: &'a str) -> RetryIdentity<'a> {
+        RetryIdentity {
+            scheme: Scheme::Tempo,
+            target,
+            body_digest: None,
+            challenge_id: None,
+            key,
         }
     }
 
-    fn ask(r: &ReplayRecord, scheme: Scheme, resource: Option<&str>, key: Option<&str>) -> ReplayVerdict {
-        let digest = key.map(KeyDigest::of);
+    fn record(identity: Option<RetryIdentity<'_>>) -> ReplayRecord {
+        ReplayRecord {
+            settlement: settlement(),
+            resource: Some("GET /reports/7".into()),
+            request_digest: identity.as_ref().map(RequestDigest::of),
+            consumed_at: CONSUMED,
+            expires_at: CONSUMED + 86_400,
+        }
+    }
+
+    fn ask_at(r: &ReplayRecord, asked: Option<RetryIdentity<'_>>, now: u64) -> ReplayVerdict {
+        let digest = asked.as_ref().map(RequestDigest::of);
         judge_replay(
             r,
             &RequestIdentity {
-                scheme,
-                resource,
-                idempotency_key: digest.as_ref(),
+                scheme: asked.map_or(Scheme::Tempo, |a| a.scheme),
+                request_digest: digest.as_ref(),
             },
+            now,
+            WINDOW,
         )
+    }
+
+    fn ask(r: &ReplayRecord, asked: Option<RetryIdentity<'_>>) -> ReplayVerdict {
+        ask_at(r, asked, CONSUMED + 1)
     }
 
     #[test]
@@ -319,19 +420,25 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_never_hold_the_key_itself() {
-        let r = record(Some("order-7"), Some("GET /reports/7"));
+        let r = record(Some(id(Some("GET /reports/7?page=2"), KEY)));
         let text = serde_json::to_string(&r).unwrap();
-        assert!(!text.contains("order-7"), "{text}");
+        assert!(!text.contains(KEY) && !text.contains("page=2"), "{text}");
         assert_eq!(serde_json::from_str::<ReplayRecord>(&text).unwrap(), r);
         // an unreadable record is an error, never a "free" slot
         assert!(serde_json::from_str::<ReplayRecord>(r#"{"settlement":{}}"#).is_err());
         assert!(serde_json::from_str::<ReplayRecord>(&text.replace("\"1000000\"", "\"-1\"")).is_err());
+        assert!(
+            serde_json::from_str::<ReplayRecord>(&text.replace("\"request_digest\":\"", "\"request_digest\":\"zz"))
+                .is_err()
+        );
     }
 
     #[test]
-    fn only_the_same_key_resource_and_scheme_is_a_retry() {
-        let r = record(Some("order-7"), Some("GET /reports/7"));
-        let ReplayVerdict::Retry(s) = ask(&r, Scheme::Tempo, Some("GET /reports/7"), Some("order-7")) else {
+    fn only_the_same_request_is_a_retry() {
+        let target = Some("GET /reports/7?page=2");
+        let original = id(target, KEY);
+        let r = record(Some(original));
+        let ReplayVerdict::Retry(s) = ask(&r, Some(original)) else {
             panic!("a retry")
         };
         assert!(s.idempotent_replay);
@@ -342,25 +449,172 @@ mod tests {
             },
             settlement()
         );
-        for (scheme, resource, key) in [
-            (Scheme::Tempo, Some("GET /reports/7"), Some("order-8")),
-            (Scheme::Tempo, Some("GET /reports/8"), Some("order-7")),
-            (Scheme::Tempo, None, Some("order-7")),
-            (Scheme::Payment, Some("GET /reports/7"), Some("order-7")),
-            (Scheme::Tempo, Some("GET /reports/7"), None),
+        let other_key = "order-8-3f9c2a1b8d";
+        for changed in [
+            id(target, other_key),
+            id(Some("GET /reports/7?page=3"), KEY),
+            id(Some("GET /reports/7"), KEY),
+            id(Some("POST /reports/7?page=2"), KEY),
+            id(None, KEY),
+            RetryIdentity {
+                scheme: Scheme::Payment,
+                ..original
+            },
+            RetryIdentity {
+                body_digest: Some("sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"),
+                ..original
+            },
+            RetryIdentity {
+                challenge_id: Some("ch-1"),
+                ..original
+            },
         ] {
-            assert_eq!(
-                ask(&r, scheme, resource, key),
-                ReplayVerdict::Replayed,
-                "{scheme:?} {resource:?} {key:?}"
-            );
+            assert_eq!(ask(&r, Some(changed)), ReplayVerdict::Replayed, "{changed:?}");
         }
+        // no key on the retry
+        assert_eq!(ask(&r, None), ReplayVerdict::Replayed);
         // the consuming request had no key: nothing is a retry of it
-        let keyless = record(None, Some("GET /reports/7"));
+        assert_eq!(ask(&record(None), Some(original)), ReplayVerdict::Replayed);
+    }
+
+    #[test]
+    fn the_body_digest_and_the_challenge_must_match_too() {
+        let paid = RetryIdentity {
+            scheme: Scheme::Payment,
+            target: Some("POST /orders"),
+            body_digest: Some("sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"),
+            challenge_id: Some("ch-1"),
+            key: KEY,
+        };
+        let mut r = record(Some(paid));
+        r.settlement.scheme = Scheme::Payment;
+        assert!(matches!(ask(&r, Some(paid)), ReplayVerdict::Retry(_)));
+        for changed in [
+            RetryIdentity {
+                body_digest: Some("sha-256=:AAAAqy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"),
+                ..paid
+            },
+            RetryIdentity {
+                body_digest: None,
+                ..paid
+            },
+            RetryIdentity {
+                challenge_id: Some("ch-2"),
+                ..paid
+            },
+            RetryIdentity {
+                challenge_id: None,
+                ..paid
+            },
+        ] {
+            assert_eq!(ask(&r, Some(changed)), ReplayVerdict::Replayed, "{changed:?}");
+        }
+        // absent and empty are different requests
+        let a = RequestDigest::of(&RetryIdentity {
+            body_digest: None,
+            ..paid
+        });
+        let b = RequestDigest::of(&RetryIdentity {
+            body_digest: Some(""),
+            ..paid
+        });
+        assert!(!a.matches(&b));
+    }
+
+    #[test]
+    fn a_retry_counts_only_inside_its_window() {
+        let original = id(Some("GET /reports/7"), KEY);
+        let r = record(Some(original));
+        let at = |now| matches!(ask_at(&r, Some(original), now), ReplayVerdict::Retry(_));
+        assert!(at(CONSUMED));
+        assert!(at(CONSUMED + 60));
+        assert!(!at(CONSUMED + 61));
+        assert!(!at(CONSUMED + 395));
+        // another instance's clock a little ahead: not refused for it
+        assert!(at(CONSUMED - 2));
+        // a window of 0: no retries at all
+        let digest = RequestDigest::of(&original);
+        let asked = RequestIdentity {
+            scheme: Scheme::Tempo,
+            request_digest: Some(&digest),
+        };
         assert_eq!(
-            ask(&keyless, Scheme::Tempo, Some("GET /reports/7"), Some("order-7")),
+            judge_replay(&r, &asked, CONSUMED, Duration::ZERO),
             ReplayVerdict::Replayed
         );
+    }
+
+    #[test]
+    fn old_records_have_no_retry() {
+        // written before the request digest: a key digest and a resource
+        let old = r#"{"settlement":SETTLEMENT,"resource":"GET /reports/7",
+            "idempotency_key":"1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988",
+            "consumed_at":1795272000,"expires_at":1795358400}"#
+            .replace("SETTLEMENT", &serde_json::to_string(&settlement()).unwrap());
+        let r: ReplayRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(r.request_digest, None);
+        assert_eq!(ask(&r, Some(id(Some("GET /reports/7"), KEY))), ReplayVerdict::Replayed);
+    }
+
+    #[test]
+    fn the_retry_limit() {
+        assert!(!within_retry_limit(0, 3));
+        assert!(within_retry_limit(1, 3));
+        assert!(within_retry_limit(3, 3));
+        assert!(!within_retry_limit(4, 3));
+        assert!(!within_retry_limit(1, 0));
+    }
+
+    #[test]
+    fn the_window_is_never_longer_than_the_age_window() {
+        let policy = |age: u64| {
+            SettlementPolicy::from_value(Some(&json!({
+                "chain_id": 42431, "realm": "r", "recipient": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+                "assets": ["0x20c0000000000000000000000000000000000001"],
+                "default_price": {"asset": "0x20c0000000000000000000000000000000000001", "amount": "1"},
+                "max_age_seconds": age, "clock_skew_seconds": 5
+            })))
+            .unwrap()
+        };
+        assert_eq!(retry_window(WINDOW, &policy(300)), WINDOW);
+        assert_eq!(retry_window(WINDOW, &policy(30)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_key_rule() {
+        for good in [
+            "0f8b3c2e-6a1d-4c57-9e0b-2d4f6a8c1e3b",
+            "abcdefghijklmnop",
+            &"k".repeat(MAX_IDEMPOTENCY_KEY),
+            "!~#$%&'()*+,-./:",
+        ] {
+            assert!(valid_idempotency_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "k1",
+            "req-7f3a",
+            "abcdefghijklmno",
+            &"k".repeat(MAX_IDEMPOTENCY_KEY + 1),
+            "abcdefgh ijklmnop",
+            "abcdefghijklmnopé",
+            "abcdefghijklmnop\t",
+        ] {
+            assert!(!valid_idempotency_key(bad), "{bad:?}");
+        }
+        assert!(valid_body_digest(
+            "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:, sha-512=:x:"
+        ));
+        for bad in [
+            "",
+            " sha-256=:x:",
+            "sha-256=:x: ",
+            "a\tb",
+            "é",
+            &"d".repeat(MAX_BODY_DIGEST + 1),
+        ] {
+            assert!(!valid_body_digest(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -390,9 +644,10 @@ mod tests {
     }
 
     #[test]
-    fn key_digests_compare_by_value() {
-        assert!(KeyDigest::of("a").matches(&KeyDigest::of("a")));
-        assert!(!KeyDigest::of("a").matches(&KeyDigest::of("b")));
-        assert!(!format!("{:?}", KeyDigest::of("secret-key")).contains("secret-key"));
+    fn request_digests_compare_by_value() {
+        let a = RequestDigest::of(&id(Some("GET /a"), KEY));
+        assert!(a.matches(&RequestDigest::of(&id(Some("GET /a"), KEY))));
+        assert!(!a.matches(&RequestDigest::of(&id(Some("GET /b"), KEY))));
+        assert!(!format!("{a:?}").contains(KEY));
     }
 }

@@ -22,7 +22,7 @@ use settlegate_rules::genome::actions;
 use settlegate_rules::target::{NormalPath, normalise};
 
 use super::AppState;
-use super::gate::{Asked, decide, idempotency_key};
+use super::gate::{Asked, check_body_digest, decide, idempotency_key};
 use super::problem::ApiError;
 use crate::settings::ForwardedHeaders;
 
@@ -52,7 +52,10 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
         ("X-Forwarded-Uri" = String, Header, min_length = 1, max_length = 2048, pattern = "^/(?:(?!(?:\\.|%2[Ee]){1,2}(?:[/?#]|$))(?:[!\"$&-.0-:<->@-\\[\\]-~]|%(?:2[1246-9A-Ea-e]|3[0-9AaCcDdEe]|[46][0-9A-Fa-f]|5[0-9ABabD-Fd-f]|7[0-9A-Ea-e])|(?:%20|%[Cc][2-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Dd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee]0%[ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][1-9A-Ca-cEeFf]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][Dd]%[89][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]0%(?:9[0-9A-Fa-f]|[ABab][0-9A-Fa-f])%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff][1-3]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]4%8[0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]))+(?:/(?!(?:\\.|%2[Ee]){1,2}(?:[/?#]|$))(?:[!\"$&-.0-:<->@-\\[\\]-~]|%(?:2[1246-9A-Ea-e]|3[0-9AaCcDdEe]|[46][0-9A-Fa-f]|5[0-9ABabD-Fd-f]|7[0-9A-Ea-e])|(?:%20|%[Cc][2-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Dd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee]0%[ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][1-9A-Ca-cEeFf]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ee][Dd]%[89][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]0%(?:9[0-9A-Fa-f]|[ABab][0-9A-Fa-f])%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff][1-3]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Ff]4%8[0-9A-Fa-f]%[89ABab][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]))+)*/?)?(?:[?#][!-~]*)?$",
          description = "The original request's URI, at most 2048 bytes of visible ASCII: no dot or empty segments, no `;` or backslash, no malformed or ambiguous percent-encoding (of a slash, backslash, percent sign, `;`, `?`, `#`, a control character, or bytes that are not UTF-8). With authorize.forwarded_headers = x-original, X-Original-URI instead"),
         ("Authorization" = Option<String>, Header, pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$", description = "The paying client's credential, either scheme (at most 8192 bytes)"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{16,255}$",
+         description = "The client's key: a retry with the same key, hash, scheme, method, URI (path and query), Content-Digest and (Payment) challenge, inside idempotency.retry_window_seconds and idempotency.max_retries, gets its 200 again. 16 to 255 visible ASCII characters"),
+        ("Content-Digest" = Option<String>, Header, max_length = 1024, pattern = "^[!-~](?:[ -~]*[!-~])?$",
+         description = "The client's body digest (RFC 9530), compared exactly between a request and its idempotent retries"),
     ),
     responses(
         (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
@@ -73,8 +76,16 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
     let trusted = req
         .peer_addr()
         .is_some_and(|peer| state.trusted_proxies.iter().any(|net| net.contains(&peer.ip())));
-    let resource = original_request(req.headers(), trusted, state.forwarded_headers)?;
+    let Forwarded { resource, target } = original_request(req.headers(), trusted, state.forwarded_headers)?;
     let idempotency_key = idempotency_key(req.headers())?;
+    let body_digest = match req.headers().get("content-digest") {
+        None => None,
+        Some(v) => Some(check_body_digest(
+            "Content-Digest",
+            v.to_str()
+                .map_err(|_| ApiError::InvalidRequest("Content-Digest is not visible ASCII".into()))?,
+        )?),
+    };
     let mut malformed = None;
     let credential = match req.headers().get(AUTHORIZATION) {
         None => None,
@@ -100,6 +111,8 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
     let asked = Asked {
         credential,
         resource: Some(resource),
+        target: Some(target),
+        body_digest,
         idempotency_key,
         malformed,
         action: actions::SETTLEMENT_AUTHORIZE,
@@ -116,7 +129,7 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
 /// pair, a header twice, or an unreadable value is refused, never read
 /// through another header (a client's own `X-Forwarded-Uri` must not win
 /// over what an nginx put in `X-Original-URI`).
-fn original_request(headers: &HeaderMap, trusted: bool, pair: ForwardedHeaders) -> Result<String, ApiError> {
+fn original_request(headers: &HeaderMap, trusted: bool, pair: ForwardedHeaders) -> Result<Forwarded, ApiError> {
     let (method_name, uri_name) = pair.names();
     if !trusted {
         return Err(ApiError::InvalidRequest(format!(
@@ -152,7 +165,21 @@ fn original_request(headers: &HeaderMap, trusted: bool, pair: ForwardedHeaders) 
             "the forwarded method is not an HTTP method".into(),
         ));
     }
-    Ok(format!("{} {}", method.to_ascii_uppercase(), pricing_path(uri.trim())?))
+    let (method, uri) = (method.to_ascii_uppercase(), uri.trim());
+    Ok(Forwarded {
+        resource: format!("{method} {}", pricing_path(uri)?),
+        target: format!("{method} {}", uri.split_once('#').map_or(uri, |(u, _)| u)),
+    })
+}
+
+/// The request a proxy asks about.
+#[derive(Debug)]
+struct Forwarded {
+    /// `METHOD /normal-path`: what the price rules match.
+    resource: String,
+    /// `METHOD /path?query` as the proxy named it (fragment dropped): what
+    /// an idempotent retry must repeat.
+    target: String,
 }
 
 /// The path of a forwarded request URI in normal form, refused when an
@@ -220,7 +247,10 @@ mod tests {
         use ForwardedHeaders::{XForwarded, XOriginal};
         let fwd = headers(&[("x-forwarded-method", "get"), ("x-forwarded-uri", "/dear/1?q")]);
         assert_eq!(
-            original_request(&fwd, true, XForwarded).ok().as_deref(),
+            original_request(&fwd, true, XForwarded)
+                .ok()
+                .map(|f| f.resource)
+                .as_deref(),
             Some("GET /dear/1")
         );
         assert!(original_request(&fwd, false, XForwarded).is_err());
@@ -228,7 +258,10 @@ mod tests {
         assert!(original_request(&fwd, true, XOriginal).is_err());
         let orig = headers(&[("x-original-method", "POST"), ("x-original-uri", "/x")]);
         assert_eq!(
-            original_request(&orig, true, XOriginal).ok().as_deref(),
+            original_request(&orig, true, XOriginal)
+                .ok()
+                .map(|f| f.resource)
+                .as_deref(),
             Some("POST /x")
         );
         assert!(original_request(&orig, true, XForwarded).is_err());
@@ -257,5 +290,15 @@ mod tests {
             actix_web::http::header::HeaderValue::from_bytes(b"/d\xc3\xa9ar").unwrap(),
         );
         assert!(original_request(&non_ascii, true, XForwarded).is_err());
+        // the full target, fragment dropped, for idempotent retries
+        let f = headers(&[
+            ("x-forwarded-method", "get"),
+            ("x-forwarded-uri", " /dear/1?a=1&b=2#frag "),
+        ]);
+        let f = original_request(&f, true, XForwarded).unwrap();
+        assert_eq!(
+            (f.resource.as_str(), f.target.as_str()),
+            ("GET /dear/1", "GET /dear/1?a=1&b=2")
+        );
     }
 }

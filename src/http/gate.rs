@@ -2,6 +2,12 @@
 //! (either scheme), the resource asked for and an optional
 //! `Idempotency-Key`, to an [`Outcome`] under the genome read once.
 //!
+//! A request with an `Idempotency-Key` is summed up in one
+//! [`RequestDigest`]: scheme, full target, body digest, the challenge a
+//! `Payment` credential answers, and the key. Only a request with the same
+//! digest can be an idempotent retry; the key must be long enough not to
+//! be guessed ([`valid_idempotency_key`]).
+//!
 //! A `Payment` credential is checked here before anything touches the
 //! chain, in the Machine Payments Protocol's order: it parses
 //! (`malformed-credential`), its challenge was minted by this service for
@@ -13,7 +19,10 @@
 use actix_web::http::header::HeaderMap;
 use settlegate_rules::credential::Credential;
 use settlegate_rules::mpp::{self, Binding, ChallengeProblem, Payload};
-use settlegate_rules::replay::{KeyDigest, Scheme};
+use settlegate_rules::replay::{
+    MAX_IDEMPOTENCY_KEY, MIN_IDEMPOTENCY_KEY, RequestDigest, RetryIdentity, Scheme, valid_body_digest,
+    valid_idempotency_key,
+};
 use settlegate_rules::settlement::{PayerRule, Reason};
 use settlegate_rules::target::normalise;
 use time::OffsetDateTime;
@@ -23,7 +32,6 @@ use super::{AppState, Summary};
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 use crate::settle::SettleRequest;
 
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_RESOURCE: usize = 2048;
 
 /// One payment check, as asked.
@@ -31,6 +39,11 @@ pub struct Asked {
     pub credential: Option<Credential>,
     /// `METHOD /path`: picks the genome's price rule.
     pub resource: Option<String>,
+    /// `METHOD /path?query` as the client sent it: what an idempotent
+    /// retry must repeat (`resource` may be normalised for pricing).
+    pub target: Option<String>,
+    /// The digest of the request's body, when the caller gives one.
+    pub body_digest: Option<String>,
     pub idempotency_key: Option<String>,
     /// Why a `Payment` credential could not even be split off its scheme
     /// (empty, too long): `malformed-credential`.
@@ -59,7 +72,17 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
         genome_id: Some(genome.id.clone()),
         ..Summary::default()
     };
-    let idempotency_key = asked.idempotency_key.as_deref().map(KeyDigest::of);
+    let digest = |scheme: Scheme, challenge_id: Option<&str>| {
+        asked.idempotency_key.as_deref().map(|key| {
+            RequestDigest::of(&RetryIdentity {
+                scheme,
+                target: asked.target.as_deref(),
+                body_digest: asked.body_digest.as_deref(),
+                challenge_id,
+                key,
+            })
+        })
+    };
     let denied = |s: &Summary, d: Denial, c: Challenge| Ok((s.clone(), Outcome::Denied(d, c)));
 
     if let Some(why) = asked.malformed {
@@ -96,8 +119,8 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
         Some(Credential::Tempo(hash)) => SettleRequest {
             hash,
             scheme: Scheme::Tempo,
+            request_digest: digest(Scheme::Tempo, None),
             resource: asked.resource,
-            idempotency_key,
             binding: None,
             payer: PayerRule::Any,
             submit: None,
@@ -135,8 +158,10 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
             SettleRequest {
                 hash,
                 scheme: Scheme::Payment,
+                // The challenge id binds a retry to the payer: whoever
+                // watches the chain sees the hash, never the challenge.
+                request_digest: digest(Scheme::Payment, Some(&cred.challenge.id)),
                 resource: asked.resource,
-                idempotency_key,
                 binding: Some(Binding::new(&policy.realm, &cred.challenge.id)),
                 payer,
                 submit: match cred.payload {
@@ -154,21 +179,34 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
     Ok((summary, outcome))
 }
 
-/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+/// `Idempotency-Key`: 16 to 255 visible ASCII characters. A short key
+/// could be guessed by anyone who saw the payment on chain.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let v = v
-        .to_str()
-        .ok()
-        .filter(|s| !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| (0x21..0x7f).contains(&b)))
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-            ))
-        })?;
+    let v = v.to_str().ok().filter(|s| valid_idempotency_key(s)).ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "Idempotency-Key must be {MIN_IDEMPOTENCY_KEY} to {MAX_IDEMPOTENCY_KEY} visible ASCII characters \
+             (a UUID, say): a shorter key could be guessed"
+        ))
+    })?;
     Ok(Some(v.to_owned()))
+}
+
+/// A body digest (`Content-Digest`, `body_digest`): 1 to
+/// [`MAX_BODY_DIGEST`](settlegate_rules::replay::MAX_BODY_DIGEST) printable
+/// ASCII characters, compared exactly.
+pub fn check_body_digest(what: &str, v: &str) -> Result<String, ApiError> {
+    if valid_body_digest(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "{what} must be 1 to {} printable ASCII characters without surrounding spaces, \
+             e.g. \"sha-256=:<base64>:\"",
+            settlegate_rules::replay::MAX_BODY_DIGEST
+        )))
+    }
 }
 
 /// A resource is `METHOD /target`; what a price rule matches against is

@@ -10,7 +10,7 @@ use settlegate_rules::genome::actions;
 pub use settlegate_rules::mpp::MAX_DETAIL_CHARS;
 
 use super::AppState;
-use super::gate::{Asked, check_resource, decide, idempotency_key};
+use super::gate::{Asked, check_body_digest, check_resource, decide, idempotency_key};
 use super::problem::ApiError;
 
 /// Request bodies larger than this are refused with 413.
@@ -22,10 +22,15 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub struct VerifyBody {
     /// `None`: no usable credential (none, another scheme, or `malformed`).
     pub credential: Option<Credential>,
-    /// `METHOD /path`, checked.
+    /// `METHOD /path`, checked and normalised: what the price rules match.
     pub resource: Option<String>,
+    /// The `resource` as given (query included): what an idempotent retry
+    /// must repeat.
+    pub target: Option<String>,
     /// Why a `Payment` credential could not even be split off its scheme.
     pub malformed: Option<String>,
+    /// The paid request's body digest, checked.
+    pub body_digest: Option<String>,
 }
 
 /// The body's bytes as the JSON extractor of [`json_config`] reads them
@@ -78,6 +83,15 @@ pub struct VerifyRequest {
         example = "GET /reports/42"
     )]
     resource: Option<String>,
+    /// The digest of the paid request's body (its `Content-Digest`, RFC
+    /// 9530), compared exactly: with an `Idempotency-Key`, only a retry
+    /// with the same digest gets the settlement again.
+    #[schema(
+        max_length = 1024,
+        pattern = "^[!-~](?:[ -~]*[!-~])?$",
+        example = "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"
+    )]
+    body_digest: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for VerifyRequest {
@@ -101,7 +115,12 @@ impl VerifyRequest {
     /// Malformed input is a 400 whatever the genome says: the resource,
     /// then the credential or `tx_hash`.
     fn check(self) -> Result<VerifyBody, ApiError> {
+        let target = self.resource.clone();
         let resource = self.resource.map(check_resource).transpose()?;
+        let body_digest = self
+            .body_digest
+            .map(|d| check_body_digest("body_digest", &d))
+            .transpose()?;
         let mut malformed = None;
         let credential = match (self.credential, self.tx_hash) {
             (Some(_), Some(_)) => {
@@ -134,7 +153,9 @@ impl VerifyRequest {
         Ok(VerifyBody {
             credential,
             resource,
+            target,
             malformed,
+            body_digest,
         })
     }
 }
@@ -166,8 +187,8 @@ pub fn json_config() -> web::JsonConfig {
     params(
         ("Authorization" = Option<String>, Header,
          description = "Bearer <api key>: needed when callers.api_keys is configured (the paying client's credential goes in the body)"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
-         description = "A retry of the request that consumed the payment, with the same key, hash and resource, gets its settlement again"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{16,255}$",
+         description = "A retry of the request that consumed the payment, with the same key, hash, scheme, resource, body_digest and (Payment) challenge, inside idempotency.retry_window_seconds and idempotency.max_retries, gets its settlement again. 16 to 255 visible ASCII characters"),
     ),
     responses(
         (status = 200, description = "Paid: the payment satisfies the policy and is now consumed (or this is an idempotent retry)",
@@ -201,10 +222,14 @@ pub async fn verify(
     let VerifyBody {
         credential,
         resource,
+        target,
         malformed,
+        body_digest,
     } = body.into_inner().check()?;
     let asked = Asked {
         credential,
+        target,
+        body_digest,
         resource,
         idempotency_key,
         malformed,
@@ -239,8 +264,16 @@ mod tests {
             VerifyBody {
                 credential: tempo.clone(),
                 resource: Some("GET /reports/42".into()),
-                malformed: None
+                target: Some("GET /reports/42".into()),
+                malformed: None,
+                body_digest: None,
             }
+        );
+        let digest =
+            parse_body(br#"{"body_digest": "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"}"#).unwrap();
+        assert_eq!(
+            digest.body_digest.as_deref(),
+            Some("sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:")
         );
         let header = format!(r#"{{"credential": "  tempo {H}"}}"#);
         assert_eq!(parse_body(header.as_bytes()).unwrap().credential, tempo);
@@ -270,6 +303,12 @@ mod tests {
                 "INVALID_REQUEST",
             ),
             (r#"{"resource": "get /x"}"#.into(), "INVALID_REQUEST"),
+            (r#"{"body_digest": ""}"#.into(), "INVALID_REQUEST"),
+            (r#"{"body_digest": "sha-256=:\u0001:"}"#.into(), "INVALID_REQUEST"),
+            (
+                format!(r#"{{"body_digest": "{}"}}"#, "d".repeat(1025)),
+                "INVALID_REQUEST",
+            ),
             (r#"{"tx_hash": null, "amount": 1}"#.into(), "INVALID_REQUEST"),
             (r#"{"credential": 1}"#.into(), "INVALID_REQUEST"),
             ("[]".into(), "INVALID_REQUEST"),

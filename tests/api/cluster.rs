@@ -503,7 +503,7 @@ async fn a_primary_killed_under_load_loses_no_record_of_a_200_with_wait_replicas
         .map(|(i, h)| {
             let (app, h) = (if i % 2 == 0 { a.clone() } else { b.clone() }, h.clone());
             tokio::spawn(async move {
-                let key = format!("order-{i}");
+                let key = format!("order-{i}-failover-load");
                 until_answered_as(&app, &h, Some(&key), Duration::from_secs(60)).await
             })
         })

@@ -223,24 +223,62 @@ async fn route_prices_follow_the_forwarded_method_and_uri() {
     assert_eq!(s.caddy.upstream_hits(), 2);
 }
 
+/// Issue 22, finding 2: one payment and one key bought 31 requests through
+/// the proxy, each with another query and body. A retry is the same method,
+/// path **and query**, and the same `Content-Digest`, with the same key:
+/// only that reaches the application again.
 #[tokio::test]
-async fn an_idempotent_retry_through_the_proxy_gets_through_again_and_nothing_else_does() {
+async fn an_idempotent_retry_through_the_proxy_must_repeat_the_whole_request() {
     let s = setup();
     let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     let (s, hash) = (&s, &hash);
-    let call = |path: &'static str, key: &'static str| async move {
-        s.get_paid_with(path, hash, &[("idempotency-key", key)]).await
+    const KEY: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    const DIGEST: &str = "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:";
+    let call = |path: &'static str, key: &'static str, digest: Option<&'static str>| async move {
+        let mut h = vec![("idempotency-key", key)];
+        h.extend(digest.map(|d| ("content-digest", d)));
+        s.get_paid_with(path, hash, &h).await
     };
-    let first = call("/paid/x", "retry-1").await;
+    let first = call("/paid/x?order=1", KEY, Some(DIGEST)).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
-    let retry = call("/paid/x", "retry-1").await;
+    assert_eq!(first.body["uri"], "/paid/x?order=1");
+    let retry = call("/paid/x?order=1", KEY, Some(DIGEST)).await;
     assert_eq!(retry.status, 200, "{:?}", retry.body);
     assert_eq!(retry.body["x_settlement_tx"], hash.to_lowercase());
     assert_eq!(s.caddy.upstream_hits(), 2);
 
-    // another key, or the same key for another resource, is a replay
-    assert_eq!(call("/paid/x", "retry-2").await.code(), "REPLAYED");
-    assert_eq!(call("/paid/y", "retry-1").await.code(), "REPLAYED");
+    // the same key with another query, body digest, path or key: a replay
+    for (path, key, digest) in [
+        ("/paid/x?order=2", KEY, Some(DIGEST)),
+        ("/paid/x", KEY, Some(DIGEST)),
+        ("/paid/x?order=1&order=2", KEY, Some(DIGEST)),
+        (
+            "/paid/x?order=1",
+            KEY,
+            Some("sha-256=:AAAAqy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"),
+        ),
+        ("/paid/x?order=1", KEY, None),
+        ("/paid/y?order=1", KEY, Some(DIGEST)),
+        ("/paid/x?order=1", "7c9e6679-7425-40de-944b-e07fc1f90ae8", Some(DIGEST)),
+    ] {
+        let v = call(path, key, digest).await;
+        assert_eq!(
+            (v.status, v.code()),
+            (402, "REPLAYED"),
+            "{path} {key} {digest:?}: {:?}",
+            v.body
+        );
+    }
+    assert_eq!(s.caddy.upstream_hits(), 2, "nothing else reached the application");
+
+    // a guessable key is refused outright
+    let short = call("/paid/x?order=1", "k1", Some(DIGEST)).await;
+    assert_eq!(
+        (short.status, short.code()),
+        (400, "INVALID_REQUEST"),
+        "{:?}",
+        short.body
+    );
     assert_eq!(s.caddy.upstream_hits(), 2);
 }
 

@@ -187,22 +187,30 @@ async fn a_replay_is_answered_from_memory_without_redis_or_the_node() {
     let app = Served::start(&env);
 
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
-    let key = [("Idempotency-Key", "order-1")];
+    let key = [("Idempotency-Key", "order-1-7d1e5c0a9b")];
     let body = json!({ "tx_hash": hash, "resource": "GET /a" });
     assert_eq!(app.verify(body.clone(), &key).await.status, 200);
     let (redis_before, node_before) = (redis.total_commands(), chain.calls(RECEIPT));
     for _ in 0..20 {
         let v = app.verify_hash(&hash).await;
         assert_eq!((v.status, v.code()), (402, "REPLAYED"));
-        let retry = app.verify(body.clone(), &key).await;
-        assert_eq!(
-            (retry.status, retry.body["idempotent_replay"].as_bool()),
-            (200, Some(true))
-        );
+        let other = app
+            .verify(body.clone(), &[("Idempotency-Key", "order-2-7d1e5c0a9b")])
+            .await;
+        assert_eq!((other.status, other.code()), (402, "REPLAYED"));
     }
     assert_eq!(redis.total_commands(), redis_before, "no Redis command for 40 replays");
     assert_eq!(chain.calls(RECEIPT), node_before, "no lookup either");
     assert_eq!(app.metric("settlegate_replay_cache_hits_total").await, 40);
+    // An idempotent retry is answered from the cached record too, but is
+    // counted in the store (the retry limit holds across instances).
+    let retry = app.verify(body.clone(), &key).await;
+    assert_eq!(
+        (retry.status, retry.body["idempotent_replay"].as_bool()),
+        (200, Some(true))
+    );
+    assert!(redis.total_commands() > redis_before, "the retry was counted in Redis");
+    assert_eq!(chain.calls(RECEIPT), node_before);
 
     // The same Redis seen by an instance without the cache: still refused,
     // by the store this time (the cache is a shortcut, not the authority).
@@ -255,11 +263,13 @@ async fn no_instance_answers_from_a_record_still_waiting_for_its_replicas() {
     for round in 0..3 {
         let first = {
             let (a, body) = (a.clone(), body.clone());
-            tokio::spawn(async move { a.verify(body, &[("Idempotency-Key", "order-w")]).await })
+            tokio::spawn(async move { a.verify(body, &[("Idempotency-Key", "order-w-7d1e5c0a9b")]).await })
         };
         // A's record is written, its WAIT holds: B reads the record.
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let second = b.verify(body.clone(), &[("Idempotency-Key", "order-w")]).await;
+        let second = b
+            .verify(body.clone(), &[("Idempotency-Key", "order-w-7d1e5c0a9b")])
+            .await;
         let first = first.await.unwrap();
         for (who, v) in [("A", &first), ("B", &second)] {
             assert_eq!(
@@ -283,7 +293,9 @@ async fn no_instance_answers_from_a_record_still_waiting_for_its_replicas() {
     let mut plain = env.clone();
     plain.insert("SETTLEGATE_REDIS__WAIT_REPLICAS".into(), "0".into());
     let c = Served::start(&plain);
-    let paid = c.verify(body.clone(), &[("Idempotency-Key", "order-w")]).await;
+    let paid = c
+        .verify(body.clone(), &[("Idempotency-Key", "order-w-7d1e5c0a9b")])
+        .await;
     assert_eq!(paid.status, 200, "{:?}", paid.body);
     assert_eq!(paid.body["idempotent_replay"], false, "{:?}", paid.body);
     let replay = b.verify_hash(&hash).await;
@@ -340,7 +352,7 @@ async fn a_record_its_replica_confirmed_answers_every_instance_at_once() {
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     let record = format!("{}replay:{}", env["SETTLEGATE_REDIS__KEY_PREFIX"], hash.to_lowercase());
     let body = json!({ "tx_hash": hash, "resource": "GET /a" });
-    let key = [("Idempotency-Key", "order-r")];
+    let key = [("Idempotency-Key", "order-r-7d1e5c0a9b")];
     let paid = a.verify(body.clone(), &key).await;
     assert_eq!(paid.status, 200, "confirmed by the replica: {:?}", paid.body);
     let answered = std::time::Instant::now();
@@ -397,7 +409,7 @@ async fn two_instances_on_one_redis_consume_a_payment_once() {
     // the store's record answers it.
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     let body = json!({ "tx_hash": hash, "resource": "GET /a" });
-    let key = [("Idempotency-Key", "order-9")];
+    let key = [("Idempotency-Key", "order-9-7d1e5c0a9b")];
     let first = a.verify(body.clone(), &key).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     let retry = b.verify(body.clone(), &key).await;

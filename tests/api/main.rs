@@ -13,6 +13,7 @@ mod example_client;
 mod faults;
 mod forward_auth;
 mod helpers;
+mod idempotency;
 mod lookup;
 mod mathison_compat;
 mod metrics;
