@@ -85,6 +85,8 @@ pub struct Settings {
     pub lookup_timeout: Duration,
     /// `None`: no periodic chain-id probe.
     pub rpc_probe_interval: Option<Duration>,
+    /// Endpoints are shown by host (else `rpc0`, `rpc1`, … in order).
+    pub rpc_expose_endpoint_hosts: bool,
     /// How long a refusing lookup result keeps answering (0: off).
     pub coalescer_window: Duration,
     /// Distinct lookups in flight at most; beyond: 503 at once.
@@ -246,6 +248,7 @@ struct RawRpc {
     lookup_timeout_ms: u64,
     probe_interval_ms: u64,
     max_lookups_in_flight: usize,
+    expose_endpoint_hosts: bool,
 }
 
 #[derive(Deserialize)]
@@ -708,6 +711,7 @@ impl Settings {
             rpc_timeout,
             lookup_timeout,
             rpc_probe_interval,
+            rpc_expose_endpoint_hosts: raw.rpc.expose_endpoint_hosts,
             coalescer_window,
             max_lookups_in_flight: raw.rpc.max_lookups_in_flight,
             redis_max_ops_in_flight: raw.redis.max_ops_in_flight,
