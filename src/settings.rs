@@ -133,6 +133,9 @@ pub struct Callers {
     /// Requests per second per API key / per client IP (0: unlimited).
     pub rate_per_caller: u32,
     pub rate_per_ip: u32,
+    /// The same keys and rates admit `/v1/authorize` too, the key in
+    /// `X-Settlegate-Key` (`Authorization` carries the payment there).
+    pub authorize: bool,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +165,7 @@ struct RawCallers {
     api_keys_file: Option<PathBuf>,
     rate_per_caller_per_second: u32,
     rate_per_ip_per_second: u32,
+    authorize: bool,
 }
 
 #[derive(Deserialize)]
@@ -793,10 +797,18 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
             "callers.rate_per_caller_per_second needs callers.api_keys (or api_keys_file) to tell callers apart".into(),
         ));
     }
+    if raw.authorize && api_keys.is_empty() && raw.rate_per_ip_per_second == 0 {
+        return Err(ConfigError(
+            "callers.authorize needs callers.api_keys (or api_keys_file) or callers.rate_per_ip_per_second: \
+             there is nothing to apply to /v1/authorize"
+                .into(),
+        ));
+    }
     Ok(Callers {
         api_keys,
         rate_per_caller: raw.rate_per_caller_per_second,
         rate_per_ip: raw.rate_per_ip_per_second,
+        authorize: raw.authorize,
     })
 }
 

@@ -223,13 +223,20 @@ async fn rpc_endpoints_are_named_not_located_unless_the_operator_opts_in() {
     for host in &hosts {
         assert!(!ready.to_string().contains(host.as_str()), "{host} in {ready}");
         assert!(!metrics.contains(host.as_str()), "{host} in /metrics");
-        assert_eq!(app.log_count(|l| l.to_string().contains(host.as_str())), 0, "{host} in the logs");
+        assert_eq!(
+            app.log_count(|l| l.to_string().contains(host.as_str())),
+            0,
+            "{host} in the logs"
+        );
     }
 
     // Opted in: the operator sees scheme://host:port (never more).
     env.insert("SETTLEGATE_RPC__EXPOSE_ENDPOINT_HOSTS".into(), "true".into());
     let shown = Served::start(&env);
     let (_, ready) = shown.get_json("/readyz").await;
-    assert_eq!(ready["components"]["rpc"]["endpoints"][0]["endpoint"], chain.url, "{ready}");
+    assert_eq!(
+        ready["components"]["rpc"]["endpoints"][0]["endpoint"], chain.url,
+        "{ready}"
+    );
     assert_eq!(ready["components"]["rpc"]["endpoints"][1]["endpoint"], dead, "{ready}");
 }

@@ -598,8 +598,16 @@ async fn a_pull_transaction_that_would_not_settle_never_reaches_the_node() {
     // Signed offline: no call to the node while the transactions are made.
     let offline = |chain: &str| {
         [
-            "--chain", chain, "--nonce", "0", "--gas-limit", "300000", "--gas-price", "20000000000",
-            "--priority-gas-price", "1",
+            "--chain",
+            chain,
+            "--nonce",
+            "0",
+            "--gas-limit",
+            "300000",
+            "--gas-price",
+            "20000000000",
+            "--priority-gas-price",
+            "1",
         ]
         .map(str::to_owned)
     };
@@ -609,10 +617,26 @@ async fn a_pull_transaction_that_would_not_settle_never_reaches_the_node() {
     };
     let unbound = format!("0x{}", "00".repeat(32));
     let cases = [
-        (mk("42431", STRANGER, 777, &memo), "VERIFICATION_FAILED", "wrong_recipient"),
-        (mk("42431", RECIPIENT, 999_999, &memo), "VERIFICATION_FAILED", "insufficient_amount"),
-        (mk("4217", RECIPIENT, 1_000_000, &memo), "VERIFICATION_FAILED", "wrong_chain"),
-        (mk("42431", RECIPIENT, 1_000_000, &unbound), "VERIFICATION_FAILED", "memo_mismatch"),
+        (
+            mk("42431", STRANGER, 777, &memo),
+            "VERIFICATION_FAILED",
+            "wrong_recipient",
+        ),
+        (
+            mk("42431", RECIPIENT, 999_999, &memo),
+            "VERIFICATION_FAILED",
+            "insufficient_amount",
+        ),
+        (
+            mk("4217", RECIPIENT, 1_000_000, &memo),
+            "VERIFICATION_FAILED",
+            "wrong_chain",
+        ),
+        (
+            mk("42431", RECIPIENT, 1_000_000, &unbound),
+            "VERIFICATION_FAILED",
+            "memo_mismatch",
+        ),
         ("0x02c0ffee".to_owned(), "MALFORMED_CREDENTIAL", ""),
     ];
     let before = s.chain.all_calls();
