@@ -85,6 +85,8 @@ pub struct Settings {
     pub lookup_timeout: Duration,
     /// `None`: no periodic chain-id probe.
     pub rpc_probe_interval: Option<Duration>,
+    /// Endpoints are shown by host (else `rpc0`, `rpc1`, … in order).
+    pub rpc_expose_endpoint_hosts: bool,
     /// How long a refusing lookup result keeps answering (0: off).
     pub coalescer_window: Duration,
     /// Distinct lookups in flight at most; beyond: 503 at once.
@@ -165,6 +167,9 @@ pub struct Callers {
     /// Requests per second per API key / per client IP (0: unlimited).
     pub rate_per_caller: u32,
     pub rate_per_ip: u32,
+    /// The same keys and rates admit `/v1/authorize` too, the key in
+    /// `X-Settlegate-Key` (`Authorization` carries the payment there).
+    pub authorize: bool,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +200,7 @@ struct RawCallers {
     api_keys_file: Option<PathBuf>,
     rate_per_caller_per_second: u32,
     rate_per_ip_per_second: u32,
+    authorize: bool,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +295,7 @@ struct RawRpc {
     lookup_timeout_ms: u64,
     probe_interval_ms: u64,
     max_lookups_in_flight: usize,
+    expose_endpoint_hosts: bool,
 }
 
 #[derive(Deserialize)]
@@ -773,6 +780,7 @@ impl Settings {
             rpc_timeout,
             lookup_timeout,
             rpc_probe_interval,
+            rpc_expose_endpoint_hosts: raw.rpc.expose_endpoint_hosts,
             coalescer_window,
             max_lookups_in_flight: raw.rpc.max_lookups_in_flight,
             redis_max_ops_in_flight: raw.redis.max_ops_in_flight,
@@ -857,10 +865,18 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
             "callers.rate_per_caller_per_second needs callers.api_keys (or api_keys_file) to tell callers apart".into(),
         ));
     }
+    if raw.authorize && api_keys.is_empty() && raw.rate_per_ip_per_second == 0 {
+        return Err(ConfigError(
+            "callers.authorize needs callers.api_keys (or api_keys_file) or callers.rate_per_ip_per_second: \
+             there is nothing to apply to /v1/authorize"
+                .into(),
+        ));
+    }
     Ok(Callers {
         api_keys,
         rate_per_caller: raw.rate_per_caller_per_second,
         rate_per_ip: raw.rate_per_ip_per_second,
+        authorize: raw.authorize,
     })
 }
 

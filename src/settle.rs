@@ -41,6 +41,7 @@ use settlegate_rules::replay::{
     retry_window, within_retry_limit,
 };
 use settlegate_rules::settlement::{PayerRule, Pending, Reason, Terms, Verdict, judge, memo_rule, needs_head};
+use settlegate_rules::signed_tx;
 use tracing::Instrument;
 
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
@@ -154,8 +155,20 @@ impl Settler {
             memo: memo_rule(policy.memo, req.scheme, req.binding),
             payer: req.payer,
         };
-        // A pull-mode credential: broadcast its transaction (once, across
-        // instances), then look it up like any other.
+        // A pull-mode credential: its transaction is judged before it is
+        // broadcast (a broadcast cannot be taken back, and one that would
+        // not settle must never reach the node), then broadcast (once,
+        // across instances) and looked up like any other.
+        if let Some(raw) = &req.submit {
+            let refused = match signed_tx::decode(raw) {
+                Err(e) => Some(Denial::MalformedCredential(e.to_string())),
+                Ok(tx) => signed_tx::precheck(&tx, policy, price, terms).err().map(Denial::Failed),
+            };
+            if let Some(denial) = refused {
+                tracing::info!(tx_hash = %req.hash, code = denial.code(), reason = denial.reason().map(|r| r.as_str()), "a pull-mode transaction refused before its broadcast");
+                return Outcome::Denied(denial, challenge);
+            }
+        }
         let (broadcast, rejected) = match &req.submit {
             Some(raw) => match self.submit(raw, req.hash, policy.chain_id).await {
                 Ok(done) => done,

@@ -93,6 +93,7 @@ impl Application {
                 urls: settings.rpc_urls.clone(),
                 call_timeout: settings.rpc_timeout,
                 probe_interval: settings.rpc_probe_interval,
+                expose_hosts: settings.rpc_expose_endpoint_hosts,
             },
             metrics.rpc.clone(),
         )

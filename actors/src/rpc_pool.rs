@@ -143,6 +143,9 @@ pub struct PoolConfig {
     /// How often every endpoint's chain id is checked; `None`: only at
     /// start, on demand and after a lost connection.
     pub probe_interval: Option<Duration>,
+    /// Label endpoints `scheme://host[:port]`; else `rpc0`, `rpc1`, … in
+    /// configuration order (see [`endpoint_name`]).
+    pub expose_hosts: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,13 +249,17 @@ impl RpcPool {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = http_client(config.call_timeout).map_err(|e| format!("cannot build the RPC HTTP client: {e}"))?;
         let mut endpoints = Vec::with_capacity(config.urls.len());
-        for u in &config.urls {
+        for (i, u) in config.urls.iter().enumerate() {
             endpoints.push(Endpoint {
                 client: RpcClient::new(
                     BoundedHttp::new(http.clone(), u, config.call_timeout)?,
                     matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
                 ),
-                label: endpoint_label(u),
+                label: if config.expose_hosts {
+                    endpoint_label(u)
+                } else {
+                    endpoint_name(i)
+                },
                 health: Mutex::new(Health {
                     consecutive_failures: 0,
                     latency_ms: None,
@@ -274,7 +281,15 @@ impl RpcPool {
     }
 }
 
-/// `scheme://host[:port]`: what logs and metrics may show of an RPC URL.
+/// How an endpoint is named wherever it leaves the process (`/readyz`,
+/// metric labels, spans, logs) unless the operator opts in to its host:
+/// whoever reaches the port must not learn the provider or its address.
+pub fn endpoint_name(index: usize) -> String {
+    format!("rpc{index}")
+}
+
+/// `scheme://host[:port]`: the most of an RPC URL anything may show (the
+/// boot's configuration errors, and labels with `rpc.expose_endpoint_hosts`).
 pub fn endpoint_label(u: &Url) -> String {
     format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")) + &u.port().map(|p| format!(":{p}")).unwrap_or_default()
 }

@@ -9,6 +9,8 @@
 //! - [`seed`]: the seed middleware's `TEMPO_*` variables.
 //! - [`credential`]: `Authorization` values and the canonical transaction hash.
 //! - [`settlement`]: from a receipt, its block time and the policy to a verdict.
+//! - [`signed_tx`]: a pull-mode credential's signed transaction, decoded
+//!   and judged before it is broadcast.
 //! - [`replay`]: the settlement a 200 carries, the replay record, its
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
@@ -27,6 +29,7 @@ pub mod primitives;
 pub mod replay;
 pub mod seed;
 pub mod settlement;
+pub mod signed_tx;
 pub mod target;
 
 pub use error::GenomeError;
@@ -35,3 +38,5 @@ pub use error::GenomeError;
 mod genome_tests;
 #[cfg(test)]
 mod settlement_tests;
+#[cfg(test)]
+mod signed_tx_tests;

@@ -401,7 +401,7 @@ pub fn judge(
 
 /// Finds the movement (or, when the policy allows it, movements from one
 /// payer) that pays `price`. On failure, the reason closest to success.
-fn match_payment(
+pub(crate) fn match_payment(
     all: &[Movement],
     policy: &SettlementPolicy,
     price: Price,

@@ -56,11 +56,12 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
          description = "The client's key: a retry with the same key, hash, scheme, method, URI (path and query), Content-Digest and (Payment) challenge, inside idempotency.retry_window_seconds and idempotency.max_retries, gets its 200 again. 16 to 255 visible ASCII characters"),
         ("Content-Digest" = Option<String>, Header, max_length = 1024, pattern = "^[!-~](?:[ -~]*[!-~])?$",
          description = "The client's body digest (RFC 9530), compared exactly between a request and its idempotent retries"),
+        ("X-Settlegate-Key" = Option<String>, Header, description = "The proxy's API key, when callers.authorize is on"),
     ),
     responses(
         (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
          headers(("X-Request-Id" = String), ("X-Settlement-Payer" = String), ("X-Settlement-Tx" = String),
-                 ("X-Settlement-Amount" = String), ("Payment-Receipt" = Option<String>))),
+                 ("X-Settlement-Amount" = String), ("Payment-Receipt" = String))),
         (status = 402, description = "Not paid, as for /v1/verify: the proxy hands it to the client unchanged",
          body = crate::http::respond::Problem, content_type = "application/problem+json",
          headers(("X-Request-Id" = String), ("WWW-Authenticate" = String))),
@@ -69,7 +70,12 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
          headers(("X-Request-Id" = String), ("Retry-After" = String))),
         (status = 400, description = "No original request from a trusted proxy, an ambiguous path, or a malformed credential header",
          body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "callers.authorize is on and the request has no valid X-Settlegate-Key",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The genome does not allow settlement.authorize", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "callers.authorize is on and the proxy's key or the client IP is beyond its rate (callers.rate_per_*)",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
+         headers(("Retry-After" = String, description = "Seconds until a request is admitted again"))),
     )
 )]
 pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

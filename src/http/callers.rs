@@ -1,7 +1,12 @@
-//! Who may call `POST /v1/verify`, and how often: per client IP and per API
-//! key token buckets (429 with `Retry-After`), and API keys (401). Runs as
-//! the route's middleware, before the body is read, so an unknown caller
-//! costs no parsing and learns nothing about the body's rules.
+//! Who may call `POST /v1/verify` (and, with `callers.authorize`,
+//! `/v1/authorize`), and how often: per client IP and per API key token
+//! buckets (429 with `Retry-After`), and API keys (401). Runs as the route's
+//! middleware, before the body is read, so an unknown caller costs no
+//! parsing and learns nothing about the body's rules.
+//!
+//! On `/v1/verify` the key is `Authorization: Bearer <key>`; on
+//! `/v1/authorize`, where `Authorization` is the paying client's credential,
+//! it is [`KEY_HEADER`], which the proxy sets.
 //!
 //! Keys are configured as SHA-256 digests only; a presented key is hashed
 //! and compared with every digest in constant time (`subtle`), all of them,
@@ -23,6 +28,18 @@ use subtle::ConstantTimeEq;
 
 use super::problem::ApiError;
 use crate::settings::Callers;
+
+/// The header a proxy sends its API key in on `/v1/authorize`.
+pub const KEY_HEADER: &str = "x-settlegate-key";
+
+/// Where a request carries its caller's API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyIn {
+    /// `Authorization: Bearer <key>` (`/v1/verify`).
+    Bearer,
+    /// `X-Settlegate-Key: <key>` (`/v1/authorize`).
+    Header,
+}
 
 /// Distinct keys a limiter tracks before it forgets idle ones.
 const MAX_TRACKED: usize = 65_536;
@@ -74,6 +91,8 @@ pub struct Gatekeeper {
     per_caller: Option<Limiter<usize>>,
     per_ip: Option<Limiter<IpAddr>>,
     trusted_proxies: Arc<Vec<IpNet>>,
+    /// Whether `/v1/authorize` is admitted by these rules too.
+    pub on_authorize: bool,
 }
 
 impl Gatekeeper {
@@ -83,6 +102,7 @@ impl Gatekeeper {
             per_caller: (callers.rate_per_caller > 0).then(|| Limiter::new(callers.rate_per_caller)),
             per_ip: (callers.rate_per_ip > 0).then(|| Limiter::new(callers.rate_per_ip)),
             trusted_proxies,
+            on_authorize: callers.authorize,
         }
     }
 
@@ -92,7 +112,7 @@ impl Gatekeeper {
     }
 
     /// Admits `req`, naming its caller when keys are configured.
-    pub fn admit(&self, req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    pub fn admit(&self, req: &HttpRequest, key_in: KeyIn) -> Result<Option<&str>, ApiError> {
         let now = Instant::now();
         if let Some(limiter) = &self.per_ip
             && let Some(ip) = self.client_ip(req)
@@ -102,25 +122,37 @@ impl Gatekeeper {
         if self.keys.is_empty() {
             return Ok(None);
         }
-        let index = self.caller(req)?;
+        let index = self.caller(req, key_in)?;
         if let Some(limiter) = &self.per_caller {
             limiter.take(&index, now).map_err(limited)?;
         }
         Ok(Some(&self.keys[index].0))
     }
 
-    /// The index of the configured key the request's bearer token hashes to.
-    fn caller(&self, req: &HttpRequest) -> Result<usize, ApiError> {
-        let token = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    /// The index of the configured key the request's token hashes to.
+    fn caller(&self, req: &HttpRequest, key_in: KeyIn) -> Result<usize, ApiError> {
+        let token = match key_in {
+            KeyIn::Bearer => req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, token) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                }),
+            KeyIn::Header => req
+                .headers()
+                .get(KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim),
+        }
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(match key_in {
+                KeyIn::Bearer => "this endpoint needs Authorization: Bearer <api key>".into(),
+                KeyIn::Header => "this endpoint needs X-Settlegate-Key: <api key> (the proxy sets it)".into(),
             })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("this endpoint needs Authorization: Bearer <api key>".into()))?;
+        })?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for (i, (_, d)) in self.keys.iter().enumerate() {

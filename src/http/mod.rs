@@ -100,6 +100,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // original one; the price comes from the forwarded headers either way.
         .service(
             resource("/v1/authorize", authorize::METHODS)
+                .wrap(actix_web::middleware::from_fn(admit_authorize))
                 .route(web::route().guard(authorize::method_guard()).to(authorize::authorize)),
         )
         .default_service(web::to(not_found));
@@ -156,7 +157,23 @@ async fn admit(
 ) -> Served<impl actix_web::body::MessageBody> {
     let refusal = match req.app_data::<web::Data<AppState>>() {
         Some(state) if req.method() != actix_web::http::Method::OPTIONS && !state.gatekeeper.is_open() => {
-            state.gatekeeper.admit(req.request()).err()
+            state.gatekeeper.admit(req.request(), callers::KeyIn::Bearer).err()
+        }
+        _ => None,
+    };
+    refuse_or_call(req, next, refusal).await
+}
+
+/// With `callers.authorize`, the same gatekeeper on `/v1/authorize`, the
+/// key in `X-Settlegate-Key`; every method (nginx sends the original one,
+/// `OPTIONS` included).
+async fn admit_authorize(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Served<impl actix_web::body::MessageBody> {
+    let refusal = match req.app_data::<web::Data<AppState>>() {
+        Some(state) if state.gatekeeper.on_authorize && !state.gatekeeper.is_open() => {
+            state.gatekeeper.admit(req.request(), callers::KeyIn::Header).err()
         }
         _ => None,
     };

@@ -40,11 +40,19 @@ pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
 /// has no body and carries the settlement in headers for the proxy to copy
 /// upstream; 402 and 503 are the same as `/v1/verify`'s, for the proxy to
 /// hand to the client unchanged.
+///
+/// Every header a proxy is told to copy is on every 200, `Payment-Receipt`
+/// for the Tempo scheme too: Caddy 2.6's `copy_headers` sends the upstream
+/// a header the gate did not return as its literal placeholder
+/// (`{http.reverse_proxy.header.Payment-Receipt}`).
 pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
     match outcome {
         Outcome::Settled(s) => {
             let mut resp = HttpResponse::Ok();
             settled_headers(&mut resp, s);
+            if s.scheme != Scheme::Payment {
+                resp.insert_header(("Payment-Receipt", mpp::receipt(&s.tx_hash, OffsetDateTime::now_utc())));
+            }
             resp.insert_header(("X-Settlement-Payer", address_lower(&s.payer)))
                 .insert_header(("X-Settlement-Tx", s.tx_hash.to_string()))
                 .insert_header(("X-Settlement-Amount", s.amount.to_string()))

@@ -193,3 +193,50 @@ async fn a_request_that_does_not_parse_is_a_400_and_a_warning_not_an_error() {
     );
     assert_eq!(app.log_count(|l| l["level"] == "ERROR"), 0);
 }
+
+/// Probe finding 8d: `/readyz` and `/metrics` showed every RPC endpoint's
+/// host and port to whoever reached the port. Endpoints are named `rpc0`,
+/// `rpc1`, … (configuration order) in `/readyz`, metric labels and logs,
+/// unless the operator opts in to hosts.
+#[tokio::test]
+async fn rpc_endpoints_are_named_not_located_unless_the_operator_opts_in() {
+    let chain = crate::chain::Chain::start();
+    let w = Workdir::new();
+    let genome = w.genome(&Genome::single().signed());
+    // A second endpoint that refuses connections: it is logged and shown
+    // as failing, which is where a host would leak.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut env = chain_env(&genome, &format!("{},{dead}", chain.url));
+    let app = Served::start(&env);
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    assert_eq!(app.verify_hash(&hash).await.status, 200);
+    let (_, ready) = app.get_json("/readyz").await;
+    let endpoints = &ready["components"]["rpc"]["endpoints"];
+    assert_eq!(endpoints[0]["endpoint"], "rpc0", "{ready}");
+    assert_eq!(endpoints[0]["state"], "healthy", "{ready}");
+    assert_eq!(endpoints[1]["endpoint"], "rpc1", "{ready}");
+    assert_ne!(endpoints[1]["state"], "healthy", "{ready}");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"endpoint="rpc0""#), "{metrics}");
+    app.wait_for_log(|l| l.to_string().contains("rpc1"));
+    let hosts = [format!("127.0.0.1:{}", chain.port), dead["http://".len()..].to_owned()];
+    for host in &hosts {
+        assert!(!ready.to_string().contains(host.as_str()), "{host} in {ready}");
+        assert!(!metrics.contains(host.as_str()), "{host} in /metrics");
+        assert_eq!(
+            app.log_count(|l| l.to_string().contains(host.as_str())),
+            0,
+            "{host} in the logs"
+        );
+    }
+
+    // Opted in: the operator sees scheme://host:port (never more).
+    env.insert("SETTLEGATE_RPC__EXPOSE_ENDPOINT_HOSTS".into(), "true".into());
+    let shown = Served::start(&env);
+    let (_, ready) = shown.get_json("/readyz").await;
+    assert_eq!(
+        ready["components"]["rpc"]["endpoints"][0]["endpoint"], chain.url,
+        "{ready}"
+    );
+    assert_eq!(ready["components"]["rpc"]["endpoints"][1]["endpoint"], dead, "{ready}");
+}

@@ -103,10 +103,8 @@ async fn two_hundred_concurrent_checks_cost_one_receipt_lookup_and_settle_once()
         &w.genome(&Genome::single().signed()),
         &chain.url,
     )));
-    let receipt_lookups = format!(
-        "settlegate_rpc_requests_total{{endpoint=\"http://127.0.0.1:{}\",method=\"eth_getTransactionReceipt\"",
-        chain.port
-    );
+    let receipt_lookups =
+        "settlegate_rpc_requests_total{endpoint=\"rpc0\",method=\"eth_getTransactionReceipt\"".to_owned();
     assert_eq!(app.metric(&receipt_lookups).await, 0);
 
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);

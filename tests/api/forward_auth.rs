@@ -420,3 +420,107 @@ async fn the_seed_sdks_wire_format_pays_through_the_proxy_unchanged() {
     assert_eq!(s.get_paid("/reports/42", &hash).await.status, 402);
     assert_eq!(s.caddy.upstream_hits(), 1);
 }
+
+/// Probe finding 8a: with the README's block, a Tempo-scheme 200 (which
+/// had no `Payment-Receipt`) made Caddy 2.6 send the application the
+/// literal placeholder `{http.reverse_proxy.header.Payment-Receipt}`. Every
+/// header the block copies is on every 200 now.
+#[tokio::test]
+async fn the_readme_block_never_hands_the_application_a_placeholder() {
+    use base64::Engine;
+    let s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let v = s.get_paid("/paid/x", &hash).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert!(from_upstream(&v), "{:?}", v.body);
+    // What the application received, from its own access log.
+    let served = s.caddy.upstream_requests();
+    assert_eq!(served.len(), 1, "{served:?}");
+    let headers = &served[0]["request"]["headers"];
+    for name in crate::proxy::COPIED.split(' ') {
+        let values = headers[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {name}: {headers}"));
+        assert_eq!(values.len(), 1, "{name}: {headers}");
+        let value = values[0].as_str().unwrap();
+        assert!(!value.is_empty() && !value.contains('{'), "{name}: {value}");
+    }
+    let receipt = v.body["payment_receipt"].as_str().unwrap();
+    let receipt: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(receipt)
+            .unwrap_or_else(|_| panic!("{receipt}")),
+    )
+    .unwrap();
+    assert_eq!(receipt["reference"], hash.to_lowercase());
+    assert_eq!(receipt["status"], "success");
+}
+
+const PROXY_KEY: &str = "proxy-key-0123456789abcdef-not-for-production";
+
+/// Probe finding 8b: `/v1/authorize` had no caller keys or rate limits.
+/// With `callers.authorize`, the proxy sends its key in `X-Settlegate-Key`
+/// (the README's keyed Caddy block): without it 401, with it the usual
+/// flow, beyond the rate 429, and nothing reaches the application unpaid.
+#[tokio::test]
+async fn with_callers_authorize_the_proxy_needs_its_key_and_its_rate() {
+    use sha2::Digest;
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    let digest = hex::encode(sha2::Sha256::digest(PROXY_KEY.as_bytes()));
+    env.insert("SETTLEGATE_CALLERS__API_KEYS".into(), format!("caddy:{digest}"));
+    env.insert("SETTLEGATE_CALLERS__AUTHORIZE".into(), "true".into());
+    env.insert("SETTLEGATE_CALLERS__RATE_PER_CALLER_PER_SECOND".into(), "3".into());
+    let app = Served::start(&env);
+    let client = reqwest::Client::new();
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let paid = format!("Tempo {hash}");
+
+    // The README's plain block sends no key: 401, the application never
+    // sees the request, and the payment is not consumed.
+    let plain = Caddy::start(app.addr);
+    let v = send(&client, "GET", &plain.url("/paid/x"), &[("authorization", &paid)]).await;
+    assert_eq!((v.status, v.code()), (401, "UNAUTHORIZED"), "{:?}", v.body);
+    assert_eq!(plain.upstream_hits(), 0);
+    // Nor does a key the client sends itself pass through the plain block
+    // as the proxy's: a wrong one is 401 at the gate.
+    let v = authorize(&app, &[("x-settlegate-key", "guess"), ("authorization", &paid)]).await;
+    assert_eq!((v.status, v.code()), (401, "UNAUTHORIZED"), "{:?}", v.body);
+
+    // The keyed block: the usual flow.
+    let keyed = Caddy::start_with(
+        "caddy-forward-auth-key",
+        app.addr,
+        &[("SETTLEGATE_PROXY_KEY", PROXY_KEY)],
+    );
+    // A client's own X-Settlegate-Key is replaced by the proxy's.
+    let v = send(
+        &client,
+        "GET",
+        &keyed.url("/paid/x"),
+        &[("authorization", &paid), ("x-settlegate-key", "forged")],
+    )
+    .await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert!(from_upstream(&v));
+    let v = send(&client, "GET", &keyed.url("/paid/x"), &[]).await;
+    assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"), "{:?}", v.body);
+    assert_eq!(keyed.upstream_hits(), 1);
+
+    // Three a second for the key: a burst beyond it is 429 with
+    // Retry-After, before anything is checked.
+    let mut limited = None;
+    for _ in 0..8 {
+        let v = send(&client, "GET", &keyed.url("/paid/x"), &[]).await;
+        if v.status == 429 {
+            limited = Some(v);
+            break;
+        }
+        assert_eq!(v.status, 402, "{:?}", v.body);
+    }
+    let v = limited.expect("a 429 within eight requests at three a second");
+    assert_eq!(v.code(), "RATE_LIMITED", "{:?}", v.body);
+    assert!(v.header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(keyed.upstream_hits(), 1);
+}

@@ -115,7 +115,7 @@ async fn metrics_move_by_exactly_what_happened() {
         .find(|k| k.starts_with("settlegate_rpc_endpoint_healthy{"))
         .expect("an endpoint gauge")
         .clone();
-    assert!(endpoint.contains("http://127.0.0.1:"), "{endpoint}");
+    assert!(endpoint.contains(r#"endpoint="rpc0""#), "{endpoint}");
     assert_eq!(before[&endpoint], 1.0);
     assert_eq!(after[&endpoint], 0.0);
     // and the genome's time to expiry is there

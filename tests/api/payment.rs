@@ -493,11 +493,18 @@ async fn malformed_payment_credentials_get_a_fresh_challenge_never_a_500() {
 /// A signed transaction paying `memo`, not broadcast (what a pull-mode
 /// client sends).
 fn signed_transfer(chain: &Chain, amount: u64, memo: &str) -> String {
+    signed(&["--rpc-url", &chain.url], RECIPIENT, amount, memo)
+}
+
+/// `transferWithMemo(to, amount, memo)` of AlphaUSD signed by the payer,
+/// with `extra` options for `cast mktx`.
+fn signed(extra: &[&str], to: &str, amount: u64, memo: &str) -> String {
     let out = Command::new(cast_bin())
-        .args(["mktx", "--rpc-url", &chain.url, "--private-key", PAYER_KEY])
+        .args(["mktx", "--private-key", PAYER_KEY])
+        .args(extra)
         .arg(ALPHA_USD)
         .arg("transferWithMemo(address,uint256,bytes32)")
-        .args([RECIPIENT, &amount.to_string(), memo])
+        .args([to, &amount.to_string(), memo])
         .output()
         .unwrap();
     assert!(
@@ -552,9 +559,17 @@ async fn a_pull_transaction_presented_twice_at_once_is_broadcast_and_settled_onc
 async fn a_pull_transaction_the_node_refuses_is_tx_rejected_and_not_consumed() {
     let s = setup();
     let offer = s.offer().await;
+    // A payment the node refuses: its nonce is used already.
+    s.chain.transfer(ALPHA_USD, STRANGER, 1);
+    let nonce_used = signed(
+        &["--rpc-url", &s.chain.url, "--nonce", "0"],
+        RECIPIENT,
+        1_000_000,
+        &bound_memo(&offer),
+    );
     let cred = credential(
         &echo(&offer),
-        json!({"type": "transaction", "signature": "0x02c0ffee"}),
+        json!({"type": "transaction", "signature": nonce_used}),
         None,
     );
     let v = s.present(&cred).await;
@@ -564,17 +579,112 @@ async fn a_pull_transaction_the_node_refuses_is_tx_rejected_and_not_consumed() {
         "{:?}",
         v.body
     );
-    // An underpaying signed transaction is broadcast (the money moves: it
-    // is the client's own transaction) and judged like any payment.
-    let raw = signed_transfer(&s.chain, 10, &bound_memo(&offer));
+    // Not consumed, not reserved: presented again, it is broadcast again.
+    let sends = s.chain.calls("eth_sendRawTransactionSync");
+    assert_eq!(s.present(&cred).await.reason(), "tx_rejected");
+    assert_eq!(s.chain.calls("eth_sendRawTransactionSync"), sends + 1);
+}
+
+/// The probe's finding: a pull-mode transaction paying a stranger was
+/// broadcast and mined before it was judged. A signed transaction that
+/// cannot settle the challenge is refused with the reason its receipt
+/// would get, and the node never sees it.
+#[tokio::test]
+async fn a_pull_transaction_that_would_not_settle_never_reaches_the_node() {
+    let s = setup();
+    let offer = s.offer().await;
+    let memo = bound_memo(&offer);
+    let nonce = s.chain.rpc("eth_getTransactionCount", &[PAYER, "latest"]);
+    // Signed offline: no call to the node while the transactions are made.
+    let offline = |chain: &str| {
+        [
+            "--chain",
+            chain,
+            "--nonce",
+            "0",
+            "--gas-limit",
+            "300000",
+            "--gas-price",
+            "20000000000",
+            "--priority-gas-price",
+            "1",
+        ]
+        .map(str::to_owned)
+    };
+    let mk = |chain: &str, to: &str, amount: u64, memo: &str| {
+        let o = offline(chain);
+        signed(&o.iter().map(String::as_str).collect::<Vec<_>>(), to, amount, memo)
+    };
+    let unbound = format!("0x{}", "00".repeat(32));
+    let cases = [
+        (
+            mk("42431", STRANGER, 777, &memo),
+            "VERIFICATION_FAILED",
+            "wrong_recipient",
+        ),
+        (
+            mk("42431", RECIPIENT, 999_999, &memo),
+            "VERIFICATION_FAILED",
+            "insufficient_amount",
+        ),
+        (
+            mk("4217", RECIPIENT, 1_000_000, &memo),
+            "VERIFICATION_FAILED",
+            "wrong_chain",
+        ),
+        (
+            mk("42431", RECIPIENT, 1_000_000, &unbound),
+            "VERIFICATION_FAILED",
+            "memo_mismatch",
+        ),
+        ("0x02c0ffee".to_owned(), "MALFORMED_CREDENTIAL", ""),
+    ];
+    let before = s.chain.all_calls();
+    for (raw, code, reason) in &cases {
+        let cred = credential(
+            &echo(&offer),
+            json!({"type": "transaction", "signature": raw}),
+            Some(&did(PAYER)),
+        );
+        let v = s.present(&cred).await;
+        assert_eq!(
+            s.chain.calls("eth_sendRawTransaction"),
+            0,
+            "{reason}: the node got the transaction"
+        );
+        assert_eq!((v.status, v.code(), v.reason()), (402, *code, *reason), "{:?}", v.body);
+        assert!(v.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{:?}", v.body);
+        payment_offer(&v);
+    }
+    // A transaction signed by the payer but naming another source.
+    let good = mk("42431", RECIPIENT, 1_000_000, &memo);
     let v = s
         .present(&credential(
             &echo(&offer),
-            json!({"type": "transaction", "signature": raw}),
-            None,
+            json!({"type": "transaction", "signature": good}),
+            Some(&did(STRANGER)),
         ))
         .await;
-    assert_eq!((v.status, v.reason()), (402, "insufficient_amount"), "{:?}", v.body);
+    assert_eq!((v.status, v.reason()), (402, "payer_mismatch"), "{:?}", v.body);
+    // The node saw no transaction and no lookup of one: the calls it
+    // served are the ones it served before, the payer's nonce is unchanged
+    // and no receipt exists.
+    assert_eq!(s.chain.all_calls(), before);
+    assert_eq!(s.chain.rpc("eth_getTransactionCount", &[PAYER, "latest"]), nonce);
+    for (raw, _, _) in &cases[..4] {
+        let hash = alloy_primitives::keccak256(hex::decode(&raw[2..]).unwrap()).to_string();
+        assert_eq!(s.chain.rpc("eth_getTransactionReceipt", &[&hash]), "null");
+    }
+    // A transaction paying the recipient, from the payer it names, pays.
+    let pays = signed_transfer(&s.chain, 1_000_000, &memo);
+    let v = s
+        .present(&credential(
+            &echo(&offer),
+            json!({"type": "transaction", "signature": pays}),
+            Some(&did(PAYER)),
+        ))
+        .await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
 }
 
 /// A payment made for a `Payment` challenge is never redeemed under the

@@ -33,11 +33,11 @@ fn caddy_bin() -> PathBuf {
 /// The headers `/v1/authorize` returns on 200 for the proxy to copy upstream.
 pub const COPIED: &str = "X-Settlement-Payer X-Settlement-Tx X-Settlement-Amount Payment-Receipt";
 
-/// The front site: the README's `forward_auth` block as written (only the
-/// gate's port differs), then `reverse_proxy` to the application, plus
+/// The front site: the README's `forward_auth` block marked `marker` as
+/// written (only the gate's port differs), then `reverse_proxy` to the application, plus
 /// `bind` (tests listen on loopback only).
-pub fn front_site(port: u16, gate: SocketAddr, upstream: u16) -> String {
-    let block = crate::readme::block("caddy-forward-auth");
+pub fn front_site(marker: &str, port: u16, gate: SocketAddr, upstream: u16) -> String {
+    let block = crate::readme::block(marker);
     assert!(
         block.contains("127.0.0.1:8402") && block.contains(&format!("copy_headers {COPIED}")),
         "the README's Caddy block names the gate at 127.0.0.1:8402 and copies {COPIED}: {block}"
@@ -69,6 +69,12 @@ pub struct Caddy {
 impl Caddy {
     /// Caddy in front of the gate listening at `gate`.
     pub fn start(gate: SocketAddr) -> Caddy {
+        Caddy::start_with("caddy-forward-auth", gate, &[])
+    }
+
+    /// Caddy with the README's block marked `marker` in front, and `env`
+    /// in its environment (for `{env.*}` placeholders).
+    pub fn start_with(marker: &str, gate: SocketAddr, env: &[(&str, &str)]) -> Caddy {
         let dir = tempfile::tempdir().unwrap();
         let (port, upstream_port) = (free_port(), free_port());
         let upstream_log = dir.path().join("upstream.log");
@@ -92,7 +98,7 @@ impl Caddy {
 }}
 ",
             storage = dir.path().join("storage").display(),
-            front = front_site(port, gate, upstream_port),
+            front = front_site(marker, port, gate, upstream_port),
             log = upstream_log.display(),
         );
         let config = dir.path().join("Caddyfile");
@@ -109,6 +115,7 @@ impl Caddy {
             .env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_DATA_HOME", home.join("data"))
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
