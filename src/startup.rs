@@ -80,6 +80,7 @@ impl Application {
             manifest_root,
             trust: TrustRoot::new(settings.trusted_keys.iter().copied(), settings.min_threshold),
             seed,
+            record_floor: Some(settings.replay_min_record_ttl),
         };
         let metrics = Arc::new(Metrics::new());
         let interval = (settings.genome_reload_interval_seconds > 0)

@@ -21,6 +21,7 @@ mod openapi;
 mod payment;
 mod proxy;
 mod readme;
+mod record_floor;
 mod reload;
 mod secrets;
 mod tls;
