@@ -113,6 +113,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a client may take to send a request's head (slow clients).
     pub client_request_timeout: Duration,
+    /// How long a request's body may take to arrive after its head.
+    pub request_body_timeout: Duration,
     /// HTTPS from these files; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Callers of `/v1/verify` and their limits.
@@ -214,6 +216,7 @@ struct RawServer {
     workers: usize,
     max_connections: usize,
     client_request_timeout_ms: u64,
+    request_body_timeout_ms: u64,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_reload_seconds: u64,
@@ -662,6 +665,12 @@ impl Settings {
             100,
             60_000,
         )?;
+        let request_body_timeout = ms(
+            "server.request_body_timeout_ms",
+            raw.server.request_body_timeout_ms,
+            100,
+            120_000,
+        )?;
         let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                 cert,
@@ -725,6 +734,7 @@ impl Settings {
             payment_previous_secret,
             trusted_proxies,
             client_request_timeout,
+            request_body_timeout,
             tls,
             callers,
             cors_allowed_origins,

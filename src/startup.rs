@@ -180,6 +180,7 @@ impl Application {
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
             trusted_proxies: trusted_proxies.clone(),
             gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers, trusted_proxies)),
+            request_body_timeout: settings.request_body_timeout,
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),
@@ -196,6 +197,9 @@ impl Application {
                     !origins.is_empty(),
                     cors(&origins, cors_max_age),
                 ))
+                // Outside every middleware that may answer without reading
+                // the body, inside the one that logs the answer.
+                .wrap(from_fn(http::deadline::body_deadline))
                 .wrap(from_fn(http::request_context::request_context))
                 .configure(http::configure)
         })
