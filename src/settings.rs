@@ -133,6 +133,9 @@ pub struct Callers {
     /// Requests per second per API key / per client IP (0: unlimited).
     pub rate_per_caller: u32,
     pub rate_per_ip: u32,
+    /// Peers whose `X-Forwarded-For` names the client for the per-IP rate
+    /// (empty: the peer is the client, whatever it sends).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +165,7 @@ struct RawCallers {
     api_keys_file: Option<PathBuf>,
     rate_per_caller_per_second: u32,
     rate_per_ip_per_second: u32,
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -326,11 +330,12 @@ impl Otel {
 }
 
 /// The settings whose `SETTLEGATE_*` variables are comma-separated lists.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "trust.keys",
     "rpc.urls",
     "authorize.trusted_proxies",
     "callers.api_keys",
+    "callers.trusted_proxies",
     "cors.allowed_origins",
 ];
 impl Settings {
@@ -657,7 +662,7 @@ impl Settings {
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| parse_net(s.trim()))
+            .map(|s| parse_net("authorize.trusted_proxies", s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
         let client_request_timeout = ms(
             "server.client_request_timeout_ms",
@@ -799,10 +804,17 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
             "callers.rate_per_caller_per_second needs callers.api_keys (or api_keys_file) to tell callers apart".into(),
         ));
     }
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_net("callers.trusted_proxies", s.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Callers {
         api_keys,
         rate_per_caller: raw.rate_per_caller_per_second,
         rate_per_ip: raw.rate_per_ip_per_second,
+        trusted_proxies,
     })
 }
 
@@ -839,12 +851,12 @@ fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
 }
 
 /// An IP address or CIDR block.
-fn parse_net(s: &str) -> Result<IpNet, ConfigError> {
+fn parse_net(key: &str, s: &str) -> Result<IpNet, ConfigError> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| {
             ConfigError(format!(
-                "authorize.trusted_proxies: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
+                "{key}: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
             ))
         })
 }
@@ -1443,6 +1455,38 @@ mod tests {
         let err = with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();
         assert!(!err.0.contains("hunter2"), "{err}");
         assert!(with_key(("SETTLEGATE_REDIS__URL", "http://x")).is_err());
+    }
+
+    #[test]
+    fn the_body_deadline_and_the_rates_trusted_proxies_are_bounded_and_off_by_default() {
+        let k = key(1);
+        let with_key = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("SETTLEGATE_TRUST__KEYS", k.as_str())];
+            pairs.extend_from_slice(extra);
+            load(&pairs)
+        };
+        let s = with_key(&[]).unwrap();
+        assert_eq!(s.request_body_timeout, Duration::from_secs(10));
+        // X-Forwarded-For is believed from nobody unless configured, even
+        // though /v1/authorize trusts loopback by default
+        assert!(s.callers.trusted_proxies.is_empty());
+        assert!(!s.trusted_proxies.is_empty());
+        let s = with_key(&[
+            ("SETTLEGATE_SERVER__REQUEST_BODY_TIMEOUT_MS", "1500"),
+            ("SETTLEGATE_CALLERS__TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7"),
+        ])
+        .unwrap();
+        assert_eq!(s.request_body_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            s.callers.trusted_proxies,
+            ["10.0.0.0/8".parse::<IpNet>().unwrap(), "192.0.2.7/32".parse().unwrap()]
+        );
+        for bad in ["99", "120001", "-1"] {
+            let e = with_key(&[("SETTLEGATE_SERVER__REQUEST_BODY_TIMEOUT_MS", bad)]).unwrap_err();
+            assert!(e.0.contains("request_body_timeout_ms"), "{bad}: {e}");
+        }
+        let e = with_key(&[("SETTLEGATE_CALLERS__TRUSTED_PROXIES", "lb.internal")]).unwrap_err();
+        assert!(e.0.starts_with("callers.trusted_proxies: \"lb.internal\""), "{e}");
     }
 
     #[test]

@@ -178,8 +178,8 @@ impl Application {
             replay_backend,
             request_log: settings.log_request_level,
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
-            trusted_proxies: trusted_proxies.clone(),
-            gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers, trusted_proxies)),
+            trusted_proxies,
+            gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers)),
             request_body_timeout: settings.request_body_timeout,
         };
         let pusher = match &settings.otel {

@@ -13,6 +13,7 @@ mod endpoints;
 mod example_client;
 mod faults;
 mod forward_auth;
+mod forwarded_for;
 mod helpers;
 mod lookup;
 mod mathison_compat;
