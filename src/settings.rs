@@ -122,6 +122,8 @@ pub struct Settings {
     pub forwarded_headers: ForwardedHeaders,
     /// How long a client may take to send a request's head (slow clients).
     pub client_request_timeout: Duration,
+    /// How long a request's body may take to arrive after its head.
+    pub request_body_timeout: Duration,
     /// HTTPS from these files; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Callers of `/v1/verify` and their limits.
@@ -170,6 +172,9 @@ pub struct Callers {
     /// The same keys and rates admit `/v1/authorize` too, the key in
     /// `X-Settlegate-Key` (`Authorization` carries the payment there).
     pub authorize: bool,
+    /// Peers whose `X-Forwarded-For` names the client for the per-IP rate
+    /// (empty: the peer is the client, whatever it sends).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +206,7 @@ struct RawCallers {
     rate_per_caller_per_second: u32,
     rate_per_ip_per_second: u32,
     authorize: bool,
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +269,7 @@ struct RawServer {
     workers: usize,
     max_connections: usize,
     client_request_timeout_ms: u64,
+    request_body_timeout_ms: u64,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_reload_seconds: u64,
@@ -373,11 +380,12 @@ impl Otel {
 }
 
 /// The settings whose `SETTLEGATE_*` variables are comma-separated lists.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "trust.keys",
     "rpc.urls",
     "authorize.trusted_proxies",
     "callers.api_keys",
+    "callers.trusted_proxies",
     "cors.allowed_origins",
 ];
 impl Settings {
@@ -716,7 +724,7 @@ impl Settings {
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| parse_net(s.trim()))
+            .map(|s| parse_net("authorize.trusted_proxies", s.trim()))
             .collect::<Result<Vec<_>, _>>()?;
         let forwarded_headers = match raw.authorize.forwarded_headers.as_str() {
             "x-forwarded" => ForwardedHeaders::XForwarded,
@@ -733,6 +741,12 @@ impl Settings {
             raw.server.client_request_timeout_ms,
             100,
             60_000,
+        )?;
+        let request_body_timeout = ms(
+            "server.request_body_timeout_ms",
+            raw.server.request_body_timeout_ms,
+            100,
+            120_000,
         )?;
         let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
@@ -801,6 +815,7 @@ impl Settings {
             trusted_proxies,
             forwarded_headers,
             client_request_timeout,
+            request_body_timeout,
             tls,
             callers,
             cors_allowed_origins,
@@ -865,6 +880,12 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
             "callers.rate_per_caller_per_second needs callers.api_keys (or api_keys_file) to tell callers apart".into(),
         ));
     }
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_net("callers.trusted_proxies", s.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
     if raw.authorize && api_keys.is_empty() && raw.rate_per_ip_per_second == 0 {
         return Err(ConfigError(
             "callers.authorize needs callers.api_keys (or api_keys_file) or callers.rate_per_ip_per_second: \
@@ -877,6 +898,7 @@ fn callers_settings(raw: RawCallers) -> Result<Callers, ConfigError> {
         rate_per_caller: raw.rate_per_caller_per_second,
         rate_per_ip: raw.rate_per_ip_per_second,
         authorize: raw.authorize,
+        trusted_proxies,
     })
 }
 
@@ -913,12 +935,12 @@ fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
 }
 
 /// An IP address or CIDR block.
-fn parse_net(s: &str) -> Result<IpNet, ConfigError> {
+fn parse_net(key: &str, s: &str) -> Result<IpNet, ConfigError> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| {
             ConfigError(format!(
-                "authorize.trusted_proxies: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
+                "{key}: {s:?} is not an IP address or CIDR block such as 10.0.0.0/8"
             ))
         })
 }
@@ -1523,6 +1545,38 @@ mod tests {
         let err = with_key(("SETTLEGATE_REDIS__URL", "redis://:hunter2@host:notaport/0")).unwrap_err();
         assert!(!err.0.contains("hunter2"), "{err}");
         assert!(with_key(("SETTLEGATE_REDIS__URL", "http://x")).is_err());
+    }
+
+    #[test]
+    fn the_body_deadline_and_the_rates_trusted_proxies_are_bounded_and_off_by_default() {
+        let k = key(1);
+        let with_key = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("SETTLEGATE_TRUST__KEYS", k.as_str())];
+            pairs.extend_from_slice(extra);
+            load(&pairs)
+        };
+        let s = with_key(&[]).unwrap();
+        assert_eq!(s.request_body_timeout, Duration::from_secs(10));
+        // X-Forwarded-For is believed from nobody unless configured, even
+        // though /v1/authorize trusts loopback by default
+        assert!(s.callers.trusted_proxies.is_empty());
+        assert!(!s.trusted_proxies.is_empty());
+        let s = with_key(&[
+            ("SETTLEGATE_SERVER__REQUEST_BODY_TIMEOUT_MS", "1500"),
+            ("SETTLEGATE_CALLERS__TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7"),
+        ])
+        .unwrap();
+        assert_eq!(s.request_body_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            s.callers.trusted_proxies,
+            ["10.0.0.0/8".parse::<IpNet>().unwrap(), "192.0.2.7/32".parse().unwrap()]
+        );
+        for bad in ["99", "120001", "-1"] {
+            let e = with_key(&[("SETTLEGATE_SERVER__REQUEST_BODY_TIMEOUT_MS", bad)]).unwrap_err();
+            assert!(e.0.contains("request_body_timeout_ms"), "{bad}: {e}");
+        }
+        let e = with_key(&[("SETTLEGATE_CALLERS__TRUSTED_PROXIES", "lb.internal")]).unwrap_err();
+        assert!(e.0.starts_with("callers.trusted_proxies: \"lb.internal\""), "{e}");
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Application {
             manifest_root,
             trust: TrustRoot::new(settings.trusted_keys.iter().copied(), settings.min_threshold),
             seed,
+            record_floor: Some(settings.replay_min_record_ttl),
         };
         let metrics = Arc::new(Metrics::new());
         let interval = (settings.genome_reload_interval_seconds > 0)
@@ -180,9 +181,10 @@ impl Application {
             replay_backend,
             request_log: settings.log_request_level,
             challenges: Arc::new(Challenges::new(Arc::new(secrets))),
-            trusted_proxies: trusted_proxies.clone(),
+            trusted_proxies,
             forwarded_headers: settings.forwarded_headers,
-            gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers, trusted_proxies)),
+            gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers)),
+            request_body_timeout: settings.request_body_timeout,
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),
@@ -199,6 +201,9 @@ impl Application {
                     !origins.is_empty(),
                     cors(&origins, cors_max_age),
                 ))
+                // Outside every middleware that may answer without reading
+                // the body, inside the one that logs the answer.
+                .wrap(from_fn(http::deadline::body_deadline))
                 .wrap(from_fn(http::request_context::request_context))
                 .configure(http::configure)
         })

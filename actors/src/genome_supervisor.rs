@@ -26,6 +26,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use settlegate_rules::GenomeError;
 use settlegate_rules::genome::{MAX_GENOME_BYTES, ParsedGenome, TrustRoot, VerifiedGenome};
+use settlegate_rules::policy::SettlementPolicy;
+use settlegate_rules::replay::{RECORD_TTL_MARGIN, record_ttl};
 use settlegate_rules::seed::SeedVars;
 use time::OffsetDateTime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -40,6 +42,10 @@ pub struct GenomeSource {
     pub trust: TrustRoot,
     /// The seed's `TEMPO_*` variables, checked against every genome loaded.
     pub seed: SeedVars,
+    /// `replay.min_record_ttl_seconds`: a genome whose age window (with
+    /// skew and margin) outlasts it is refused, at boot and on reload.
+    /// `None`: not checked (`genome verify` without the service's settings).
+    pub record_floor: Option<Duration>,
 }
 
 impl GenomeSource {
@@ -51,8 +57,35 @@ impl GenomeSource {
             std::fs::read(self.manifest_root.join(rel)).map_err(|e| e.to_string())
         })?;
         self.seed.check_against(&genome.policy)?;
+        if let Some(floor) = self.record_floor {
+            check_record_floor(&genome.policy, floor)?;
+        }
         Ok(genome)
     }
+}
+
+/// A replay record lives as long as the genome in force when it was
+/// written allows; a later genome with a wider age window would accept
+/// again a payment whose record has expired. Every accepted genome's window
+/// (plus twice the skew and the margin) therefore fits in the floor, the
+/// least any record lives: then every record outlives every window.
+/// `GENOME_POLICY_CONFLICT`: the policy is valid, the configuration
+/// contradicts it.
+pub fn check_record_floor(policy: &SettlementPolicy, floor: Duration) -> Result<(), GenomeError> {
+    let needed = record_ttl(policy, Duration::ZERO);
+    if needed > floor {
+        return Err(GenomeError::PolicyConflict(format!(
+            "settlement.max_age_seconds {} (+ 2 x clock_skew_seconds {} + {} s) outlasts \
+             replay.min_record_ttl_seconds {}: a consumed payment's record could expire while the payment \
+             is still acceptable; raise the floor to at least {} or narrow the window",
+            policy.max_age_seconds,
+            policy.clock_skew_seconds,
+            RECORD_TTL_MARGIN.as_secs(),
+            floor.as_secs(),
+            needed.as_secs()
+        )));
+    }
+    Ok(())
 }
 
 fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, GenomeError> {
@@ -306,5 +339,35 @@ impl Handler<Reload> for GenomeSupervisor {
             );
             result
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max_age: u64, skew: u64) -> SettlementPolicy {
+        let mut p = SettlementPolicy::from_value(Some(&serde_json::json!({
+            "chain_id": 42431,
+            "realm": "r",
+            "recipient": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+            "assets": ["0x20c0000000000000000000000000000000000001"],
+            "default_price": {"asset": "0x20c0000000000000000000000000000000000001", "amount": "1"}
+        })))
+        .unwrap();
+        p.max_age_seconds = max_age;
+        p.clock_skew_seconds = skew;
+        p
+    }
+
+    #[test]
+    fn a_window_must_fit_in_the_record_floor() {
+        let floor = Duration::from_secs(420);
+        // 300 + 2 x 30 + 60 = 420: exactly fits
+        assert!(check_record_floor(&policy(300, 30), floor).is_ok());
+        let e = check_record_floor(&policy(301, 30), floor).unwrap_err();
+        assert_eq!(e.code(), "GENOME_POLICY_CONFLICT");
+        assert!(e.to_string().contains("at least 421"), "{e}");
+        assert!(check_record_floor(&policy(7 * 86_400, 300), Duration::from_secs(86_400)).is_err());
     }
 }

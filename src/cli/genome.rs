@@ -198,7 +198,9 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
 }
 
 fn verify(a: VerifyArgs) -> Result<(), Failure> {
-    let trust = if !a.trusted_keys.is_empty() || a.trusted_keys_file.is_some() {
+    // The record floor is the service's setting: checked when the
+    // settings are read, not with keys given on the command line.
+    let (trust, record_floor) = if !a.trusted_keys.is_empty() || a.trusted_keys_file.is_some() {
         let mut keys = a
             .trusted_keys
             .iter()
@@ -209,10 +211,13 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         if let Some(f) = &a.trusted_keys_file {
             keys.extend(read_keys_file(f).map_err(|e| Failure("CONFIG_INVALID", e.0))?);
         }
-        TrustRoot::new(keys, a.min_threshold)
+        (TrustRoot::new(keys, a.min_threshold), None)
     } else {
         let s = Settings::load(a.config.as_deref()).map_err(|e| Failure("CONFIG_INVALID", e.0))?;
-        TrustRoot::new(s.trusted_keys, s.min_threshold)
+        (
+            TrustRoot::new(s.trusted_keys, s.min_threshold),
+            Some(s.replay_min_record_ttl),
+        )
     };
     let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e))?;
     let source = GenomeSource {
@@ -220,6 +225,7 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
         path: a.path.clone(),
         trust: trust.clone(),
         seed,
+        record_floor,
     };
 
     // Per-signer verdicts first (when the file parses), then the decision

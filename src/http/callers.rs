@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
@@ -90,18 +89,20 @@ pub struct Gatekeeper {
     keys: Vec<(String, [u8; 32])>,
     per_caller: Option<Limiter<usize>>,
     per_ip: Option<Limiter<IpAddr>>,
-    trusted_proxies: Arc<Vec<IpNet>>,
+    /// `callers.trusted_proxies`: its own list, not `/v1/authorize`'s
+    /// (whose default, loopback, would let any local caller name its bucket).
+    trusted_proxies: Vec<IpNet>,
     /// Whether `/v1/authorize` is admitted by these rules too.
     pub on_authorize: bool,
 }
 
 impl Gatekeeper {
-    pub fn new(callers: &Callers, trusted_proxies: Arc<Vec<IpNet>>) -> Self {
+    pub fn new(callers: &Callers) -> Self {
         Gatekeeper {
             keys: callers.api_keys.clone(),
             per_caller: (callers.rate_per_caller > 0).then(|| Limiter::new(callers.rate_per_caller)),
             per_ip: (callers.rate_per_ip > 0).then(|| Limiter::new(callers.rate_per_ip)),
-            trusted_proxies,
+            trusted_proxies: callers.trusted_proxies.clone(),
             on_authorize: callers.authorize,
         }
     }
@@ -163,8 +164,8 @@ impl Gatekeeper {
         found.ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
     }
 
-    /// The peer, or behind a trusted proxy the last address of
-    /// `X-Forwarded-For` that is not a trusted proxy, read from the right
+    /// The peer, or behind a trusted proxy (`callers.trusted_proxies`) the
+    /// last address of `X-Forwarded-For` that is not a trusted proxy, read from the right
     /// (what the proxies appended) and never past an entry that does not
     /// parse: what lies left of it may be the client's own forgery. IPv6
     /// clients count by their /64, which one client holds whole.

@@ -4,6 +4,7 @@
 
 mod authorize;
 pub mod callers;
+pub mod deadline;
 pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub forwarded_headers: crate::settings::ForwardedHeaders,
     /// API keys and rate limits of `/v1/verify`.
     pub gatekeeper: Arc<callers::Gatekeeper>,
+    /// How long a request's body may take to arrive after its head.
+    pub request_body_timeout: std::time::Duration,
 }
 
 impl AppState {

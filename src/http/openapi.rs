@@ -221,6 +221,7 @@ mod tests {
             ApiError::RateLimited(1),
             ApiError::UriTooLong(1),
             ApiError::HeadersTooLarge(1, 1),
+            ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
         ];
         let mut codes: Vec<String> = errors.iter().map(|e| e.code().to_owned()).collect();
         codes.sort();

@@ -37,6 +37,9 @@ pub enum ApiError {
     UriTooLong(usize),
     #[error("the request has more than {0} headers or more than {1} bytes of them")]
     HeadersTooLarge(usize, usize),
+    /// The body did not arrive within `server.request_body_timeout_ms`.
+    #[error("the request body did not arrive within {} ms of its head; the connection is closed", .0.as_millis())]
+    RequestTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::UriTooLong(_) => "URI_TOO_LONG",
             ApiError::HeadersTooLarge(..) => "HEADERS_TOO_LARGE",
+            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         }
     }
 
@@ -69,6 +73,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "Too many requests",
             ApiError::UriTooLong(_) => "URI too long",
             ApiError::HeadersTooLarge(..) => "Request headers too large",
+            ApiError::RequestTimeout(_) => "Request timeout",
         }
     }
 }
@@ -121,6 +126,7 @@ pub enum ErrorCode {
     RateLimited,
     UriTooLong,
     HeadersTooLarge,
+    RequestTimeout,
 }
 
 impl ResponseError for ApiError {
@@ -136,6 +142,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge(..) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -208,6 +208,8 @@ pub fn json_config() -> web::JsonConfig {
         (status = 429, description = "Beyond the caller's or the client IP's rate (callers.rate_per_*)",
          body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
          headers(("Retry-After" = String, description = "Seconds until a request is admitted again"))),
+        (status = 408, description = "The body did not arrive within server.request_body_timeout_ms of the head; the connection is closed",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than 16 KiB", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
     )

@@ -116,7 +116,7 @@ async fn rates_per_client_ip_and_per_caller_answer_429_with_retry_after() {
     env.insert("SETTLEGATE_CALLERS__RATE_PER_CALLER_PER_SECOND".into(), "5".into());
     env.insert("SETTLEGATE_CALLERS__RATE_PER_IP_PER_SECOND".into(), "20".into());
     // Only this test's client is a "proxy", so X-Forwarded-For names the client.
-    env.insert("SETTLEGATE_AUTHORIZE__TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
+    env.insert("SETTLEGATE_CALLERS__TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
     let app = Served::start(&env);
     let ask = json!({ "resource": "GET /reports/1" });
     let billing = format!("Bearer {BILLING_KEY}");
