@@ -392,7 +392,13 @@ async fn the_seeds_tempo_rpc_url_alone_is_the_rpc_endpoint_and_a_conflict_stops_
         "{:?}",
         v.body
     );
+    // one endpoint, the seed's (named, not located: rpc.expose_endpoint_hosts)
     let readyz = app.get_json("/readyz").await.1;
+    assert!(readyz.to_string().contains("rpc0"), "{readyz}");
+    assert!(!readyz.to_string().contains("rpc1"), "{readyz}");
+    env.insert("SETTLEGATE_RPC__EXPOSE_ENDPOINT_HOSTS".into(), "true".into());
+    let shown = Served::start(&env);
+    let readyz = shown.get_json("/readyz").await.1;
     assert!(readyz.to_string().contains(chain.url.trim_end_matches('/')), "{readyz}");
 
     let mut env = chain_env(&genome, &chain.url);
