@@ -607,7 +607,7 @@ mod tests {
             "GET /DEAR",
             "GET /d%65ar",
             "GET /dear?cheap/x",
-            "GET /dear#/cheap/",
+            "GET /d%65ar?/cheap/",
         ] {
             assert_eq!(price(r), "5000000", "{r}");
         }

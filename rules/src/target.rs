@@ -5,7 +5,9 @@
 //! matched, and a spelling whose meaning depends on the upstream is refused.
 //! The normal form, in order:
 //!
-//! 1. The query and fragment are not part of it (`?` or `#` ends the path).
+//! 1. The query is not part of it (`?` ends the path). A `#` is refused:
+//!    a fragment never reaches a server, and what follows it would go
+//!    unchecked (`/cheap/x#/../../dear`).
 //! 2. The target is at most [`MAX_TARGET`] bytes of visible ASCII, query
 //!    included, and its path starts with `/`. A raw `\` or `;` is refused: upstreams disagree on
 //!    backslashes, and `;` starts matrix parameters that some strip
@@ -49,6 +51,8 @@ pub enum TargetError {
     BadUtf8,
     #[error("contains a dot or empty segment")]
     DotSegment,
+    #[error("contains `#` (a fragment never reaches a server, and what follows it is never checked)")]
+    Fragment,
 }
 
 /// A normalised path: the key price rules are matched against.
@@ -82,7 +86,10 @@ pub fn normalise(target: &str) -> Result<NormalPath, TargetError> {
     if target.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
         return Err(TargetError::BadByte);
     }
-    let path = target.split(['?', '#']).next().unwrap_or("");
+    if target.contains('#') {
+        return Err(TargetError::Fragment);
+    }
+    let path = target.split('?').next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(TargetError::NotAPath);
     }
@@ -189,7 +196,6 @@ mod tests {
         for (spelling, normal) in [
             ("/reports/1", "/reports/1"),
             ("/reports/1?x=1", "/reports/1"),
-            ("/reports/1#f", "/reports/1"),
             ("/%72eports/1", "/reports/1"),
             ("/%72%65ports/%31", "/reports/1"),
             ("/REPORTS/1", "/reports/1"),
@@ -228,6 +234,9 @@ mod tests {
             ("/a%252e", TargetError::AmbiguousEscape),
             ("/a%3f", TargetError::AmbiguousEscape),
             ("/a%23", TargetError::AmbiguousEscape),
+            ("/reports/1#f", TargetError::Fragment),
+            ("/cheap/x#/../../dear", TargetError::Fragment),
+            ("/a?q#f", TargetError::Fragment),
             ("/a%", TargetError::BadEscape),
             ("/a%2", TargetError::BadEscape),
             ("/a%zz", TargetError::BadEscape),

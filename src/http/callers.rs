@@ -168,9 +168,12 @@ impl Gatekeeper {
     /// last address of `X-Forwarded-For` that is not a trusted proxy, read from the right
     /// (what the proxies appended) and never past an entry that does not
     /// parse: what lies left of it may be the client's own forgery. IPv6
-    /// clients count by their /64, which one client holds whole.
+    /// clients count by their /64, which one client holds whole; an
+    /// IPv4-mapped address (`::ffff:a.b.c.d`, a dual-stack listener's view of
+    /// an IPv4 client) counts as the IPv4 address, not as the /64 `::` that
+    /// every IPv4 client would share.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let peer = req.peer_addr()?.ip();
+        let peer = req.peer_addr()?.ip().to_canonical();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
         let mut client = peer;
         if trusted(&peer) {
@@ -185,6 +188,7 @@ impl Gatekeeper {
                 let Some(ip) = parse_forwarded(entry) else {
                     break;
                 };
+                let ip = ip.to_canonical();
                 client = ip;
                 if !trusted(&ip) {
                     break;

@@ -182,7 +182,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
 /// `Idempotency-Key`: 16 to 255 visible ASCII characters. A short key
 /// could be guessed by anyone who saw the payment on chain.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
+    let Some(v) = single_header(headers, "idempotency-key")? else {
         return Ok(None);
     };
     let v = v.to_str().ok().filter(|s| valid_idempotency_key(s)).ok_or_else(|| {
@@ -192,6 +192,23 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         ))
     })?;
     Ok(Some(v.to_owned()))
+}
+
+/// The one value of a header the gate decides on, refused when it is given
+/// more than once: a proxy passes every line upstream, and an upstream may
+/// read them joined (RFC 9110) or the last one, where the gate would have
+/// read the first. A retry with a second `Idempotency-Key` line would be
+/// one request to the gate and a new one to the upstream.
+pub fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h actix_web::http::header::HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::InvalidRequest(format!("{name} is given more than once")));
+    }
+    Ok(first)
 }
 
 /// A body digest (`Content-Digest`, `body_digest`): 1 to

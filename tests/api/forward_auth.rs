@@ -282,6 +282,52 @@ async fn an_idempotent_retry_through_the_proxy_must_repeat_the_whole_request() {
     assert_eq!(s.caddy.upstream_hits(), 2);
 }
 
+/// A header the gate decides on, given twice, is refused: Caddy passes
+/// every line upstream, where it may be read joined or last, so a second
+/// `Idempotency-Key` or `Content-Digest` line would make one retry to the
+/// gate a new request to the application.
+#[tokio::test]
+async fn a_decisive_header_given_twice_is_refused_and_nothing_gets_through() {
+    let s = setup();
+    let hash = s.chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    const KEY: &str = "order-key-000000000000000A";
+    let first = s.get_paid_with("/paid/order", &hash, &[("idempotency-key", KEY)]).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let tempo = format!("Tempo {hash}");
+    for extra in [
+        vec![("idempotency-key", KEY), ("idempotency-key", "extra-1-000000000000000")],
+        vec![
+            ("idempotency-key", KEY),
+            ("content-digest", "sha-256=:AAAA:"),
+            ("content-digest", "sha-256=:BODY1:"),
+        ],
+        vec![("idempotency-key", KEY), ("authorization", tempo.as_str())],
+    ] {
+        let v = s.get_paid_with("/paid/order", &hash, &extra).await;
+        assert_eq!(
+            (v.status, v.code()),
+            (400, "INVALID_REQUEST"),
+            "{extra:?}: {:?}",
+            v.body
+        );
+        assert!(!from_upstream(&v));
+    }
+    assert_eq!(
+        s.caddy.upstream_hits(),
+        1,
+        "only the paid request reached the application"
+    );
+    // and on /v1/verify
+    let v = s
+        .app
+        .verify(
+            serde_json::json!({"tx_hash": hash}),
+            &[("idempotency-key", KEY), ("idempotency-key", "extra-2-000000000000000")],
+        )
+        .await;
+    assert_eq!((v.status, v.code()), (400, "INVALID_REQUEST"), "{:?}", v.body);
+}
+
 #[tokio::test]
 async fn when_the_gate_is_down_the_proxy_lets_nothing_through() {
     let mut s = setup();

@@ -1,7 +1,8 @@
-//! Issue 22, finding 8c: the per-IP rate believes `X-Forwarded-For` only
-//! from the peers in `callers.trusted_proxies` (none by default). A caller
-//! on loopback used to pick its own bucket by sending the header, because
-//! the rate shared `/v1/authorize`'s trusted proxies (loopback by default).
+//! The per-IP rate believes `X-Forwarded-For` only from the peers in
+//! `callers.trusted_proxies` (none by default), so a caller on loopback
+//! cannot pick its own bucket by sending the header; and an IPv4 client
+//! written as an IPv4-mapped IPv6 address has its own bucket, not the /64
+//! `::` every IPv4 client would share.
 
 use serde_json::json;
 
@@ -58,6 +59,22 @@ async fn a_callers_own_forwarded_for_moves_its_rate_bucket_only_behind_a_configu
     env2.insert("SETTLEGATE_AUTHORIZE__TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
     let app = Served::start(&env2);
     assert_eq!(ask(&app, "198.51.100.1").await, 402);
+    assert_eq!(ask(&app, "198.51.100.2").await, 429);
+}
+
+#[tokio::test]
+async fn ipv4_clients_written_as_mapped_ipv6_addresses_keep_their_own_buckets() {
+    let w = Workdir::new();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    env.insert("SETTLEGATE_CALLERS__RATE_PER_IP_PER_SECOND".into(), "1".into());
+    env.insert("SETTLEGATE_CALLERS__TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
+    let app = Served::start(&env);
+    assert_eq!(ask(&app, "::ffff:198.51.100.1").await, 402);
+    assert_eq!(ask(&app, "::ffff:198.51.100.1").await, 429, "its bucket is spent");
+    // another IPv4 client, mapped or not, is not in that bucket
+    assert_eq!(ask(&app, "::ffff:198.51.100.2").await, 402);
+    assert_eq!(ask(&app, "198.51.100.3").await, 402);
+    // and the mapped and plain spellings of one client share one bucket
     assert_eq!(ask(&app, "198.51.100.2").await, 429);
 }
 
