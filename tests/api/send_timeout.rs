@@ -67,13 +67,37 @@ fn read_out(s: &mut TcpStream, patience: Duration, give_up: Duration) -> (usize,
     (total, End::Open)
 }
 
-/// Connects, pipelines 60 large answers' worth of requests and reads
+/// Answers each stalled client asks for, as the probe did: about 5.2 MB,
+/// more than the service's socket (at most 4 MiB by default) and the
+/// client's 16 KiB can hold, so the service's writes stall.
+const STALLED_REQUESTS: usize = 60;
+
+/// A fixed 16 KiB receive buffer: without it Linux grows a loopback
+/// receive buffer to megabytes even for a client that never reads.
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 16 * 1024;
+    // SAFETY: a valid socket, a c_int and its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// Connects, pipelines many large answers' worth of requests and reads
 /// nothing until `release`; then reads what is there to the end.
 fn stall(addr: SocketAddr, release: Arc<AtomicBool>, give_up: Duration) -> JoinHandle<(usize, End)> {
     std::thread::spawn(move || {
         let started = Instant::now();
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(&openapi_requests(60)).unwrap();
+        small_receive_buffer(&s);
+        s.write_all(&openapi_requests(STALLED_REQUESTS)).unwrap();
         while !release.load(Ordering::SeqCst) && started.elapsed() < give_up {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -84,7 +108,6 @@ fn stall(addr: SocketAddr, release: Arc<AtomicBool>, give_up: Duration) -> JoinH
 #[test]
 fn clients_that_never_read_their_answers_are_cut_off_and_cannot_hold_every_slot() {
     let app = start();
-    let answer_len = openapi_len(&app);
     let release = Arc::new(AtomicBool::new(false));
     // Each stalled client gives up after this, so on a service without the
     // send timeout the test still ends.
@@ -103,6 +126,10 @@ fn clients_that_never_read_their_answers_are_cut_off_and_cannot_hold_every_slot(
     s.set_read_timeout(Some(SEND_TIMEOUT + Duration::from_secs(8))).unwrap();
     let read = s.read_to_end(&mut health);
     let took = started.elapsed();
+    // The service fills the stalled connections one after another (a
+    // debug build takes a while per answer), so the last ones stall later:
+    // hold them all past their timeout before reading.
+    std::thread::sleep((3 * SEND_TIMEOUT).saturating_sub(took));
     release.store(true, Ordering::SeqCst);
     let health = String::from_utf8_lossy(&health);
     assert!(
@@ -115,10 +142,13 @@ fn clients_that_never_read_their_answers_are_cut_off_and_cannot_hold_every_slot(
     assert!(took < SEND_TIMEOUT + Duration::from_secs(3), "/healthz took {took:?}");
 
     // The service aborted every stalled connection part-way: what had
-    // arrived, then a reset, far from the 60 answers asked for.
-    for (got, end) in stalled.into_iter().map(|h| h.join().unwrap()) {
+    // arrived, then a reset, far from the answers asked for.
+    let stalled: Vec<_> = stalled.into_iter().map(|h| h.join().unwrap()).collect();
+    let answer_len = openapi_len(&app);
+    eprintln!("/healthz after {took:?}; stalled clients got {stalled:?} of {answer_len}-byte answers");
+    for (got, end) in stalled {
         assert_eq!(end, End::Reset, "after {got} bytes");
-        assert!(got < 60 * answer_len, "{got} bytes");
+        assert!(got < STALLED_REQUESTS * answer_len, "{got} bytes");
     }
 }
 
