@@ -34,7 +34,11 @@ pub fn limit(listener: &TcpListener, timeout: Duration) -> std::io::Result<()> {
             std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Not Linux: no `TCP_USER_TIMEOUT`; the caller says so and goes on.
@@ -94,9 +98,15 @@ mod tests {
         };
         // The abort's ETIMEDOUT, or EPIPE when a write's partial success
         // returned first and took it.
-        assert!(matches!(err.raw_os_error(), Some(libc::ETIMEDOUT | libc::EPIPE)), "{err}");
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::ETIMEDOUT | libc::EPIPE)),
+            "{err}"
+        );
         let stalled = last_progress.elapsed();
-        assert!(stalled < Duration::from_secs(4), "aborted {stalled:?} after the last write");
+        assert!(
+            stalled < Duration::from_secs(4),
+            "aborted {stalled:?} after the last write"
+        );
         // The peer, reading at last, finds the connection reset after what
         // had arrived.
         let mut peer = peer;

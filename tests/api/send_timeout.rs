@@ -112,9 +112,7 @@ fn clients_that_never_read_their_answers_are_cut_off_and_cannot_hold_every_slot(
     // Each stalled client gives up after this, so on a service without the
     // send timeout the test still ends.
     let give_up = Duration::from_secs(20);
-    let stalled: Vec<_> = (0..SLOTS)
-        .map(|_| stall(app.addr, release.clone(), give_up))
-        .collect();
+    let stalled: Vec<_> = (0..SLOTS).map(|_| stall(app.addr, release.clone(), give_up)).collect();
     // Every slot is taken and every stalled answer has shut its window.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -134,8 +132,7 @@ fn clients_that_never_read_their_answers_are_cut_off_and_cannot_hold_every_slot(
     let health = String::from_utf8_lossy(&health);
     assert!(
         health.starts_with("HTTP/1.1 200"),
-        "{read:?} after {took:?}: {health:?}; logs: {:?}",
-        app.logs.lock().unwrap()
+        "{read:?} after {took:?}: {health:?}"
     );
     // The slots free one send timeout after the windows shut, plus the
     // last zero-window probe.
@@ -190,7 +187,11 @@ fn openapi_len(app: &Served) -> usize {
     let mut out = Vec::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.read_to_end(&mut out).unwrap();
-    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out[..out.len().min(200)])
+    );
     assert!(out.len() > 64 * 1024, "{} bytes", out.len());
     out.len()
 }
