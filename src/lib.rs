@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod otel;
 pub mod otlp_metrics;
 pub mod outcome;
+pub mod send_timeout;
 pub mod settings;
 pub mod settle;
 pub mod startup;

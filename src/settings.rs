@@ -124,6 +124,9 @@ pub struct Settings {
     pub client_request_timeout: Duration,
     /// How long a request's body may take to arrive after its head.
     pub request_body_timeout: Duration,
+    /// How long sent bytes may go unacknowledged (a peer that stopped
+    /// reading) before the kernel aborts the connection.
+    pub send_timeout: Duration,
     /// HTTPS from these files; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Callers of `/v1/verify` and their limits.
@@ -270,6 +273,7 @@ struct RawServer {
     max_connections: usize,
     client_request_timeout_ms: u64,
     request_body_timeout_ms: u64,
+    send_timeout_ms: u64,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_reload_seconds: u64,
@@ -748,6 +752,7 @@ impl Settings {
             100,
             120_000,
         )?;
+        let send_timeout = ms("server.send_timeout_ms", raw.server.send_timeout_ms, 1000, 300_000)?;
         let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                 cert,
@@ -816,6 +821,7 @@ impl Settings {
             forwarded_headers,
             client_request_timeout,
             request_body_timeout,
+            send_timeout,
             tls,
             callers,
             cors_allowed_origins,
@@ -1577,6 +1583,24 @@ mod tests {
         }
         let e = with_key(&[("SETTLEGATE_CALLERS__TRUSTED_PROXIES", "lb.internal")]).unwrap_err();
         assert!(e.0.starts_with("callers.trusted_proxies: \"lb.internal\""), "{e}");
+    }
+
+    #[test]
+    fn the_send_timeout_is_bounded_and_on_by_default() {
+        let k = key(1);
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("SETTLEGATE_TRUST__KEYS", k.as_str())];
+            pairs.extend_from_slice(extra);
+            load(&pairs)
+        };
+        assert_eq!(with(&[]).unwrap().send_timeout, Duration::from_secs(10));
+        let s = with(&[("SETTLEGATE_SERVER__SEND_TIMEOUT_MS", "2500")]).unwrap();
+        assert_eq!(s.send_timeout, Duration::from_millis(2500));
+        // No "off": 0 and anything outside 1 s to 5 min is refused.
+        for bad in ["0", "999", "300001", "-1"] {
+            let e = with(&[("SETTLEGATE_SERVER__SEND_TIMEOUT_MS", bad)]).unwrap_err();
+            assert!(e.0.contains("send_timeout_ms"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -135,6 +135,11 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
         let local = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+        // A client that stops reading its answers loses its connection.
+        if let Err(e) = crate::send_timeout::limit(&listener, settings.send_timeout) {
+            tracing::warn!(error = %e,
+                "cannot set server.send_timeout_ms: a client that stops reading holds its connection");
+        }
         let supervisor = supervisor.start();
         let rpc = rpc.start();
         let replay = guard.start();

@@ -28,6 +28,7 @@ mod readme;
 mod record_floor;
 mod reload;
 mod secrets;
+mod send_timeout;
 mod tls;
 mod traces;
 mod verify;
