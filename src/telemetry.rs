@@ -189,6 +189,9 @@ pub fn init(buffer_lines: usize, json: bool, otel: Option<&crate::settings::Otel
             .parse()
             .expect("a valid directive"),
     );
+    // hyper-util logs each RPC connection's address at debug level: an
+    // endpoint's host is shown only with `rpc.expose_endpoint_hosts`.
+    let filter = filter.add_directive("hyper_util=info".parse().expect("a valid directive"));
     let writer = BufferWriter(buffer);
     let lines = if json {
         tracing_subscriber::fmt::layer()

@@ -60,6 +60,10 @@ pub enum RpcError {
     Timeout(Duration),
     #[error("transport: {0}")]
     Transport(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
     #[error("malformed answer: {0}")]
     Malformed(String),
     #[error("JSON-RPC error {code}: {message}")]
@@ -78,7 +82,7 @@ impl RpcError {
     pub fn cause(&self) -> &'static str {
         match self {
             RpcError::Timeout(_) => "rpc_timeout",
-            RpcError::Transport(_) => "rpc_transport",
+            RpcError::Transport(_) | RpcError::Connect(_) | RpcError::HttpStatus(_) => "rpc_transport",
             RpcError::Malformed(_) => "rpc_malformed",
             RpcError::JsonRpc { .. } => "rpc_error_response",
             RpcError::WrongChain { .. } => "rpc_wrong_chain",
@@ -90,7 +94,27 @@ impl RpcError {
     /// Whether the connection itself failed: the next use of the endpoint
     /// re-checks its chain id first.
     fn lost_connection(&self) -> bool {
-        matches!(self, RpcError::Timeout(_) | RpcError::Transport(_))
+        matches!(
+            self,
+            RpcError::Timeout(_) | RpcError::Transport(_) | RpcError::Connect(_) | RpcError::HttpStatus(_)
+        )
+    }
+
+    /// What kind of failure, in words of ours only (`timeout`, `connect`,
+    /// `http 401`, `json_rpc_error -32000`, …): what `/readyz` shows. A
+    /// node's own text may quote its URL, key and host.
+    pub fn category(&self) -> String {
+        match self {
+            RpcError::Timeout(_) => "timeout".into(),
+            RpcError::Transport(_) => "transport".into(),
+            RpcError::Connect(_) => "connect".into(),
+            RpcError::HttpStatus(code) => format!("http {code}"),
+            RpcError::Malformed(_) => "malformed".into(),
+            RpcError::JsonRpc { code, .. } => format!("json_rpc_error {code}"),
+            RpcError::WrongChain { got, .. } => format!("wrong_chain {got}"),
+            RpcError::AllCircuitsOpen => "circuits_open".into(),
+            RpcError::Saturated(_) => "saturated".into(),
+        }
     }
 }
 
@@ -167,11 +191,87 @@ struct Health {
     last_error: Option<String>,
 }
 
+/// Scrubs what a node says of every part of its endpoint's URL that may
+/// be secret: user and password, each query value, each path segment and,
+/// unless hosts are exposed, the host. A node's error text (a JSON-RPC
+/// message, a garbage body) often quotes the URL it was called at; it goes
+/// into log lines and errors only through [`Redactor::scrub`].
+#[derive(Debug, Default)]
+pub struct Redactor {
+    /// Lower-case, longest first.
+    secrets: Vec<String>,
+}
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+/// The most of a node's text an error keeps, escaped, after scrubbing.
+const NODE_TEXT_CHARS: usize = 200;
+
+impl Redactor {
+    pub fn for_url(u: &Url, expose_host: bool) -> Self {
+        let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let mut parts: Vec<String> = vec![u.username().to_owned(), u.password().unwrap_or("").to_owned()];
+        if let Some(segments) = u.path_segments() {
+            parts.extend(segments.map(str::to_owned));
+        }
+        if let Some(q) = u.query() {
+            for pair in q.split('&') {
+                parts.push(pair.split_once('=').map_or(pair, |(_, v)| v).to_owned());
+            }
+        }
+        parts.extend(u.query_pairs().map(|(_, v)| v.into_owned()));
+        if !expose_host && let Some(host) = u.host_str() {
+            parts.push(host.to_owned());
+        }
+        let mut secrets: Vec<String> = parts
+            .iter()
+            .flat_map(|p| [p.clone(), decoded(p)])
+            .filter(|p| !p.is_empty())
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// `text` with every secret (any ASCII case) replaced by
+    /// [`REDACTED`], then quoted and cut to [`NODE_TEXT_CHARS`] escaped
+    /// characters: the whole text is scrubbed before it is cut, so a cut
+    /// never leaves a secret's beginning behind.
+    pub fn scrub(&self, text: &str) -> String {
+        let lower = text.to_ascii_lowercase();
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        for secret in &self.secrets {
+            for (at, _) in lower.match_indices(secret.as_str()) {
+                hits.push((at, at + secret.len()));
+            }
+        }
+        hits.sort();
+        let mut out = String::with_capacity(text.len().min(4 * NODE_TEXT_CHARS));
+        let mut from = 0;
+        for (start, end) in hits {
+            if end <= from {
+                continue;
+            }
+            if start > from {
+                out.push_str(&text[from..start]);
+                out.push_str(REDACTED);
+            } else if !out.ends_with(REDACTED) {
+                out.push_str(REDACTED);
+            }
+            from = end;
+        }
+        out.push_str(&text[from..]);
+        settlegate_rules::primitives::quote_bounded(&out, NODE_TEXT_CHARS)
+    }
+}
+
 struct Endpoint {
     client: RpcClient,
     /// For logs and metrics: scheme, host and port only (a URL path may
     /// carry an API key).
     label: String,
+    redactor: Redactor,
     health: Mutex<Health>,
 }
 
@@ -185,6 +285,9 @@ pub struct EndpointStatus {
     pub chain_id: Option<u64>,
     pub consecutive_failures: u32,
     pub latency_ms: Option<f64>,
+    /// The last failure's kind, never the node's own words (they may quote
+    /// its URL): `timeout`, `connect`, `transport`, `http <status>`,
+    /// `malformed`, `json_rpc_error <code>`, `wrong_chain <chain id>`.
     pub last_error: Option<String>,
 }
 
@@ -255,6 +358,7 @@ impl RpcPool {
                     BoundedHttp::new(http.clone(), u, config.call_timeout)?,
                     matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
                 ),
+                redactor: Redactor::for_url(u, config.expose_hosts),
                 label: if config.expose_hosts {
                     endpoint_label(u)
                 } else {
@@ -510,8 +614,10 @@ impl Shared {
             let mut batch = e.client.new_batch();
             let receipt = batch
                 .add_call::<_, Option<Receipt>>("eth_getTransactionReceipt", &(hash,))
-                .map_err(classify)?;
-            let head = batch.add_call::<_, U64>("eth_blockNumber", &()).map_err(classify)?;
+                .map_err(|x| classify(x, &e.redactor))?;
+            let head = batch
+                .add_call::<_, U64>("eth_blockNumber", &())
+                .map_err(|x| classify(x, &e.redactor))?;
             self.exchange(i, &["eth_getTransactionReceipt", "eth_blockNumber"], async move {
                 batch.send().await?;
                 Ok((receipt.await?, Some(head.await?.to::<u64>())))
@@ -596,7 +702,10 @@ impl Shared {
             outcome = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let result = call.instrument(span.clone()).await.map_err(classify);
+        let result = call
+            .instrument(span.clone())
+            .await
+            .map_err(|x| classify(x, &e.redactor));
         let outcome = if result.is_ok() { "ok" } else { "error" };
         span.record("outcome", outcome);
         if let Err(err) = &result {
@@ -644,7 +753,7 @@ impl Shared {
             }
             Err(err) => {
                 h.consecutive_failures += 1;
-                h.last_error = Some(err.to_string());
+                h.last_error = Some(err.category());
                 if err.lost_connection() {
                     h.chain_checked = false;
                 }
@@ -738,28 +847,45 @@ impl Shared {
     }
 }
 
-/// alloy's error, as one of ours. The JSON-RPC error message and any text
-/// are truncated: they end up in log lines.
-fn classify(e: TransportError) -> RpcError {
+/// alloy's error, as one of ours. Every text a node supplied (its
+/// JSON-RPC message, a body that does not parse, a connection error's
+/// words) is scrubbed of the endpoint's secrets and bounded: it ends up in
+/// log lines and answers to other instances.
+fn classify(e: TransportError, redactor: &Redactor) -> RpcError {
     match e {
         AlloyError::ErrorResp(p) => RpcError::JsonRpc {
             code: p.code,
-            message: truncate(&p.message, 200),
+            // The node's wording of "known already" matters to a broadcast;
+            // it is kept as our own words, before any scrubbing.
+            message: if already_known(&p.message) {
+                ALREADY_KNOWN.to_owned()
+            } else {
+                redactor.scrub(&p.message)
+            },
         },
         AlloyError::NullResp => RpcError::Malformed("a null result where a value was expected".into()),
-        AlloyError::DeserError { err, text } => RpcError::Malformed(format!("{err} in {:?}", truncate(&text, 120))),
+        AlloyError::DeserError { err, text } => RpcError::Malformed(format!(
+            "{} in {}",
+            redactor.scrub(&err.to_string()),
+            redactor.scrub(&text)
+        )),
         AlloyError::Transport(TransportErrorKind::Custom(inner)) => match inner.downcast_ref::<HttpFault>() {
             Some(HttpFault::Timeout(d)) => RpcError::Timeout(*d),
             Some(HttpFault::TooLarge) => RpcError::Malformed(HttpFault::TooLarge.to_string()),
-            Some(f) => RpcError::Transport(f.to_string()),
-            None => RpcError::Transport(truncate(&inner.to_string(), 200)),
+            Some(HttpFault::Status(code)) => RpcError::HttpStatus(*code),
+            Some(HttpFault::Connect(detail)) => RpcError::Connect(redactor.scrub(detail)),
+            Some(f) => RpcError::Transport(redactor.scrub(&f.to_string())),
+            None => RpcError::Transport(redactor.scrub(&inner.to_string())),
         },
         AlloyError::Transport(TransportErrorKind::MissingBatchResponse(id)) => {
             RpcError::Malformed(format!("no answer for call {id} of the batch"))
         }
-        other => RpcError::Transport(truncate(&other.to_string(), 200)),
+        other => RpcError::Transport(redactor.scrub(&other.to_string())),
     }
 }
+
+/// What a node's "this transaction is known already" becomes.
+const ALREADY_KNOWN: &str = "already known";
 
 /// Node messages that mean "this transaction is known already" (in the
 /// pool or mined): the broadcast happened, by this or an earlier attempt.
@@ -775,36 +901,94 @@ fn already_known(message: &str) -> bool {
     .any(|k| m.contains(k))
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn errors_are_classified_by_kind() {
+        let r = Redactor::default();
         let timeout = TransportErrorKind::custom(HttpFault::Timeout(Duration::from_millis(5)));
-        assert_eq!(classify(timeout), RpcError::Timeout(Duration::from_millis(5)));
+        assert_eq!(classify(timeout, &r), RpcError::Timeout(Duration::from_millis(5)));
         let refused = TransportErrorKind::custom(HttpFault::Connect("refused".into()));
-        assert!(matches!(classify(refused), RpcError::Transport(_)));
+        assert!(matches!(classify(refused, &r), RpcError::Connect(_)));
+        let status = TransportErrorKind::custom(HttpFault::Status(401));
+        assert_eq!(classify(status, &r).category(), "http 401");
         let big = TransportErrorKind::custom(HttpFault::TooLarge);
-        assert!(matches!(classify(big), RpcError::Malformed(_)));
+        assert!(matches!(classify(big, &r), RpcError::Malformed(_)));
         let garbage = TransportError::deser_err(serde_json::from_str::<u8>("x").unwrap_err(), "x".repeat(500));
-        let RpcError::Malformed(m) = classify(garbage) else {
+        let RpcError::Malformed(m) = classify(garbage, &r) else {
             panic!()
         };
-        assert!(m.len() < 300, "{m}");
+        assert!(m.len() < 500, "{m}");
         assert!(
-            classify(TransportErrorKind::missing_batch_response(alloy_json_rpc::Id::Number(
-                2
-            )))
+            classify(
+                TransportErrorKind::missing_batch_response(alloy_json_rpc::Id::Number(2)),
+                &r
+            )
             .cause()
                 == "rpc_malformed"
+        );
+    }
+
+    fn node_error(message: &str) -> TransportError {
+        AlloyError::ErrorResp(alloy_json_rpc::ErrorPayload {
+            code: -32000,
+            message: message.to_owned().into(),
+            data: None,
+        })
+    }
+
+    /// The probe's finding: a node's error message quoting its URL reached
+    /// `/readyz` and the logs verbatim.
+    #[test]
+    fn a_nodes_words_lose_every_secret_part_of_its_url() {
+        let u =
+            Url::parse("https://us%65r:p%40ss@Secret-Host.example:8443/v2/KEY-S3CRET?apikey=Q-VAL&x=y%2Fz").unwrap();
+        let said = "invalid api key key-s3cret for https://user:p@ss@secret-host.EXAMPLE:8443/v2/KEY-S3CRET?apikey=Q-VAL&x=y/z \u{1b}[2J";
+        let err = classify(node_error(said), &Redactor::for_url(&u, false));
+        let shown = err.to_string();
+        for secret in [
+            "s3cret",
+            "user",
+            "p@ss",
+            "secret-host",
+            "q-val",
+            "y/z",
+            "y%2fz",
+            "\u{1b}[2J",
+        ] {
+            assert!(
+                !shown.to_ascii_lowercase().contains(&secret.to_ascii_lowercase()),
+                "{secret}: {shown}"
+            );
+        }
+        assert!(
+            shown.starts_with("JSON-RPC error -32000: \"invalid api key [redacted] for https://"),
+            "{shown}"
+        );
+        assert_eq!(err.category(), "json_rpc_error -32000");
+        // with hosts exposed the host may show, never the key
+        let shown = classify(node_error(said), &Redactor::for_url(&u, true)).to_string();
+        assert!(
+            shown.contains("secret-host.EXAMPLE") && !shown.contains("S3CRET"),
+            "{shown}"
+        );
+        // bounded, and the whole text is scrubbed before the cut
+        let long = format!("{}KEY-S3CRET", "a".repeat(195));
+        let shown = classify(node_error(&long), &Redactor::for_url(&u, false)).to_string();
+        assert!(!shown.contains("KEY-S") && shown.chars().count() < 260, "{shown}");
+        // "known already" survives as our own words
+        let known = classify(
+            node_error("Known transaction: KEY-S3CRET"),
+            &Redactor::for_url(&u, false),
+        );
+        assert_eq!(
+            known,
+            RpcError::JsonRpc {
+                code: -32000,
+                message: ALREADY_KNOWN.into()
+            }
         );
     }
 

@@ -15,6 +15,11 @@
 //! - The signer is recovered from a secp256k1 signature. Tempo's other
 //!   signature kinds (P256, WebAuthn, access keys) are not recovered here:
 //!   the payer is then checked on the receipt after mining only.
+//! - A transaction carries the payment and nothing else: once the payment
+//!   matches, each of its calls must itself be a `transfer` /
+//!   `transferWithMemo` of the price's token to the policy's recipient
+//!   (`no_transfer`, `wrong_asset`, `wrong_recipient` otherwise), so no
+//!   other call is broadcast on the strength of a valid payment.
 //! - A filter, not a verdict: passing it does not settle anything; the
 //!   receipt is still judged by [`crate::settlement::judge`].
 
@@ -93,7 +98,19 @@ pub fn precheck(tx: &SignedTx, policy: &SettlementPolicy, price: Price, terms: T
         _ => None,
     };
     let movements: Vec<Movement> = tx.calls.iter().filter_map(|c| movement(c, from)).collect();
-    match_payment(&movements, policy, price, terms.memo, payer).map(|_| ())
+    match_payment(&movements, policy, price, terms.memo, payer)?;
+    // Only the payment rides along: every call pays the recipient in the
+    // price's token. Anything else (a transfer elsewhere, an `approve`, a
+    // swap) would be relayed on the payer's signature by this service.
+    for call in &tx.calls {
+        match movement(call, from) {
+            None => return Err(Reason::NoTransfer),
+            Some(m) if m.token != price.asset => return Err(Reason::WrongAsset),
+            Some(m) if m.to != policy.recipient => return Err(Reason::WrongRecipient),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The TIP-20 movement a call asks for, if it is a well-formed

@@ -598,9 +598,14 @@ pub struct FaultInjector {
 
 impl FaultInjector {
     pub fn start(reply: Option<&'static [u8]>) -> FaultInjector {
+        FaultInjector::start_on("127.0.0.1:0", reply)
+    }
+
+    /// Listening on `bind` (any 127.x.y.z is loopback: a host name of its own).
+    pub fn start_on(bind: &str, reply: Option<&'static [u8]>) -> FaultInjector {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(bind).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = requests.clone();

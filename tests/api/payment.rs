@@ -687,6 +687,113 @@ async fn a_pull_transaction_that_would_not_settle_never_reaches_the_node() {
     assert_eq!(v.status, 200, "{:?}", v.body);
 }
 
+/// A Tempo (0x76) transaction signed by the payer with `calls`, each a
+/// target, a function signature and its arguments (tests/clients/tempo_batch.mjs).
+fn signed_batch(nonce: &str, calls: &[&[&str]]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = Command::new("node");
+    c.arg(root.join("tests/clients/tempo_batch.mjs")).args([
+        "--key",
+        PAYER_KEY,
+        "--chain-id",
+        "42431",
+        "--nonce",
+        nonce.trim_matches('"'),
+    ]);
+    for (i, call) in calls.iter().enumerate() {
+        if i > 0 {
+            c.arg("+");
+        }
+        c.args(*call);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tempo_batch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The probe's finding: a 0x76 batch of the correct payment and another
+/// call signed by the payer (a transfer to a stranger, an unlimited
+/// approval) was broadcast and answered 200. Only the payment may ride:
+/// anything else is refused with a 402 before the node sees it.
+#[tokio::test]
+async fn a_pull_batch_with_a_call_besides_the_payment_never_reaches_the_node() {
+    let s = setup();
+    let offer = s.offer().await;
+    let memo = bound_memo(&offer);
+    let nonce = s.chain.rpc("eth_getTransactionCount", &[PAYER, "latest"]);
+    let payment: &[&str] = &[
+        ALPHA_USD,
+        "transferWithMemo(address,uint256,bytes32)",
+        RECIPIENT,
+        "1000000",
+        &memo,
+    ];
+    let half = "57896044618658097711785492504343953926634992332820282019728792003956564819968";
+    let cases = [
+        (
+            signed_batch(
+                &nonce,
+                &[payment, &[ALPHA_USD, "transfer(address,uint256)", STRANGER, "1234567"]],
+            ),
+            "wrong_recipient",
+        ),
+        (
+            signed_batch(
+                &nonce,
+                &[payment, &[ALPHA_USD, "approve(address,uint256)", STRANGER, half]],
+            ),
+            "no_transfer",
+        ),
+        (
+            signed_batch(
+                &nonce,
+                &[payment, &[BETA_USD, "transfer(address,uint256)", RECIPIENT, "1"]],
+            ),
+            "wrong_asset",
+        ),
+    ];
+    let before = s.chain.all_calls();
+    for (raw, reason) in &cases {
+        let cred = credential(
+            &echo(&offer),
+            json!({"type": "transaction", "signature": raw}),
+            Some(&did(PAYER)),
+        );
+        let v = s.present(&cred).await;
+        assert_eq!(
+            s.chain.calls("eth_sendRawTransaction"),
+            0,
+            "{reason}: the node got the transaction"
+        );
+        assert_eq!(
+            (v.status, v.code(), v.reason()),
+            (402, "VERIFICATION_FAILED", *reason),
+            "{:?}",
+            v.body
+        );
+        payment_offer(&v);
+    }
+    assert_eq!(s.chain.all_calls(), before);
+    assert_eq!(s.chain.rpc("eth_getTransactionCount", &[PAYER, "latest"]), nonce);
+    for (raw, _) in &cases {
+        let hash = alloy_primitives::keccak256(hex::decode(&raw[2..]).unwrap()).to_string();
+        assert_eq!(s.chain.rpc("eth_getTransactionReceipt", &[&hash]), "null");
+    }
+    // The payment alone, signed the same way, pays.
+    let v = s
+        .present(&credential(
+            &echo(&offer),
+            json!({"type": "transaction", "signature": signed_batch(&nonce, &[payment])}),
+            Some(&did(PAYER)),
+        ))
+        .await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+}
+
 /// A payment made for a `Payment` challenge is never redeemed under the
 /// `Tempo` scheme, whatever the genome's memo rule: a watcher of the chain
 /// who presents its hash first gets 402 and consumes nothing, and the payer

@@ -127,3 +127,78 @@ async fn no_configured_secret_reaches_a_log_line_a_span_a_metric_or_an_answer() 
         }
     }
 }
+
+/// The probe's finding: a node answering with an error that quotes its
+/// URL's key and host had `/readyz` and seven log lines repeat it. What a
+/// node says leaves the process only as a category (`/readyz`) or scrubbed
+/// of its URL's secret parts (logs): neither the key nor, unless hosts are
+/// exposed, the host shows in `/readyz`, `/metrics`, a 402 or 503 body or
+/// any log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_error_text_never_carries_its_urls_key_or_host_out() {
+    const KEY: &str = "KEY-SECRET2-Wd83nq";
+    const HOST: &str = "127.83.1.7";
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32000,"message":"invalid api key {KEY} (https://{HOST}/v2/{KEY}?apikey={KEY})"}}}}"#
+    );
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let node = FaultInjector::start_on(
+        &format!("{HOST}:0"),
+        Some(Box::leak(reply.into_bytes().into_boxed_slice())),
+    );
+    for expose in [false, true] {
+        let w = Workdir::new();
+        let url = format!("{}/v2/{KEY}?apikey={KEY}", node.url);
+        let mut env = chain_env(&w.genome(&Genome::single().signed()), &url);
+        env.insert("SETTLEGATE_RPC__EXPOSE_ENDPOINT_HOSTS".into(), expose.to_string());
+        env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "300".into());
+        env.insert("RUST_LOG".into(), "debug".into());
+        let app = Served::start(&env);
+        let mut said = Vec::new();
+        let readyz = reqwest::get(app.url("/readyz")).await.unwrap().text().await.unwrap();
+        said.push(readyz);
+        let v = app.verify(json!({}), &[]).await;
+        assert_eq!(v.status, 402, "{:?}", v.body);
+        said.push(format!("{:?} {}", v.headers, v.body));
+        let v = app.verify_hash(&format!("0x{}", "4d".repeat(32))).await;
+        assert_eq!((v.status, v.code()), (503, "RPC_UNAVAILABLE"), "{:?}", v.body);
+        said.push(format!("{:?} {}", v.headers, v.body));
+        said.push(reqwest::get(app.url("/readyz")).await.unwrap().text().await.unwrap());
+        said.push(reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+        app.wait_for_log(|l| l["message"] == "RPC endpoint did not tell its chain id");
+        said.push(
+            app.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let everything = said.join("\n");
+        assert!(node.requests() > 0, "the node was asked");
+        if let Some(at) = everything.find(KEY) {
+            panic!(
+                "expose {expose}: the key was said: …{}",
+                &everything[at.saturating_sub(300)..at]
+            );
+        }
+        assert!(
+            everything.contains(r#""last_error":"json_rpc_error -32000""#),
+            "{everything}"
+        );
+        if expose {
+            assert!(
+                everything.contains(&format!("http://{HOST}:")),
+                "the label shows the host"
+            );
+        } else if let Some(at) = everything.find(HOST) {
+            panic!("the host was said: …{}", &everything[at.saturating_sub(300)..at]);
+        }
+        // the node's words reach the logs, scrubbed
+        assert!(everything.contains("invalid api key [redacted]"), "{everything}");
+    }
+}
