@@ -152,16 +152,12 @@ fn original_request(headers: &HeaderMap, trusted: bool, pair: ForwardedHeaders) 
         )));
     }
     let one = |name: &str| -> Result<&str, ApiError> {
-        let mut values = headers.get_all(name);
-        let value = values.next().ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "no original request: /v1/authorize needs {method_name} and {uri_name} from a trusted proxy"
-            ))
-        })?;
-        if values.next().is_some() {
-            return Err(ApiError::InvalidRequest(format!("{name} is given more than once")));
-        }
-        value
+        single_header(headers, name)?
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "no original request: /v1/authorize needs {method_name} and {uri_name} from a trusted proxy"
+                ))
+            })?
             .to_str()
             .map_err(|_| ApiError::InvalidRequest(format!("{name} is not visible ASCII")))
     };
