@@ -29,6 +29,7 @@ mod record_floor;
 mod reload;
 mod secrets;
 mod send_timeout;
+mod store_redis;
 mod tls;
 mod traces;
 mod verify;

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 pub use connection::RedisTarget;
 use connection::{Conn, Connector, redis_error};
+pub use consume::pending;
 
 use super::{Cas, Claim, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
 
