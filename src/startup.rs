@@ -15,9 +15,12 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use settlegate_actors::coalescer::{Coalescer, CoalescerConfig};
+use settlegate_actors::coalescer::{Coalescer, CoalescerConfig, Exchange};
 use settlegate_actors::replay_guard::{ConsumedCache, ReplayGuard};
 use settlegate_actors::rpc_pool::{PoolConfig, RpcPool};
+use settlegate_actors::store::file::FileStore;
+use settlegate_actors::store::redis::RedisStore;
+use settlegate_actors::store::{Bounded, Store};
 use settlegate_actors::{GenomeSource, GenomeSupervisor};
 use settlegate_rules::GenomeError;
 use settlegate_rules::genome::TrustRoot;
@@ -100,29 +103,32 @@ impl Application {
         )
         .map_err(ConfigError)?;
         let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
-        let guard = match &settings.redis {
-            Some(redis) => ReplayGuard::redis(
-                &settlegate_actors::RedisTarget {
-                    urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
-                    cluster: redis.cluster,
-                    tls_ca_pem: redis.tls_ca_pem.clone(),
-                    wait_replicas: redis.wait_replicas,
-                },
-                &settings.redis_key_prefix,
-                settings.redis_timeout,
-                consumed.clone(),
-                metrics.store_ops.clone(),
+        let store: std::sync::Arc<dyn Store> = match &settings.redis {
+            Some(redis) => std::sync::Arc::new(
+                RedisStore::open(
+                    &settlegate_actors::RedisTarget {
+                        urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
+                        cluster: redis.cluster,
+                        tls_ca_pem: redis.tls_ca_pem.clone(),
+                        wait_replicas: redis.wait_replicas,
+                    },
+                    &settings.redis_key_prefix,
+                    settings.redis_timeout,
+                )
+                .map_err(|e| ConfigError(e.to_string()))?,
             ),
-            None => ReplayGuard::local(
-                &settings.replay_local_path,
-                settings.redis_timeout.max(Duration::from_secs(2)),
-                consumed.clone(),
-                metrics.store_ops.clone(),
+            None => std::sync::Arc::new(
+                FileStore::open(&settings.replay_local_path).map_err(|e| ConfigError(e.to_string()))?,
             ),
-        }
-        .map_err(ConfigError)?
-        .hold_absent_for(settings.coalescer_window)
-        .bound_ops(settings.redis_max_ops_in_flight);
+        };
+        let store_timeout = if settings.redis.is_some() {
+            settings.redis_timeout
+        } else {
+            settings.redis_timeout.max(Duration::from_secs(2))
+        };
+        let store =
+            Bounded::new(store, store_timeout, metrics.store_ops.clone()).bound_ops(settings.redis_max_ops_in_flight);
+        let guard = ReplayGuard::new(store.clone(), consumed.clone()).hold_absent_for(settings.coalescer_window);
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
 
@@ -155,7 +161,7 @@ impl Application {
         );
         // With Redis, every instance on it shares each lookup.
         let coalescer = if settings.redis.is_some() {
-            coalescer.share_through(replay.clone())
+            coalescer.share_through(Exchange::new(store))
         } else {
             coalescer
         }

@@ -5,10 +5,12 @@
 //! - [`rpc_pool::RpcPool`]: the Tempo JSON-RPC endpoints, with health
 //!   tracking, circuits and failover.
 //! - [`coalescer::Coalescer`]: one chain lookup per transaction hash, shared
-//!   by every overlapping check whatever it finds.
-//! - [`replay_guard::ReplayGuard`]: consumes a payment once (`put_if_absent`
-//!   on Redis or a local file) and keeps an in-process cache of consumed
-//!   hashes.
+//!   by every overlapping check whatever it finds (and, through
+//!   [`coalescer::exchange`], by every instance on the store).
+//! - [`replay_guard::ReplayGuard`]: consumes a payment once and keeps an
+//!   in-process cache of consumed hashes.
+//! - [`store`]: the [`store::Store`] trait those two use, with its
+//!   backends (memory, file, Redis).
 //!
 //! They run on the actix system of the binary; the HTTP handlers reach them
 //! through their `Addr` or, for the genome, a lock-free shared view.
@@ -18,18 +20,17 @@ pub mod genome_supervisor;
 pub mod replay_guard;
 pub mod rpc_pool;
 pub mod rpc_transport;
+pub mod store;
 
 pub use genome_supervisor::{ActiveGenome, GenomeSource, GenomeSupervisor, Reload, ReloadCause, ReloadOutcome};
 pub use replay_guard::RedisTarget;
 
 /// Turns off actix's per-sender mailbox limit (16 messages by default) for
-/// an actor on the request path. With a limit, a sender past it is parked
-/// and its later messages are delayed, so messages no longer arrive in the
-/// order they were sent: the `Coalescer`'s `Expect` could then reach the
-/// `ReplayGuard` after a `Follow` it exists to precede. These actors answer
-/// in microseconds and their load is bounded by the HTTP server's
-/// connections, so an unbounded mailbox costs no memory that the requests
-/// themselves do not.
+/// an actor on the request path: with a limit, a parked sender's messages
+/// no longer arrive in the order sent, which `replay_guard::records`
+/// relies on. These actors answer in microseconds and their load is
+/// bounded by the HTTP server's connections, so an unbounded mailbox costs
+/// no memory that the requests themselves do not.
 pub(crate) fn unbounded_mailbox<A>(ctx: &mut actix::Context<A>)
 where
     A: actix::Actor<Context = actix::Context<A>>,

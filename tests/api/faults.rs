@@ -199,7 +199,7 @@ async fn the_embedded_store_remembers_a_consumed_payment_across_a_kill() {
 /// A Redis that answers nothing for 3 s: the check is a 503 within the
 /// store timeout, nothing is consumed, and the payment settles once Redis
 /// answers again. (That a consume Redis runs after its deadline writes
-/// nothing is `replay_guard::tests::a_consume_past_its_deadline_writes_nothing`:
+/// nothing is `store_redis::a_consume_past_its_deadline_writes_nothing`:
 /// here the timed-out connection is dropped and Redis discards what it held.)
 async fn a_hung_redis_is_a_503_within_the_store_timeout() {
     let chain = Chain::start();

@@ -614,7 +614,9 @@ async fn forged_facts_in_redis_never_settle_a_payment() {
         "{}lookup:{{42431:{forged}:0}}:result",
         env["SETTLEGATE_REDIS__KEY_PREFIX"]
     );
-    let record = format!("99999999999999|forger|F{facts}");
+    // `<hold until>|<publication>`, the exchange's one typed format.
+    let publication = json!({ "claim": "forger", "outcome": { "facts": facts } });
+    let record = format!("99999999999999|{publication}");
     let set = std::process::Command::new("redis-cli")
         .args(["-u", &redis_url(), "SET", &key, &record, "PX", "60000"])
         .output()

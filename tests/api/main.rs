@@ -31,6 +31,7 @@ mod redis_fault;
 mod reload;
 mod secrets;
 mod send_timeout;
+mod store_redis;
 mod tls;
 mod traces;
 mod verify;

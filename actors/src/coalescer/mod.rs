@@ -17,29 +17,16 @@
 //! pending, unknown), which keeps the rule that a verdict is never cached
 //! beyond the lookup that produced it. RPC errors are never held.
 //!
-//! Across instances (with Redis, [`Coalescer::share_through`]): before it
-//! asks the node, the lookup claims its key in the replay store, in one
-//! atomic round trip that also returns a result another instance holds.
-//! Holding the claim (renewed while it asks the node, so it outlives a slow
-//! node but not a dead instance), it looks up and publishes the result for
-//! the others at once. Finding another instance's claim, it polls for that
-//! claim's result within the lookup timeout. What is learnt from another
-//! instance ([`Looked::remote`]) is never fresh: it may refuse, and a check
-//! it would settle waits for that instance's consume record instead
-//! (settle.rs), then asks the node itself if none comes. So whoever can
-//! write to Redis can delay or refuse a payment (as before: it can write
-//! replay records) but never mint a 200 with forged facts. Errors are
-//! shared too, except an instance's own (its pool stopped, its circuits
-//! open), after which the others look up themselves. If the store cannot
-//! coordinate, the instance looks up alone.
+//! Across instances (with Redis, [`Coalescer::share_through`]): the
+//! lookup is claimed, renewed and published through the store
+//! ([`exchange`]), so one instance asks the node and the others use its
+//! answer, which is never fresh. Errors are shared too, except an
+//! instance's own (its pool stopped, its circuits open).
 //!
 //! Every lookup is bounded by a timeout, so a hung node cannot hold callers
 //! forever. There are no replay claims: concurrent checks meet here, and
 //! the replay store decides afterwards, with one atomic insert, which
 //! settled check consumes the payment.
-//!
-//! The seed's coalescer was dead code behind its replay check and had no
-//! timeout (hole 8).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,8 +37,12 @@ use prometheus_client::metrics::counter::Counter;
 use settlegate_rules::settlement::ChainFacts;
 use tokio::sync::oneshot;
 
-use crate::replay_guard::{ClaimLookup, Expect, LookupClaim, PollLookup, PublishLookup, RenewLookup, ReplayGuard};
+pub mod exchange;
+
+use crate::replay_guard::Expect;
 use crate::rpc_pool::{Lookup, RpcError, RpcPool};
+pub use exchange::{Exchange, claim_ttl};
+use exchange::{publication, shared_key, shared_lookup};
 
 /// Held results beyond this many are not kept (a flood of distinct junk
 /// hashes must not grow memory); the lookup path stays correct without them.
@@ -82,7 +73,7 @@ pub struct Check {
 
 /// Where a lookup's result came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Source {
+pub(super) enum Source {
     /// This instance asked the node, under claim `Some(id)` or alone.
     Node(Option<String>),
     /// Another instance's result, readable as held for `hold` more.
@@ -146,8 +137,8 @@ pub struct Coalescer {
     /// Told when a lookup found a payment its waiters may consume.
     guard: Option<Recipient<Expect>>,
     config: CoalescerConfig,
-    /// The replay store, through which instances share lookups.
-    shared: Option<Addr<ReplayGuard>>,
+    /// The store through which instances share lookups.
+    shared: Option<Exchange>,
     /// Lookups in flight and publications under way, for [`Drain`].
     busy: Arc<std::sync::atomic::AtomicUsize>,
     /// The callers of each lookup in flight (and whether each needs a fresh
@@ -179,9 +170,9 @@ impl Coalescer {
         }
     }
 
-    /// Shares lookups with every instance on `guard`'s store (Redis).
-    pub fn share_through(mut self, guard: Addr<ReplayGuard>) -> Self {
-        self.shared = Some(guard);
+    /// Shares lookups with every instance on the exchange's store (Redis).
+    pub fn share_through(mut self, exchange: Exchange) -> Self {
+        self.shared = Some(exchange);
         self
     }
 
@@ -207,8 +198,8 @@ impl Coalescer {
         actix::spawn(async move {
             let _busy = busy;
             let (result, source) = match (shared, mode) {
-                (Some(guard), Mode::Shared { want_held }) => {
-                    shared_lookup(&guard, &pool, traced, timeout, want_held, &metrics).await
+                (Some(exchange), Mode::Shared { want_held }) => {
+                    shared_lookup(&exchange, &pool, traced, timeout, want_held, &metrics).await
                 }
                 _ => (ask_node(&pool, traced, timeout).await, Source::Node(None)),
             };
@@ -222,32 +213,23 @@ impl Coalescer {
     /// the other instances: facts (held for the window), a shareable error
     /// (for the claim's waiters only), or that it gave up (they look up).
     fn publish(&self, key: Lookup, id: String, result: &Result<Arc<ChainFacts>, RpcError>, parent: tracing::Span) {
-        let Some(guard) = self.shared.clone() else {
+        let Some(exchange) = self.shared.clone() else {
             return;
         };
         let window = self.config.window;
-        let (body, hold) = match result {
-            Ok(facts) => match serde_json::to_string(&**facts) {
-                Ok(json) => (format!("F{json}"), window),
-                Err(_) => ("A".to_owned(), Duration::ZERO),
-            },
-            Err(e) if shareable(e) => match serde_json::to_string(e) {
-                Ok(json) => (format!("E{json}"), Duration::ZERO),
-                Err(_) => ("A".to_owned(), Duration::ZERO),
-            },
-            Err(_) => ("A".to_owned(), Duration::ZERO),
-        };
-        let publish = PublishLookup {
-            key: shared_key(&key),
-            id,
-            body,
-            hold,
-            ttl: window.max(Duration::from_secs(1)),
-        };
+        let (publication, hold) = publication(id, result, window);
         let busy = Busy::enter(&self.busy);
+        let publish = parent.in_scope(|| {
+            let exchange = exchange.clone();
+            async move {
+                exchange
+                    .publish(shared_key(&key), &publication, hold, window.max(Duration::from_secs(1)))
+                    .await
+            }
+        });
         actix::spawn(async move {
             let _busy = busy;
-            if let Ok(Err(e)) = guard.send(crate::Traced { msg: publish, parent }).await {
+            if let Err(e) = publish.await {
                 // Its waiters take over when the claim expires.
                 tracing::debug!(tx_hash = %key.hash, error = %e, "could not publish a lookup for the other instances");
             }
@@ -318,16 +300,6 @@ impl Handler<Drain> for Coalescer {
             }
             true
         })
-    }
-}
-
-/// Whether another instance may take this error as its own answer: a fault
-/// of the chain, not of this instance (its pool stopped, its circuits open).
-fn shareable(e: &RpcError) -> bool {
-    match e {
-        RpcError::AllCircuitsOpen | RpcError::Saturated(_) => false,
-        RpcError::Transport(m) => !m.contains("stopped"),
-        _ => true,
     }
 }
 
@@ -431,9 +403,8 @@ impl Handler<Done> for Coalescer {
                 if let Ok(facts) = &result
                     && !self.config.window.is_zero()
                 {
-                    // First, before anyone can act on these facts: a check
-                    // that would settle on the held copy must find the
-                    // consume of the waiters that settle on the fresh one.
+                    // Before the waiters are woken: see the ordering note
+                    // in `replay_guard::records`.
                     if facts.mined_successfully()
                         && let Some(guard) = &self.guard
                     {
@@ -470,7 +441,7 @@ fn lookup_span(key: &Lookup) -> tracing::Span {
     span
 }
 
-async fn ask_node(
+pub(super) async fn ask_node(
     pool: &Addr<RpcPool>,
     traced: crate::Traced<Lookup>,
     timeout: Duration,
@@ -482,228 +453,7 @@ async fn ask_node(
     }
 }
 
-/// The key instances share a lookup under: what the lookup reads. Hash
-/// tagged by the store, so a cluster keeps its keys in one slot.
-fn shared_key(key: &Lookup) -> String {
-    format!("{}:{}:{}", key.chain_id, key.hash, u8::from(key.need_head))
-}
-
-/// A published result: facts, a shared error, or that its holder gave up.
-#[derive(Debug)]
-enum Published {
-    Result(Result<Arc<ChainFacts>, RpcError>),
-    Abandoned,
-}
-
-/// `<id>|F<facts>`, `<id>|E<error>` or `<id>|A`: the id and what it says.
-fn parse_published(record: &str) -> Option<(&str, Published)> {
-    let (id, body) = record.split_once('|')?;
-    let published = match body.split_at_checked(1)? {
-        ("F", json) => Published::Result(Ok(Arc::new(serde_json::from_str(json).ok()?))),
-        ("E", json) => Published::Result(Err(serde_json::from_str(json).ok()?)),
-        ("A", "") => Published::Abandoned,
-        _ => return None,
-    };
-    Some((id, published))
-}
-
-/// Poll intervals while another instance looks up: quick at first (a
-/// lookup on a near node takes milliseconds), then every 50 ms.
-const POLL: [u64; 6] = [2, 4, 8, 16, 32, 50];
-
-/// How long a claim lives without renewal: a dead holder holds its
-/// waiters no longer than this (a live one renews it at half of it).
-pub fn claim_ttl(lookup_timeout: Duration) -> Duration {
-    (lookup_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
-}
-
-/// The lookup of `traced`'s key, shared with the other instances on the
-/// store: a held result (with `want_held`), the result of another
-/// instance's claim, or this instance's own lookup under its claim. Bounded
-/// by `timeout` as a whole.
-async fn shared_lookup(
-    guard: &Addr<ReplayGuard>,
-    pool: &Addr<RpcPool>,
-    traced: crate::Traced<Lookup>,
-    timeout: Duration,
-    mut want_held: bool,
-    metrics: &CoalescerMetrics,
-) -> (Result<Arc<ChainFacts>, RpcError>, Source) {
-    let deadline = Instant::now() + timeout;
-    let key = shared_key(&traced.msg);
-    let ttl = claim_ttl(timeout);
-    let mut id = [0u8; 12];
-    if getrandom::fill(&mut id).is_err() {
-        metrics.fallbacks.inc();
-        return (ask_node(pool, traced, timeout).await, Source::Node(None));
-    }
-    let id = hex::encode(id);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (Err(RpcError::Timeout(timeout)), Source::Node(None));
-        }
-        let claim = crate::Traced {
-            msg: ClaimLookup {
-                key: key.clone(),
-                id: id.clone(),
-                ttl,
-                want_held,
-            },
-            parent: traced.parent.clone(),
-        };
-        match guard.send(claim).timeout(left).await {
-            Ok(Ok(LookupClaim::Held(record, hold))) => match parse_published(&record) {
-                Some((_, Published::Result(Ok(facts)))) => return (Ok(facts), Source::Remote { hold }),
-                _ => want_held = false,
-            },
-            Ok(Ok(LookupClaim::Claimed)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let result = ask_node_holding(guard, pool, traced, left, &key, &id, ttl).await;
-                return (result, Source::Node(Some(id)));
-            }
-            Ok(Ok(LookupClaim::Wait(other))) => {
-                match wait_for(guard, &key, &other, deadline, &traced.parent).await {
-                    Some(Published::Result(result)) => return (result, Source::Remote { hold: Duration::ZERO }),
-                    // The claim ended without a result (its holder died or
-                    // gave up): claim it again.
-                    Some(Published::Abandoned) | None => {}
-                }
-            }
-            Err(MailboxError::Timeout) => return (Err(RpcError::Timeout(timeout)), Source::Node(None)),
-            Ok(Err(_)) | Err(MailboxError::Closed) => {
-                // The claim may have been taken all the same: publish under
-                // it (only a claim still ours is published to).
-                metrics.fallbacks.inc();
-                let left = deadline.saturating_duration_since(Instant::now());
-                return (ask_node(pool, traced, left).await, Source::Node(Some(id)));
-            }
-        }
-    }
-}
-
-/// Asks the node while renewing claim `id` at half its life, so a slow
-/// node does not let another instance start the same lookup.
-async fn ask_node_holding(
-    guard: &Addr<ReplayGuard>,
-    pool: &Addr<RpcPool>,
-    traced: crate::Traced<Lookup>,
-    left: Duration,
-    key: &str,
-    id: &str,
-    ttl: Duration,
-) -> Result<Arc<ChainFacts>, RpcError> {
-    let ask = ask_node(pool, traced, left);
-    let renew = async {
-        loop {
-            tokio::time::sleep(ttl / 2).await;
-            let renew = RenewLookup {
-                key: key.to_owned(),
-                id: id.to_owned(),
-                ttl,
-            };
-            if !matches!(guard.send(renew).await, Ok(Ok(true))) {
-                // Lost (expired under a stalled store): nothing to renew.
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        result = ask => result,
-        () = renew => unreachable!("renewal never ends"),
-    }
-}
-
-/// Polls for the result of claim `other` until it is published, the claim
-/// ends without one, or `deadline` (`None`: claim again).
-async fn wait_for(
-    guard: &Addr<ReplayGuard>,
-    key: &str,
-    other: &str,
-    deadline: Instant,
-    parent: &tracing::Span,
-) -> Option<Published> {
-    if other.is_empty() {
-        return None;
-    }
-    for step in 0.. {
-        let pause = Duration::from_millis(POLL[step.min(POLL.len() - 1)]);
-        if Instant::now() + pause >= deadline {
-            tokio::time::sleep_until(deadline.into()).await;
-            return None;
-        }
-        tokio::time::sleep(pause).await;
-        let poll = crate::Traced {
-            msg: PollLookup(key.to_owned()),
-            parent: parent.clone(),
-        };
-        let (record, claim) = match guard.send(poll).await {
-            Ok(Ok(answer)) => answer,
-            _ => return None,
-        };
-        if let Some((id, published)) = record.as_deref().and_then(parse_published)
-            && id == other
-        {
-            return Some(published);
-        }
-        if claim.as_deref() != Some(other) {
-            return None;
-        }
-    }
-    None
-}
-
 crate::traced_handlers!(Coalescer: Check);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn published_results_read_back_with_their_claim_id() {
-        let facts = ChainFacts {
-            head: Some(9),
-            ..Default::default()
-        };
-        let body = format!("F{}", serde_json::to_string(&facts).unwrap());
-        let record = format!("abc|{body}");
-        let Some((id, Published::Result(Ok(f)))) = parse_published(&record) else {
-            panic!("{record}")
-        };
-        assert_eq!((id, f.head), ("abc", Some(9)));
-        let err = RpcError::Timeout(Duration::from_millis(1500));
-        let body = format!("E{}", serde_json::to_string(&err).unwrap());
-        let record = format!("x|{body}");
-        let Some((id, Published::Result(Err(e)))) = parse_published(&record) else {
-            panic!("{record}")
-        };
-        assert_eq!((id, e), ("x", err));
-        assert!(matches!(parse_published("y|A"), Some(("y", Published::Abandoned))));
-        // Anything else is not a result (the caller claims instead).
-        for bad in ["", "abc", "abc|", "abc|X{}", "abc|F{not json", "abc|E{}", "abc|Ax"] {
-            assert!(parse_published(bad).is_none(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn only_faults_of_the_chain_are_shared_and_claims_are_shorter_than_lookups() {
-        assert!(shareable(&RpcError::Timeout(Duration::from_secs(1))));
-        assert!(shareable(&RpcError::Transport("connection refused".into())));
-        assert!(!shareable(&RpcError::AllCircuitsOpen));
-        assert!(!shareable(&RpcError::Transport("the RPC pool stopped".into())));
-        assert_eq!(claim_ttl(Duration::from_secs(5)), Duration::from_millis(1250));
-        assert_eq!(claim_ttl(Duration::from_millis(400)), Duration::from_millis(250));
-        assert_eq!(claim_ttl(Duration::from_secs(60)), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn shared_keys_name_what_the_lookup_reads() {
-        let hash: settlegate_rules::credential::TxHash = format!("0x{}", "AB".repeat(32)).parse().unwrap();
-        let key = Lookup {
-            hash,
-            chain_id: 42431,
-            need_head: true,
-        };
-        assert_eq!(shared_key(&key), format!("42431:0x{}:1", "ab".repeat(32)));
-    }
-}
+mod tests;

@@ -1,0 +1,157 @@
+//! The one test suite every backend passes (memory and file in this
+//! crate's unit tests, Redis in the black-box suite). Each check panics
+//! with what it expected; `prefix` keeps runs on a shared store apart.
+
+use std::time::Duration;
+
+use super::{Cas, Claim, Put, Store, StoreError, unix_ms};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Every operation but the lookup exchange.
+pub async fn run(store: &dyn Store, prefix: &str) {
+    put_if_absent_keeps_the_first_value(store, prefix).await;
+    a_put_past_its_deadline_writes_nothing(store, prefix).await;
+    values_expire(store, prefix).await;
+    reservations_exclude_until_released_or_expired(store, prefix).await;
+    counts_stop_at_their_cap_and_expire(store, prefix).await;
+    compare_and_set_sets_only_over_what_it_expected(store, prefix).await;
+    read_back_reads_what_landed(store, prefix).await;
+    store.ping().await.expect("ping");
+}
+
+pub async fn put_if_absent_keeps_the_first_value(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}replay:put");
+    let later = unix_ms() + 10_000;
+    assert_eq!(store.get(&key).await, Ok(None));
+    assert_eq!(
+        store.put_if_absent(&key, b"{\"a\":1}", LONG, later).await,
+        Ok(Put::Inserted)
+    );
+    assert_eq!(
+        store.put_if_absent(&key, b"{\"b\":2}", LONG, later).await,
+        Ok(Put::Existing(b"{\"a\":1}".to_vec())),
+        "the first value stays"
+    );
+    assert_eq!(store.get(&key).await, Ok(Some(b"{\"a\":1}".to_vec())));
+}
+
+pub async fn a_put_past_its_deadline_writes_nothing(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}replay:late");
+    assert_eq!(
+        store.put_if_absent(&key, b"{}", LONG, unix_ms() - 1_000).await,
+        Err(StoreError::Timeout)
+    );
+    assert_eq!(store.get(&key).await, Ok(None), "nothing was written");
+}
+
+pub async fn values_expire(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}replay:short");
+    let later = unix_ms() + 10_000;
+    let short = Duration::from_millis(150);
+    assert_eq!(store.put_if_absent(&key, b"{}", short, later).await, Ok(Put::Inserted));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.get(&key).await, Ok(None), "expired");
+    assert_eq!(store.put_if_absent(&key, b"{}", short, later).await, Ok(Put::Inserted));
+}
+
+pub async fn reservations_exclude_until_released_or_expired(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}broadcast:r");
+    assert_eq!(store.reserve(&key, LONG).await, Ok(true));
+    assert_eq!(store.reserve(&key, LONG).await, Ok(false), "held");
+    store.release(&key).await.expect("release");
+    assert_eq!(store.reserve(&key, Duration::from_millis(150)).await, Ok(true));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reserve(&key, LONG).await, Ok(true), "expired");
+}
+
+pub async fn counts_stop_at_their_cap_and_expire(store: &dyn Store, prefix: &str) {
+    let (a, b) = (format!("{prefix}retries:a"), format!("{prefix}retries:b"));
+    let ttl = Duration::from_millis(300);
+    assert_eq!(store.count(&a, ttl, 2).await, Ok(1));
+    assert_eq!(store.count(&a, ttl, 2).await, Ok(2));
+    assert_eq!(store.count(&a, ttl, 2).await, Ok(2), "capped");
+    assert_eq!(store.count(&b, ttl, 2).await, Ok(1), "one count per key");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.count(&a, ttl, 2).await, Ok(1), "expired: a new window");
+}
+
+pub async fn compare_and_set_sets_only_over_what_it_expected(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}state:c");
+    assert_eq!(store.compare_and_set(&key, None, b"v1", LONG).await, Ok(Cas::Set));
+    assert_eq!(
+        store.compare_and_set(&key, None, b"v2", LONG).await,
+        Ok(Cas::Current(Some(b"v1".to_vec()))),
+        "present, not absent"
+    );
+    assert_eq!(
+        store.compare_and_set(&key, Some(b"v0"), b"v2", LONG).await,
+        Ok(Cas::Current(Some(b"v1".to_vec())))
+    );
+    assert_eq!(
+        store.compare_and_set(&key, Some(b"v1"), b"v2", LONG).await,
+        Ok(Cas::Set)
+    );
+    assert_eq!(store.get(&key).await, Ok(Some(b"v2".to_vec())));
+    let gone = format!("{prefix}state:gone");
+    assert_eq!(
+        store.compare_and_set(&gone, Some(b"v1"), b"v2", LONG).await,
+        Ok(Cas::Current(None))
+    );
+}
+
+pub async fn read_back_reads_what_landed(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}replay:back");
+    let deadline = unix_ms() + 50;
+    assert_eq!(store.read_back(&key, b"{}", deadline).await, Ok(None));
+    assert!(unix_ms() > deadline, "it waited for the deadline");
+    let deadline = unix_ms() + 50;
+    assert_eq!(
+        store.put_if_absent(&key, b"{\"w\":1}", LONG, deadline).await,
+        Ok(Put::Inserted)
+    );
+    assert_eq!(
+        store.read_back(&key, b"{\"w\":1}", deadline).await,
+        Ok(Some(b"{\"w\":1}".to_vec()))
+    );
+}
+
+/// The lookup exchange, for stores shared by instances.
+pub async fn exchange(store: &dyn Store, prefix: &str) {
+    let k = format!("{prefix}42431:0xab:0");
+    let ttl = Duration::from_secs(5);
+    assert_eq!(store.claim(&k, "a", ttl, true).await, Ok(Claim::Claimed));
+    assert_eq!(store.claim(&k, "b", ttl, true).await, Ok(Claim::Wait("a".into())));
+    let poll = store.poll(&k).await.unwrap();
+    assert_eq!((poll.published, poll.claim.as_deref()), (None, Some("a")));
+    // Only the holder publishes or renews.
+    store.publish(&k, "b", b"x", Duration::ZERO, LONG).await.unwrap();
+    assert_eq!(store.poll(&k).await.unwrap().claim.as_deref(), Some("a"));
+    assert_eq!(store.renew(&k, "b", ttl).await, Ok(false));
+    assert_eq!(store.renew(&k, "a", ttl).await, Ok(true));
+    let hold = Duration::from_secs(2);
+    store
+        .publish(&k, "a", b"facts", hold, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let poll = store.poll(&k).await.unwrap();
+    assert_eq!((poll.published.as_deref(), poll.claim), (Some(&b"facts"[..]), None));
+    match store.claim(&k, "c", ttl, true).await {
+        Ok(Claim::Held(body, left)) => {
+            assert_eq!(body, b"facts");
+            assert!(left > Duration::from_millis(1_000) && left <= hold, "{left:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without want_held (a check about to settle) it claims instead.
+    assert_eq!(store.claim(&k, "c", ttl, false).await, Ok(Claim::Claimed));
+    // Published without a hold: for the claim's waiters only.
+    store.publish(&k, "c", b"error", Duration::ZERO, LONG).await.unwrap();
+    assert_eq!(
+        store.claim(&k, "d", Duration::from_millis(100), true).await,
+        Ok(Claim::Claimed)
+    );
+    // A claim expires by itself (a dead holder).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.claim(&k, "e", ttl, false).await, Ok(Claim::Claimed));
+}

@@ -1,0 +1,237 @@
+//! In-memory store: one process, for unit tests and single-process
+//! development. Every operation takes one lock, so each is atomic; values
+//! expire by their ttl; at most `capacity` live keys, beyond which a write
+//! fails closed (`Saturated`) rather than grow or evict a live record.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{Cas, Claim, Poll, Put, Store, StoreError, StoreFuture, unix_ms};
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Instant,
+}
+
+/// A published lookup result: held for new claims until `hold`.
+struct Published {
+    body: Vec<u8>,
+    hold: Instant,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    published: HashMap<String, Published>,
+}
+
+pub struct MemoryStore {
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: usize) -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            capacity,
+        }
+    }
+}
+
+impl State {
+    fn live(&mut self, key: &str, now: Instant) -> Option<&Vec<u8>> {
+        if self.entries.get(key).is_some_and(|e| e.expires <= now) {
+            self.entries.remove(key);
+        }
+        self.entries.get(key).map(|e| &e.value)
+    }
+
+    fn set(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        now: Instant,
+        capacity: usize,
+    ) -> Result<(), StoreError> {
+        if self.entries.len() >= capacity && !self.entries.contains_key(key) {
+            self.entries.retain(|_, e| e.expires > now);
+            self.published.retain(|_, p| p.expires > now);
+            if self.entries.len() >= capacity {
+                return Err(StoreError::Saturated(capacity));
+            }
+        }
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                expires: now + ttl.max(Duration::from_millis(1)),
+            },
+        );
+        Ok(())
+    }
+}
+
+fn ready<'a, T: Send + 'a>(r: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(r))
+}
+
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        deadline: i64,
+    ) -> StoreFuture<'a, Put> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        if unix_ms() > deadline {
+            return ready(Err(StoreError::Timeout));
+        }
+        if let Some(v) = s.live(key, now) {
+            return ready(Ok(Put::Existing(v.clone())));
+        }
+        ready(
+            s.set(key, value.to_vec(), ttl, now, self.capacity)
+                .map(|()| Put::Inserted),
+        )
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        ready(Ok(self.state.lock().live(key, Instant::now()).cloned()))
+    }
+
+    fn reserve<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        if s.live(key, now).is_some() {
+            return ready(Ok(false));
+        }
+        ready(s.set(key, b"1".to_vec(), ttl, now, self.capacity).map(|()| true))
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.state.lock().entries.remove(key);
+        ready(Ok(()))
+    }
+
+    fn count<'a>(&'a self, key: &'a str, ttl: Duration, cap: u64) -> StoreFuture<'a, u64> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        let n = match s.live(key, now) {
+            None => 0,
+            Some(v) => match std::str::from_utf8(v).ok().and_then(|t| t.parse::<u64>().ok()) {
+                Some(n) => n,
+                None => return ready(Err(StoreError::Corrupt("a counter that is not a number".into()))),
+            },
+        };
+        if n >= cap {
+            return ready(Ok(n));
+        }
+        if n == 0 {
+            return ready(s.set(key, b"1".to_vec(), ttl, now, self.capacity).map(|()| 1));
+        }
+        if let Some(e) = s.entries.get_mut(key) {
+            e.value = (n + 1).to_string().into_bytes();
+        }
+        ready(Ok(n + 1))
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Cas> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        let current = s.live(key, now).cloned();
+        if current.as_deref() != expected {
+            return ready(Ok(Cas::Current(current)));
+        }
+        ready(s.set(key, new.to_vec(), ttl, now, self.capacity).map(|()| Cas::Set))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        if want_held
+            && let Some(p) = s.published.get(key)
+            && p.expires > now
+            && p.hold > now
+        {
+            return ready(Ok(Claim::Held(p.body.clone(), p.hold - now)));
+        }
+        let claim = format!("claim:{key}");
+        if let Some(holder) = s.live(&claim, now) {
+            return ready(Ok(Claim::Wait(String::from_utf8_lossy(holder).into_owned())));
+        }
+        ready(
+            s.set(&claim, id.as_bytes().to_vec(), ttl, now, self.capacity)
+                .map(|()| Claim::Claimed),
+        )
+    }
+
+    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        let claim = s
+            .live(&format!("claim:{key}"), now)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let published = s.published.get(key).filter(|p| p.expires > now).map(|p| p.body.clone());
+        ready(Ok(Poll { published, claim }))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a str,
+        body: &'a [u8],
+        hold: Duration,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        let claim = format!("claim:{key}");
+        if s.live(&claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
+            return ready(Ok(()));
+        }
+        s.entries.remove(&claim);
+        s.published.insert(
+            key.to_owned(),
+            Published {
+                body: body.to_vec(),
+                hold: now + hold,
+                expires: now + ttl.max(Duration::from_millis(1)),
+            },
+        );
+        ready(Ok(()))
+    }
+
+    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let now = Instant::now();
+        let mut s = self.state.lock();
+        let claim = format!("claim:{key}");
+        if s.live(&claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
+            return ready(Ok(false));
+        }
+        if let Some(e) = s.entries.get_mut(&claim) {
+            e.expires = now + ttl.max(Duration::from_millis(1));
+        }
+        ready(Ok(true))
+    }
+}

@@ -1,0 +1,402 @@
+//! The Redis backend (one server, or a Cluster), shared by every instance.
+//!
+//! The store keeps one multiplexed connection (which pipelines any number
+//! of concurrent commands) and clones it per operation, rather than check
+//! one out of a pool per operation (a recycle round trip each). A
+//! connection that fails or times out is dropped with its clock offset;
+//! the next operation makes a fresh one (after a failover it may reach
+//! another server).
+//!
+//! On a cluster every operation stays in one slot: a record is one key, a
+//! lookup's claim and result share a hash tag. Scripts sit beside this
+//! file (`*.lua`), each hashed once (`EVALSHA`, then `EVAL`).
+
+mod connection;
+mod consume;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::redis;
+use parking_lot::Mutex;
+
+pub use connection::RedisTarget;
+use connection::{Conn, Connector, redis_error};
+pub use consume::pending;
+
+use super::{Cas, Claim, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        static $name: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(include_str!($file)));
+    };
+}
+pub(crate) use script;
+
+script!(READ_SETTLED, "read_settled.lua");
+script!(COUNT, "count.lua");
+script!(COMPARE_AND_SET, "compare_and_set.lua");
+script!(CLAIM, "claim.lua");
+script!(PUBLISH, "publish.lua");
+script!(RENEW, "renew.lua");
+
+pub struct RedisStore {
+    connector: Connector,
+    /// Held while a connection is being made.
+    creating: tokio::sync::Mutex<()>,
+    prefix: String,
+    shared: Mutex<Option<Conn>>,
+    /// Whether the server takes `SET … NX GET` (Redis 7.0 and later).
+    set_nx_get: AtomicBool,
+    /// The server's clock minus ours, in ms (`i64::MIN`: not measured on
+    /// this connection yet), for write deadlines in the server's time.
+    clock_offset_ms: AtomicI64,
+    /// Whether the server runs the deadline script (TIME before a write:
+    /// Redis 5 and later).
+    deadlines: AtomicBool,
+    /// Replicas a new record must reach (`WAIT`) before its 200; 0: none.
+    wait_replicas: u32,
+    /// The guard's store timeout (a consume's budget).
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Connects lazily: an unreachable Redis shows in `/readyz` and as
+    /// 503s, it does not stop the boot.
+    pub fn open(target: &RedisTarget, prefix: &str, timeout: Duration) -> Result<Self, OpenError> {
+        Ok(RedisStore {
+            connector: Connector::new(target, timeout)?,
+            creating: tokio::sync::Mutex::new(()),
+            prefix: prefix.to_owned(),
+            shared: Mutex::new(None),
+            set_nx_get: AtomicBool::new(true),
+            clock_offset_ms: AtomicI64::new(i64::MIN),
+            deadlines: AtomicBool::new(true),
+            wait_replicas: target.wait_replicas,
+            timeout,
+        })
+    }
+
+    /// For tests of the fallbacks for old servers: whether to try
+    /// `SET … NX GET`, and the deadline script.
+    #[doc(hidden)]
+    pub fn with_ways(self, set_nx_get: bool, deadlines: bool) -> Self {
+        self.set_nx_get.store(set_nx_get, Ordering::Relaxed);
+        self.deadlines.store(deadlines, Ordering::Relaxed);
+        self
+    }
+
+    /// The measured clock offset to the server, if any (for tests).
+    #[doc(hidden)]
+    pub fn clock_offset(&self) -> Option<i64> {
+        Some(self.clock_offset_ms.load(Ordering::Relaxed)).filter(|&o| o != i64::MIN)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn lookup_keys(&self, key: &str) -> (String, String) {
+        let base = format!("{}lookup:{{{key}}}", self.prefix);
+        (format!("{base}:result"), format!("{base}:claim"))
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        if let Some(c) = self.shared.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        // One connection is made at a time: a burst of operations after a
+        // failure waits for it (each within its timeout) rather than open
+        // one each.
+        let _creating = self.creating.lock().await;
+        if let Some(c) = self.shared.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = self.connector.connect().await?;
+        let mut slot = self.shared.lock();
+        Ok(slot.get_or_insert(fresh).clone())
+    }
+
+    /// Runs `op` on the shared connection; a failed connection is dropped.
+    async fn with_conn<T, F>(&self, op: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let conn = self.conn().await?;
+        // Dropped unless the operation completes: a timeout cancels it here.
+        let mut drop_guard = ForgetOnDrop(Some((&self.shared, &self.clock_offset_ms)));
+        let result = op(conn).await;
+        match &result {
+            // A server that became a replica (a failover) refuses writes:
+            // the next connection finds the new primary.
+            Err(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                    || e.code() == Some("READONLY") => {}
+            _ => drop_guard.0 = None,
+        }
+        result.map_err(redis_error)
+    }
+
+    /// The server's clock minus ours, measured once per connection.
+    async fn server_offset(&self) -> Result<i64, StoreError> {
+        let known = self.clock_offset_ms.load(Ordering::Relaxed);
+        if known != i64::MIN {
+            return Ok(known);
+        }
+        let before = unix_ms();
+        let (secs, micros): (i64, i64) = self
+            .with_conn(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
+            .await?;
+        let after = unix_ms();
+        let offset = secs * 1000 + micros / 1000 - (before + after) / 2;
+        // A slow sample is uncertain by half its round trip: used for this
+        // write (whose margin covers it), kept only when it was quick.
+        if after - before <= 2 * super::CLOCK_MARGIN_MS / 5 {
+            self.clock_offset_ms.store(offset, Ordering::Relaxed);
+        }
+        Ok(offset - (after - before) / 2)
+    }
+}
+
+/// Clears the shared connection slot (and the clock offset, which goes
+/// with the connection) when dropped while armed.
+struct ForgetOnDrop<'a>(Option<(&'a Mutex<Option<Conn>>, &'a AtomicI64)>);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some((slot, offset)) = self.0 {
+            *slot.lock() = None;
+            offset.store(i64::MIN, Ordering::Relaxed);
+        }
+    }
+}
+
+fn unexpected(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("an unexpected answer to {what}"))
+}
+
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        if self.connector.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    fn write_deadline(&self, budget: Duration) -> i64 {
+        let budget = budget.as_millis() as i64;
+        if self.wait_replicas > 0 {
+            // A third of the budget for the consume, a third for the
+            // replicas, the last for withdrawing an unconfirmed record.
+            unix_ms() + budget / 3
+        } else {
+            unix_ms() + budget - super::CLOCK_MARGIN_MS.min(budget / 2)
+        }
+    }
+
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+        deadline: i64,
+    ) -> StoreFuture<'a, Put> {
+        Box::pin(self.consume(key, value, ttl_ms(ttl), deadline))
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let raw: Option<Vec<u8>> = self
+                .with_conn(|mut c| {
+                    let key = key.clone();
+                    async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+                })
+                .await?;
+            match raw {
+                // Pending: the server's clock says whether it still is.
+                Some(r) if r.first() == Some(&b'P') => {
+                    let settled: Vec<Vec<u8>> = self
+                        .with_conn(|mut c| async move { READ_SETTLED.key(key).invoke_async(&mut c).await })
+                        .await?;
+                    match settled.as_slice() {
+                        [] => Ok(None),
+                        [k] if k == b"inflight" => Err(StoreError::Unconfirmed),
+                        [k, r] if k == b"found" => Ok(Some(consume::settled_part(r).to_vec())),
+                        _ => Err(unexpected("a read")),
+                    }
+                }
+                other => Ok(other),
+            }
+        })
+    }
+
+    fn read_back<'a>(&'a self, key: &'a str, value: &'a [u8], deadline: i64) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.read_back_after(key, value, deadline))
+    }
+
+    fn reserve<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let set: Option<String> = self
+                .with_conn(|mut c| async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg("1")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let _: i64 = self
+                .with_conn(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn count<'a>(&'a self, key: &'a str, ttl: Duration, cap: u64) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let n: i64 = self
+                .with_conn(|mut c| async move { COUNT.key(key).arg(ttl_ms(ttl)).arg(cap).invoke_async(&mut c).await })
+                .await?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt("a negative count".into()))
+        })
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Cas> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let answer: Vec<Vec<u8>> = self
+                .with_conn(|mut c| async move {
+                    COMPARE_AND_SET
+                        .key(key)
+                        .arg(if expected.is_some() { "1" } else { "0" })
+                        .arg(expected.unwrap_or_default())
+                        .arg(new)
+                        .arg(ttl_ms(ttl))
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            match answer.as_slice() {
+                [k] if k == b"set" => Ok(Cas::Set),
+                [k] if k == b"current" => Ok(Cas::Current(None)),
+                [k, v] if k == b"current" => Ok(Cas::Current(Some(v.clone()))),
+                _ => Err(unexpected("a compare-and-set")),
+            }
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let _: String = self
+                .with_conn(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
+        Box::pin(async move {
+            let (result, claim) = self.lookup_keys(key);
+            let answer: Vec<Vec<u8>> = self
+                .with_conn(|mut c| async move {
+                    CLAIM
+                        .key(result)
+                        .key(claim)
+                        .arg(id)
+                        .arg(ttl_ms(ttl))
+                        .arg(if want_held { "1" } else { "0" })
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            match answer.as_slice() {
+                [k, body, left] if k == b"held" => {
+                    let left = std::str::from_utf8(left).ok().and_then(|l| l.parse().ok()).unwrap_or(0);
+                    Ok(Claim::Held(body.clone(), Duration::from_millis(left)))
+                }
+                [k] if k == b"claimed" => Ok(Claim::Claimed),
+                [k, other] if k == b"wait" => Ok(Claim::Wait(String::from_utf8_lossy(other).into_owned())),
+                _ => Err(unexpected("a lookup claim")),
+            }
+        })
+    }
+
+    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
+        Box::pin(async move {
+            let (result, claim) = self.lookup_keys(key);
+            let (r, c): (Option<Vec<u8>>, Option<String>) = self
+                .with_conn(
+                    |mut conn| async move { redis::cmd("MGET").arg(result).arg(claim).query_async(&mut conn).await },
+                )
+                .await?;
+            // `<hold until>|<body>` → `<body>`.
+            let published = r.and_then(|r| r.iter().position(|&b| b == b'|').map(|i| r[i + 1..].to_vec()));
+            Ok(Poll { published, claim: c })
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a str,
+        body: &'a [u8],
+        hold: Duration,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let (result, claim) = self.lookup_keys(key);
+            let _: i64 = self
+                .with_conn(|mut c| async move {
+                    PUBLISH
+                        .key(result)
+                        .key(claim)
+                        .arg(id)
+                        .arg(body)
+                        .arg(hold.as_millis() as u64)
+                        .arg(ttl_ms(ttl))
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let (_, claim) = self.lookup_keys(key);
+            let kept: i64 = self
+                .with_conn(|mut c| async move { RENEW.key(claim).arg(id).arg(ttl_ms(ttl)).invoke_async(&mut c).await })
+                .await?;
+            Ok(kept == 1)
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! The Redis store on the real Redis the tests use (`TEST_REDIS_URL`):
+//! the backends' shared suite, both ways of `put_if_absent`, the server's
+//! deadline, `redis.wait_replicas` (pending records, withdrawal) and
+//! retries counted across instances.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use settlegate_actors::RedisTarget;
+use settlegate_actors::store::redis::{RedisStore, pending};
+use settlegate_actors::store::{Put, Store, StoreError, conformance, unix_ms};
+
+use crate::helpers::redis_url;
+
+fn prefix(what: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("sgstore-{}-{nanos:x}-{what}:", std::process::id())
+}
+
+fn store(prefix: &str, wait_replicas: u32, timeout: Duration) -> RedisStore {
+    let target = RedisTarget {
+        urls: vec![redis_url()],
+        cluster: false,
+        tls_ca_pem: None,
+        wait_replicas,
+    };
+    RedisStore::open(&target, prefix, timeout).unwrap()
+}
+
+fn plain(prefix: &str) -> RedisStore {
+    store(prefix, 0, Duration::from_secs(2))
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-u")
+        .arg(redis_url())
+        .args(args)
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn the_redis_store_passes_the_suite_and_exchanges_lookups() {
+    let p = prefix("suite");
+    let s = plain(&p);
+    conformance::run(&s, "").await;
+    conformance::exchange(&s, "").await;
+}
+
+#[tokio::test]
+async fn put_if_absent_inserts_once_by_command_by_script_and_with_a_deadline() {
+    let later = unix_ms() + 60_000;
+    for (by_command, deadlines) in [(true, false), (false, false), (true, true)] {
+        let p = prefix(&format!("put-{by_command}-{deadlines}"));
+        let s = plain(&p).with_ways(by_command, deadlines);
+        let key = "replay:0xab";
+        assert_eq!(s.put_if_absent(key, b"{\"a\":1}", LONG, later).await, Ok(Put::Inserted));
+        assert_eq!(
+            s.put_if_absent(key, b"{\"b\":2}", LONG, later).await,
+            Ok(Put::Existing(b"{\"a\":1}".to_vec())),
+            "the first record stays"
+        );
+        assert_eq!(s.get(key).await, Ok(Some(b"{\"a\":1}".to_vec())));
+        let ttl: i64 = cli(&["PTTL", &format!("{p}{key}")]).parse().unwrap();
+        assert!((1..=60_000).contains(&ttl), "{ttl}");
+        cli(&["DEL", &format!("{p}{key}")]);
+    }
+}
+
+/// A consume the server sees after its deadline (its request was answered
+/// 503 already) writes nothing; the clock offset to the server is
+/// measured, so the deadline is the server's.
+#[tokio::test]
+async fn a_consume_past_its_deadline_writes_nothing() {
+    let s = plain(&prefix("late"));
+    let key = "replay:0xcd";
+    assert_eq!(
+        s.put_if_absent(key, b"{}", LONG, unix_ms() - 1).await,
+        Err(StoreError::Timeout)
+    );
+    assert_eq!(s.get(key).await, Ok(None), "nothing was written");
+    assert!(s.clock_offset().unwrap().abs() < 5_000, "the same machine's clock");
+    assert_eq!(
+        s.put_if_absent(key, b"{}", LONG, unix_ms() + 1_000).await,
+        Ok(Put::Inserted)
+    );
+}
+
+/// `redis.wait_replicas` on a server without replicas (the machine's): the
+/// consume is written, WAIT counts no replica in time, and the record is
+/// withdrawn, so the 503 consumed nothing and a retry can still consume.
+/// A withdrawal deletes only the record it wrote, and only while pending.
+#[tokio::test]
+async fn a_consume_no_replica_confirms_is_withdrawn() {
+    let p = prefix("wait");
+    // WAIT gets a third of the timeout: 50 ms.
+    let s = store(&p, 1, Duration::from_millis(150));
+    let key = "replay:0xce";
+    let text = b"{\"r\":1}";
+    let started = Instant::now();
+    assert_eq!(
+        s.put_if_absent(key, text, LONG, unix_ms() + 1_000).await,
+        Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50), "WAIT waited its time");
+    let other = plain(&p);
+    assert_eq!(other.get(key).await, Ok(None), "withdrawn");
+    assert_eq!(
+        other.put_if_absent(key, text, LONG, unix_ms() + 1_000).await,
+        Ok(Put::Inserted)
+    );
+    let full = format!("{p}{key}");
+    let until = unix_ms() + 60_000;
+    assert_eq!(s.withdraw(&full, b"another record", until).await, Ok(0));
+    assert!(
+        other.get(key).await.unwrap().is_some(),
+        "only our own record is withdrawn"
+    );
+    assert_eq!(s.withdraw(&full, text, unix_ms() - 1).await, Ok(-1));
+    assert!(
+        other.get(key).await.unwrap().is_some(),
+        "a record past its pending time is never withdrawn"
+    );
+    assert_eq!(s.withdraw(&full, text, until).await, Ok(1));
+    assert_eq!(other.get(key).await, Ok(None));
+}
+
+/// While a consume waits for its replicas, its record is in Redis but may
+/// yet be withdrawn: every reader answers 503 (`Unconfirmed`), by consume
+/// and by read; once withdrawn the payment is free; a pending record past
+/// its time is consumed.
+#[tokio::test]
+async fn a_record_waiting_for_its_replicas_is_no_answer_to_anyone_else() {
+    let p = prefix("pending");
+    // WAIT gets a third of the timeout: 600 ms.
+    let waiting = Arc::new(store(&p, 1, Duration::from_millis(1_800)));
+    let other = plain(&p);
+    let key = "replay:0xcf";
+    let text: &[u8] = b"{\"r\":2}";
+    let consume = {
+        let w = waiting.clone();
+        tokio::spawn(async move { w.put_if_absent(key, text, LONG, unix_ms() + 1_000).await })
+    };
+    let full = format!("{p}{key}");
+    let written = Instant::now();
+    let raw = loop {
+        let raw = cli(&["GET", &full]);
+        if !raw.is_empty() {
+            break raw;
+        }
+        assert!(
+            written.elapsed() < Duration::from_millis(500),
+            "the pending record was written"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(raw.starts_with('P') && raw.ends_with("{\"r\":2}"), "{raw}");
+    assert_eq!(other.get(key).await, Err(StoreError::Unconfirmed));
+    assert_eq!(
+        other.put_if_absent(key, text, LONG, unix_ms() + 1_000).await,
+        Err(StoreError::Unconfirmed)
+    );
+    assert_eq!(
+        consume.await.unwrap(),
+        Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+    );
+    assert_eq!(other.get(key).await, Ok(None), "withdrawn: the payment is free");
+
+    // A pending record whose time is over (its writer died, or its
+    // withdrawal failed) is a consumed payment, read and consume alike.
+    let stale = pending(unix_ms() - 1_000, text);
+    cli(&["SET", &full, std::str::from_utf8(&stale).unwrap(), "PX", "60000"]);
+    assert_eq!(other.get(key).await, Ok(Some(text.to_vec())));
+    assert_eq!(
+        other.put_if_absent(key, text, LONG, unix_ms() + 1_000).await,
+        Ok(Put::Existing(text.to_vec()))
+    );
+    assert_eq!(waiting.withdraw(&full, &stale, unix_ms() - 1_000).await, Ok(-1));
+    assert!(other.get(key).await.unwrap().is_some(), "too late to withdraw");
+}
+
+/// A consume whose answer was lost under `wait_replicas`: reading it back
+/// withdraws our own pending copy (nothing consumed), but never someone
+/// else's.
+#[tokio::test]
+async fn reading_back_withdraws_our_own_pending_record_only() {
+    let p = prefix("readback");
+    let s = plain(&p);
+    let key = "replay:0xd0";
+    let full = format!("{p}{key}");
+    let ours: &[u8] = b"{\"w\":\"ours\"}";
+    let deadline = unix_ms() + 50;
+    let mine = pending(unix_ms() + 60_000, ours);
+    cli(&["SET", &full, std::str::from_utf8(&mine).unwrap(), "PX", "60000"]);
+    assert_eq!(s.read_back(key, ours, deadline).await, Ok(None), "withdrawn");
+    assert!(unix_ms() > deadline, "after the consume's deadline");
+    assert_eq!(cli(&["EXISTS", &full]), "0");
+    let theirs = pending(unix_ms() + 60_000, b"{\"w\":\"theirs\"}");
+    cli(&["SET", &full, std::str::from_utf8(&theirs).unwrap(), "PX", "60000"]);
+    assert_eq!(s.read_back(key, ours, unix_ms()).await, Err(StoreError::Unconfirmed));
+    cli(&["SET", &full, "{\"w\":\"theirs\"}", "PX", "60000"]);
+    assert_eq!(
+        s.read_back(key, ours, unix_ms()).await,
+        Ok(Some(b"{\"w\":\"theirs\"}".to_vec()))
+    );
+}
+
+/// Retries are counted atomically across instances: concurrent counts from
+/// two connections each get their own number, the count stops at its cap,
+/// and it starts again only after its ttl.
+#[tokio::test]
+async fn retries_are_counted_once_each_across_instances_and_expire() {
+    let p = prefix("retries");
+    let (a, b) = (Arc::new(plain(&p)), Arc::new(plain(&p)));
+    let ttl = Duration::from_millis(400);
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.count("retries:0xd1", ttl, 6).await.unwrap() })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3, 4, 5, 6, 6, 6, 6, 6], "{counts:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.count("retries:0xd1", ttl, 6).await, Ok(1), "a new window");
+}
