@@ -15,16 +15,7 @@ use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
 use super::AppState;
-
-/// The level of the per-request line for answers below 500 (`log.request_level`).
-/// 5xx answers are always logged, at `warn`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestLog {
-    Info,
-    Debug,
-    Off,
-}
+pub use crate::settings::RequestLog;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C Trace Context Level 2: the trace and span that answered.
