@@ -8,9 +8,6 @@
 pub mod cli;
 pub mod http;
 pub mod memory;
-pub mod metrics;
-pub mod otel;
-pub mod otlp_metrics;
 pub mod outcome;
 pub mod send_timeout;
 pub mod settings;

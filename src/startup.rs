@@ -26,9 +26,9 @@ use settlegate_rules::seed::SeedVars;
 
 use crate::http::respond::Challenges;
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsError};
 use crate::settle::Settler;
+use crate::telemetry::metrics::Metrics;
 
 /// Why the process refused to start. `code()` is what the boot line prints.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ pub struct Application {
     supervisor: Addr<GenomeSupervisor>,
     /// What the shutdown waits for and flushes after the last request.
     coalescer: Addr<Coalescer>,
-    pusher: Option<crate::otlp_metrics::Pusher>,
+    pusher: Option<crate::telemetry::push::Pusher>,
     state: AppState,
 }
 
@@ -201,7 +201,7 @@ impl Application {
             request_body_timeout: settings.request_body_timeout,
         };
         let pusher = match &settings.otel {
-            Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(setup)?),
+            Some(otel) => Some(crate::telemetry::push::start(otel, state.clone()).map_err(setup)?),
             None => None,
         };
         let app_state = state.clone();
@@ -363,4 +363,15 @@ fn payment_secrets(settings: &Settings) -> Result<Secrets, BootError> {
         .as_ref()
         .map(|(s, until)| (s.expose().as_bytes().to_vec(), *until));
     Secrets::new(current, previous).map_err(setup)
+}
+
+/// A metrics push refreshes what a scrape of `/metrics` refreshes.
+impl crate::telemetry::push::Source for AppState {
+    async fn refresh(&self) {
+        http::ops::refresh_scrape_state(self).await;
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
