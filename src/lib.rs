@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod http;
+#[cfg(test)]
+mod import_graph;
 pub mod memory;
 pub mod outcome;
 pub mod send_timeout;
