@@ -34,6 +34,7 @@ impl ForwardedHeaders {
     }
 }
 
+#[derive(Debug)]
 pub(super) struct Authorize {
     pub trusted_proxies: Vec<IpNet>,
     pub forwarded_headers: ForwardedHeaders,
@@ -58,4 +59,29 @@ pub(super) fn validate(raw: RawAuthorize) -> Result<Authorize, SettingsError> {
         trusted_proxies,
         forwarded_headers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_pair_is_one_of_two_and_proxies_are_networks() {
+        let raw = |proxies: &[&str], pair: &str| RawAuthorize {
+            trusted_proxies: proxies.iter().map(|p| p.to_string()).collect(),
+            forwarded_headers: pair.to_owned(),
+        };
+        let a = validate(raw(&["127.0.0.1", " ::1 ", ""], "x-original")).unwrap();
+        assert_eq!(a.forwarded_headers, ForwardedHeaders::XOriginal);
+        assert_eq!(a.trusted_proxies.len(), 2);
+        assert_eq!(a.forwarded_headers.other().names().0, "x-forwarded-method");
+        let e = validate(raw(&[], "forwarded")).unwrap_err();
+        assert!(e.to_string().starts_with("authorize.forwarded_headers must be"), "{e}");
+        let e = validate(raw(&["proxy.internal"], "x-forwarded")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("authorize.trusted_proxies: \"proxy.internal\""),
+            "{e}"
+        );
+    }
 }

@@ -109,3 +109,73 @@ pub(super) fn validate(raw: RawCallers) -> Result<Callers, SettingsError> {
         trusted_proxies,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawCallers {
+        RawCallers {
+            api_keys: vec![],
+            api_keys_file: None,
+            rate_per_caller_per_second: 0,
+            rate_per_ip_per_second: 0,
+            authorize: false,
+            trusted_proxies: vec![],
+        }
+    }
+
+    #[test]
+    fn api_keys_are_named_digests_each_listed_once() {
+        let digest = "ab".repeat(32);
+        let ok = validate(RawCallers {
+            api_keys: vec![format!(" billing:{digest} ")],
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(ok.api_keys, [("billing".to_owned(), [0xab; 32])]);
+        for (entries, says) in [
+            (vec!["billing".to_owned()], "an entry must be name:"),
+            (vec![format!("billing:{}", "zz".repeat(32))], "an entry must be name:"),
+            (vec![format!("bad name:{digest}")], "a caller name must be"),
+            (vec![format!("a:{digest}"), format!("b:{digest}")], "listed twice"),
+        ] {
+            let e = validate(RawCallers {
+                api_keys: entries.clone(),
+                ..raw()
+            })
+            .unwrap_err();
+            assert!(e.to_string().starts_with("callers.api_keys: "), "{e}");
+            assert!(e.to_string().contains(says), "{entries:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn rates_and_authorize_need_something_to_apply() {
+        let e = validate(RawCallers {
+            rate_per_caller_per_second: 5,
+            ..raw()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("needs callers.api_keys"), "{e}");
+        let e = validate(RawCallers {
+            authorize: true,
+            ..raw()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("nothing to apply"), "{e}");
+        let e = validate(RawCallers {
+            rate_per_ip_per_second: 1_000_001,
+            ..raw()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at most 1000000"), "{e}");
+        let ip_only = validate(RawCallers {
+            authorize: true,
+            rate_per_ip_per_second: 10,
+            ..raw()
+        })
+        .unwrap();
+        assert!(ip_only.authorize && ip_only.api_keys.is_empty());
+    }
+}

@@ -8,6 +8,7 @@ use super::raw::RawCors;
 
 const SECTION: &str = "cors";
 
+#[derive(Debug)]
 pub(super) struct Cors {
     pub allowed_origins: Vec<String>,
     pub max_age_seconds: usize,
@@ -64,4 +65,38 @@ fn origins(raw: &[String]) -> Result<Vec<String>, SettingsError> {
         out.push(o.to_owned());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(origins: &[&str], max_age_seconds: usize) -> Result<Cors, SettingsError> {
+        validate(RawCors {
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_age_seconds,
+        })
+    }
+
+    #[test]
+    fn origins_are_exact_or_a_lone_star() {
+        let c = with(&["https://app.example", " http://localhost:3000 ", ""], 600).unwrap();
+        assert_eq!(c.allowed_origins, ["https://app.example", "http://localhost:3000"]);
+        assert_eq!(with(&["*"], 0).unwrap().allowed_origins, ["*"]);
+        for bad in [
+            &["*", "https://app.example"][..],
+            &["https://app.example/"],
+            &["https://app.example/path"],
+            &["ftp://app.example"],
+            &["app.example"],
+        ] {
+            let e = with(bad, 0).unwrap_err();
+            assert!(e.to_string().starts_with("cors.allowed_origins: "), "{bad:?}: {e}");
+        }
+        let e = with(&[], 86_401).unwrap_err();
+        assert!(
+            e.to_string().contains("cors.max_age_seconds must be at most 86400"),
+            "{e}"
+        );
+    }
 }

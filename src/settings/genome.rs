@@ -12,6 +12,7 @@ use super::secrets::read_side_file;
 
 const SECTION: &str = "trust";
 
+#[derive(Debug)]
 pub(super) struct Genome {
     pub path: Option<PathBuf>,
     pub reload_interval_seconds: u64,

@@ -16,6 +16,7 @@ pub enum RequestLog {
     Off,
 }
 
+#[derive(Debug)]
 pub(super) struct Log {
     pub request_level: RequestLog,
     pub buffer_lines: usize,
@@ -47,4 +48,31 @@ pub(super) fn validate(raw: RawLog) -> Result<Log, SettingsError> {
         buffer_lines: raw.buffer_lines,
         json,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_format_and_buffer_are_read_or_refused() {
+        let raw = |level: &str, lines, format: &str| RawLog {
+            request_level: level.to_owned(),
+            buffer_lines: lines,
+            format: format.to_owned(),
+        };
+        let l = validate(raw("debug", 64, "text")).unwrap();
+        assert_eq!(
+            (l.request_level, l.buffer_lines, l.json),
+            (RequestLog::Debug, 64, false)
+        );
+        for (r, says) in [
+            (raw("loud", 64, "json"), "log.request_level \"loud\""),
+            (raw("info", 63, "json"), "log.buffer_lines must be between 64"),
+            (raw("info", 64, "xml"), "log.format \"xml\""),
+        ] {
+            let e = validate(r).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use super::secrets::{Either, Secret, inline_or_file, read_side_file};
 
 const SECTION: &str = "payment";
 
+#[derive(Debug)]
 pub(super) struct Payment {
     pub secret: Option<Secret>,
     pub previous_secret: Option<(Secret, OffsetDateTime)>,
@@ -75,4 +76,64 @@ pub(super) fn validate(p: RawPayment) -> Result<Payment, SettingsError> {
         secret: current,
         previous_secret: previous,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: &str = "a-secret-of-at-least-thirty-two-bytes!";
+    const OTHER: &str = "another-secret-of-thirty-two-bytes-or-more";
+
+    fn raw(secret: Option<&str>, previous: Option<&str>, until: Option<&str>) -> RawPayment {
+        RawPayment {
+            secret: secret.map(str::to_owned),
+            previous_secret: previous.map(str::to_owned),
+            previous_secret_until: until.map(str::to_owned),
+            ..RawPayment::default()
+        }
+    }
+
+    #[test]
+    fn a_rotation_needs_both_secrets_an_end_and_a_change() {
+        assert!(validate(raw(None, None, None)).unwrap().secret.is_none());
+        let p = validate(raw(Some(LONG), Some(OTHER), Some("2026-12-02T12:00:00Z"))).unwrap();
+        assert_eq!(p.secret.unwrap().expose(), LONG);
+        assert_eq!(p.previous_secret.unwrap().0.expose(), OTHER);
+        for (r, says) in [
+            (
+                raw(Some(LONG), Some(OTHER), None),
+                "needs payment.previous_secret_until",
+            ),
+            (
+                raw(Some(LONG), None, Some("2026-12-02T12:00:00Z")),
+                "is set without payment.previous_secret",
+            ),
+            (
+                raw(None, Some(OTHER), Some("2026-12-02T12:00:00Z")),
+                "is set without payment.secret",
+            ),
+            (
+                raw(Some(LONG), Some(LONG), Some("2026-12-02T12:00:00Z")),
+                "equals payment.secret",
+            ),
+            (raw(Some(LONG), Some(OTHER), Some("tomorrow")), "not an RFC 3339 time"),
+        ] {
+            let e = validate(r).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_by_its_length_alone() {
+        let e = validate(raw(Some("short-secret"), None, None)).unwrap_err();
+        assert!(e.to_string().contains("got 12"), "{e}");
+        assert!(!e.to_string().contains("short-secret"), "{e}");
+        let e = validate(RawPayment {
+            secret_file: Some("/nonexistent".into()),
+            ..raw(Some(LONG), None, None)
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "set payment.secret or payment.secret_file, not both");
+    }
 }

@@ -27,6 +27,7 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
 }
 
+#[derive(Debug)]
 pub(super) struct Replay {
     pub redis: Option<RedisSettings>,
     pub key_prefix: String,

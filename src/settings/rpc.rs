@@ -19,6 +19,7 @@ const SECTION: &str = "rpc";
 /// The endpoint when neither `rpc.urls` nor `TEMPO_RPC_URL` is set (a local node).
 const DEFAULT_RPC_URL: &str = "http://127.0.0.1:8545";
 
+#[derive(Debug)]
 pub(super) struct Rpc {
     pub urls: Vec<Url>,
     pub timeout: Duration,

@@ -20,6 +20,7 @@ pub struct TlsFiles {
     pub reload_every: Option<Duration>,
 }
 
+#[derive(Debug)]
 pub(super) struct Server {
     pub listen: SocketAddr,
     pub workers: usize,
