@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 /// Anything larger than this in a side file is not a key list or a URL.
-pub const MAX_SIDE_FILE_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_SIDE_FILE_BYTES: u64 = 64 * 1024;
 
 /// A configuration problem: the boot stops with `CONFIG_INVALID`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -36,7 +36,7 @@ mod values;
 
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
-pub use error::{MAX_SIDE_FILE_BYTES, SettingsError};
+pub use error::SettingsError;
 pub use genome::read_keys_file;
 pub use log::RequestLog;
 pub use otel::{Otel, OtlpProtocol};
