@@ -7,10 +7,9 @@
 
 pub mod cli;
 pub mod http;
+#[cfg(test)]
+mod import_graph;
 pub mod memory;
-pub mod metrics;
-pub mod otel;
-pub mod otlp_metrics;
 pub mod outcome;
 pub mod send_timeout;
 pub mod settings;

@@ -29,15 +29,19 @@ use settlegate_rules::seed::SeedVars;
 
 use crate::http::respond::Challenges;
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
-use crate::settings::{ConfigError, Settings};
+use crate::settings::{Settings, SettingsError};
 use crate::settle::Settler;
+use crate::telemetry::metrics::Metrics;
 
 /// Why the process refused to start. `code()` is what the boot line prints.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] SettingsError),
+    /// What the settings name could not be set up (the seed variables, the
+    /// RPC client, the replay store, the certificates, the socket).
+    #[error("{0}")]
+    Setup(String),
     #[error(transparent)]
     Genome(#[from] GenomeError),
 }
@@ -45,10 +49,15 @@ pub enum BootError {
 impl BootError {
     pub fn code(&self) -> &'static str {
         match self {
-            BootError::Config(_) => "CONFIG_INVALID",
+            BootError::Config(_) | BootError::Setup(_) => "CONFIG_INVALID",
             BootError::Genome(e) => e.code(),
         }
     }
+}
+
+/// A setup failure, in its own words.
+fn setup(e: impl std::fmt::Display) -> BootError {
+    BootError::Setup(e.to_string())
 }
 
 pub struct Application {
@@ -57,14 +66,14 @@ pub struct Application {
     supervisor: Addr<GenomeSupervisor>,
     /// What the shutdown waits for and flushes after the last request.
     coalescer: Addr<Coalescer>,
-    pusher: Option<crate::otlp_metrics::Pusher>,
+    pusher: Option<crate::telemetry::push::Pusher>,
     state: AppState,
 }
 
 impl Application {
     /// Boots with the seed `TEMPO_*` variables of the process environment.
     pub async fn build(settings: Settings) -> Result<Self, BootError> {
-        let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(ConfigError)?;
+        let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(setup)?;
         Self::build_with_seed(settings, seed).await
     }
 
@@ -101,7 +110,7 @@ impl Application {
             },
             metrics.rpc.clone(),
         )
-        .map_err(ConfigError)?;
+        .map_err(setup)?;
         let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
         let store: std::sync::Arc<dyn Store> = match &settings.redis {
             Some(redis) => std::sync::Arc::new(
@@ -115,10 +124,10 @@ impl Application {
                     &settings.redis_key_prefix,
                     settings.redis_timeout,
                 )
-                .map_err(|e| ConfigError(e.to_string()))?,
+                .map_err(setup)?,
             ),
             None => std::sync::Arc::new(
-                FileStore::open(&settings.replay_local_path).map_err(|e| ConfigError(e.to_string()))?,
+                FileStore::open(&settings.replay_local_path).map_err(setup)?,
             ),
         };
         let store_timeout = if settings.redis.is_some() {
@@ -134,13 +143,13 @@ impl Application {
 
         // Certificates load before any socket exists, like everything else.
         let tls = match &settings.tls {
-            Some(files) => Some((files.clone(), crate::tls::server_config(files).map_err(ConfigError)?)),
+            Some(files) => Some((files.clone(), crate::tls::server_config(files).map_err(setup)?)),
             None => None,
         };
         // The genome is verified: only now may a socket exist.
         let listener = TcpListener::bind(settings.listen)
-            .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", settings.listen)))?;
-        let local = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| setup(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let local = listener.local_addr().map_err(setup)?;
         // A client that stops reading its answers loses its connection.
         if let Err(e) = crate::send_timeout::limit(&listener, settings.send_timeout) {
             tracing::warn!(error = %e,
@@ -198,7 +207,7 @@ impl Application {
             request_body_timeout: settings.request_body_timeout,
         };
         let pusher = match &settings.otel {
-            Some(otel) => Some(crate::otlp_metrics::start(otel, state.clone()).map_err(ConfigError)?),
+            Some(otel) => Some(crate::telemetry::push::start(otel, state.clone()).map_err(setup)?),
             None => None,
         };
         let app_state = state.clone();
@@ -239,7 +248,7 @@ impl Application {
             }
             None => server.listen(listener),
         }
-        .map_err(|e| ConfigError(format!("cannot listen on {local}: {e}")))?
+        .map_err(|e| setup(format!("cannot listen on {local}: {e}")))?
         .run();
         let g = genome.current();
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
@@ -347,7 +356,7 @@ fn payment_secrets(settings: &Settings) -> Result<Secrets, BootError> {
         Some(s) => s.expose().as_bytes().to_vec(),
         None => {
             let mut b = [0u8; 32];
-            getrandom::fill(&mut b).map_err(|e| ConfigError(format!("no randomness for the payment secret: {e}")))?;
+            getrandom::fill(&mut b).map_err(|e| setup(format!("no randomness for the payment secret: {e}")))?;
             tracing::warn!(
                 "no payment.secret: Payment-scheme challenges use a random secret and only verify on this instance \
                  until it restarts; set payment.secret_file for several instances"
@@ -359,5 +368,16 @@ fn payment_secrets(settings: &Settings) -> Result<Secrets, BootError> {
         .payment_previous_secret
         .as_ref()
         .map(|(s, until)| (s.expose().as_bytes().to_vec(), *until));
-    Secrets::new(current, previous).map_err(|e| ConfigError(e.to_string()).into())
+    Secrets::new(current, previous).map_err(setup)
+}
+
+/// A metrics push refreshes what a scrape of `/metrics` refreshes.
+impl crate::telemetry::push::Source for AppState {
+    async fn refresh(&self) {
+        http::ops::refresh_scrape_state(self).await;
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }

@@ -6,9 +6,8 @@
 //! connection. A renewed pair that does not load is refused with a warning,
 //! and the one in use keeps serving.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -16,14 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The certificate and key files, and how often they are checked.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// `None`: never re-read.
-    pub reload_every: Option<Duration>,
-}
+pub use crate::settings::TlsFiles;
 
 /// Serves whichever key pair was loaded last.
 #[derive(Debug)]

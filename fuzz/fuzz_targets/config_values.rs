@@ -193,12 +193,11 @@ fuzz_target!(|data: &[u8]| {
     }
     match Settings::load_from(None, Some(env.clone())) {
         Err(e) => {
-            let m = e.0.to_ascii_lowercase();
+            let m = e.to_string().to_ascii_lowercase();
             assert!(!m.is_empty(), "a refusal says why");
             assert!(
                 !m.contains(PW) && !m.contains(SECRET),
-                "an error shows a secret: {}",
-                e.0
+                "an error shows a secret: {e}"
             );
         }
         Ok(s) => {

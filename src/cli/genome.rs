@@ -209,11 +209,11 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(f) = &a.trusted_keys_file {
-            keys.extend(read_keys_file(f).map_err(|e| Failure("CONFIG_INVALID", e.0))?);
+            keys.extend(read_keys_file(f).map_err(|e| Failure("CONFIG_INVALID", e.to_string()))?);
         }
         (TrustRoot::new(keys, a.min_threshold), None)
     } else {
-        let s = Settings::load(a.config.as_deref()).map_err(|e| Failure("CONFIG_INVALID", e.0))?;
+        let s = Settings::load(a.config.as_deref()).map_err(|e| Failure("CONFIG_INVALID", e.to_string()))?;
         (
             TrustRoot::new(s.trusted_keys, s.min_threshold),
             Some(s.replay_min_record_ttl),

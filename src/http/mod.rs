@@ -21,9 +21,9 @@ use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
 
-use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::settle::Settler;
+use crate::telemetry::metrics::Metrics;
 use problem::ApiError;
 pub use request_context::{RequestLog, Summary};
 
@@ -76,7 +76,7 @@ impl AppState {
             }
             Outcome::Settled(s) => {
                 summary.idempotent_replay = Some(s.idempotent_replay);
-                if crate::otel::enabled() {
+                if crate::telemetry::traces::enabled() {
                     summary.amount = Some(s.amount.to_string());
                 }
             }

@@ -15,16 +15,7 @@ use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
 use super::AppState;
-
-/// The level of the per-request line for answers below 500 (`log.request_level`).
-/// 5xx answers are always logged, at `warn`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestLog {
-    Info,
-    Debug,
-    Off,
-}
+pub use crate::settings::RequestLog;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C Trace Context Level 2: the trace and span that answered.
@@ -124,7 +115,7 @@ pub async fn request_context(
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    let traced = crate::otel::enabled();
+    let traced = crate::telemetry::traces::enabled();
     if traced {
         // OpenTelemetry's HTTP conventions; recorded only for traces, so
         // the log lines stay as they are
@@ -137,9 +128,9 @@ pub async fn request_context(
         };
         span.record("otel.name", name);
         span.record("http.request.method", req.method().as_str());
-        crate::otel::adopt_remote_parent(&span, req.headers());
+        crate::telemetry::traces::adopt_remote_parent(&span, req.headers());
         // every log line of the request names its trace and span
-        if let Some((trace_id, span_id)) = crate::otel::ids(&span) {
+        if let Some((trace_id, span_id)) = crate::telemetry::traces::ids(&span) {
             span.record("trace_id", trace_id.as_str());
             span.record("span_id", span_id.as_str());
         }
@@ -154,7 +145,7 @@ pub async fn request_context(
     // unwrap: the id is ASCII from the allow-list above or hex.
     res.headers_mut()
         .insert(REQUEST_ID, HeaderValue::from_str(&request_id).unwrap());
-    if let Some(tr) = crate::otel::traceresponse(&span) {
+    if let Some(tr) = crate::telemetry::traces::traceresponse(&span) {
         // unwrap: hex digits and dashes
         res.headers_mut()
             .insert(TRACERESPONSE, HeaderValue::from_str(&tr).unwrap());

@@ -28,6 +28,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::TelemetryError;
 use crate::settings::{Otel, OtlpProtocol};
 
 /// The target of spans that exist for traces only (not for log lines).
@@ -116,11 +117,11 @@ impl QueueProcessor {
 
 /// Builds the exporter in the exporter thread's runtime, then exports
 /// batches until every sender is gone.
-fn run_exporter(config: Otel, rx: Receiver<Item>, ready: SyncSender<Result<(), String>>) {
+fn run_exporter(config: Otel, rx: Receiver<Item>, ready: SyncSender<Result<(), TelemetryError>>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot start the OTLP exporter's runtime: {e}")));
+            let _ = ready.send(Err(TelemetryError::Runtime(e)));
             return;
         }
     };
@@ -150,7 +151,7 @@ fn run_exporter(config: Otel, rx: Receiver<Item>, ready: SyncSender<Result<(), S
             e
         }
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot build the OTLP exporter: {e}")));
+            let _ = ready.send(Err(TelemetryError::Exporter(e)));
             return;
         }
     };
@@ -219,17 +220,15 @@ fn resource(config: &Otel) -> Resource {
 
 /// Starts the exporter thread and returns the tracer provider whose spans
 /// it exports. Fails (a boot error) when the exporter cannot be built.
-pub fn start(config: &Otel) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+pub fn start(config: &Otel) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
     let (tx, rx) = sync_channel(config.max_queue_size);
     let (ready, is_ready) = sync_channel(1);
     let thread_config = config.clone();
     std::thread::Builder::new()
         .name("settlegate-otlp".into())
         .spawn(move || run_exporter(thread_config, rx, ready))
-        .map_err(|e| format!("cannot start the OTLP exporter thread: {e}"))?;
-    is_ready
-        .recv()
-        .map_err(|_| "the OTLP exporter thread stopped".to_string())??;
+        .map_err(TelemetryError::Thread)?;
+    is_ready.recv().map_err(|_| TelemetryError::ThreadStopped)??;
     ENABLED.store(true, Ordering::Relaxed);
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_span_processor(QueueProcessor { tx })

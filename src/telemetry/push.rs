@@ -1,9 +1,9 @@
 //! Metrics over OTLP, with the names and values of `/metrics`.
 //!
 //! There is one source of truth, the Prometheus registry of
-//! [`crate::metrics::Metrics`]: every `otel.metrics_interval_ms` a task
-//! refreshes its scrape-time state (endpoint health, genome expiry) as a
-//! scrape does, encodes it, and maps each family to an OTLP metric
+//! [`super::metrics::Metrics`]: every `otel.metrics_interval_ms` a task
+//! has its [`Source`] refresh the scrape-time state (endpoint health,
+//! genome expiry) as a scrape does, encodes it, and maps each family to an OTLP metric
 //! ([`to_otlp`]): counters become cumulative monotonic sums, gauges gauges,
 //! histograms explicit-bucket histograms. An OTLP metric carries the
 //! family's name (`settlegate_http_requests`); the Collector's Prometheus
@@ -26,7 +26,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::http::AppState;
+use super::TelemetryError;
+use super::metrics::Metrics;
 use crate::settings::{Otel, OtlpProtocol};
 
 /// Bound on one push.
@@ -292,11 +293,14 @@ enum Sink {
 }
 
 impl Sink {
-    fn new(config: &Otel) -> Result<Sink, String> {
+    fn new(config: &Otel) -> Result<Sink, TelemetryError> {
         Ok(match config.protocol {
             OtlpProtocol::Grpc => {
                 let channel = tonic::transport::Channel::from_shared(config.metrics_endpoint.to_string())
-                    .map_err(|e| format!("otel.endpoint {}: {e}", config.metrics_endpoint))?
+                    .map_err(|e| TelemetryError::MetricsEndpoint {
+                        endpoint: config.metrics_endpoint.clone(),
+                        reason: e.to_string(),
+                    })?
                     .connect_timeout(EXPORT_TIMEOUT)
                     .timeout(EXPORT_TIMEOUT)
                     .connect_lazy();
@@ -306,15 +310,15 @@ impl Sink {
                 reqwest::Client::builder()
                     .timeout(EXPORT_TIMEOUT)
                     .build()
-                    .map_err(|e| format!("cannot build the OTLP metrics client: {e}"))?,
+                    .map_err(TelemetryError::MetricsClient)?,
                 config.metrics_endpoint.clone(),
             ),
         })
     }
 
-    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), String> {
+    async fn send(&mut self, req: ExportMetricsServiceRequest) -> Result<(), TelemetryError> {
         match self {
-            Sink::Grpc(client) => client.export(req).await.map(|_| ()).map_err(|e| e.to_string()),
+            Sink::Grpc(client) => Ok(client.export(req).await.map(|_| ())?),
             Sink::Http(client, url) => {
                 let body = prost::Message::encode_to_vec(&req);
                 let r = client
@@ -323,15 +327,23 @@ impl Sink {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(TelemetryError::Http)?;
                 if r.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("the collector answered {}", r.status()))
+                    Err(TelemetryError::Refused(r.status()))
                 }
             }
         }
     }
+}
+
+/// What a push exports: the registry, with its scrape-time state brought
+/// up to date first (the HTTP surface's state implements it).
+pub trait Source: 'static {
+    /// Brings the scrape-time gauges up to date, as a scrape does.
+    fn refresh(&self) -> impl Future<Output = ()>;
+    fn metrics(&self) -> &Metrics;
 }
 
 /// Pushes the metrics: every `config.metrics_interval` once started, and
@@ -351,15 +363,15 @@ struct PushState {
 
 impl Pusher {
     /// One push of every metric, bounded by 5 s, counted.
-    pub async fn push(&self, state: &AppState) {
+    pub async fn push(&self, source: &impl Source) {
         let mut inner = self.inner.lock().await;
-        crate::http::ops::refresh_scrape_state(state).await;
-        let text = state.metrics.encode();
+        source.refresh().await;
+        let text = source.metrics().encode();
         let req = request(&self.config, to_otlp(&text, self.start_ns, unix_ns(SystemTime::now())));
         let result = tokio::time::timeout(EXPORT_TIMEOUT, inner.sink.send(req))
             .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-        state.metrics.observe_metric_export(result.is_ok());
+            .unwrap_or(Err(TelemetryError::TimedOut));
+        source.metrics().observe_metric_export(result.is_ok());
         let endpoint = &self.config.metrics_endpoint;
         match result {
             Ok(()) if inner.failing => {
@@ -379,7 +391,7 @@ impl Pusher {
 
 /// Starts pushing the metrics every `config.metrics_interval` on the
 /// current arbiter. Fails (a boot error) when the client cannot be built.
-pub fn start(config: &Otel, state: AppState) -> Result<Pusher, String> {
+pub fn start(config: &Otel, source: impl Source) -> Result<Pusher, TelemetryError> {
     let pusher = Pusher {
         inner: Arc::new(tokio::sync::Mutex::new(PushState {
             sink: Sink::new(config)?,
@@ -396,7 +408,7 @@ pub fn start(config: &Otel, state: AppState) -> Result<Pusher, String> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            ticking.push(&state).await;
+            ticking.push(&source).await;
         }
     });
     Ok(pusher)
@@ -433,7 +445,7 @@ mod tests {
 
     #[test]
     fn the_registry_maps_to_otlp_with_its_names_and_values() {
-        let m = crate::metrics::Metrics::new();
+        let m = Metrics::new();
         m.observe_request("/v1/verify", 402);
         m.observe_request("/v1/verify", 402);
         m.observe_request("/v1/verify", 200);

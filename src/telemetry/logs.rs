@@ -154,38 +154,21 @@ pub fn spawn_writer(buffer: Arc<LogBuffer>, out: impl std::io::Write + Send + 's
     LogGuard { buffer, thread }
 }
 
-/// Keeps the log writer and the trace exporter running; dropping it
-/// flushes both.
-#[must_use = "dropping the guard stops the log writer and the trace exporter"]
-pub struct TelemetryGuard {
-    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    _log: LogGuard,
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.traces.take() {
-            // bounded: a dead collector must not hold the exit up
-            let _ = p.shutdown_with_timeout(Duration::from_secs(2));
-        }
-    }
-}
-
-/// Installs the global subscriber: JSON log lines through a buffer of
-/// `buffer_lines`, and, with `otel`, trace export over OTLP. Call once,
-/// from `main`, for `serve`. Fails when the exporter cannot be built.
-pub fn init(buffer_lines: usize, json: bool, otel: Option<&crate::settings::Otel>) -> Result<TelemetryGuard, String> {
-    use opentelemetry::trace::TracerProvider as _;
+/// The log layer of the global subscriber: lines (JSON, or text) into the
+/// process's buffer of `buffer_lines`, which the returned guard's thread
+/// writes to stdout. `RUST_LOG` filters them (default `info`).
+pub(super) fn layer<S>(buffer_lines: usize, json: bool) -> (LogGuard, impl tracing_subscriber::Layer<S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
 
     let buffer = BUFFER.get_or_init(|| LogBuffer::new(buffer_lines)).clone();
     let log = spawn_writer(buffer.clone(), std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans that exist for traces only never reach the log layer.
     let filter = filter.add_directive(
-        format!("{}=off", crate::otel::TRACE_TARGET)
+        format!("{}=off", super::traces::TRACE_TARGET)
             .parse()
             .expect("a valid directive"),
     );
@@ -208,19 +191,7 @@ pub fn init(buffer_lines: usize, json: bool, otel: Option<&crate::settings::Otel
             .boxed()
     }
     .with_filter(filter);
-    let traces = otel.map(crate::otel::start).transpose()?;
-    let trace_layer = traces.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("settlegate"))
-            // source locations, thread ids and busy/idle times are not
-            // worth their cost on every span of every request
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
-    tracing_subscriber::registry().with(lines).with(trace_layer).init();
-    Ok(TelemetryGuard { traces, _log: log })
+    (log, lines)
 }
 
 /// Lines dropped so far because the buffer was full (0 before `init`).

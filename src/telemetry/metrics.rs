@@ -283,9 +283,9 @@ impl Metrics {
             let _one_at_a_time = self.log_sync.lock();
             // process-wide totals kept by the writer threads, caught up here
             for (counter, total) in [
-                (&self.log_dropped, crate::telemetry::dropped_lines()),
-                (&self.spans_dropped, crate::otel::dropped_spans()),
-                (&self.spans_exported, crate::otel::exported_spans()),
+                (&self.log_dropped, super::logs::dropped_lines()),
+                (&self.spans_dropped, super::traces::dropped_spans()),
+                (&self.spans_exported, super::traces::exported_spans()),
             ] {
                 let shown = counter.get();
                 if total > shown {
