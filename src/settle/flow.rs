@@ -142,8 +142,12 @@ enum State {
     /// or the broadcast's failure.
     Releasing(Result<(), RpcError>),
     /// `second`: the fresh lookup after held facts said settled.
-    Looking { second: bool },
-    Following { remote: bool },
+    Looking {
+        second: bool,
+    },
+    Following {
+        remote: bool,
+    },
     Awaiting,
     Consuming(Box<Settlement>),
     Recalling(Reason),

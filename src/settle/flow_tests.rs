@@ -266,7 +266,12 @@ struct Case {
 
 fn run(case: Case) {
     let mut flow = Flow::new(&case.req, &case.policy, GENOME, case.policy.default_price, LIMITS);
-    assert_eq!(flow.start(case.cached.as_ref(), NOW), case.first, "{}: first step", case.name);
+    assert_eq!(
+        flow.start(case.cached.as_ref(), NOW),
+        case.first,
+        "{}: first step",
+        case.name
+    );
     for (i, (event, want)) in case.script.into_iter().enumerate() {
         assert_eq!(flow.on(event, NOW), want, "{}: the step after answer {i}", case.name);
     }
@@ -301,8 +306,20 @@ fn every_branch_takes_its_step() {
     };
     let cases = vec![
         // The consumed cache answers with no lookup.
-        cached("cached, another request", &plain, &theirs, denied(Denial::Replayed), vec![]),
-        cached("cached, unkeyed retry is a replay", &plain, &mine, denied(Denial::Replayed), vec![]),
+        cached(
+            "cached, another request",
+            &plain,
+            &theirs,
+            denied(Denial::Replayed),
+            vec![],
+        ),
+        cached(
+            "cached, unkeyed retry is a replay",
+            &plain,
+            &mine,
+            denied(Denial::Replayed),
+            vec![],
+        ),
         cached(
             "cached, a retry counted within the limit",
             &keyed,
@@ -543,7 +560,10 @@ fn every_branch_takes_its_step() {
             lookup(),
             vec![
                 (short(Source::Fresh), Step::Recall),
-                (Event::Recalled(Ok(None)), denied(Denial::Failed(Reason::InsufficientAmount))),
+                (
+                    Event::Recalled(Ok(None)),
+                    denied(Denial::Failed(Reason::InsufficientAmount)),
+                ),
             ],
         ),
         case(
@@ -686,7 +706,10 @@ fn every_branch_takes_its_step() {
             Step::Reserve,
             vec![
                 (Event::Reserved(Ok(true)), Step::Broadcast),
-                (Event::Broadcast(Ok(Submitted::Rejected("nonce too low".into()))), Step::Release),
+                (
+                    Event::Broadcast(Ok(Submitted::Rejected("nonce too low".into()))),
+                    Step::Release,
+                ),
                 (Event::Released, Step::LookupDirect),
                 (not_visible(Source::Fresh), denied(Denial::Failed(Reason::TxRejected))),
             ],
@@ -845,7 +868,12 @@ impl Sim<'_> {
 /// Up to five presentations of one payment (a mix of keys, some pull mode),
 /// a schedule of which one moves next and how the world answers it, then
 /// every flow driven to its end with faithful answers.
-fn presentations() -> impl Strategy<Value = (Vec<(u8, bool)>, Vec<(u8, u8)>, u32)> {
+/// Each presentation: which key (none, one, another) and whether pull mode.
+type Who = Vec<(u8, bool)>;
+/// Which live flow moves next, and how the world answers its step.
+type Schedule = Vec<(u8, u8)>;
+
+fn presentations() -> impl Strategy<Value = (Who, Schedule, u32)> {
     (
         prop::collection::vec((0u8..3, any::<bool>()), 2..=5),
         prop::collection::vec((any::<u8>(), any::<u8>()), 0..80),

@@ -90,7 +90,10 @@ impl Settler {
         challenge: Challenge,
     ) -> Outcome {
         if let Some(record) = self.consumed.get(&req.hash) {
-            return self.run(&genome, price, &req, Some(&record)).await.into_outcome(challenge);
+            return self
+                .run(&genome, price, &req, Some(&record))
+                .await
+                .into_outcome(challenge);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
@@ -167,13 +170,7 @@ impl Settler {
                 Step::LookupDirect => Event::Looked(self.lookup_direct(lookup).await),
                 Step::Follow => Event::Followed(self.ask_guard(Follow(hash)).await),
                 Step::AwaitRecord { bound } => Event::Awaited(self.await_record(hash, bound).await),
-                Step::Consume(record) => Event::Consumed(
-                    self.ask_guard(Consume {
-                        hash,
-                        record: *record,
-                    })
-                    .await,
-                ),
+                Step::Consume(record) => Event::Consumed(self.ask_guard(Consume { hash, record: *record }).await),
                 Step::Recall => Event::Recalled(self.ask_guard(Recall(hash)).await),
                 Step::CountRetry { ttl, cap } => Event::Counted(self.ask_guard(CountRetry { hash, ttl, cap }).await),
             };
