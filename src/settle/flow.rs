@@ -15,7 +15,8 @@
 //!   refuse, never settle: a settled verdict on them follows the consume in
 //!   flight here, waits for the other instance's record, then asks the node
 //!   afresh.
-//! - A refusal, a pending payment and a 503 never touch the store's records.
+//! - A refusal, a pending payment and a 503 never write a record; the one
+//!   503 that may have consumed is a consume whose answer was lost.
 //! - A pull-mode transaction is judged before its broadcast, broadcast by the
 //!   one presentation holding the reservation, and read back directly after.
 
@@ -61,8 +62,8 @@ pub enum Step {
     /// Reserve the broadcast of the request's transaction; answered by
     /// [`Event::Reserved`].
     Reserve,
-    /// Broadcast it; answered by [`Event::Broadcast`].
-    Broadcast,
+    /// Broadcast this signed transaction; answered by [`Event::Broadcast`].
+    Broadcast(Bytes),
     /// Give the reservation back (fire and forget); answered at once by
     /// [`Event::Released`].
     Release,
@@ -216,14 +217,14 @@ impl<'a> Flow<'a> {
     /// seconds).
     pub fn on(&mut self, event: Event, now: u64) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), event) {
-            (State::Reserving, Event::Reserved(reserved)) => match reserved {
-                Ok(true) => {
+            (State::Reserving, Event::Reserved(reserved)) => match (reserved, &self.req.submit) {
+                (Ok(true), Some(raw)) => {
                     self.state = State::Broadcasting;
-                    Step::Broadcast
+                    Step::Broadcast(raw.clone())
                 }
                 // Another presentation broadcasts it (or did): look it up.
-                Ok(false) => self.look(false, Step::Lookup { fresh_only: false }),
-                Err(e) => self.unavailable(Unavailable::Store(e)),
+                (Ok(_), _) => self.look(false, Step::Lookup { fresh_only: false }),
+                (Err(e), _) => self.unavailable(Unavailable::Store(e)),
             },
             // A broadcast that did not take gives the reservation back, so
             // a retry can broadcast.

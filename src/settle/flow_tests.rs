@@ -660,7 +660,7 @@ fn every_branch_takes_its_step() {
             &pull,
             Step::Reserve,
             vec![
-                (Event::Reserved(Ok(true)), Step::Broadcast),
+                (Event::Reserved(Ok(true)), Step::Broadcast(pull.submit.clone().unwrap())),
                 (Event::Broadcast(Ok(Submitted::Accepted)), Step::LookupDirect),
                 (paid(&pull, Source::Fresh), consume(&pull, &p)),
                 (
@@ -675,7 +675,7 @@ fn every_branch_takes_its_step() {
             &pull,
             Step::Reserve,
             vec![
-                (Event::Reserved(Ok(true)), Step::Broadcast),
+                (Event::Reserved(Ok(true)), Step::Broadcast(pull.submit.clone().unwrap())),
                 (Event::Broadcast(Ok(Submitted::Mined)), Step::LookupDirect),
                 (not_visible(Source::Fresh), denied(not_yet())),
             ],
@@ -705,7 +705,7 @@ fn every_branch_takes_its_step() {
             &pull,
             Step::Reserve,
             vec![
-                (Event::Reserved(Ok(true)), Step::Broadcast),
+                (Event::Reserved(Ok(true)), Step::Broadcast(pull.submit.clone().unwrap())),
                 (
                     Event::Broadcast(Ok(Submitted::Rejected("nonce too low".into()))),
                     Step::Release,
@@ -720,7 +720,7 @@ fn every_branch_takes_its_step() {
             &pull,
             Step::Reserve,
             vec![
-                (Event::Reserved(Ok(true)), Step::Broadcast),
+                (Event::Reserved(Ok(true)), Step::Broadcast(pull.submit.clone().unwrap())),
                 (Event::Broadcast(Ok(Submitted::Rejected("known".into()))), Step::Release),
                 (Event::Released, Step::LookupDirect),
                 (paid(&pull, Source::Fresh), consume(&pull, &p)),
@@ -732,7 +732,7 @@ fn every_branch_takes_its_step() {
             &pull,
             Step::Reserve,
             vec![
-                (Event::Reserved(Ok(true)), Step::Broadcast),
+                (Event::Reserved(Ok(true)), Step::Broadcast(pull.submit.clone().unwrap())),
                 (Event::Broadcast(Err(rpc_error())), Step::Release),
                 (
                     Event::Released,
@@ -807,7 +807,7 @@ impl Sim<'_> {
             } else {
                 Ok(!std::mem::replace(&mut store.reserved, true))
             }),
-            Step::Broadcast => Event::Broadcast(match c % 4 {
+            Step::Broadcast(_) => Event::Broadcast(match c % 4 {
                 0 => Ok(Submitted::Accepted),
                 1 => Ok(Submitted::Mined),
                 2 => Ok(Submitted::Rejected("refused".into())),

@@ -28,7 +28,7 @@ use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
     Consume, ConsumedCache, CountRetry, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
-use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool};
+use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::genome::VerifiedGenome;
 use settlegate_rules::mpp::Binding;
@@ -158,10 +158,7 @@ impl Settler {
                     let ttl = self.lookup_timeout * 2;
                     Event::Reserved(self.ask_guard(Reserve { hash, ttl }).await)
                 }
-                Step::Broadcast => {
-                    let raw = req.submit.clone().unwrap_or_default();
-                    Event::Broadcast(self.broadcast(raw, policy.chain_id).await)
-                }
+                Step::Broadcast(raw) => Event::Broadcast(self.broadcast(raw, policy.chain_id).await),
                 Step::Release => {
                     self.guard.do_send(Release(hash));
                     Event::Released
@@ -190,7 +187,7 @@ impl Settler {
     }
 
     /// Broadcasts a pull-mode transaction; no answer in time is a timeout.
-    async fn broadcast(&self, raw: Bytes, chain_id: u64) -> Result<settlegate_actors::rpc_pool::Submitted, RpcError> {
+    async fn broadcast(&self, raw: Bytes, chain_id: u64) -> Result<Submitted, RpcError> {
         let wait = self.lookup_timeout + Duration::from_secs(1);
         let sent = self
             .rpc
