@@ -126,9 +126,7 @@ impl Application {
                 )
                 .map_err(setup)?,
             ),
-            None => std::sync::Arc::new(
-                FileStore::open(&settings.replay_local_path).map_err(setup)?,
-            ),
+            None => std::sync::Arc::new(FileStore::open(&settings.replay_local_path).map_err(setup)?),
         };
         let store_timeout = if settings.redis.is_some() {
             settings.redis_timeout

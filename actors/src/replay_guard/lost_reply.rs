@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use settlegate_rules::replay::ReplayRecord;
 
@@ -87,7 +88,12 @@ pub async fn resolve(
     deadline: i64,
     lost: StoreError,
 ) -> Result<Consumed, StoreError> {
-    let read = store.run(
+    // The read-back first waits out the consume's deadline (and the clock
+    // margin), then has a store timeout of its own to read.
+    let wait = (deadline + crate::store::CLOCK_MARGIN_MS - crate::store::unix_ms()).max(0) as u64;
+    let within = Duration::from_millis(wait) + store.timeout();
+    let read = store.run_within(
+        within,
         "read_back",
         move |s: Arc<dyn Store>| async move { s.read_back(&key, &value, deadline).await },
         |found| if found.is_some() { "found" } else { "absent" },
