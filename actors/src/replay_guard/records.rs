@@ -25,6 +25,7 @@ use actix::prelude::*;
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::replay::ReplayRecord;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::lost_reply::{self, Writer};
 use super::{Found, MAX_ABSENT, PendingConsume, ReplayGuard, reply};
@@ -134,13 +135,18 @@ impl Handler<Consume> for ReplayGuard {
         let ttl = Duration::from_secs(record.expires_at.saturating_sub(unix_now()).max(1));
         let store = self.store.clone();
         let me = ctx.address();
-        actix::spawn(async move {
-            let result = match encoded {
-                Ok(value) => consume(&store, record_key(&hash), value, ttl, deadline, &writer).await,
-                Err(e) => Err(e),
-            };
-            me.do_send(ConsumeDone(hash, result));
-        });
+        // The store's spans are children of this message's span.
+        let span = tracing::Span::current();
+        actix::spawn(
+            async move {
+                let result = match encoded {
+                    Ok(value) => consume(&store, record_key(&hash), value, ttl, deadline, &writer).await,
+                    Err(e) => Err(e),
+                };
+                me.do_send(ConsumeDone(hash, result));
+            }
+            .instrument(span),
+        );
         reply(rx)
     }
 }
