@@ -31,7 +31,7 @@ use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
     Consume, Consumed, ConsumedCache, CountRetry, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
-use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
+use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Stopped, Submitted};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::genome::VerifiedGenome;
 use settlegate_rules::mpp::Binding;
@@ -385,7 +385,7 @@ impl Settler {
                 remote: false,
             }),
             Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
-            Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),
+            Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Pool)),
         }
     }
 
@@ -400,7 +400,7 @@ impl Settler {
         {
             Ok(r) => r,
             Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
-            Err(MailboxError::Closed) => Err(RpcError::Transport("the coalescer stopped".into())),
+            Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Coalescer)),
         }
     }
 }

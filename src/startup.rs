@@ -61,7 +61,7 @@ pub struct Application {
 impl Application {
     /// Boots with the seed `TEMPO_*` variables of the process environment.
     pub async fn build(settings: Settings) -> Result<Self, BootError> {
-        let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(ConfigError)?;
+        let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| ConfigError(e.to_string()))?;
         Self::build_with_seed(settings, seed).await
     }
 
@@ -98,7 +98,7 @@ impl Application {
             },
             metrics.rpc.clone(),
         )
-        .map_err(ConfigError)?;
+        .map_err(|e| ConfigError(e.to_string()))?;
         let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
         let guard = match &settings.redis {
             Some(redis) => ReplayGuard::redis(
@@ -128,7 +128,10 @@ impl Application {
 
         // Certificates load before any socket exists, like everything else.
         let tls = match &settings.tls {
-            Some(files) => Some((files.clone(), crate::tls::server_config(files).map_err(ConfigError)?)),
+            Some(files) => Some((
+                files.clone(),
+                crate::tls::server_config(files).map_err(|e| ConfigError(e.to_string()))?,
+            )),
             None => None,
         };
         // The genome is verified: only now may a socket exist.

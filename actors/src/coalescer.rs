@@ -51,7 +51,7 @@ use settlegate_rules::settlement::ChainFacts;
 use tokio::sync::oneshot;
 
 use crate::replay_guard::{ClaimLookup, Expect, LookupClaim, PollLookup, PublishLookup, RenewLookup, ReplayGuard};
-use crate::rpc_pool::{Lookup, RpcError, RpcPool};
+use crate::rpc_pool::{Lookup, RpcError, RpcPool, Stopped};
 
 /// Held results beyond this many are not kept (a flood of distinct junk
 /// hashes must not grow memory); the lookup path stays correct without them.
@@ -325,8 +325,7 @@ impl Handler<Drain> for Coalescer {
 /// of the chain, not of this instance (its pool stopped, its circuits open).
 fn shareable(e: &RpcError) -> bool {
     match e {
-        RpcError::AllCircuitsOpen | RpcError::Saturated(_) => false,
-        RpcError::Transport(m) => !m.contains("stopped"),
+        RpcError::AllCircuitsOpen | RpcError::Saturated(_) | RpcError::Stopped(_) => false,
         _ => true,
     }
 }
@@ -478,7 +477,7 @@ async fn ask_node(
     match pool.send(traced).timeout(timeout).await {
         Ok(r) => r.map(Arc::new),
         Err(MailboxError::Timeout) => Err(RpcError::Timeout(timeout)),
-        Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),
+        Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Pool)),
     }
 }
 
@@ -690,7 +689,7 @@ mod tests {
         assert!(shareable(&RpcError::Timeout(Duration::from_secs(1))));
         assert!(shareable(&RpcError::Transport("connection refused".into())));
         assert!(!shareable(&RpcError::AllCircuitsOpen));
-        assert!(!shareable(&RpcError::Transport("the RPC pool stopped".into())));
+        assert!(!shareable(&RpcError::Stopped(Stopped::Pool)));
         assert_eq!(claim_ttl(Duration::from_secs(5)), Duration::from_millis(1250));
         assert_eq!(claim_ttl(Duration::from_millis(400)), Duration::from_millis(250));
         assert_eq!(claim_ttl(Duration::from_secs(60)), Duration::from_secs(2));

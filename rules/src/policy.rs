@@ -593,7 +593,11 @@ mod tests {
             err("GET /a;b"),
             PatternError::NotNormal("GET /a;b".into(), TargetError::Parameters)
         );
-        assert!(err("GET /a;b").to_string().starts_with(r#""GET /a;b": the path contains `;`"#));
+        assert!(
+            err("GET /a;b")
+                .to_string()
+                .starts_with(r#""GET /a;b": the path contains `;`"#)
+        );
 
         let schemes = |names: &[&str]| Schemes::parse(Some(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()));
         assert_eq!(schemes(&["x"]), Err(SchemesError::Unknown("x".into())));

@@ -170,12 +170,19 @@ mod tests {
         let max = U256::MAX.to_string();
         assert_eq!(max.parse::<Amount>().unwrap().value(), U256::MAX);
         for bad in ["", "-1", "+1", "1.5", " 1", "1e6", "0x10"] {
-            assert_eq!(bad.parse::<Amount>(), Err(AmountError::NotDigits(bad.into())), "{bad:?}");
+            assert_eq!(
+                bad.parse::<Amount>(),
+                Err(AmountError::NotDigits(bad.into())),
+                "{bad:?}"
+            );
         }
         assert_eq!("01".parse::<Amount>(), Err(AmountError::LeadingZero("01".into())));
         assert_eq!("0".parse::<Amount>(), Err(AmountError::Zero));
         let too_large = "115792089237316195423570985008687907853269984665640564039457584007913129639936";
-        assert_eq!(too_large.parse::<Amount>(), Err(AmountError::TooLarge(too_large.into())));
+        assert_eq!(
+            too_large.parse::<Amount>(),
+            Err(AmountError::TooLarge(too_large.into()))
+        );
         assert_eq!(
             "01".parse::<Amount>().unwrap_err().to_string(),
             "amount \"01\" has a leading zero"

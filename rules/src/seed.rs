@@ -127,7 +127,10 @@ mod tests {
         );
         assert!(vars(&[("TEMPO_AMOUNT", "-1")]).is_err());
         assert!(vars(&[("TEMPO_AMOUNT", "abc")]).is_err());
-        assert_eq!(vars(&[("TEMPO_AMOUNT", "0")]), Err(SeedError::Amount(AmountError::Zero)));
+        assert_eq!(
+            vars(&[("TEMPO_AMOUNT", "0")]),
+            Err(SeedError::Amount(AmountError::Zero))
+        );
         assert_eq!(
             vars(&[("TEMPO_TOKEN", "x")]).unwrap_err().to_string(),
             r#"TEMPO_TOKEN: address "x" must start with 0x"#
