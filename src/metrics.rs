@@ -262,7 +262,7 @@ impl Metrics {
         if let Outcome::Unavailable(u) = outcome {
             self.unavailable
                 .get_or_create(&UnavailableLabels {
-                    code: u.code(),
+                    code: u.code().as_str(),
                     cause: u.cause(),
                 })
                 .inc();

@@ -165,7 +165,7 @@ impl Settler {
                 Ok(tx) => signed_tx::precheck(&tx, policy, price, terms).err().map(Denial::Failed),
             };
             if let Some(denial) = refused {
-                tracing::info!(tx_hash = %req.hash, code = denial.code(), reason = denial.reason().map(|r| r.as_str()), "a pull-mode transaction refused before its broadcast");
+                tracing::info!(tx_hash = %req.hash, code = denial.code().as_str(), reason = denial.reason().map(|r| r.as_str()), "a pull-mode transaction refused before its broadcast");
                 return Outcome::Denied(denial, challenge);
             }
         }

@@ -324,10 +324,10 @@ impl Handler<Drain> for Coalescer {
 /// Whether another instance may take this error as its own answer: a fault
 /// of the chain, not of this instance (its pool stopped, its circuits open).
 fn shareable(e: &RpcError) -> bool {
-    match e {
-        RpcError::AllCircuitsOpen | RpcError::Saturated(_) | RpcError::Stopped(_) => false,
-        _ => true,
-    }
+    !matches!(
+        e,
+        RpcError::AllCircuitsOpen | RpcError::Saturated(_) | RpcError::Stopped(_)
+    )
 }
 
 impl Actor for Coalescer {
