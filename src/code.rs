@@ -1,8 +1,7 @@
-//! The API's error codes: the one list every `code` a client can receive
-//! comes from, with its HTTP status and its `urn:settlegate:problem:` type.
-//! The renderers (`http::problem`, `http::respond`) and the OpenAPI enums
-//! (`PaymentCode`, `ErrorCode` in `http::openapi`) read it; nothing else
-//! spells a code.
+//! The API's error codes: the one list every problem+json `code` comes
+//! from, with its HTTP status and its `urn:settlegate:problem:` type. The
+//! renderers (`http::problem`, `http::respond`) and the OpenAPI enums
+//! (`PaymentCode`, `ErrorCode` in `http::openapi`) are derived from it.
 //!
 //! A code is `SCREAMING_SNAKE_CASE`, unique, and names one status; its
 //! problem type is its kebab-case form under `urn:settlegate:problem:`.
