@@ -6,6 +6,7 @@
 //! ([`settings`]), telemetry, metrics and the command line ([`cli`]).
 
 pub mod cli;
+pub mod code;
 pub mod http;
 #[cfg(test)]
 mod import_graph;

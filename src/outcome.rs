@@ -2,8 +2,10 @@
 //! (200), [`Outcome::Denied`] (402, with the [`Challenge`] to pay) and
 //! [`Outcome::Unavailable`] (503, with its typed cause). The settlement flow
 //! produces them; `http::respond` is the one place that turns them into
-//! responses, and `metrics` the one place that counts them.
+//! responses, and `metrics` the one place that counts them. Each 402 and
+//! 503 answer names its [`Code`].
 
+use crate::code::Code;
 use settlegate_actors::replay_guard::StoreError;
 use settlegate_actors::rpc_pool::RpcError;
 use settlegate_rules::GenomeError;
@@ -86,13 +88,13 @@ pub enum Unavailable {
 }
 
 impl Denial {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Denial::PaymentRequired(_) => "PAYMENT_REQUIRED",
-            Denial::MalformedCredential(_) => "MALFORMED_CREDENTIAL",
-            Denial::Pending { .. } => "PAYMENT_PENDING",
-            Denial::Failed(_) => "VERIFICATION_FAILED",
-            Denial::Replayed => "REPLAYED",
+            Denial::PaymentRequired(_) => Code::PaymentRequired,
+            Denial::MalformedCredential(_) => Code::MalformedCredential,
+            Denial::Pending { .. } => Code::PaymentPending,
+            Denial::Failed(_) => Code::VerificationFailed,
+            Denial::Replayed => Code::Replayed,
         }
     }
 
@@ -106,11 +108,11 @@ impl Denial {
 }
 
 impl Unavailable {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Unavailable::Rpc(_) => "RPC_UNAVAILABLE",
-            Unavailable::Store(_) => "REPLAY_STORE_UNAVAILABLE",
-            Unavailable::Genome(_) => "GENOME_UNAVAILABLE",
+            Unavailable::Rpc(_) => Code::RpcUnavailable,
+            Unavailable::Store(_) => Code::ReplayStoreUnavailable,
+            Unavailable::Genome(_) => Code::GenomeUnavailable,
         }
     }
 
@@ -151,11 +153,13 @@ impl Outcome {
         }
     }
 
+    /// The code of a 402 or 503, `SETTLED` for a 200: what logs and
+    /// metrics label an outcome with.
     pub fn code(&self) -> &'static str {
         match self {
             Outcome::Settled(_) => "SETTLED",
-            Outcome::Denied(d, _) => d.code(),
-            Outcome::Unavailable(u) => u.code(),
+            Outcome::Denied(d, _) => d.code().as_str(),
+            Outcome::Unavailable(u) => u.code().as_str(),
         }
     }
 

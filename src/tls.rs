@@ -6,7 +6,7 @@
 //! connection. A renewed pair that does not load is refused with a warning,
 //! and the one in use keeps serving.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,39 +29,66 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
+/// Why a certificate and key pair does not load: a boot error, or a
+/// warning when a renewed pair is refused. Messages name the setting and
+/// the file, never key material (the parsers' errors hold none).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("server.tls_cert_file {}: {source}", .path.display())]
+    Cert {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("server.tls_cert_file {} holds no certificate", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("server.tls_key_file {}: {source}", .path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("server.tls_key_file {}: {source}", .path.display())]
+    KeyType { path: PathBuf, source: rustls::Error },
+    #[error("server.tls_key_file does not match server.tls_cert_file: {0}")]
+    Mismatch(rustls::Error),
+    #[error("TLS: {0}")]
+    Config(rustls::Error),
+}
+
 /// The certificate chain and private key of `files`, ready to serve.
-pub fn load(files: &TlsFiles) -> Result<CertifiedKey, String> {
-    let shown = |p: &Path| p.display().to_string();
+pub fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
+    let cert = |source| TlsError::Cert {
+        path: files.cert.clone(),
+        source,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("server.tls_cert_file {}: {e}", shown(&files.cert)))?
+        .map_err(cert)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("server.tls_cert_file {}: {e}", shown(&files.cert)))?;
+        .map_err(cert)?;
     if chain.is_empty() {
-        return Err(format!(
-            "server.tls_cert_file {} holds no certificate",
-            shown(&files.cert)
-        ));
+        return Err(TlsError::NoCertificate(files.cert.clone()));
     }
     // The key's own error never holds key material; the path is named.
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("server.tls_key_file {}: {e}", shown(&files.key)))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("server.tls_key_file {}: {e}", shown(&files.key)))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Key {
+        path: files.key.clone(),
+        source,
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| TlsError::KeyType {
+        path: files.key.clone(),
+        source,
+    })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("server.tls_key_file does not match server.tls_cert_file: {e}"))?;
+    certified.keys_match().map_err(TlsError::Mismatch)?;
     Ok(certified)
 }
 
 /// The rustls server configuration, and its resolver for [`watch`].
-pub fn server_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, Arc<Reloading>), String> {
+pub fn server_config(files: &TlsFiles) -> Result<(rustls::ServerConfig, Arc<Reloading>), TlsError> {
     let resolver = Arc::new(Reloading {
         current: ArcSwap::from_pointee(load(files)?),
     });
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -112,4 +139,37 @@ pub fn watch(files: TlsFiles, resolver: Arc<Reloading>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(cert: &std::path::Path, key: &std::path::Path) -> TlsFiles {
+        TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            reload_every: None,
+        }
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = load(&files(&missing, &missing)).unwrap_err();
+        assert!(matches!(err, TlsError::Cert { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("server.tls_cert_file {}: ", missing.display())),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = load(&files(&empty, &missing)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("server.tls_cert_file {} holds no certificate", empty.display())
+        );
+    }
 }

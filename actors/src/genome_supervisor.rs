@@ -53,9 +53,8 @@ impl GenomeSource {
     /// boot or from a blocking task, never on an arbiter.
     pub fn load(&self, now: OffsetDateTime) -> Result<VerifiedGenome, GenomeError> {
         let bytes = read_limited(&self.path)?;
-        let genome = ParsedGenome::parse(&bytes)?.verify(&self.trust, now, |rel| {
-            std::fs::read(self.manifest_root.join(rel)).map_err(|e| e.to_string())
-        })?;
+        let genome =
+            ParsedGenome::parse(&bytes)?.verify(&self.trust, now, |rel| std::fs::read(self.manifest_root.join(rel)))?;
         self.seed.check_against(&genome.policy)?;
         if let Some(floor) = self.record_floor {
             check_record_floor(&genome.policy, floor)?;

@@ -44,7 +44,7 @@ use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
 use tracing::Instrument;
 use url::Url;
 
-use crate::rpc_transport::{BoundedHttp, HttpFault, http_client};
+use crate::rpc_transport::{BoundedHttp, HttpFault, TransportBuildError, http_client};
 
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
@@ -75,6 +75,26 @@ pub enum RpcError {
     /// As many lookups as allowed are waiting on the nodes already.
     #[error("{0} lookups are in flight already")]
     Saturated(usize),
+    /// A part of this instance is gone (it is shutting down): a fault of
+    /// this instance, not of the chain, so never shared with others.
+    #[error("transport: the {0} stopped")]
+    Stopped(Stopped),
+}
+
+/// Which part of the instance stopped answering its mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stopped {
+    Pool,
+    Coalescer,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::Pool => "RPC pool",
+            Stopped::Coalescer => "coalescer",
+        })
+    }
 }
 
 impl RpcError {
@@ -82,7 +102,9 @@ impl RpcError {
     pub fn cause(&self) -> &'static str {
         match self {
             RpcError::Timeout(_) => "rpc_timeout",
-            RpcError::Transport(_) | RpcError::Connect(_) | RpcError::HttpStatus(_) => "rpc_transport",
+            RpcError::Transport(_) | RpcError::Connect(_) | RpcError::HttpStatus(_) | RpcError::Stopped(_) => {
+                "rpc_transport"
+            }
             RpcError::Malformed(_) => "rpc_malformed",
             RpcError::JsonRpc { .. } => "rpc_error_response",
             RpcError::WrongChain { .. } => "rpc_wrong_chain",
@@ -114,6 +136,7 @@ impl RpcError {
             RpcError::WrongChain { got, .. } => format!("wrong_chain {got}"),
             RpcError::AllCircuitsOpen => "circuits_open".into(),
             RpcError::Saturated(_) => "saturated".into(),
+            RpcError::Stopped(_) => "transport".into(),
         }
     }
 }
@@ -158,6 +181,15 @@ impl Default for RpcMetrics {
             latency: Family::new_with_constructor(latency_histogram),
         }
     }
+}
+
+/// Why the pool cannot be built: a boot error.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot build the RPC HTTP client: {0}")]
+    Client(TransportBuildError),
+    #[error(transparent)]
+    Endpoint(#[from] TransportBuildError),
 }
 
 pub struct PoolConfig {
@@ -275,13 +307,62 @@ struct Endpoint {
     health: Mutex<Health>,
 }
 
+/// Where an endpoint stands for a policy's chain, as `/readyz` and the
+/// metrics show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointState {
+    /// Verified on the chain, closed circuit, no failure since.
+    Healthy,
+    /// Closed circuit, but the last calls failed.
+    Failing,
+    /// Its chain id is not known yet.
+    Unknown,
+    /// Circuit open: not asked until it half-opens.
+    Open,
+    /// One probe may go through.
+    HalfOpen,
+    /// On another chain than the policy's.
+    WrongChain,
+}
+
+impl EndpointState {
+    pub const ALL: [EndpointState; 6] = [
+        EndpointState::Healthy,
+        EndpointState::Failing,
+        EndpointState::Unknown,
+        EndpointState::Open,
+        EndpointState::HalfOpen,
+        EndpointState::WrongChain,
+    ];
+
+    /// The wire name (`half_open`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Healthy => "healthy",
+            EndpointState::Failing => "failing",
+            EndpointState::Unknown => "unknown",
+            EndpointState::Open => "open",
+            EndpointState::HalfOpen => "half_open",
+            EndpointState::WrongChain => "wrong_chain",
+        }
+    }
+
+    /// Whether its circuit is open or half-open.
+    pub fn circuit_open(self) -> bool {
+        matches!(self, EndpointState::Open | EndpointState::HalfOpen)
+    }
+}
+
 /// One endpoint's state, for `/readyz`.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct EndpointStatus {
     /// The endpoint's URL without credentials, path or query.
     pub endpoint: String,
+    // Documented by its pattern, which a unit test keeps equal to
+    // `EndpointState::ALL`.
     #[schema(value_type = String, pattern = "^(healthy|failing|unknown|open|half_open|wrong_chain)$")]
-    pub state: &'static str,
+    pub state: EndpointState,
     pub chain_id: Option<u64>,
     pub consecutive_failures: u32,
     pub latency_ms: Option<f64>,
@@ -346,11 +427,11 @@ pub struct PoolStatus {
 
 impl RpcPool {
     /// Fails (a boot error, not a panic) when the HTTP client cannot be built.
-    pub fn new(config: PoolConfig, metrics: RpcMetrics) -> Result<Self, String> {
+    pub fn new(config: PoolConfig, metrics: RpcMetrics) -> Result<Self, PoolError> {
         // rustls is built without a default crypto provider: use ring (no C
         // toolchain beyond the build's). Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = http_client(config.call_timeout).map_err(|e| format!("cannot build the RPC HTTP client: {e}"))?;
+        let http = http_client(config.call_timeout).map_err(PoolError::Client)?;
         let mut endpoints = Vec::with_capacity(config.urls.len());
         for (i, u) in config.urls.iter().enumerate() {
             endpoints.push(Endpoint {
@@ -443,7 +524,7 @@ impl Handler<PoolStatus> for RpcPool {
         Box::pin(async move {
             if msg.probe {
                 let before = shared.status(msg.chain_id);
-                shared.probe_all(|i| before[i].state != "healthy").await;
+                shared.probe_all(|i| before[i].state != EndpointState::Healthy).await;
             }
             shared.status(msg.chain_id)
         })
@@ -827,12 +908,12 @@ impl Shared {
             .map(|e| {
                 let h = e.health.lock();
                 let state = match h.circuit {
-                    _ if h.chain_id.is_some_and(|c| c != chain_id) => "wrong_chain",
-                    Circuit::Closed if h.chain_id.is_some() && h.consecutive_failures == 0 => "healthy",
-                    Circuit::Closed if h.consecutive_failures > 0 => "failing",
-                    Circuit::Closed => "unknown",
-                    Circuit::Open { .. } => "open",
-                    Circuit::HalfOpen { .. } => "half_open",
+                    _ if h.chain_id.is_some_and(|c| c != chain_id) => EndpointState::WrongChain,
+                    Circuit::Closed if h.chain_id.is_some() && h.consecutive_failures == 0 => EndpointState::Healthy,
+                    Circuit::Closed if h.consecutive_failures > 0 => EndpointState::Failing,
+                    Circuit::Closed => EndpointState::Unknown,
+                    Circuit::Open { .. } => EndpointState::Open,
+                    Circuit::HalfOpen { .. } => EndpointState::HalfOpen,
                 };
                 EndpointStatus {
                     endpoint: e.label.clone(),
@@ -990,6 +1071,34 @@ mod tests {
                 message: ALREADY_KNOWN.into()
             }
         );
+    }
+
+    #[test]
+    fn endpoint_states_serialise_as_their_names_and_match_the_documented_pattern() {
+        let names: Vec<&str> = EndpointState::ALL.iter().map(|s| s.as_str()).collect();
+        let schema = serde_json::to_value(<EndpointStatus as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["properties"]["state"]["pattern"],
+            format!("^({})$", names.join("|"))
+        );
+        for s in EndpointState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let open: Vec<_> = EndpointState::ALL.into_iter().filter(|s| s.circuit_open()).collect();
+        assert_eq!(open, [EndpointState::Open, EndpointState::HalfOpen]);
+    }
+
+    #[test]
+    fn a_stopped_pool_is_a_transport_failure_of_this_instance() {
+        let e = RpcError::Stopped(Stopped::Pool);
+        assert_eq!(e.to_string(), "transport: the RPC pool stopped");
+        assert_eq!(
+            RpcError::Stopped(Stopped::Coalescer).to_string(),
+            "transport: the coalescer stopped"
+        );
+        assert_eq!((e.cause(), e.category().as_str()), ("rpc_transport", "transport"));
+        let wire = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<RpcError>(&wire).unwrap(), e);
     }
 
     #[test]

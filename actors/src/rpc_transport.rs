@@ -30,15 +30,26 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 /// The HTTP client shared by every endpoint of the pool.
 pub type HttpClient = Client<Https, Full<Bytes>>;
 
+/// Why the pool's HTTP transport cannot be built: a boot error. The
+/// messages name the endpoint by [`crate::rpc_pool::endpoint_label`] only.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportBuildError {
+    /// The platform's TLS roots cannot be loaded.
+    #[error("TLS roots: {0}")]
+    TlsRoots(#[from] rustls::Error),
+    /// The URL (its label) cannot be sent to as it is.
+    #[error("{0} is not a usable HTTP URI")]
+    UnusableUri(String),
+}
+
 /// Builds the shared client; `connect_timeout` bounds each TCP connect.
-pub fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+pub fn http_client(connect_timeout: Duration) -> Result<HttpClient, TransportBuildError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .try_with_platform_verifier()
-        .map_err(|e| format!("TLS roots: {e}"))?
+        .try_with_platform_verifier()?
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
@@ -96,8 +107,8 @@ pub struct BoundedHttp {
 
 impl BoundedHttp {
     /// `timeout` bounds one exchange, from connecting to the last byte.
-    pub fn new(client: HttpClient, url: &Url, timeout: Duration) -> Result<Self, String> {
-        let unusable = || format!("{} is not a usable HTTP URI", crate::rpc_pool::endpoint_label(url));
+    pub fn new(client: HttpClient, url: &Url, timeout: Duration) -> Result<Self, TransportBuildError> {
+        let unusable = || TransportBuildError::UnusableUri(crate::rpc_pool::endpoint_label(url));
         let authorization = if url.username().is_empty() && url.password().is_none() {
             None
         } else {

@@ -23,7 +23,7 @@ mod common;
 const FIELDS: [&str; 3] = ["credential", "tx_hash", "resource"];
 
 fn code(r: &Result<VerifyBody, settlegate::http::problem::ApiError>) -> Result<&VerifyBody, &'static str> {
-    r.as_ref().map_err(|e| e.code())
+    r.as_ref().map_err(|e| e.code().as_str())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -42,11 +42,11 @@ fuzz_target!(|data: &[u8]| {
                 data.len()
             );
             assert!(
-                matches!(e.code(), "INVALID_REQUEST" | "INVALID_TX_HASH" | "PAYLOAD_TOO_LARGE"),
+                matches!(e.code().as_str(), "INVALID_REQUEST" | "INVALID_TX_HASH" | "PAYLOAD_TOO_LARGE"),
                 "{}: {m}",
                 e.code()
             );
-            assert_eq!(e.code() == "PAYLOAD_TOO_LARGE", data.len() > MAX_BODY, "{m}");
+            assert_eq!(e.code().as_str() == "PAYLOAD_TOO_LARGE", data.len() > MAX_BODY, "{m}");
         }
     }
     if data.len() > MAX_BODY {
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(code(&parse_body(&padded)), code(&parsed), "padded to the limit");
     padded.push(b'\n');
     assert_eq!(
-        parse_body(&padded).map_err(|e| e.code()).err(),
+        parse_body(&padded).map_err(|e| e.code().as_str()).err(),
         Some("PAYLOAD_TOO_LARGE")
     );
 });

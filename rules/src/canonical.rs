@@ -189,14 +189,21 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+/// Why an object key has no canonical form that JavaScript would keep.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum KeyError {
+    #[error("the key \"__proto__\" is not allowed")]
+    Proto,
+    #[error("the key {0:?} looks like an integer, which JavaScript would reorder")]
+    Integer(String),
+}
+
+fn check_key(key: &str) -> Result<(), KeyError> {
     if key == "__proto__" {
-        return Err("the key \"__proto__\" is not allowed".into());
+        return Err(KeyError::Proto);
     }
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "the key {key:?} looks like an integer, which JavaScript would reorder"
-        ));
+        return Err(KeyError::Integer(key.to_owned()));
     }
     Ok(())
 }
@@ -204,6 +211,19 @@ fn check_key(key: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_javascript_would_drop_or_reorder_are_refused() {
+        assert_eq!(check_key("__proto__"), Err(KeyError::Proto));
+        assert_eq!(KeyError::Proto.to_string(), r#"the key "__proto__" is not allowed"#);
+        assert_eq!(check_key("42"), Err(KeyError::Integer("42".into())));
+        assert_eq!(
+            check_key("42").unwrap_err().to_string(),
+            r#"the key "42" looks like an integer, which JavaScript would reorder"#
+        );
+        assert_eq!(check_key(""), Ok(()));
+        assert_eq!(check_key("4a"), Ok(()));
+    }
 
     fn canon(json: &str) -> String {
         String::from_utf8(canonical_bytes(&parse_strict(json.as_bytes()).unwrap())).unwrap()

@@ -30,19 +30,29 @@ impl From<B256> for TxHash {
     }
 }
 
+/// Why a text is not a [`TxHash`]. The messages do not quote the text: it
+/// comes from a client and goes back to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxHashError {
+    #[error("a transaction hash starts with 0x")]
+    NoPrefix,
+    #[error("a transaction hash is 0x followed by exactly 64 hex digits")]
+    NotHex,
+}
+
 impl FromStr for TxHash {
-    type Err = String;
+    type Err = TxHashError;
 
     /// `0x` (or `0X`) followed by exactly 64 hex digits of any case;
     /// surrounding whitespace is tolerated.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, TxHashError> {
         let t = s.trim();
         let hex = t
             .strip_prefix("0x")
             .or_else(|| t.strip_prefix("0X"))
-            .ok_or("a transaction hash starts with 0x")?;
+            .ok_or(TxHashError::NoPrefix)?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("a transaction hash is 0x followed by exactly 64 hex digits".into());
+            return Err(TxHashError::NotHex);
         }
         // unwrap: 64 hex digits were checked above.
         Ok(TxHash(B256::from_str(hex).unwrap()))
@@ -168,6 +178,8 @@ mod tests {
         ] {
             assert!(bad.parse::<TxHash>().is_err(), "{bad:?}");
         }
+        assert_eq!(H[2..].parse::<TxHash>(), Err(TxHashError::NoPrefix));
+        assert_eq!("0x12".parse::<TxHash>(), Err(TxHashError::NotHex));
     }
 
     #[test]

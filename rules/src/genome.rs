@@ -334,12 +334,12 @@ impl ParsedGenome {
 
     /// Full verification. `read_manifest_file` returns the bytes of a file
     /// listed in `build_manifest` (relative path); it is the only I/O and the
-    /// caller owns it.
+    /// caller owns it (its error is quoted in `GENOME_MANIFEST_MISMATCH`).
     pub fn verify(
         self,
         trust: &TrustRoot,
         now: OffsetDateTime,
-        read_manifest_file: impl FnMut(&str) -> Result<Vec<u8>, String>,
+        read_manifest_file: impl FnMut(&str) -> std::io::Result<Vec<u8>>,
     ) -> Result<VerifiedGenome, GenomeError> {
         let signer_key_ids = self.verify_trust(trust)?;
         self.validity.check(now)?;
@@ -548,7 +548,7 @@ fn check_capabilities(caps: &[Capability]) -> Result<(), GenomeError> {
 
 fn check_manifest(
     manifest: &BuildManifest,
-    mut read: impl FnMut(&str) -> Result<Vec<u8>, String>,
+    mut read: impl FnMut(&str) -> std::io::Result<Vec<u8>>,
 ) -> Result<(), GenomeError> {
     for f in &manifest.files {
         let bytes = read(&f.path).map_err(|e| GenomeError::ManifestMismatch(format!("{}: {e}", f.path)))?;

@@ -68,7 +68,7 @@ fn verify(doc: &Map<String, Value>, trust: &TrustRoot) -> Result<VerifiedGenome,
 }
 
 fn verify_bytes(b: &[u8], trust: &TrustRoot) -> Result<VerifiedGenome, GenomeError> {
-    ParsedGenome::parse(b)?.verify(trust, NOW, |p| Err(format!("no file {p}")))
+    ParsedGenome::parse(b)?.verify(trust, NOW, |p| Err(std::io::Error::other(format!("no file {p}"))))
 }
 
 fn code(r: Result<VerifiedGenome, GenomeError>) -> &'static str {

@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
 use crate::canonical::canonical_value_bytes;
-use crate::credential::TxHash;
+use crate::credential::{TxHash, TxHashError};
 use crate::primitives::Amount;
 
 pub const METHOD: &str = "tempo";
@@ -384,7 +384,10 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
     let payload = match raw.payload.kind.as_str() {
         "hash" => {
             let h = raw.payload.hash.ok_or_else(|| bad("a hash payload needs `hash`"))?;
-            Payload::Hash(h.parse().map_err(|e: String| Malformed(format!("payload.hash: {e}")))?)
+            Payload::Hash(
+                h.parse()
+                    .map_err(|e: TxHashError| Malformed(format!("payload.hash: {e}")))?,
+            )
         }
         "transaction" => {
             let s = raw

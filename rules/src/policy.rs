@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::GenomeError;
 use crate::primitives::{Address, Amount, address_lower, parse_address};
-use crate::target::{NormalPath, normalise};
+use crate::target::{NormalPath, TargetError, normalise};
 
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
@@ -31,6 +31,17 @@ pub enum MemoPolicy {
     ChallengeBound,
 }
 
+/// Why `settlement.schemes` is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SchemesError {
+    #[error("{0:?} is not a scheme (tempo, payment)")]
+    Unknown(String),
+    #[error("{0:?} is listed twice")]
+    Twice(String),
+    #[error("at least one scheme must be accepted")]
+    None,
+}
+
 /// Which credential schemes a genome accepts (and every 402 offers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Schemes {
@@ -39,7 +50,7 @@ pub struct Schemes {
 }
 
 impl Schemes {
-    fn parse(raw: Option<&[String]>) -> Result<Self, String> {
+    fn parse(raw: Option<&[String]>) -> Result<Self, SchemesError> {
         let Some(raw) = raw else {
             return Ok(Schemes {
                 tempo: true,
@@ -54,14 +65,14 @@ impl Schemes {
             let slot = match name.as_str() {
                 "tempo" => &mut s.tempo,
                 "payment" => &mut s.payment,
-                other => return Err(format!("{other:?} is not a scheme (tempo, payment)")),
+                other => return Err(SchemesError::Unknown(other.to_owned())),
             };
             if std::mem::replace(slot, true) {
-                return Err(format!("{name:?} is listed twice"));
+                return Err(SchemesError::Twice(name.clone()));
             }
         }
         if !s.tempo && !s.payment {
-            return Err("at least one scheme must be accepted".into());
+            return Err(SchemesError::None);
         }
         Ok(s)
     }
@@ -338,6 +349,22 @@ pub struct ResourcePattern {
     path: PathPattern,
 }
 
+/// Why a price rule's `resource` is not a pattern; each quotes it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("{0:?} must be \"METHOD /path\"")]
+    NoMethod(String),
+    #[error("{0:?}: the method must be upper-case letters or *")]
+    BadMethod(String),
+    #[error("{0:?}: the path must start with / and contain no spaces")]
+    BadPath(String),
+    #[error("{0:?}: * is only allowed once, at the end of the path, and a path has no query")]
+    BadWildcard(String),
+    /// The path has no single meaning (`/a/../b`, `/a%2fb`, …).
+    #[error("{0:?}: the path {1}")]
+    NotNormal(String, TargetError),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PathPattern {
     /// This normal path only.
@@ -355,27 +382,23 @@ impl From<ResourcePattern> for String {
 }
 
 impl ResourcePattern {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (method, path) = s
-            .split_once(' ')
-            .ok_or_else(|| format!("{s:?} must be \"METHOD /path\""))?;
+    pub fn parse(s: &str) -> Result<Self, PatternError> {
+        let (method, path) = s.split_once(' ').ok_or_else(|| PatternError::NoMethod(s.to_owned()))?;
         let method_ok = method == "*"
             || (!method.is_empty() && method.len() <= 16 && method.bytes().all(|b| b.is_ascii_uppercase()));
         if !method_ok {
-            return Err(format!("{s:?}: the method must be upper-case letters or *"));
+            return Err(PatternError::BadMethod(s.to_owned()));
         }
         if !path.starts_with('/')
             || path.len() > 1024
             || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(format!("{s:?}: the path must start with / and contain no spaces"));
+            return Err(PatternError::BadPath(s.to_owned()));
         }
         if path.trim_end_matches('*').contains('*') || path.ends_with("**") || path.contains(['?', '#']) {
-            return Err(format!(
-                "{s:?}: * is only allowed once, at the end of the path, and a path has no query"
-            ));
+            return Err(PatternError::BadWildcard(s.to_owned()));
         }
-        let normal = |p: &str| normalise(p).map_err(|e| format!("{s:?}: the path {e}"));
+        let normal = |p: &str| normalise(p).map_err(|e| PatternError::NotNormal(s.to_owned(), e));
         let path = match path.strip_suffix('*') {
             None => PathPattern::Exact(normal(path)?),
             Some("/") => PathPattern::Under(String::new()),
@@ -556,6 +579,34 @@ mod tests {
         ] {
             assert!(ResourcePattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pattern_and_scheme_errors_say_which_rule_and_quote_the_text() {
+        let err = |p: &str| ResourcePattern::parse(p).unwrap_err();
+        assert_eq!(err("GET"), PatternError::NoMethod("GET".into()));
+        assert_eq!(err("GET").to_string(), r#""GET" must be "METHOD /path""#);
+        assert_eq!(err("get /x"), PatternError::BadMethod("get /x".into()));
+        assert_eq!(err("GET x"), PatternError::BadPath("GET x".into()));
+        assert_eq!(err("GET /*/x"), PatternError::BadWildcard("GET /*/x".into()));
+        assert_eq!(
+            err("GET /a;b"),
+            PatternError::NotNormal("GET /a;b".into(), TargetError::Parameters)
+        );
+        assert!(
+            err("GET /a;b")
+                .to_string()
+                .starts_with(r#""GET /a;b": the path contains `;`"#)
+        );
+
+        let schemes = |names: &[&str]| Schemes::parse(Some(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()));
+        assert_eq!(schemes(&["x"]), Err(SchemesError::Unknown("x".into())));
+        assert_eq!(
+            schemes(&["x"]).unwrap_err().to_string(),
+            r#""x" is not a scheme (tempo, payment)"#
+        );
+        assert_eq!(schemes(&["tempo", "tempo"]), Err(SchemesError::Twice("tempo".into())));
+        assert_eq!(schemes(&[]), Err(SchemesError::None));
     }
 
     fn priced() -> SettlementPolicy {

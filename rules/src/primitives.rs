@@ -7,22 +7,33 @@ use std::str::FromStr;
 
 pub use alloy_primitives::{Address, U256};
 
+/// Why a text is not an address; each quotes the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address {0:?} must start with 0x")]
+    NoPrefix(String),
+    #[error("address {0:?} must be 0x followed by 40 hex digits")]
+    NotHex(String),
+    /// Mixed case is a checksum, and this one is wrong: a typo.
+    #[error("address {0:?} has mixed case but a wrong EIP-55 checksum")]
+    BadChecksum(String),
+}
+
 /// Parses a 20-byte address written as `0x` + 40 hex digits. All-lower and
 /// all-upper hex are accepted as they are; mixed case must be a valid EIP-55
 /// checksum, because a mixed-case typo is exactly what the checksum exists to
 /// catch.
-pub fn parse_address(s: &str) -> Result<Address, String> {
+pub fn parse_address(s: &str) -> Result<Address, AddressError> {
     let hex = s
         .strip_prefix("0x")
-        .ok_or_else(|| format!("address {s:?} must start with 0x"))?;
+        .ok_or_else(|| AddressError::NoPrefix(s.to_owned()))?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("address {s:?} must be 0x followed by 40 hex digits"));
+        return Err(AddressError::NotHex(s.to_owned()));
     }
     let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
     let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
     if has_lower && has_upper {
-        return Address::parse_checksummed(s, None)
-            .map_err(|_| format!("address {s:?} has mixed case but a wrong EIP-55 checksum"));
+        return Address::parse_checksummed(s, None).map_err(|_| AddressError::BadChecksum(s.to_owned()));
     }
     // unwrap: 40 hex digits were checked above.
     Ok(Address::from_str(s).unwrap())
@@ -74,19 +85,32 @@ impl Amount {
     }
 }
 
-impl FromStr for Amount {
-    type Err = String;
+/// Why a text is not an [`Amount`]; each quotes the text but `Zero`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("amount {0:?} must be a decimal string of digits")]
+    NotDigits(String),
+    #[error("amount {0:?} has a leading zero")]
+    LeadingZero(String),
+    #[error("amount {0:?} does not fit in 256 bits")]
+    TooLarge(String),
+    #[error("amount must be greater than zero")]
+    Zero,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Amount {
+    type Err = AmountError;
+
+    fn from_str(s: &str) -> Result<Self, AmountError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("amount {s:?} must be a decimal string of digits"));
+            return Err(AmountError::NotDigits(s.to_owned()));
         }
         if s.len() > 1 && s.starts_with('0') {
-            return Err(format!("amount {s:?} has a leading zero"));
+            return Err(AmountError::LeadingZero(s.to_owned()));
         }
-        let value = U256::from_str_radix(s, 10).map_err(|_| format!("amount {s:?} does not fit in 256 bits"))?;
+        let value = U256::from_str_radix(s, 10).map_err(|_| AmountError::TooLarge(s.to_owned()))?;
         if value.is_zero() {
-            return Err("amount must be greater than zero".into());
+            return Err(AmountError::Zero);
         }
         Ok(Amount(value))
     }
@@ -123,14 +147,20 @@ mod tests {
         assert_eq!(parse_address(upper.replacen("0X", "0x", 1).as_str()).unwrap(), a);
         assert_eq!(address_lower(&a), lower);
         // one flipped letter case breaks the checksum
-        assert!(parse_address("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
+        let flipped = "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        assert_eq!(parse_address(flipped), Err(AddressError::BadChecksum(flipped.into())));
+        assert_eq!(
+            parse_address(flipped).unwrap_err().to_string(),
+            format!("address {flipped:?} has mixed case but a wrong EIP-55 checksum")
+        );
+        let no_prefix = "f39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+        assert_eq!(parse_address(no_prefix), Err(AddressError::NoPrefix(no_prefix.into())));
         for bad in [
-            "f39fd6e51aad88f6f4ce6ab8827279cfffb92266",
             "0x1234",
             "0xg39fd6e51aad88f6f4ce6ab8827279cfffb92266",
             "0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226600",
         ] {
-            assert!(parse_address(bad).is_err(), "{bad}");
+            assert_eq!(parse_address(bad), Err(AddressError::NotHex(bad.into())), "{bad}");
         }
     }
 
@@ -139,20 +169,25 @@ mod tests {
         assert_eq!("1000000".parse::<Amount>().unwrap().to_string(), "1000000");
         let max = U256::MAX.to_string();
         assert_eq!(max.parse::<Amount>().unwrap().value(), U256::MAX);
-        for bad in [
-            "0",
-            "",
-            "-1",
-            "+1",
-            "1.5",
-            "01",
-            " 1",
-            "1e6",
-            "0x10",
-            "115792089237316195423570985008687907853269984665640564039457584007913129639936",
-        ] {
-            assert!(bad.parse::<Amount>().is_err(), "{bad:?}");
+        for bad in ["", "-1", "+1", "1.5", " 1", "1e6", "0x10"] {
+            assert_eq!(
+                bad.parse::<Amount>(),
+                Err(AmountError::NotDigits(bad.into())),
+                "{bad:?}"
+            );
         }
+        assert_eq!("01".parse::<Amount>(), Err(AmountError::LeadingZero("01".into())));
+        assert_eq!("0".parse::<Amount>(), Err(AmountError::Zero));
+        let too_large = "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+        assert_eq!(
+            too_large.parse::<Amount>(),
+            Err(AmountError::TooLarge(too_large.into()))
+        );
+        assert_eq!(
+            "01".parse::<Amount>().unwrap_err().to_string(),
+            "amount \"01\" has a leading zero"
+        );
+        assert_eq!(AmountError::Zero.to_string(), "amount must be greater than zero");
     }
     #[test]
     fn quotes_are_bounded_after_escaping() {

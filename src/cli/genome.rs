@@ -36,8 +36,8 @@ impl From<GenomeError> for Failure {
     }
 }
 
-fn usage(m: impl Into<String>) -> Failure {
-    Failure("USAGE", m.into())
+fn usage(m: impl std::fmt::Display) -> Failure {
+    Failure("USAGE", m.to_string())
 }
 
 fn io(path: &Path, e: std::io::Error) -> Failure {
@@ -97,7 +97,8 @@ fn check_key_id(id: &str) -> Result<(), Failure> {
 }
 
 fn init(a: InitArgs) -> Result<(), Failure> {
-    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e))?;
+    let seed =
+        SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e.to_string()))?;
     let mut signers: Vec<(String, PublicKey)> = Vec::new();
     for path in &a.signers {
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
@@ -219,7 +220,8 @@ fn verify(a: VerifyArgs) -> Result<(), Failure> {
             Some(s.replay_min_record_ttl),
         )
     };
-    let seed = SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e))?;
+    let seed =
+        SeedVars::from_lookup(|k| std::env::var(k).ok()).map_err(|e| Failure("CONFIG_INVALID", e.to_string()))?;
     let source = GenomeSource {
         manifest_root: a.manifest_root.clone().unwrap_or_else(|| parent_dir(&a.path)),
         path: a.path.clone(),

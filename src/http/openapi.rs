@@ -10,9 +10,10 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use super::ops::{Components, GenomeState, Health, Readiness, RpcState, StoreState};
-use super::problem::{ErrorCode, ProblemBody};
-use super::respond::{PaymentCode, PaymentInfo, Problem};
+use super::problem::ProblemBody;
+use super::respond::{PaymentInfo, Problem};
 use super::verify::VerifyRequest;
+use crate::code::Code;
 use settlegate_actors::rpc_pool::EndpointStatus;
 use settlegate_rules::replay::{Scheme, SettledStatus, Settlement};
 use settlegate_rules::settlement::Reason;
@@ -101,6 +102,51 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(document())
 }
 
+/// Every `code` a 402 or 503 carries: the codes of [`Code`] whose status is
+/// 402 or 503, in its order.
+pub struct PaymentCode;
+
+/// Every `code` of an `ApiError`: the other codes of [`Code`], in its order.
+pub struct ErrorCode;
+
+/// A string enum of the codes `pick` selects. The descriptions are the
+/// published ones.
+fn code_schema(description: &str, pick: fn(Code) -> bool) -> RefOr<Schema> {
+    let codes: Vec<&str> = Code::ALL
+        .iter()
+        .copied()
+        .filter(|c| pick(*c))
+        .map(Code::as_str)
+        .collect();
+    let schema = serde_json::json!({ "type": "string", "description": description, "enum": codes });
+    // unwrap: a fixed, valid schema.
+    RefOr::T(serde_json::from_value(schema).unwrap())
+}
+
+impl PartialSchema for PaymentCode {
+    fn schema() -> RefOr<Schema> {
+        code_schema(
+            "Every `code` a 402 or 503 carries: the codes of [`Denial`] and [`Unavailable`].\n\
+             Documentation only: a unit test keeps it equal to what the code answers.",
+            Code::is_payment,
+        )
+    }
+}
+
+impl ToSchema for PaymentCode {}
+
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        code_schema(
+            "Every `code` of an [`ApiError`]. Documentation only: a unit test keeps\n\
+             it equal to [`ApiError::code`].",
+            |c| !c.is_payment(),
+        )
+    }
+}
+
+impl ToSchema for ErrorCode {}
+
 /// The body of `GET /v1/genome`: `Genome::summary` (a JSON value built in
 /// `rules`) plus its `state` now. The fields every genome has are required.
 pub struct GenomeSummary;
@@ -152,6 +198,7 @@ impl ToSchema for GenomeSummary {}
 mod tests {
     use super::*;
     use crate::http::problem::ApiError;
+    use crate::http::problem::tests::every_api_error;
     use crate::outcome::{Denial, Unavailable};
     use serde_json::Value;
 
@@ -208,29 +255,16 @@ mod tests {
 
     #[test]
     fn every_problem_code_the_code_can_answer_is_documented() {
-        let documented = enum_values("ErrorCode");
-        let errors = [
-            ApiError::CapabilityDenied("x"),
-            ApiError::NotFound(String::new()),
-            ApiError::MethodNotAllowed(String::new()),
-            ApiError::InvalidRequest(String::new()),
-            ApiError::InvalidTxHash(String::new()),
-            ApiError::PayloadTooLarge(0),
-            ApiError::UnsupportedMediaType,
-            ApiError::Unauthorized(String::new()),
-            ApiError::RateLimited(1),
-            ApiError::UriTooLong(1),
-            ApiError::HeadersTooLarge(1, 1),
-            ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
-        ];
-        let mut codes: Vec<String> = errors.iter().map(|e| e.code().to_owned()).collect();
-        codes.sort();
-        let mut sorted = documented.clone();
-        sorted.sort();
-        assert_eq!(sorted, codes);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let codes = |cs: &mut dyn Iterator<Item = Code>| sorted(cs.map(|c| c.as_str().to_owned()).collect());
 
-        let documented = enum_values("PaymentCode");
-        let mut codes: Vec<&str> = [
+        let answered = codes(&mut every_api_error().iter().map(ApiError::code));
+        assert_eq!(sorted(enum_values("ErrorCode")), answered);
+
+        let denials = [
             Denial::PaymentRequired(String::new()),
             Denial::MalformedCredential(String::new()),
             Denial::Failed(Reason::TxReverted),
@@ -239,23 +273,23 @@ mod tests {
                 reason: None,
             },
             Denial::Replayed,
-        ]
-        .iter()
-        .map(Denial::code)
-        .collect();
-        codes.extend(
-            [
-                Unavailable::Rpc(settlegate_actors::rpc_pool::RpcError::Transport(String::new())),
-                Unavailable::Store(settlegate_actors::replay_guard::StoreError::Corrupt(String::new())),
-                Unavailable::Genome(settlegate_rules::GenomeError::Expired(String::new())),
-            ]
-            .iter()
-            .map(Unavailable::code),
+        ];
+        let unavailable = [
+            Unavailable::Rpc(settlegate_actors::rpc_pool::RpcError::Transport(String::new())),
+            Unavailable::Store(settlegate_actors::replay_guard::StoreError::Corrupt(String::new())),
+            Unavailable::Genome(settlegate_rules::GenomeError::Expired(String::new())),
+        ];
+        let answered = codes(
+            &mut denials
+                .iter()
+                .map(Denial::code)
+                .chain(unavailable.iter().map(Unavailable::code)),
         );
-        codes.sort();
-        let mut sorted = documented;
-        sorted.sort();
-        assert_eq!(sorted, codes);
+        assert_eq!(sorted(enum_values("PaymentCode")), answered);
+        // Every code of `Code` is one of the two enums, documented once.
+        let mut all = enum_values("ErrorCode");
+        all.extend(enum_values("PaymentCode"));
+        assert_eq!(sorted(all), codes(&mut Code::ALL.iter().copied()));
     }
 
     #[test]

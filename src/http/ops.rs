@@ -127,7 +127,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         },
     };
     let endpoints = endpoint_status(&state, g.policy.chain_id, true).await;
-    let rpc_ok = endpoints.iter().any(|e| e.state == "healthy");
+    let rpc_ok = endpoints
+        .iter()
+        .any(|e| e.state == settlegate_actors::rpc_pool::EndpointState::Healthy);
     let ready = genome.state == "verified" && store.state == "ok" && rpc_ok;
     let rpc = RpcState {
         state: if rpc_ok { "ok" } else { "unavailable" },

@@ -1,11 +1,14 @@
 //! The HTTP edge's error type and its RFC 9457 `application/problem+json`
-//! rendering. One exhaustive `match` maps each error to its status and code,
-//! so a new error cannot reach a client without a decision about it.
+//! rendering. One exhaustive `match` maps each error to its [`Code`], which
+//! carries its status, so a new error cannot reach a client without a
+//! decision about it.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde::Serialize;
+
+use crate::code::Code;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -43,20 +46,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ApiError::CapabilityDenied(_) => "CAPABILITY_DENIED",
-            ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
-            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
-            ApiError::InvalidTxHash(_) => "INVALID_TX_HASH",
-            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            ApiError::Unauthorized(_) => "UNAUTHORIZED",
-            ApiError::RateLimited(_) => "RATE_LIMITED",
-            ApiError::UriTooLong(_) => "URI_TOO_LONG",
-            ApiError::HeadersTooLarge(..) => "HEADERS_TOO_LARGE",
-            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            ApiError::CapabilityDenied(_) => Code::CapabilityDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,
+            ApiError::InvalidRequest(_) => Code::InvalidRequest,
+            ApiError::InvalidTxHash(_) => Code::InvalidTxHash,
+            ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => Code::UnsupportedMediaType,
+            ApiError::Unauthorized(_) => Code::Unauthorized,
+            ApiError::RateLimited(_) => Code::RateLimited,
+            ApiError::UriTooLong(_) => Code::UriTooLong,
+            ApiError::HeadersTooLarge(..) => Code::HeadersTooLarge,
+            ApiError::RequestTimeout(_) => Code::RequestTimeout,
         }
     }
 
@@ -87,11 +90,6 @@ pub fn problem_builder(status: StatusCode) -> HttpResponseBuilder {
     b
 }
 
-/// `urn:settlegate:problem:<code in kebab case>`.
-pub fn problem_type(code: &str) -> String {
-    format!("urn:settlegate:problem:{}", code.to_ascii_lowercase().replace('_', "-"))
-}
-
 /// A problem+json body with the stable fields every settlegate error
 /// carries (402 and 503 add theirs: `respond::Problem`).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -99,58 +97,27 @@ pub fn problem_type(code: &str) -> String {
 pub struct ProblemBody<'a> {
     /// `urn:settlegate:problem:<code in kebab case>`.
     #[serde(rename = "type")]
-    #[schema(pattern = "^urn:settlegate:problem:[a-z-]+$")]
-    kind: String,
+    #[schema(value_type = String, pattern = "^urn:settlegate:problem:[a-z-]+$")]
+    kind: &'static str,
     title: &'a str,
     status: u16,
     /// What was wrong, for a person to read.
     detail: &'a str,
-    #[schema(value_type = ErrorCode)]
-    code: &'a str,
-}
-
-/// Every `code` of an [`ApiError`]. Documentation only: a unit test keeps
-/// it equal to [`ApiError::code`].
-#[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    CapabilityDenied,
-    NotFound,
-    MethodNotAllowed,
-    InvalidRequest,
-    InvalidTxHash,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    Unauthorized,
-    RateLimited,
-    UriTooLong,
-    HeadersTooLarge,
-    RequestTimeout,
+    #[schema(value_type = super::openapi::ErrorCode)]
+    code: Code,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::CapabilityDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InvalidRequest(_) | ApiError::InvalidTxHash(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
-            ApiError::HeadersTooLarge(..) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-        }
+        // unwrap: every code's status is a valid status (a unit test).
+        StatusCode::from_u16(self.code().status()).unwrap()
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let detail = self.to_string();
         let body = ProblemBody {
-            kind: problem_type(self.code()),
+            kind: self.code().problem_type(),
             title: self.title(),
             status: status.as_u16(),
             detail: &detail,
@@ -168,5 +135,45 @@ impl ResponseError for ApiError {
         }
         // unwrap: strings and a number always serialise.
         resp.body(serde_json::to_vec(&body).unwrap())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One of each variant: what the tests below go through.
+    pub(crate) fn every_api_error() -> [ApiError; 12] {
+        [
+            ApiError::CapabilityDenied("x"),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::InvalidRequest(String::new()),
+            ApiError::InvalidTxHash(String::new()),
+            ApiError::PayloadTooLarge(0),
+            ApiError::UnsupportedMediaType,
+            ApiError::Unauthorized(String::new()),
+            ApiError::RateLimited(1),
+            ApiError::UriTooLong(1),
+            ApiError::HeadersTooLarge(1, 1),
+            ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
+        ]
+    }
+
+    #[test]
+    fn each_error_answers_its_codes_status_and_type() {
+        for e in every_api_error() {
+            let code = e.code();
+            assert!(!code.is_payment(), "{code}");
+            let resp = e.error_response();
+            assert_eq!(resp.status().as_u16(), code.status(), "{code}");
+            let body = match actix_web::body::MessageBody::try_into_bytes(resp.into_body()) {
+                Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).unwrap(),
+                Err(_) => panic!("a fixed body"),
+            };
+            assert_eq!(body["code"], code.as_str());
+            assert_eq!(body["type"], code.problem_type());
+            assert_eq!(body["status"], code.status());
+        }
     }
 }

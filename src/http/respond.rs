@@ -21,6 +21,7 @@ use settlegate_rules::settlement::Reason;
 use time::OffsetDateTime;
 
 use super::problem::problem_builder;
+use crate::code::Code;
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 
 /// The response for `outcome` on `POST /v1/verify`.
@@ -193,8 +194,8 @@ pub(crate) struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
-    #[schema(value_type = PaymentCode)]
-    code: &'a str,
+    #[schema(value_type = super::openapi::PaymentCode)]
+    code: Code,
     /// Why verification failed (`VERIFICATION_FAILED`; sometimes `PAYMENT_PENDING`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Reason>)]
@@ -207,39 +208,10 @@ pub(crate) struct Problem<'a> {
     payment_info: Option<&'a RawValue>,
 }
 
-/// Every `code` a 402 or 503 carries: the codes of [`Denial`] and [`Unavailable`].
-/// Documentation only: a unit test keeps it equal to what the code answers.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(dead_code)]
-pub(crate) enum PaymentCode {
-    PaymentRequired,
-    MalformedCredential,
-    VerificationFailed,
-    PaymentPending,
-    Replayed,
-    RpcUnavailable,
-    ReplayStoreUnavailable,
-    GenomeUnavailable,
-}
-
 impl Problem<'_> {
     fn bytes(&self) -> Vec<u8> {
         // unwrap: these fields always serialise.
         serde_json::to_vec(self).unwrap()
-    }
-}
-
-/// `problem_type` for the codes rendered here, without a per-request
-/// allocation (a unit test keeps the two in step).
-fn static_problem_type(code: &str) -> &'static str {
-    match code {
-        "PAYMENT_PENDING" => "urn:settlegate:problem:payment-pending",
-        "REPLAYED" => "urn:settlegate:problem:replayed",
-        "RPC_UNAVAILABLE" => "urn:settlegate:problem:rpc-unavailable",
-        "REPLAY_STORE_UNAVAILABLE" => "urn:settlegate:problem:replay-store-unavailable",
-        "GENOME_UNAVAILABLE" => "urn:settlegate:problem:genome-unavailable",
-        _ => "about:blank",
     }
 }
 
@@ -286,14 +258,14 @@ fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpRespon
             "Challenge expired",
             failure_detail(*r),
         ),
-        Denial::Pending { detail, .. } => (static_problem_type(denial.code()), "Payment pending", detail),
+        Denial::Pending { detail, .. } => (denial.code().problem_type(), "Payment pending", detail),
         Denial::Failed(r) => (
             "https://paymentauth.org/problems/verification-failed",
             "Payment verification failed",
             failure_detail(*r),
         ),
         Denial::Replayed => (
-            static_problem_type(denial.code()),
+            denial.code().problem_type(),
             "Payment already used",
             "this payment was already used for another request",
         ),
@@ -338,7 +310,7 @@ pub fn unavailable(u: &Unavailable) -> HttpResponse {
         ),
     };
     let body = Problem {
-        kind: static_problem_type(u.code()),
+        kind: u.code().problem_type(),
         title,
         status: 503,
         detail,
@@ -373,24 +345,10 @@ fn failure_detail(r: Reason) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::problem::problem_type;
     use super::*;
     use settlegate_actors::replay_guard::StoreError;
     use settlegate_actors::rpc_pool::RpcError;
     use settlegate_rules::GenomeError;
-
-    #[test]
-    fn static_problem_types_are_the_kebab_case_urns() {
-        for code in [
-            "PAYMENT_PENDING",
-            "REPLAYED",
-            "RPC_UNAVAILABLE",
-            "REPLAY_STORE_UNAVAILABLE",
-            "GENOME_UNAVAILABLE",
-        ] {
-            assert_eq!(static_problem_type(code), problem_type(code));
-        }
-    }
 
     #[test]
     fn quoted_strings_escape_quotes_and_backslashes() {
@@ -419,6 +377,10 @@ mod tests {
             for secret in ["secret", "raw bytes", "at noon"] {
                 assert!(!body.contains(secret), "{body}");
             }
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["code"], u.code().as_str());
+            assert_eq!(json["type"], u.code().problem_type());
+            assert_eq!(json["status"], u.code().status());
         }
     }
 }

@@ -251,7 +251,7 @@ mod tests {
 
     fn refused(body: &[u8]) -> (&'static str, String) {
         let e = parse_body(body).unwrap_err();
-        (e.code(), e.to_string())
+        (e.code().as_str(), e.to_string())
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl<'a> Flow<'a> {
             return self.look(false, Step::Lookup { fresh_only: false });
         };
         if let Some(denial) = self.precheck(raw) {
-            tracing::info!(tx_hash = %self.req.hash, code = denial.code(), reason = denial.reason().map(|r| r.as_str()), "a pull-mode transaction refused before its broadcast");
+            tracing::info!(tx_hash = %self.req.hash, code = denial.code().as_str(), reason = denial.reason().map(|r| r.as_str()), "a pull-mode transaction refused before its broadcast");
             return self.answer(Answer::Denied(denial));
         }
         self.state = State::Reserving;

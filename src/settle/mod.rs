@@ -28,7 +28,7 @@ use settlegate_actors::coalescer::{Check, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
     Consume, ConsumedCache, CountRetry, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
-use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted};
+use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Stopped, Submitted};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::genome::VerifiedGenome;
 use settlegate_rules::mpp::Binding;
@@ -217,7 +217,7 @@ impl Settler {
     async fn lookup_direct(&self, lookup: Lookup) -> Result<Looked, RpcError> {
         let wait = self.lookup_timeout;
         let sent = self.rpc.send(Traced::new(lookup)).timeout(wait).await;
-        answered(sent, |e| rpc_lost(e, wait, "RPC pool")).map(|facts| Looked {
+        answered(sent, |e| rpc_lost(e, wait, Stopped::Pool)).map(|facts| Looked {
             facts: Arc::new(facts),
             fresh: true,
             remote: false,
@@ -232,7 +232,7 @@ impl Settler {
             .send(Traced::new(Check { lookup, fresh_only }))
             .timeout(wait)
             .await;
-        answered(sent, |e| rpc_lost(e, wait, "coalescer"))
+        answered(sent, |e| rpc_lost(e, wait, Stopped::Coalescer))
     }
 }
 
@@ -244,16 +244,11 @@ fn answered<T, E>(sent: Result<Result<T, E>, MailboxError>, lost: impl FnOnce(Ma
 
 /// A lookup whose mailbox gave no answer: out of time after `wait`, or the
 /// actor (`who`) stopped.
-fn rpc_lost(e: MailboxError, wait: Duration, who: &'static str) -> RpcError {
+fn rpc_lost(e: MailboxError, wait: Duration, who: Stopped) -> RpcError {
     match e {
         MailboxError::Timeout => RpcError::Timeout(wait),
-        MailboxError::Closed => stopped(who),
+        MailboxError::Closed => RpcError::Stopped(who),
     }
-}
-
-/// The error of an RPC-side actor that stopped.
-fn stopped(who: &'static str) -> RpcError {
-    RpcError::Transport(format!("the {who} stopped"))
 }
 
 fn unix_now() -> u64 {

@@ -240,12 +240,12 @@ impl Metrics {
             let labels = EndpointLabels {
                 endpoint: e.endpoint.clone(),
             };
-            self.endpoint_healthy
-                .get_or_create(&labels)
-                .set(i64::from(e.state == "healthy"));
+            self.endpoint_healthy.get_or_create(&labels).set(i64::from(
+                e.state == settlegate_actors::rpc_pool::EndpointState::Healthy,
+            ));
             self.endpoint_circuit_open
                 .get_or_create(&labels)
-                .set(i64::from(matches!(e.state, "open" | "half_open")));
+                .set(i64::from(e.state.circuit_open()));
         }
         self.genome_expires_in.set(expires_in.unwrap_or(1e12));
     }
@@ -262,7 +262,7 @@ impl Metrics {
         if let Outcome::Unavailable(u) = outcome {
             self.unavailable
                 .get_or_create(&UnavailableLabels {
-                    code: u.code(),
+                    code: u.code().as_str(),
                     cause: u.cause(),
                 })
                 .inc();

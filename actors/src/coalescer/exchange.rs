@@ -138,11 +138,10 @@ pub(super) fn publication(
 /// Whether another instance may take this error as its own answer: a fault
 /// of the chain, not of this instance (its pool stopped, its circuits open).
 pub(super) fn shareable(e: &RpcError) -> bool {
-    match e {
-        RpcError::AllCircuitsOpen | RpcError::Saturated(_) => false,
-        RpcError::Transport(m) => !m.contains("stopped"),
-        _ => true,
-    }
+    !matches!(
+        e,
+        RpcError::AllCircuitsOpen | RpcError::Saturated(_) | RpcError::Stopped(_)
+    )
 }
 
 /// The key instances share a lookup under: what the lookup reads. Hash

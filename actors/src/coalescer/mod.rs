@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 pub mod exchange;
 
 use crate::replay_guard::Expect;
-use crate::rpc_pool::{Lookup, RpcError, RpcPool};
+use crate::rpc_pool::{Lookup, RpcError, RpcPool, Stopped};
 pub use exchange::{Exchange, claim_ttl};
 use exchange::{publication, shared_key, shared_lookup};
 
@@ -449,7 +449,7 @@ pub(super) async fn ask_node(
     match pool.send(traced).timeout(timeout).await {
         Ok(r) => r.map(Arc::new),
         Err(MailboxError::Timeout) => Err(RpcError::Timeout(timeout)),
-        Err(MailboxError::Closed) => Err(RpcError::Transport("the RPC pool stopped".into())),
+        Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Pool)),
     }
 }
 

@@ -39,7 +39,7 @@ fn only_faults_of_the_chain_are_shared_and_claims_are_shorter_than_lookups() {
     assert!(shareable(&RpcError::Timeout(Duration::from_secs(1))));
     assert!(shareable(&RpcError::Transport("connection refused".into())));
     assert!(!shareable(&RpcError::AllCircuitsOpen));
-    assert!(!shareable(&RpcError::Transport("the RPC pool stopped".into())));
+    assert!(!shareable(&RpcError::Stopped(crate::rpc_pool::Stopped::Pool)));
     assert_eq!(claim_ttl(Duration::from_secs(5)), Duration::from_millis(1250));
     assert_eq!(claim_ttl(Duration::from_millis(400)), Duration::from_millis(250));
     assert_eq!(claim_ttl(Duration::from_secs(60)), Duration::from_secs(2));
