@@ -38,10 +38,9 @@ use crate::telemetry::metrics::Metrics;
 pub enum BootError {
     #[error(transparent)]
     Config(#[from] SettingsError),
-    /// What the settings name could not be set up (the seed variables, the
-    /// RPC client, the replay store, the certificates, the socket).
-    #[error("{0}")]
-    Setup(String),
+    /// What the settings name could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error(transparent)]
     Genome(#[from] GenomeError),
 }
@@ -55,9 +54,34 @@ impl BootError {
     }
 }
 
+/// What the settings name but the process could not set up; each in the
+/// words of its own layer (never quoting a secret or a URL).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Seed(#[from] settlegate_rules::seed::SeedError),
+    #[error(transparent)]
+    Rpc(#[from] settlegate_actors::rpc_pool::PoolError),
+    #[error(transparent)]
+    Store(#[from] settlegate_actors::store::OpenError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error(transparent)]
+    Secret(#[from] settlegate_rules::mpp::ShortSecret),
+    #[error("no randomness for the payment secret: {0}")]
+    Randomness(getrandom::Error),
+}
+
 /// A setup failure, in its own words.
-fn setup(e: impl std::fmt::Display) -> BootError {
-    BootError::Setup(e.to_string())
+fn setup(e: impl Into<SetupError>) -> BootError {
+    BootError::Setup(e.into())
 }
 
 pub struct Application {
@@ -145,9 +169,18 @@ impl Application {
             None => None,
         };
         // The genome is verified: only now may a socket exist.
-        let listener = TcpListener::bind(settings.listen)
-            .map_err(|e| setup(format!("cannot listen on {}: {e}", settings.listen)))?;
-        let local = listener.local_addr().map_err(setup)?;
+        let listener = TcpListener::bind(settings.listen).map_err(|source| {
+            setup(SetupError::Listen {
+                addr: settings.listen,
+                source,
+            })
+        })?;
+        let local = listener.local_addr().map_err(|source| {
+            setup(SetupError::Listen {
+                addr: settings.listen,
+                source,
+            })
+        })?;
         // A client that stops reading its answers loses its connection.
         if let Err(e) = crate::send_timeout::limit(&listener, settings.send_timeout) {
             tracing::warn!(error = %e,
@@ -246,7 +279,7 @@ impl Application {
             }
             None => server.listen(listener),
         }
-        .map_err(|e| setup(format!("cannot listen on {local}: {e}")))?
+        .map_err(|source| setup(SetupError::Listen { addr: local, source }))?
         .run();
         let g = genome.current();
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
@@ -354,7 +387,7 @@ fn payment_secrets(settings: &Settings) -> Result<Secrets, BootError> {
         Some(s) => s.expose().as_bytes().to_vec(),
         None => {
             let mut b = [0u8; 32];
-            getrandom::fill(&mut b).map_err(|e| setup(format!("no randomness for the payment secret: {e}")))?;
+            getrandom::fill(&mut b).map_err(|e| setup(SetupError::Randomness(e)))?;
             tracing::warn!(
                 "no payment.secret: Payment-scheme challenges use a random secret and only verify on this instance \
                  until it restarts; set payment.secret_file for several instances"
