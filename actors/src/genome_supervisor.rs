@@ -13,7 +13,7 @@
 //!   verifications answer 503 (fail closed) until a valid newer one arrives.
 //!
 //! Messages: [`Reload`]. Guarantee: the genome readers see has passed every
-//! check of `reference/genome.md` against the pinned keys.
+//! check of `settlegate_rules::genome` against the pinned keys.
 
 use std::path::PathBuf;
 use std::sync::Arc;

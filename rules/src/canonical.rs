@@ -8,7 +8,7 @@
 //! key `__proto__` (JavaScript drops it), and lone surrogates (serde_json
 //! already refuses those).
 //!
-//! Canonical bytes (genome.md): drop the top-level `signature` and
+//! Canonical bytes (Mathison's genome signing rule): drop the top-level `signature` and
 //! `signatures`, sort object keys recursively by byte order, keep array
 //! order, compact separators, UTF-8. The writer sorts explicitly instead of
 //! trusting `serde_json::Map`'s iteration order, which changes to insertion

@@ -1,8 +1,8 @@
 //! Payment credentials as they arrive in `Authorization` values, and the
 //! canonical transaction hash.
 //!
-//! The seed used the hash string as it came as its replay key, so `0xAB…`
-//! and `0xab…` were two payments (hole 2). [`TxHash`] parses every accepted
+//! A hash string used as it came would make `0xAB…` and `0xab…` two
+//! payments. [`TxHash`] parses every accepted
 //! spelling into 32 bytes and has exactly one display form, lower-case
 //! `0x…`, which is the coalescing key and the replay key.
 

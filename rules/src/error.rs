@@ -1,5 +1,4 @@
-//! The typed genome errors. Each variant has exactly one stable code from
-//! `reference/genome.md`; the code is what operators grep for and what the
+//! The typed genome errors. Each variant has exactly one stable code; the code is what operators grep for and what the
 //! boot line prints, so it is never derived from message text.
 
 /// Why a genome was refused.

@@ -1,6 +1,6 @@
 //! The genome: Mathison's signed `genome.v0.1` envelope carrying our
 //! `settlement` policy, and the checks that decide whether it may govern
-//! money (`reference/genome.md`).
+//! money.
 //!
 //! Verification order, each step's failure has its own code:
 //! strict parse → envelope schema → signatures against the *pinned* keys

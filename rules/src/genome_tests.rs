@@ -1,4 +1,4 @@
-//! Every genome code of `reference/genome.md`, produced by the condition it
+//! Every genome code ([`crate::GenomeError`]), produced by the condition it
 //! names, plus the attacks on Mathison's trust model.
 
 use serde_json::{Map, Value, json};

@@ -1,4 +1,4 @@
-//! Ed25519 key encodings shared with Mathison's tooling (genome.md):
+//! Ed25519 key encodings shared with Mathison's tooling:
 //! public keys as standard base64 of the 44-byte SPKI DER, private keys as
 //! standard base64 of the 48-byte PKCS#8 DER, signatures as base64 of the 64
 //! raw bytes. Only the exact DER prefixes are accepted: a key is either

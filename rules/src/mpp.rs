@@ -1,5 +1,5 @@
 //! The Machine Payments Protocol `Payment` HTTP authentication scheme, for
-//! the `tempo` method's `charge` intent (`reference/mpp.md`): challenges
+//! the `tempo` method's `charge` intent: challenges
 //! with stateless HMAC ids, credentials of both payload types (`hash`: the
 //! client broadcast the transaction; `transaction`: the client signed it and
 //! this service broadcasts it), the attribution memo that binds a payment to
@@ -7,8 +7,8 @@
 //!
 //! Pure: the secret, the time and the route's price are arguments.
 //!
-//! The binding is what closes the seed's hole 7 (whoever sees a hash on
-//! chain can redeem it first): a `Payment` credential settles only a
+//! The binding is what stops whoever sees a hash on chain from redeeming it
+//! first: a `Payment` credential settles only a
 //! transfer whose memo names this realm and the challenge id the credential
 //! echoes, and that challenge id is an HMAC only this service (and the
 //! instances sharing its secret) can mint.

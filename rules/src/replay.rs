@@ -293,8 +293,7 @@ pub const RECORD_TTL_MARGIN: Duration = Duration::from_secs(60);
 /// skew on both sides and a margin), and never less than the operator's
 /// floor. A later genome that widens the age window would reopen payments
 /// whose records expired, so no genome whose window outlasts the floor is
-/// accepted (`GenomeSource::load`): every record outlives every window. The
-/// seed kept its records 300 s and accepted payments of any age (hole 1).
+/// accepted (`GenomeSource::load`): every record outlives every window.
 pub fn record_ttl(policy: &SettlementPolicy, floor: Duration) -> Duration {
     let window = Duration::from_secs(
         policy

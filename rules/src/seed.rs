@@ -1,5 +1,5 @@
-//! The seed middleware's `TEMPO_*` environment variables
-//! (`reference/seed-behaviour.md`). `genome init` builds a policy from them;
+//! The `TEMPO_*` environment variables of the TypeScript middleware this
+//! service replaces. `genome init` builds a policy from them;
 //! `serve` refuses to boot when one is set and contradicts the genome, so an
 //! operator migrating from the seed cannot believe they charge 5 AlphaUSD
 //! while the signed genome says 1.

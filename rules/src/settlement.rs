@@ -8,15 +8,15 @@
 //! request's policy, and a node on another chain is an infrastructure fault
 //! (503), never a verdict on the payment.
 //!
-//! Holes of the seed closed here (`reference/seed-behaviour.md`):
-//! - logs count only when emitted by the policy's asset (hole 3), never by
-//!   looking at `tx.to`, which Tempo's 0x76 batches do not have (hole 9);
+//! Rules that a payment cannot get around:
+//! - logs count only when emitted by the policy's asset, never by looking at
+//!   `tx.to`, which Tempo's 0x76 batches do not have;
 //! - a `transferWithMemo` emits `Transfer` + `TransferWithMemo` for one
 //!   movement: the pair counts once;
 //! - the fee transfer to the fee manager is never a payment;
-//! - the age check is always on (hole 1) and refuses future timestamps;
+//! - the age check is always on and refuses future timestamps;
 //! - confirmations use a fresh head, and "not yet" is pending, never a
-//!   failure (hole 11).
+//!   failure.
 
 use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,7 @@ impl From<MemoRule> for Terms {
 ///
 /// - The Tempo scheme carries no challenge, so a policy that binds the memo
 ///   to a challenge cannot be met by it: whoever saw the hash on chain could
-///   redeem it otherwise (the seed's hole 7).
+///   redeem it otherwise.
 /// - The Payment scheme always needs the memo bound to the challenge its
 ///   credential echoes (`bound`), whatever the policy: that binding is the
 ///   scheme's protection, and every MPP client writes it.
