@@ -16,6 +16,7 @@
 //! through their `Addr` or, for the genome, a lock-free shared view.
 
 pub mod coalescer;
+pub mod counters;
 pub mod genome_supervisor;
 pub mod replay_guard;
 pub mod rpc_pool;
@@ -24,6 +25,8 @@ pub mod store;
 
 pub use genome_supervisor::{ActiveGenome, GenomeSource, GenomeSupervisor, Reload, ReloadCause, ReloadOutcome};
 pub use replay_guard::RedisTarget;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Turns off actix's per-sender mailbox limit (16 messages by default) for
 /// an actor on the request path: with a limit, a parked sender's messages
@@ -43,10 +46,29 @@ where
 /// them, so without a trace exporter they are disabled where they are made.
 pub const TRACE_TARGET: &str = "settlegate::trace";
 
+static TRACES_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (a trace exporter was started). Off, the
+/// spans that exist for traces only are not made at all, not even as
+/// disabled spans: [`Traced`] adds no span of its own, the store and RPC
+/// calls none.
+pub fn traces_on() -> bool {
+    TRACES_ON.load(Ordering::Relaxed)
+}
+
+/// Says whether spans are exported: once, at boot, before any request.
+pub fn set_traces_on(on: bool) {
+    TRACES_ON.store(on, Ordering::Relaxed);
+}
+
 /// A message with its sender's span: the actor's work for it is a child
 /// span named `<Actor> <Message>`, so one request is one trace across
 /// actor mailboxes. Each request-path actor handles `Traced<M>` for every
 /// `M` it answers with a future (`traced_handlers!`).
+///
+/// When nothing exports traces ([`traces_on`] is false) the work runs in
+/// the sender's span itself (the request's, whose fields every log line of
+/// the request carries), and without any span outside a request.
 pub struct Traced<M> {
     pub msg: M,
     pub parent: tracing::Span,
@@ -75,6 +97,13 @@ macro_rules! traced_handlers {
 
             fn handle(&mut self, t: $crate::Traced<$msg>, ctx: &mut Self::Context) -> Self::Result {
                 use tracing::Instrument as _;
+                if !$crate::traces_on() {
+                    if t.parent.is_disabled() {
+                        return <Self as actix::Handler<$msg>>::handle(self, t.msg, ctx);
+                    }
+                    let fut = t.parent.in_scope(|| <Self as actix::Handler<$msg>>::handle(self, t.msg, ctx));
+                    return Box::pin(fut.instrument(t.parent));
+                }
                 let span = tracing::info_span!(
                     target: $crate::TRACE_TARGET,
                     parent: &t.parent,

@@ -44,6 +44,7 @@ use settlegate_rules::settlement::{BlockHeader, ChainFacts, Receipt};
 use tracing::Instrument;
 use url::Url;
 
+use crate::counters::Resolved;
 use crate::rpc_transport::{BoundedHttp, HttpFault, TransportBuildError, http_client};
 
 pub const FAILURES_TO_OPEN: u32 = 3;
@@ -305,6 +306,10 @@ struct Endpoint {
     label: String,
     redactor: Redactor,
     health: Mutex<Health>,
+    /// Its series of the pool's metrics, resolved once: calls by (method,
+    /// outcome), HTTP round trips and their latency by (outcome, "").
+    calls: Resolved<Counter>,
+    http: Resolved<(Counter, Histogram)>,
 }
 
 /// Where an endpoint stands for a policy's chain, as `/readyz` and the
@@ -453,6 +458,8 @@ impl RpcPool {
                     chain_checked: false,
                     last_error: None,
                 }),
+                calls: Resolved::default(),
+                http: Resolved::default(),
             });
         }
         Ok(RpcPool {
@@ -772,45 +779,69 @@ impl Shared {
     ) -> Result<T, RpcError> {
         let started = Instant::now();
         let e = &self.endpoints[i];
-        let span = tracing::info_span!(
-            target: crate::TRACE_TARGET,
-            "rpc_call",
-            otel.name = methods.first().copied().unwrap_or("rpc"),
-            otel.kind = "client",
-            rpc.system.name = "jsonrpc",
-            rpc.method = %methods.join(","),
-            server.address = %e.label,
-            outcome = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
-        let result = call
-            .instrument(span.clone())
-            .await
-            .map_err(|x| classify(x, &e.redactor));
+        // none when nothing exports traces
+        let span = crate::traces_on().then(|| {
+            tracing::info_span!(
+                target: crate::TRACE_TARGET,
+                "rpc_call",
+                otel.name = methods.first().copied().unwrap_or("rpc"),
+                otel.kind = "client",
+                rpc.system.name = "jsonrpc",
+                rpc.method = %methods.join(","),
+                server.address = %e.label,
+                outcome = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        });
+        let result = match &span {
+            Some(span) => call.instrument(span.clone()).await,
+            None => call.await,
+        }
+        .map_err(|x| classify(x, &e.redactor));
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        span.record("outcome", outcome);
-        if let Err(err) = &result {
-            span.record("error.type", err.cause());
+        if let Some(span) = &span {
+            span.record("outcome", outcome);
+            if let Err(err) = &result {
+                span.record("error.type", err.cause());
+            }
         }
         for &method in methods {
-            self.metrics
-                .calls
-                .get_or_create(&RpcLabels {
-                    endpoint: e.label.clone(),
-                    method,
-                    outcome,
-                })
-                .inc();
+            e.calls.with(
+                method,
+                outcome,
+                || {
+                    self.metrics
+                        .calls
+                        .get_or_create(&RpcLabels {
+                            endpoint: e.label.clone(),
+                            method,
+                            outcome,
+                        })
+                        .clone()
+                },
+                |c| {
+                    c.inc();
+                },
+            );
         }
-        let labels = HttpLabels {
-            endpoint: e.label.clone(),
+        let took = started.elapsed().as_secs_f64();
+        e.http.with(
             outcome,
-        };
-        self.metrics.http.get_or_create(&labels).inc();
-        self.metrics
-            .latency
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            "",
+            || {
+                let labels = HttpLabels {
+                    endpoint: e.label.clone(),
+                    outcome,
+                };
+                let http = self.metrics.http.get_or_create(&labels).clone();
+                let latency = self.metrics.latency.get_or_create(&labels).clone();
+                (http, latency)
+            },
+            |(http, latency)| {
+                http.inc();
+                latency.observe(took);
+            },
+        );
         let health = match &result {
             Err(e) if not_a_fault(e) => Ok(()),
             other => other.as_ref().map(|_| ()),

@@ -72,16 +72,22 @@ pub fn init(buffer_lines: usize, json: bool, otel: Option<&Otel>) -> Result<Tele
 
     let (log, lines) = logs::layer(buffer_lines, json);
     let traces = otel.map(traces::start).transpose()?;
-    let trace_layer = traces.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("settlegate"))
-            // source locations, thread ids and busy/idle times are not
-            // worth their cost on every span of every request
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
-    tracing_subscriber::registry().with(lines).with(trace_layer).init();
+    match &traces {
+        Some(p) => {
+            let trace_layer = tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("settlegate"))
+                // source locations, thread ids and busy/idle times are not
+                // worth their cost on every span of every request
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+            tracing_subscriber::registry().with(lines).with(trace_layer).init();
+        }
+        // No trace layer at all (not an absent one, which would answer
+        // "always" for every call site): the log layer's filter then
+        // disables the spans that exist for traces where they are made.
+        None => tracing_subscriber::registry().with(lines).init(),
+    }
     Ok(TelemetryGuard { traces, _log: log })
 }

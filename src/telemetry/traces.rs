@@ -12,9 +12,12 @@
 //!
 //! Spans that exist only for traces use the target [`TRACE_TARGET`]: the
 //! log layer ignores them, so without an exporter they are disabled at
-//! their call site and cost next to nothing.
+//! their call site, and the actors do not even make them
+//! ([`settlegate_actors::traces_on`], which [`start`] turns on). The
+//! request span stays either way: its fields are on every log line of the
+//! request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -41,13 +44,12 @@ const BATCH_DELAY: Duration = Duration::from_millis(500);
 /// Bound on one export call.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// Whether spans are exported (an endpoint is configured).
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    settlegate_actors::traces_on()
 }
 
 /// Spans dropped so far: the queue was full, or their export failed.
@@ -229,7 +231,7 @@ pub fn start(config: &Otel) -> Result<opentelemetry_sdk::trace::SdkTracerProvide
         .spawn(move || run_exporter(thread_config, rx, ready))
         .map_err(TelemetryError::Thread)?;
     is_ready.recv().map_err(|_| TelemetryError::ThreadStopped)??;
-    ENABLED.store(true, Ordering::Relaxed);
+    settlegate_actors::set_traces_on(true);
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_span_processor(QueueProcessor { tx })
         .with_resource(resource(config))

@@ -35,6 +35,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tracing::Instrument;
 
+use crate::counters::Resolved;
+
 /// Why the store gave no trustworthy answer. Each is a 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -248,6 +250,26 @@ pub struct StoreOpLabels {
 /// trip to the store.
 pub type StoreOps = Family<StoreOpLabels, Counter>;
 
+/// [`StoreOps`] with its counters resolved once per (op, outcome).
+#[derive(Clone)]
+struct OpCounters {
+    family: StoreOps,
+    resolved: Arc<Resolved<Counter>>,
+}
+
+impl OpCounters {
+    fn inc(&self, op: &'static str, outcome: &'static str) {
+        self.resolved.with(
+            op,
+            outcome,
+            || self.family.get_or_create(&StoreOpLabels { op, outcome }).clone(),
+            |c| {
+                c.inc();
+            },
+        );
+    }
+}
+
 /// A store with its bounds: every operation under `timeout`, at most
 /// `max_in_flight` at once (more are `Saturated` at once), each counted
 /// and traced. Cheap to clone; the guard and the exchange share one.
@@ -255,7 +277,7 @@ pub type StoreOps = Family<StoreOpLabels, Counter>;
 pub struct Bounded {
     store: Arc<dyn Store>,
     timeout: Duration,
-    ops: StoreOps,
+    ops: OpCounters,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
 }
@@ -265,7 +287,10 @@ impl Bounded {
         Bounded {
             store,
             timeout,
-            ops,
+            ops: OpCounters {
+                family: ops,
+                resolved: Arc::default(),
+            },
             in_flight: Arc::default(),
             max_in_flight: usize::MAX,
         }
@@ -319,41 +344,39 @@ impl Bounded {
         let ops = self.ops.clone();
         let max = self.max_in_flight;
         let slot = InFlight::take(&self.in_flight, max);
-        // The operation may run in a spawned task: its span names its
-        // parent (the message's) explicitly.
-        let span = tracing::info_span!(
-            target: crate::TRACE_TARGET,
-            "store_op",
-            otel.name = name,
-            otel.kind = "client",
-            db.system.name = store.system(),
-            db.operation.name = name,
-            outcome = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
+        // A child of the current span (the message's), made where the
+        // operation is asked for; none when nothing exports traces.
+        let span = crate::traces_on().then(|| {
+            tracing::info_span!(
+                target: crate::TRACE_TARGET,
+                "store_op",
+                otel.name = name,
+                otel.kind = "client",
+                db.system.name = store.system(),
+                db.operation.name = name,
+                outcome = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        });
         async move {
             let Some(_slot) = slot else {
-                ops.get_or_create(&StoreOpLabels {
-                    op: name,
-                    outcome: "saturated",
-                })
-                .inc();
+                ops.inc(name, "saturated");
                 return Err(StoreError::Saturated(max));
             };
-            let result = tokio::time::timeout(within, op(store))
-                .instrument(span.clone())
-                .await
-                .unwrap_or(Err(StoreError::Timeout));
-            let label = result.as_ref().map_or("error", outcome);
-            span.record("outcome", label);
-            if let Err(e) = &result {
-                span.record("error.type", e.cause());
+            let bounded = tokio::time::timeout(within, op(store));
+            let result = match &span {
+                Some(span) => bounded.instrument(span.clone()).await,
+                None => bounded.await,
             }
-            ops.get_or_create(&StoreOpLabels {
-                op: name,
-                outcome: label,
-            })
-            .inc();
+            .unwrap_or(Err(StoreError::Timeout));
+            let label = result.as_ref().map_or("error", outcome);
+            if let Some(span) = &span {
+                span.record("outcome", label);
+                if let Err(e) = &result {
+                    span.record("error.type", e.cause());
+                }
+            }
+            ops.inc(name, label);
             result
         }
     }
