@@ -531,9 +531,9 @@ async fn a_dead_instances_lookup_claim_holds_a_payment_only_until_it_expires() {
     let app = Served::start(&env);
     ready(&app).await;
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
     let claim = format!(
-        "{}lookup:{{42431:{}:0}}:claim",
-        env["SETTLEGATE_REDIS__KEY_PREFIX"],
+        "{prefix}lookup:{{{prefix}replay:{}}}:42431:0:claim",
         hash.to_lowercase()
     );
     let before = chain.calls(RECEIPT);
@@ -610,10 +610,8 @@ async fn forged_facts_in_redis_never_settle_a_payment() {
     let forged = format!("0x{}", "f0".repeat(32));
     receipt["transactionHash"] = forged.clone().into();
     let facts = json!({ "receipt": receipt, "block": null, "head": null });
-    let key = format!(
-        "{}lookup:{{42431:{forged}:0}}:result",
-        env["SETTLEGATE_REDIS__KEY_PREFIX"]
-    );
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
+    let key = format!("{prefix}lookup:{{{prefix}replay:{forged}}}:42431:0:result");
     // `<hold until>|<publication>`, the exchange's one typed format.
     let publication = json!({ "claim": "forger", "outcome": { "facts": facts } });
     let record = format!("99999999999999|{publication}");
