@@ -199,8 +199,8 @@ impl Application {
             },
             metrics.coalescer.clone(),
         );
-        // With Redis, every instance on it shares each lookup.
-        let coalescer = if settings.redis.is_some() {
+        // With Redis, every instance on it shares each lookup (a setting).
+        let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
             coalescer.share_through(Exchange::new(store))
         } else {
             coalescer

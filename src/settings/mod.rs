@@ -65,6 +65,9 @@ pub struct Settings {
     pub rpc_expose_endpoint_hosts: bool,
     /// How long a refusing lookup result keeps answering (0: off).
     pub coalescer_window: Duration,
+    /// Instances on one Redis share each lookup (claim, publication) and
+    /// answer a payment another consumed from the claim.
+    pub coalescer_share_across_instances: bool,
     /// Distinct lookups in flight at most; beyond: 503 at once.
     pub max_lookups_in_flight: usize,
     /// Replay-store operations in flight at most; beyond: 503 at once.
@@ -148,6 +151,7 @@ impl Settings {
             rpc_probe_interval: rpc.probe_interval,
             rpc_expose_endpoint_hosts: rpc.expose_endpoint_hosts,
             coalescer_window: rpc.coalescer_window,
+            coalescer_share_across_instances: rpc.share_across_instances,
             max_lookups_in_flight: rpc.max_lookups_in_flight,
             redis_max_ops_in_flight: replay.max_ops_in_flight,
             redis: replay.redis,

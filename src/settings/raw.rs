@@ -82,6 +82,7 @@ pub(super) struct RawIdempotency {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCoalescer {
     pub(super) window_ms: u64,
+    pub(super) share_across_instances: bool,
 }
 
 #[derive(Deserialize)]

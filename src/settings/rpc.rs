@@ -1,7 +1,8 @@
 //! `[rpc]` and `[coalescer]`: the Tempo endpoints (from `rpc.urls`, a URL
 //! file, or the seed's `TEMPO_RPC_URL`; never echoed with what they carry),
-//! per-call and per-lookup deadlines, and how long a lookup's refusal is
-//! kept for the requests that follow it.
+//! per-call and per-lookup deadlines, how long a lookup's refusal is kept
+//! for the requests that follow it, and whether instances on one Redis
+//! share their lookups.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub(super) struct Rpc {
     pub expose_endpoint_hosts: bool,
     pub max_lookups_in_flight: usize,
     pub coalescer_window: Duration,
+    pub share_across_instances: bool,
 }
 
 pub(super) fn validate(
@@ -64,6 +66,7 @@ pub(super) fn validate(
         expose_endpoint_hosts: raw.expose_endpoint_hosts,
         max_lookups_in_flight: raw.max_lookups_in_flight,
         coalescer_window,
+        share_across_instances: coalescer.share_across_instances,
     })
 }
 
@@ -221,5 +224,18 @@ mod tests {
             e.to_string().contains("disagree") && !e.to_string().contains("rpc-pass"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn lookups_are_shared_across_instances_unless_turned_off() {
+        let k = key(1);
+        let share = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("SETTLEGATE_TRUST__KEYS", &k as &str)];
+            pairs.extend_from_slice(extra);
+            load(&pairs).map(|s| s.coalescer_share_across_instances)
+        };
+        assert!(share(&[]).unwrap(), "on by default");
+        assert!(!share(&[("SETTLEGATE_COALESCER__SHARE_ACROSS_INSTANCES", "false")]).unwrap());
+        assert!(share(&[("SETTLEGATE_COALESCER__SHARE_ACROSS_INSTANCES", "maybe")]).is_err());
     }
 }

@@ -11,6 +11,9 @@
 //!   other settled check gets the winning record and answers `REPLAYED`, or
 //!   the idempotent retry once the store counts it within the limit. A store
 //!   that cannot count is a 503, never an uncounted 200.
+//! - A record read with the lookup's claim (another instance consumed the
+//!   payment) answers as the consumed cache does: REPLAYED, or the counted
+//!   idempotent retry; an unreadable one is a 503.
 //! - Facts held from an earlier lookup, or learnt from another instance, may
 //!   refuse, never settle: a settled verdict on them follows the consume in
 //!   flight here, waits for the other instance's record, then asks the node
@@ -68,7 +71,8 @@ pub enum Step {
     /// [`Event::Released`].
     Release,
     /// Ask the coalescer (shared lookups); `fresh_only` skips its hold
-    /// window. Answered by [`Event::Looked`].
+    /// window. Answered by [`Event::Looked`], or by [`Event::FoundConsumed`]
+    /// when another instance's record came with the lookup's claim.
     Lookup { fresh_only: bool },
     /// Ask the node directly, after this presentation's own broadcast.
     /// Answered by [`Event::Looked`].
@@ -97,6 +101,9 @@ pub enum Event {
     Broadcast(Result<Submitted, RpcError>),
     Released,
     Looked(Result<Looked, RpcError>),
+    /// The payment's record, read with the lookup's claim (another
+    /// instance consumed it); an unreadable one is an error.
+    FoundConsumed(Result<Arc<ReplayRecord>, StoreError>),
     Followed(Result<Option<Arc<ReplayRecord>>, StoreError>),
     Awaited(Result<Option<Arc<ReplayRecord>>, StoreError>),
     Consumed(Result<Consumed, StoreError>),
@@ -265,6 +272,11 @@ impl<'a> Flow<'a> {
                     }
                     self.decide(verdict, &looked.facts, now)
                 }
+            },
+            // Consumed elsewhere: answered as from the consumed cache.
+            (State::Looking { .. }, Event::FoundConsumed(found)) => match found {
+                Ok(record) => self.replayed(&record, now),
+                Err(e) => self.unavailable(Unavailable::Store(e)),
             },
             (State::Following { remote }, Event::Followed(followed)) => match followed {
                 Ok(Some(record)) => self.replayed(&record, now),

@@ -406,6 +406,62 @@ fn every_branch_takes_its_step() {
                 Step::Answer(Answer::Unavailable(Unavailable::Rpc(rpc_error()))),
             )],
         ),
+        // Another instance's record, read with the lookup's claim: answered
+        // as the consumed cache answers.
+        case(
+            "consumed elsewhere, another request",
+            &p,
+            &plain,
+            lookup(),
+            vec![(
+                Event::FoundConsumed(Ok(theirs.clone().unwrap())),
+                denied(Denial::Replayed),
+            )],
+        ),
+        case(
+            "consumed elsewhere, a retry counted within the limit",
+            &p,
+            &keyed,
+            lookup(),
+            vec![
+                (Event::FoundConsumed(Ok(mine.clone().unwrap())), count()),
+                (Event::Counted(Ok(1)), retried(&keyed, &p)),
+            ],
+        ),
+        case(
+            "consumed elsewhere, a retry past the limit",
+            &p,
+            &keyed,
+            lookup(),
+            vec![
+                (Event::FoundConsumed(Ok(mine.clone().unwrap())), count()),
+                (Event::Counted(Ok(3)), denied(Denial::Replayed)),
+            ],
+        ),
+        case(
+            "consumed elsewhere, an unreadable record",
+            &p,
+            &tempo_,
+            lookup(),
+            vec![(
+                Event::FoundConsumed(Err(StoreError::Corrupt("x".into()))),
+                Step::Answer(Answer::Unavailable(Unavailable::Store(StoreError::Corrupt("x".into())))),
+            )],
+        ),
+        case(
+            "held facts settle, the fresh lookup finds it consumed elsewhere",
+            &p,
+            &plain,
+            lookup(),
+            vec![
+                (paid(&plain, Source::Held), Step::Follow),
+                (Event::Followed(Ok(None)), again()),
+                (
+                    Event::FoundConsumed(Ok(theirs.clone().unwrap())),
+                    denied(Denial::Replayed),
+                ),
+            ],
+        ),
         // Held facts may refuse, never settle.
         case(
             "held facts settle: follow the consume here",
@@ -817,13 +873,22 @@ impl Sim<'_> {
                 store.reserved = false;
                 Event::Released
             }
-            Step::Lookup { .. } | Step::LookupDirect => match c % 8 {
+            Step::Lookup { .. } | Step::LookupDirect => match c % 10 {
                 0 | 1 => paid(self.req, Source::Fresh),
                 2 => paid(self.req, Source::Held),
                 3 => paid(self.req, Source::Remote),
                 4 => not_visible(Source::Fresh),
                 5 => short(Source::Fresh),
                 6 => reverted(),
+                // The claim read the record another flow wrote (only a
+                // shared lookup reads it), or an unreadable one.
+                8 if matches!(step, Step::Lookup { .. }) => match store.current() {
+                    Some(record) => Event::FoundConsumed(Ok(record)),
+                    None => paid(self.req, Source::Fresh),
+                },
+                9 if matches!(step, Step::Lookup { .. }) => {
+                    Event::FoundConsumed(Err(StoreError::Corrupt("unreadable".into())))
+                }
                 _ => Event::Looked(Err(rpc_error())),
             },
             Step::Follow => Event::Followed(store.read(c)),

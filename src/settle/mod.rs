@@ -13,6 +13,9 @@
 //! - Every check of one canonical hash that overlaps another shares its
 //!   chain lookup, whatever it finds (the `Coalescer`); nothing is claimed
 //!   before the lookup, so no waiter ever turns into a second lookup.
+//! - A payment another instance consumed is answered from the record the
+//!   lookup's claim read (sharing on), with no lookup at the node; the
+//!   record goes into the `ConsumedCache`.
 //! - A consume that has begun runs to its end on the actors' arbiter even
 //!   if the caller goes away: it is finished and recorded, never half done.
 
@@ -24,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Addr, ArbiterHandle, MailboxError};
 use alloy_primitives::Bytes;
 use settlegate_actors::Traced;
-use settlegate_actors::coalescer::{Check, Coalescer, Looked};
+use settlegate_actors::coalescer::{Check, Checked, Coalescer, Looked};
 use settlegate_actors::replay_guard::{
     Consume, ConsumedCache, CountRetry, Follow, Recall, RecallNow, Release, ReplayGuard, Reserve, StoreError,
 };
@@ -163,7 +166,16 @@ impl Settler {
                     self.guard.do_send(Release(hash));
                     Event::Released
                 }
-                Step::Lookup { fresh_only } => Event::Looked(self.check(lookup, fresh_only).await),
+                Step::Lookup { fresh_only } => match self.check(lookup, fresh_only).await {
+                    Ok(Checked::Looked(looked)) => Event::Looked(Ok(looked)),
+                    Ok(Checked::Consumed(found)) => {
+                        if let Ok(record) = &found {
+                            self.consumed.insert(hash, record.clone());
+                        }
+                        Event::FoundConsumed(found)
+                    }
+                    Err(e) => Event::Looked(Err(e)),
+                },
                 Step::LookupDirect => Event::Looked(self.lookup_direct(lookup).await),
                 Step::Follow => Event::Followed(self.ask_guard(Follow(hash)).await),
                 Step::AwaitRecord { bound } => Event::Awaited(self.await_record(hash, bound).await),
@@ -224,7 +236,7 @@ impl Settler {
         })
     }
 
-    async fn check(&self, lookup: Lookup, fresh_only: bool) -> Result<Looked, RpcError> {
+    async fn check(&self, lookup: Lookup, fresh_only: bool) -> Result<Checked, RpcError> {
         // The coalescer bounds the lookup; this only guards its mailbox.
         let wait = self.lookup_timeout + Duration::from_secs(1);
         let sent = self

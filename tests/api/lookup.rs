@@ -531,9 +531,9 @@ async fn a_dead_instances_lookup_claim_holds_a_payment_only_until_it_expires() {
     let app = Served::start(&env);
     ready(&app).await;
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
     let claim = format!(
-        "{}lookup:{{42431:{}:0}}:claim",
-        env["SETTLEGATE_REDIS__KEY_PREFIX"],
+        "{prefix}lookup:{{{prefix}replay:{}}}:42431:0:claim",
         hash.to_lowercase()
     );
     let before = chain.calls(RECEIPT);
@@ -610,10 +610,8 @@ async fn forged_facts_in_redis_never_settle_a_payment() {
     let forged = format!("0x{}", "f0".repeat(32));
     receipt["transactionHash"] = forged.clone().into();
     let facts = json!({ "receipt": receipt, "block": null, "head": null });
-    let key = format!(
-        "{}lookup:{{42431:{forged}:0}}:result",
-        env["SETTLEGATE_REDIS__KEY_PREFIX"]
-    );
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
+    let key = format!("{prefix}lookup:{{{prefix}replay:{forged}}}:42431:0:result");
     // `<hold until>|<publication>`, the exchange's one typed format.
     let publication = json!({ "claim": "forger", "outcome": { "facts": facts } });
     let record = format!("99999999999999|{publication}");
@@ -634,4 +632,104 @@ async fn forged_facts_in_redis_never_settle_a_payment() {
     );
     // And the real payment still settles, once.
     assert_eq!(app.verify_hash(&real).await.status, 200);
+}
+
+/// A payment another instance consumed is refused from the claim's answer:
+/// the lookup's claim reads the record in the same script, so the node is
+/// not asked at all (counted at anvil). Presented after the holder's
+/// publication has left its hold window, so nothing but the record can
+/// answer; an idempotent retry of the settled request is answered from it
+/// too, counted in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_another_instance_consumed_is_refused_without_a_lookup() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_COALESCER__WINDOW_MS".into(), "50".into());
+    let (a, b) = (Served::start(&env), Served::start(&env));
+    ready(&a).await;
+    ready(&b).await;
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let body = json!({ "tx_hash": hash, "resource": "GET /a" });
+    let key = [("Idempotency-Key", "order-c-7d1e5c0a9b")];
+    let paid = a.verify(body.clone(), &key).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    // Past the publication's hold: only the record can answer now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = chain.calls(RECEIPT);
+    let v = b.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{:?}", v.body);
+    assert_eq!(chain.calls(RECEIPT) - before, 0, "no receipt lookup at the node for B");
+    // The record went into B's consumed cache: answered from memory now.
+    let hits = b.metric("settlegate_replay_cache_hits_total").await;
+    let again = b.verify_hash(&hash).await;
+    assert_eq!((again.status, again.code()), (402, "REPLAYED"));
+    assert_eq!(b.metric("settlegate_replay_cache_hits_total").await, hits + 1);
+
+    // A retry on a third instance: its 200 from the record, no lookup.
+    let c = Served::start(&env);
+    ready(&c).await;
+    let before = chain.calls(RECEIPT);
+    let retry = c.verify(body.clone(), &key).await;
+    assert_eq!(
+        (retry.status, retry.body["idempotent_replay"].as_bool()),
+        (200, Some(true)),
+        "{:?}",
+        retry.body
+    );
+    assert_eq!(retry.body["block_number"], paid.body["block_number"]);
+    assert_eq!(chain.calls(RECEIPT) - before, 0, "no receipt lookup at the node for C");
+}
+
+/// With `coalescer.share_across_instances = false` a fresh payment costs
+/// only its consume at Redis: no claim, no publication, no lookup key. It
+/// still settles once across instances: the other instance asks the node
+/// itself and is refused by the consume's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sharing_a_fresh_payment_costs_only_its_consume_at_redis() {
+    let chain = Chain::start();
+    let redis = OwnRedis::start_on(free_port());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis.url());
+    env.insert("SETTLEGATE_COALESCER__SHARE_ACROSS_INSTANCES".into(), "false".into());
+    let (a, b) = (Served::start(&env), Served::start(&env));
+    ready(&a).await;
+    ready(&b).await;
+    // The first consume loads its script and measures the clock offset.
+    let warm = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    assert_eq!(a.verify_hash(&warm).await.status, 200);
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let before = redis.commands();
+    let paid = a.verify_hash(&hash).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    let after = redis.commands();
+    // Commands a script runs count too: the consume's is TIME, GET, SET
+    // (TIME also measures the clock offset when a sample was slow).
+    let spent: HashMap<String, u64> = after
+        .iter()
+        .map(|(c, n)| (c.clone(), n - before.get(c).copied().unwrap_or(0)))
+        .filter(|(c, n)| *n > 0 && c != "time")
+        .collect();
+    let consume = HashMap::from([("evalsha".to_owned(), 1), ("get".to_owned(), 1), ("set".to_owned(), 1)]);
+    assert_eq!(spent, consume, "the consume's commands only");
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
+    let scan = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            &format!("{prefix}lookup:*"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&scan.stdout).trim(), "", "no lookup keys");
+
+    let node = chain.calls(RECEIPT);
+    let v = b.verify_hash(&hash).await;
+    assert_eq!((v.status, v.code()), (402, "REPLAYED"), "{:?}", v.body);
+    assert_eq!(chain.calls(RECEIPT) - node, 1, "B asked the node itself");
 }

@@ -10,6 +10,13 @@
 //! but never mint a 200 with forged facts. A publication that does not
 //! decode is no result: the caller claims again. If the store cannot
 //! coordinate, the instance looks up alone.
+//!
+//! A lookup's keys sit in its payment's record slot, so the claim reads the
+//! record first: a payment another instance consumed is answered from its
+//! record ([`Found::Consumed`]) with no lookup at the node. That record
+//! only ever refuses (REPLAYED, or an idempotent retry counted by the
+//! store); one that does not decode is corrupt, a 503, never "free". A
+//! record still waiting for its replicas is no answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +25,12 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use settlegate_rules::settlement::ChainFacts;
 
+use settlegate_rules::replay::ReplayRecord;
+
 use super::{CoalescerMetrics, Source, ask_node};
+use crate::replay_guard::lost_reply;
 use crate::rpc_pool::{Lookup, RpcError, RpcPool};
-use crate::store::{Bounded, Claim, Store, StoreError};
+use crate::store::{Bounded, Claim, LookupKeys, Store, StoreError};
 
 /// What a claim's holder published.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,13 +68,25 @@ impl Exchange {
         Exchange { store }
     }
 
-    async fn claim(&self, key: &str, id: &str, ttl: Duration, want_held: bool) -> Result<Claim, StoreError> {
-        let (key, id) = (key.to_owned(), id.to_owned());
+    /// The keys `key`'s lookup is shared under, made once per lookup.
+    pub(super) fn keys(&self, key: &Lookup) -> Arc<LookupKeys> {
+        Arc::new(self.store.store().lookup_keys(&record_key(key), &shared_key(key)))
+    }
+
+    pub(super) async fn claim(
+        &self,
+        keys: &Arc<LookupKeys>,
+        id: &Arc<str>,
+        ttl: Duration,
+        want_held: bool,
+    ) -> Result<Claim, StoreError> {
+        let (keys, id) = (keys.clone(), id.clone());
         self.store
             .run(
                 "lookup_claim",
-                move |s: Arc<dyn Store>| async move { s.claim(&key, &id, ttl, want_held).await },
+                move |s: Arc<dyn Store>| async move { s.claim(&keys, &id, ttl, want_held).await },
                 |c| match c {
+                    Claim::Consumed(_) => "consumed",
                     Claim::Held(..) => "held",
                     Claim::Claimed => "claimed",
                     Claim::Wait(_) => "wait",
@@ -73,18 +95,31 @@ impl Exchange {
             .await
     }
 
-    /// The publication of `key` (if any, and readable) and its claim now.
-    async fn poll(&self, key: &str) -> Result<(Option<Publication>, Option<String>), StoreError> {
-        let key = key.to_owned();
+    /// The publication of `keys` (if any, and readable), its claim now,
+    /// and the payment's record if the store read it.
+    pub(super) async fn poll(&self, keys: &Arc<LookupKeys>) -> Result<Polled, StoreError> {
+        let keys = keys.clone();
         let poll = self
             .store
             .run(
                 "lookup_poll",
-                move |s: Arc<dyn Store>| async move { s.poll(&key).await },
-                |p| if p.published.is_some() { "published" } else { "waiting" },
+                move |s: Arc<dyn Store>| async move { s.poll(&keys).await },
+                |p| {
+                    if p.consumed.is_some() {
+                        "consumed"
+                    } else if p.published.is_some() {
+                        "published"
+                    } else {
+                        "waiting"
+                    }
+                },
             )
             .await?;
-        Ok((poll.published.as_deref().and_then(Publication::decode), poll.claim))
+        Ok(Polled {
+            published: poll.published.as_deref().and_then(Publication::decode),
+            claim: poll.claim,
+            consumed: poll.consumed.as_deref().map(record),
+        })
     }
 
     /// Publishes for the other instances, held `hold` for new checks and
@@ -92,7 +127,7 @@ impl Exchange {
     /// still ours (a late result never overwrites a newer one).
     pub(super) async fn publish(
         &self,
-        key: String,
+        keys: Arc<LookupKeys>,
         publication: &Publication,
         hold: Duration,
         ttl: Duration,
@@ -102,18 +137,18 @@ impl Exchange {
         self.store
             .run(
                 "lookup_publish",
-                move |s: Arc<dyn Store>| async move { s.publish(&key, &id, &body, hold, ttl).await },
+                move |s: Arc<dyn Store>| async move { s.publish(&keys, &id, &body, hold, ttl).await },
                 |_| "ok",
             )
             .await
     }
 
-    async fn renew(&self, key: &str, id: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let (key, id) = (key.to_owned(), id.to_owned());
+    async fn renew(&self, keys: &Arc<LookupKeys>, id: &Arc<str>, ttl: Duration) -> Result<bool, StoreError> {
+        let (keys, id) = (keys.clone(), id.clone());
         self.store
             .run(
                 "lookup_renew",
-                move |s: Arc<dyn Store>| async move { s.renew(&key, &id, ttl).await },
+                move |s: Arc<dyn Store>| async move { s.renew(&keys, &id, ttl).await },
                 |kept| if *kept { "renewed" } else { "lost" },
             )
             .await
@@ -144,10 +179,52 @@ pub(super) fn shareable(e: &RpcError) -> bool {
     )
 }
 
-/// The key instances share a lookup under: what the lookup reads. Hash
-/// tagged by the store, so a cluster keeps its keys in one slot.
+/// What a poll of another instance's claim found.
+pub(super) struct Polled {
+    published: Option<Publication>,
+    claim: Option<String>,
+    pub(super) consumed: Option<Result<Arc<ReplayRecord>, StoreError>>,
+}
+
+/// What the exchange answered a lookup with.
+pub(super) enum Found {
+    /// The chain's facts (or its fault), and where they came from.
+    Facts(Result<Arc<ChainFacts>, RpcError>, Source),
+    /// The payment's record: it was consumed already.
+    Consumed(Result<Arc<ReplayRecord>, StoreError>),
+}
+
+/// A record read from the store, decoded as the guard writes it: one that
+/// does not decode is corrupt, never "not consumed".
+pub(super) fn record(raw: &[u8]) -> Result<Arc<ReplayRecord>, StoreError> {
+    lost_reply::decode(raw).map(|(record, _)| Arc::new(record))
+}
+
+/// The payment's record key (the guard's).
+fn record_key(key: &Lookup) -> String {
+    crate::replay_guard::records::record_key(&key.hash)
+}
+
+/// What the lookup reads beyond the payment: the chain, whether it needs
+/// the head. With the record's key, the key instances share a lookup under.
 pub(super) fn shared_key(key: &Lookup) -> String {
-    format!("{}:{}:{}", key.chain_id, key.hash, u8::from(key.need_head))
+    format!("{}:{}", key.chain_id, u8::from(key.need_head))
+}
+
+/// A claim id unique across instances and lookups: a random prefix per
+/// process and a counter, rather than a random read per lookup.
+fn claim_id() -> Arc<str> {
+    static PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut id = [0u8; 8];
+        match getrandom::fill(&mut id) {
+            Ok(()) => hex::encode(id),
+            // Unique across instances by time and process at least.
+            Err(_) => format!("{:x}-{:x}", crate::store::unix_ms(), std::process::id()),
+        }
+    });
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n:x}", *PREFIX).into()
 }
 
 /// Poll intervals while another instance looks up: quick at first (a
@@ -161,9 +238,9 @@ pub fn claim_ttl(lookup_timeout: Duration) -> Duration {
 }
 
 /// The lookup of `traced`'s key, shared with the other instances on the
-/// store: a held result (with `want_held`), the result of another
-/// instance's claim, or this instance's own lookup under its claim. Bounded
-/// by `timeout` as a whole.
+/// store: the payment's record (it was consumed), a held result (with
+/// `want_held`), the result of another instance's claim, or this
+/// instance's own lookup under its claim. Bounded by `timeout` as a whole.
 pub(super) async fn shared_lookup(
     exchange: &Exchange,
     pool: &Addr<RpcPool>,
@@ -171,50 +248,60 @@ pub(super) async fn shared_lookup(
     timeout: Duration,
     mut want_held: bool,
     metrics: &CoalescerMetrics,
-) -> (Result<Arc<ChainFacts>, RpcError>, Source) {
+) -> Found {
     let deadline = Instant::now() + timeout;
-    let key = shared_key(&traced.msg);
+    let keys = exchange.keys(&traced.msg);
     let ttl = claim_ttl(timeout);
-    let mut id = [0u8; 12];
-    if getrandom::fill(&mut id).is_err() {
-        metrics.fallbacks.inc();
-        return (ask_node(pool, traced, timeout).await, Source::Node(None));
-    }
-    let id = hex::encode(id);
+    let id = claim_id();
     let parent = traced.parent.clone();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return (Err(RpcError::Timeout(timeout)), Source::Node(None));
+            return Found::Facts(Err(RpcError::Timeout(timeout)), Source::Node(None));
         }
-        let claim = parent.in_scope(|| exchange.claim(&key, &id, ttl, want_held));
+        let claim = parent.in_scope(|| exchange.claim(&keys, &id, ttl, want_held));
         match tokio::time::timeout(left, claim).await {
+            Ok(Ok(Claim::Consumed(raw))) => return Found::Consumed(record(&raw)),
             Ok(Ok(Claim::Held(raw, hold))) => match Publication::decode(&raw).map(|p| p.outcome) {
-                Some(Outcome::Facts(facts)) => return (Ok(Arc::new(facts)), Source::Remote { hold }),
+                Some(Outcome::Facts(facts)) => return Found::Facts(Ok(Arc::new(facts)), Source::Remote { hold }),
                 _ => want_held = false,
             },
             Ok(Ok(Claim::Claimed)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let result = ask_node_holding(exchange, pool, traced, left, &key, &id, ttl).await;
-                return (result, Source::Node(Some(id)));
+                let result = ask_node_holding(exchange, pool, traced, left, &keys, &id, ttl).await;
+                return Found::Facts(result, Source::Node(Some(Claimed { id, keys })));
             }
-            Ok(Ok(Claim::Wait(other))) => match wait_for(exchange, &key, &other, deadline, &parent).await {
-                Some(Outcome::Facts(facts)) => return (Ok(Arc::new(facts)), Source::Remote { hold: Duration::ZERO }),
-                Some(Outcome::Error(e)) => return (Err(e), Source::Remote { hold: Duration::ZERO }),
+            Ok(Ok(Claim::Wait(other))) => match wait_for(exchange, &keys, &other, deadline, &parent).await {
+                Some(Heard::Consumed(record)) => return Found::Consumed(record),
+                Some(Heard::Outcome(Outcome::Facts(facts))) => {
+                    return Found::Facts(Ok(Arc::new(facts)), Source::Remote { hold: Duration::ZERO });
+                }
+                Some(Heard::Outcome(Outcome::Error(e))) => {
+                    return Found::Facts(Err(e), Source::Remote { hold: Duration::ZERO });
+                }
                 // The claim ended without a result (its holder died or
                 // gave up): claim it again.
-                Some(Outcome::Abandoned) | None => {}
+                Some(Heard::Outcome(Outcome::Abandoned)) | None => {}
             },
-            Err(_) => return (Err(RpcError::Timeout(timeout)), Source::Node(None)),
+            Err(_) => return Found::Facts(Err(RpcError::Timeout(timeout)), Source::Node(None)),
             Ok(Err(_)) => {
                 // The claim may have been taken all the same: publish under
                 // it (only a claim still ours is published to).
                 metrics.fallbacks.inc();
                 let left = deadline.saturating_duration_since(Instant::now());
-                return (ask_node(pool, traced, left).await, Source::Node(Some(id)));
+                let result = ask_node(pool, traced, left).await;
+                return Found::Facts(result, Source::Node(Some(Claimed { id, keys })));
             }
         }
     }
+}
+
+/// A claim this instance took: its id and the lookup's keys, to publish
+/// under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) id: Arc<str>,
+    pub(crate) keys: Arc<LookupKeys>,
 }
 
 /// Asks the node while renewing claim `id` at half its life, so a slow
@@ -224,15 +311,15 @@ async fn ask_node_holding(
     pool: &Addr<RpcPool>,
     traced: crate::Traced<Lookup>,
     left: Duration,
-    key: &str,
-    id: &str,
+    keys: &Arc<LookupKeys>,
+    id: &Arc<str>,
     ttl: Duration,
 ) -> Result<Arc<ChainFacts>, RpcError> {
     let ask = ask_node(pool, traced, left);
     let renew = async {
         loop {
             tokio::time::sleep(ttl / 2).await;
-            if !matches!(exchange.renew(key, id, ttl).await, Ok(true)) {
+            if !matches!(exchange.renew(keys, id, ttl).await, Ok(true)) {
                 // Lost (expired under a stalled store): nothing to renew.
                 std::future::pending::<()>().await;
             }
@@ -244,15 +331,22 @@ async fn ask_node_holding(
     }
 }
 
-/// Polls for the outcome of claim `other` until it is published, the claim
-/// ends without one, or `deadline` (`None`: claim again).
+/// What a waiter heard while polling another instance's claim.
+enum Heard {
+    Outcome(Outcome),
+    Consumed(Result<Arc<ReplayRecord>, StoreError>),
+}
+
+/// Polls for the outcome of claim `other` until it is published (or the
+/// payment's record is there), the claim ends without one, or `deadline`
+/// (`None`: claim again).
 async fn wait_for(
     exchange: &Exchange,
-    key: &str,
+    keys: &Arc<LookupKeys>,
     other: &str,
     deadline: Instant,
     parent: &tracing::Span,
-) -> Option<Outcome> {
+) -> Option<Heard> {
     if other.is_empty() {
         return None;
     }
@@ -263,16 +357,19 @@ async fn wait_for(
             return None;
         }
         tokio::time::sleep(pause).await;
-        let (published, claim) = match parent.in_scope(|| exchange.poll(key)).await {
-            Ok(answer) => answer,
+        let polled = match parent.in_scope(|| exchange.poll(keys)).await {
+            Ok(polled) => polled,
             Err(_) => return None,
         };
-        if let Some(p) = published
+        if let Some(record) = polled.consumed {
+            return Some(Heard::Consumed(record));
+        }
+        if let Some(p) = polled.published
             && p.claim == other
         {
-            return Some(p.outcome);
+            return Some(Heard::Outcome(p.outcome));
         }
-        if claim.as_deref() != Some(other) {
+        if polled.claim.as_deref() != Some(other) {
             return None;
         }
     }

@@ -21,7 +21,9 @@
 //! lookup is claimed, renewed and published through the store
 //! ([`exchange`]), so one instance asks the node and the others use its
 //! answer, which is never fresh. Errors are shared too, except an
-//! instance's own (its pool stopped, its circuits open).
+//! instance's own (its pool stopped, its circuits open). A payment another
+//! instance consumed is answered from its record ([`Checked::Consumed`]),
+//! read with the claim, with no lookup at the node.
 //!
 //! Every lookup is bounded by a timeout, so a hung node cannot hold callers
 //! forever. There are no replay claims: concurrent checks meet here, and
@@ -34,15 +36,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use prometheus_client::metrics::counter::Counter;
+use settlegate_rules::replay::ReplayRecord;
 use settlegate_rules::settlement::ChainFacts;
 use tokio::sync::oneshot;
 
 pub mod exchange;
 
-use crate::replay_guard::Expect;
+use crate::replay_guard::{Expect, StoreError};
 use crate::rpc_pool::{Lookup, RpcError, RpcPool, Stopped};
+use exchange::{Claimed, Found, publication, shared_lookup};
 pub use exchange::{Exchange, claim_ttl};
-use exchange::{publication, shared_key, shared_lookup};
 
 /// Held results beyond this many are not kept (a flood of distinct junk
 /// hashes must not grow memory); the lookup path stays correct without them.
@@ -60,7 +63,19 @@ pub struct Looked {
     pub remote: bool,
 }
 
-pub type CheckResult = Result<Looked, RpcError>;
+/// The answer to a [`Check`].
+#[derive(Clone, Debug)]
+pub enum Checked {
+    /// What the chain says.
+    Looked(Looked),
+    /// The payment's record, read with the lookup's claim: another instance
+    /// consumed it, so the node was not asked. It only ever refuses (or
+    /// answers an idempotent retry); a record that does not decode is
+    /// `Corrupt`, a 503, never "not consumed".
+    Consumed(Result<Arc<ReplayRecord>, StoreError>),
+}
+
+pub type CheckResult = Result<Checked, RpcError>;
 
 /// What the chain says about this transaction. With `fresh_only`, the hold
 /// window is skipped (the caller is about to settle on the answer).
@@ -74,8 +89,8 @@ pub struct Check {
 /// Where a lookup's result came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Source {
-    /// This instance asked the node, under claim `Some(id)` or alone.
-    Node(Option<String>),
+    /// This instance asked the node, under its claim or alone.
+    Node(Option<Claimed>),
     /// Another instance's result, readable as held for `hold` more.
     Remote { hold: Duration },
 }
@@ -92,7 +107,7 @@ enum Mode {
 /// Internal: a lookup finished.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Done(Lookup, Result<Arc<ChainFacts>, RpcError>, Source);
+struct Done(Lookup, Found);
 
 /// At shutdown: resolves once no lookup is in flight and every result
 /// owed to the other instances is published (so no claim is left held),
@@ -123,7 +138,8 @@ pub struct CoalescerMetrics {
     pub joined: Counter,
     /// Checks answered from the hold window.
     pub held: Counter,
-    /// Lookups answered by another instance's (in flight or held).
+    /// Lookups answered by another instance's (in flight or held), or by
+    /// its consume record.
     pub remote: Counter,
     /// Lookups made alone because the store could not coordinate them.
     pub fallbacks: Counter,
@@ -197,33 +213,40 @@ impl Coalescer {
         let busy = Busy::enter(&self.busy);
         actix::spawn(async move {
             let _busy = busy;
-            let (result, source) = match (shared, mode) {
+            let found = match (shared, mode) {
                 (Some(exchange), Mode::Shared { want_held }) => {
                     shared_lookup(&exchange, &pool, traced, timeout, want_held, &metrics).await
                 }
-                _ => (ask_node(&pool, traced, timeout).await, Source::Node(None)),
+                _ => Found::Facts(ask_node(&pool, traced, timeout).await, Source::Node(None)),
             };
             if let Some(me) = done.me.take() {
-                me.do_send(Done(key, result, source));
+                me.do_send(Done(key, found));
             }
         });
     }
 
-    /// Publishes what this instance learnt under claim `id`, at once, for
+    /// Publishes what this instance learnt under its claim, at once, for
     /// the other instances: facts (held for the window), a shareable error
     /// (for the claim's waiters only), or that it gave up (they look up).
-    fn publish(&self, key: Lookup, id: String, result: &Result<Arc<ChainFacts>, RpcError>, parent: tracing::Span) {
+    fn publish(
+        &self,
+        key: Lookup,
+        claimed: Claimed,
+        result: &Result<Arc<ChainFacts>, RpcError>,
+        parent: tracing::Span,
+    ) {
         let Some(exchange) = self.shared.clone() else {
             return;
         };
         let window = self.config.window;
-        let (publication, hold) = publication(id, result, window);
+        let (publication, hold) = publication(claimed.id.to_string(), result, window);
+        let keys = claimed.keys;
         let busy = Busy::enter(&self.busy);
         let publish = parent.in_scope(|| {
             let exchange = exchange.clone();
             async move {
                 exchange
-                    .publish(shared_key(&key), &publication, hold, window.max(Duration::from_secs(1)))
+                    .publish(keys, &publication, hold, window.max(Duration::from_secs(1)))
                     .await
             }
         });
@@ -264,7 +287,7 @@ impl Drop for DoneOnDrop {
     fn drop(&mut self) {
         if let Some(me) = self.me.take() {
             let ended = RpcError::Transport("the lookup ended without an answer".into());
-            me.do_send(Done(self.key, Err(ended), Source::Node(None)));
+            me.do_send(Done(self.key, Found::Facts(Err(ended), Source::Node(None))));
         }
     }
 }
@@ -330,11 +353,11 @@ impl Handler<Check> for Coalescer {
         {
             self.metrics.held.inc();
             return Box::pin(async move {
-                Ok(Looked {
+                Ok(Checked::Looked(Looked {
                     facts,
                     fresh: false,
                     remote,
-                })
+                }))
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -370,12 +393,24 @@ impl Handler<Check> for Coalescer {
 impl Handler<Done> for Coalescer {
     type Result = ();
 
-    fn handle(&mut self, Done(key, result, source): Done, ctx: &mut Self::Context) {
+    fn handle(&mut self, Done(key, found): Done, ctx: &mut Self::Context) {
         let (waiters, span) = self
             .waiting
             .remove(&key)
             .unwrap_or_else(|| (Vec::new(), tracing::Span::none()));
         span.record("waiters", waiters.len());
+        let (result, source) = match found {
+            Found::Facts(result, source) => (result, source),
+            // Consumed: every waiter, about to settle or not, is answered
+            // by the record.
+            Found::Consumed(record) => {
+                self.metrics.remote.inc();
+                for (waiter, _) in waiters {
+                    let _ = waiter.send(Ok(Checked::Consumed(record.clone())));
+                }
+                return;
+            }
+        };
         match source {
             Source::Remote { hold } => {
                 self.metrics.remote.inc();
@@ -384,10 +419,12 @@ impl Handler<Done> for Coalescer {
                 }
                 let (need_fresh, others): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(_, f)| *f);
                 for (waiter, _) in others {
-                    let _ = waiter.send(result.clone().map(|facts| Looked {
-                        facts,
-                        fresh: false,
-                        remote: true,
+                    let _ = waiter.send(result.clone().map(|facts| {
+                        Checked::Looked(Looked {
+                            facts,
+                            fresh: false,
+                            remote: true,
+                        })
                     }));
                 }
                 // Callers about to settle need this instance's own lookup.
@@ -397,8 +434,8 @@ impl Handler<Done> for Coalescer {
                 }
             }
             Source::Node(claim) => {
-                if let Some(id) = claim {
-                    self.publish(key, id, &result, span.clone());
+                if let Some(claimed) = claim {
+                    self.publish(key, claimed, &result, span.clone());
                 }
                 if let Ok(facts) = &result
                     && !self.config.window.is_zero()
@@ -417,10 +454,12 @@ impl Handler<Done> for Coalescer {
                 }
                 for (waiter, _) in waiters {
                     // A caller that gave up has dropped its receiver.
-                    let _ = waiter.send(result.clone().map(|facts| Looked {
-                        facts,
-                        fresh: true,
-                        remote: false,
+                    let _ = waiter.send(result.clone().map(|facts| {
+                        Checked::Looked(Looked {
+                            facts,
+                            fresh: true,
+                            remote: false,
+                        })
                     }));
                 }
             }

@@ -40,7 +40,9 @@ impl ConsumedCache {
         Some(record)
     }
 
-    pub(super) fn insert(&self, hash: TxHash, record: Arc<ReplayRecord>) {
+    /// Only a record the store gave (never one still waiting for its
+    /// replicas).
+    pub fn insert(&self, hash: TxHash, record: Arc<ReplayRecord>) {
         if let Some(cache) = &self.inner
             && record.expires_at > unix_now()
         {

@@ -102,7 +102,7 @@ pub(super) struct ConsumeDone(TxHash, Result<Consumed, StoreError>);
 #[rtype(result = "()")]
 pub(super) struct RecallDone(TxHash, Result<Found, StoreError>);
 
-pub(super) fn record_key(hash: &TxHash) -> String {
+pub(crate) fn record_key(hash: &TxHash) -> String {
     format!("replay:{hash}")
 }
 

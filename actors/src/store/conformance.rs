@@ -118,7 +118,8 @@ pub async fn read_back_reads_what_landed(store: &dyn Store, prefix: &str) {
 
 /// The lookup exchange, for stores shared by instances.
 pub async fn exchange(store: &dyn Store, prefix: &str) {
-    let k = format!("{prefix}42431:0xab:0");
+    let record = format!("{prefix}replay:0xab");
+    let k = store.lookup_keys(&record, "42431:0");
     let ttl = Duration::from_secs(5);
     assert_eq!(store.claim(&k, "a", ttl, true).await, Ok(Claim::Claimed));
     assert_eq!(store.claim(&k, "b", ttl, true).await, Ok(Claim::Wait("a".into())));
@@ -154,4 +155,28 @@ pub async fn exchange(store: &dyn Store, prefix: &str) {
     // A claim expires by itself (a dead holder).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.claim(&k, "e", ttl, false).await, Ok(Claim::Claimed));
+    // Once the payment is consumed, its record answers every claim and
+    // poll of its lookups, held result or claim notwithstanding.
+    let deadline = unix_ms() + 60_000;
+    assert_eq!(
+        store.put_if_absent(&record, b"{\"r\":1}", LONG, deadline).await,
+        Ok(Put::Inserted)
+    );
+    for want_held in [true, false] {
+        assert_eq!(
+            store.claim(&k, "f", ttl, want_held).await,
+            Ok(Claim::Consumed(b"{\"r\":1}".to_vec()))
+        );
+    }
+    let poll = store.poll(&k).await.unwrap();
+    assert_eq!(
+        (poll.consumed.as_deref(), poll.claim.as_deref()),
+        (Some(&b"{\"r\":1}"[..]), Some("e"))
+    );
+    // Another lookup of the same payment (another chain) too.
+    let other = store.lookup_keys(&record, "1:1");
+    assert_eq!(
+        store.claim(&other, "g", ttl, true).await,
+        Ok(Claim::Consumed(b"{\"r\":1}".to_vec()))
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{Cas, Claim, Poll, Put, Store, StoreError, StoreFuture};
+use super::{Cas, Claim, LookupKeys, Poll, Put, Store, StoreError, StoreFuture};
 
 /// What happens to the next `put_if_absent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,26 +113,36 @@ impl Store for FaultInjector {
         self.inner.ping()
     }
 
-    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
-        self.inner.claim(key, id, ttl, want_held)
+    fn lookup_keys(&self, record: &str, lookup: &str) -> LookupKeys {
+        self.inner.lookup_keys(record, lookup)
     }
 
-    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
-        self.inner.poll(key)
+    fn claim<'a>(
+        &'a self,
+        keys: &'a LookupKeys,
+        id: &'a str,
+        ttl: Duration,
+        want_held: bool,
+    ) -> StoreFuture<'a, Claim> {
+        self.inner.claim(keys, id, ttl, want_held)
+    }
+
+    fn poll<'a>(&'a self, keys: &'a LookupKeys) -> StoreFuture<'a, Poll> {
+        self.inner.poll(keys)
     }
 
     fn publish<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a LookupKeys,
         id: &'a str,
         body: &'a [u8],
         hold: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        self.inner.publish(key, id, body, hold, ttl)
+        self.inner.publish(keys, id, body, hold, ttl)
     }
 
-    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        self.inner.renew(key, id, ttl)
+    fn renew<'a>(&'a self, keys: &'a LookupKeys, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.inner.renew(keys, id, ttl)
     }
 }

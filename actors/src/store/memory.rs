@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{Cas, Claim, Poll, Put, Store, StoreError, StoreFuture, unix_ms};
+use super::{Cas, Claim, LookupKeys, Poll, Put, Store, StoreError, StoreFuture, unix_ms};
 
 struct Entry {
     value: Vec<u8>,
@@ -166,39 +166,56 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
-    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
+    fn claim<'a>(
+        &'a self,
+        keys: &'a LookupKeys,
+        id: &'a str,
+        ttl: Duration,
+        want_held: bool,
+    ) -> StoreFuture<'a, Claim> {
         let now = Instant::now();
         let mut s = self.state.lock();
+        if let Some(record) = s.live(&keys.record, now) {
+            return ready(Ok(Claim::Consumed(record.clone())));
+        }
         if want_held
-            && let Some(p) = s.published.get(key)
+            && let Some(p) = s.published.get(&keys.result)
             && p.expires > now
             && p.hold > now
         {
             return ready(Ok(Claim::Held(p.body.clone(), p.hold - now)));
         }
-        let claim = format!("claim:{key}");
-        if let Some(holder) = s.live(&claim, now) {
+        if let Some(holder) = s.live(&keys.claim, now) {
             return ready(Ok(Claim::Wait(String::from_utf8_lossy(holder).into_owned())));
         }
         ready(
-            s.set(&claim, id.as_bytes().to_vec(), ttl, now, self.capacity)
+            s.set(&keys.claim, id.as_bytes().to_vec(), ttl, now, self.capacity)
                 .map(|()| Claim::Claimed),
         )
     }
 
-    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
+    fn poll<'a>(&'a self, keys: &'a LookupKeys) -> StoreFuture<'a, Poll> {
         let now = Instant::now();
         let mut s = self.state.lock();
         let claim = s
-            .live(&format!("claim:{key}"), now)
+            .live(&keys.claim, now)
             .map(|v| String::from_utf8_lossy(v).into_owned());
-        let published = s.published.get(key).filter(|p| p.expires > now).map(|p| p.body.clone());
-        ready(Ok(Poll { published, claim }))
+        let consumed = s.live(&keys.record, now).cloned();
+        let published = s
+            .published
+            .get(&keys.result)
+            .filter(|p| p.expires > now)
+            .map(|p| p.body.clone());
+        ready(Ok(Poll {
+            published,
+            claim,
+            consumed,
+        }))
     }
 
     fn publish<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a LookupKeys,
         id: &'a str,
         body: &'a [u8],
         hold: Duration,
@@ -206,13 +223,12 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, ()> {
         let now = Instant::now();
         let mut s = self.state.lock();
-        let claim = format!("claim:{key}");
-        if s.live(&claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
+        if s.live(&keys.claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
             return ready(Ok(()));
         }
-        s.entries.remove(&claim);
+        s.entries.remove(&keys.claim);
         s.published.insert(
-            key.to_owned(),
+            keys.result.clone(),
             Published {
                 body: body.to_vec(),
                 hold: now + hold,
@@ -222,14 +238,13 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
-    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, keys: &'a LookupKeys, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         let now = Instant::now();
         let mut s = self.state.lock();
-        let claim = format!("claim:{key}");
-        if s.live(&claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
+        if s.live(&keys.claim, now).map(Vec::as_slice) != Some(id.as_bytes()) {
             return ready(Ok(false));
         }
-        if let Some(e) = s.entries.get_mut(&claim) {
+        if let Some(e) = s.entries.get_mut(&keys.claim) {
             e.expires = now + ttl.max(Duration::from_millis(1));
         }
         ready(Ok(true))

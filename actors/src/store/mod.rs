@@ -123,6 +123,9 @@ pub enum Cas {
 /// What the store knows of a lookup key (the exchange between instances).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
+    /// The payment's record (its bytes, never one still waiting for its
+    /// replicas): it was consumed, so nobody need ask the node.
+    Consumed(Vec<u8>),
     /// A published result still in its hold window, and how much is left.
     Held(Vec<u8>, Duration),
     /// This caller holds the claim now.
@@ -136,6 +139,20 @@ pub enum Claim {
 pub struct Poll {
     pub published: Option<Vec<u8>>,
     pub claim: Option<String>,
+    /// The payment's record, if the backend reads it cheaply (and it is
+    /// not waiting for its replicas).
+    pub consumed: Option<Vec<u8>>,
+}
+
+/// The keys of one lookup in the exchange, as its backend names them:
+/// made once per lookup by [`Store::lookup_keys`], then passed to every
+/// exchange operation of that lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupKeys {
+    /// The payment's consume record: a claim reads it first.
+    pub record: String,
+    pub claim: String,
+    pub result: String,
 }
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -202,16 +219,34 @@ pub trait Store: Send + Sync + 'static {
 
     fn ping(&self) -> StoreFuture<'_, ()>;
 
-    /// The lookup exchange (see `coalescer::exchange`): a held result
-    /// (with `want_held`), else claims `key` for `ttl` under `id`. A store
-    /// for one instance has nobody to share with: always `Claimed`.
-    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
-        let _ = (key, id, ttl, want_held);
+    /// The keys of a lookup of the payment recorded under `record`
+    /// (`replay:<hash>`), for what the lookup reads (`lookup`). A shared
+    /// backend keeps them in the record's slot.
+    fn lookup_keys(&self, record: &str, lookup: &str) -> LookupKeys {
+        LookupKeys {
+            record: record.to_owned(),
+            claim: format!("lookup:{record}:{lookup}:claim"),
+            result: format!("lookup:{record}:{lookup}:result"),
+        }
+    }
+
+    /// The lookup exchange (see `coalescer::exchange`): the payment's
+    /// record if it was consumed, else a held result (with `want_held`),
+    /// else claims the lookup for `ttl` under `id`. A store for one
+    /// instance has nobody to share with: always `Claimed`.
+    fn claim<'a>(
+        &'a self,
+        keys: &'a LookupKeys,
+        id: &'a str,
+        ttl: Duration,
+        want_held: bool,
+    ) -> StoreFuture<'a, Claim> {
+        let _ = (keys, id, ttl, want_held);
         Box::pin(async { Ok(Claim::Claimed) })
     }
 
-    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
-        let _ = key;
+    fn poll<'a>(&'a self, keys: &'a LookupKeys) -> StoreFuture<'a, Poll> {
+        let _ = keys;
         Box::pin(async { Ok(Poll::default()) })
     }
 
@@ -219,19 +254,19 @@ pub trait Store: Send + Sync + 'static {
     /// `ttl` for polls) and ends the claim, only while it is `id`'s.
     fn publish<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a LookupKeys,
         id: &'a str,
         body: &'a [u8],
         hold: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        let _ = (key, id, body, hold, ttl);
+        let _ = (keys, id, body, hold, ttl);
         Box::pin(async { Ok(()) })
     }
 
     /// Extends claim `id` to `ttl` from now, if it is still `id`'s.
-    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        let _ = (key, id, ttl);
+    fn renew<'a>(&'a self, keys: &'a LookupKeys, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let _ = (keys, id, ttl);
         Box::pin(async { Ok(true) })
     }
 }

@@ -8,7 +8,8 @@
 //! another server).
 //!
 //! On a cluster every operation stays in one slot: a record is one key, a
-//! lookup's claim and result share a hash tag. Scripts sit beside this
+//! lookup's claim and result are hash tagged on the record's key, so the
+//! claim reads the record in the same script. Scripts sit beside this
 //! file (`*.lua`), each hashed once (`EVALSHA`, then `EVAL`).
 
 mod connection;
@@ -24,7 +25,7 @@ pub use connection::RedisTarget;
 use connection::{Conn, Connector, redis_error};
 pub use consume::pending;
 
-use super::{Cas, Claim, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
+use super::{Cas, Claim, LookupKeys, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -95,11 +96,6 @@ impl RedisStore {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
-    }
-
-    fn lookup_keys(&self, key: &str) -> (String, String) {
-        let base = format!("{}lookup:{{{key}}}", self.prefix);
-        (format!("{base}:result"), format!("{base}:claim"))
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
@@ -322,14 +318,34 @@ impl Store for RedisStore {
         })
     }
 
-    fn claim<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration, want_held: bool) -> StoreFuture<'a, Claim> {
+    /// `<prefix>lookup:{<record key>}:<lookup>:claim|result`: hash tagged
+    /// on the record's key, whose slot is its whole name (it has no braces),
+    /// so the claim reads the record in the same slot. A prefix with its
+    /// own `{tag}` puts every key in that tag's slot already.
+    fn lookup_keys(&self, record: &str, lookup: &str) -> LookupKeys {
+        let record = self.key(record);
+        let base = format!("{}lookup:{{{record}}}:{lookup}:", self.prefix);
+        LookupKeys {
+            claim: format!("{base}claim"),
+            result: format!("{base}result"),
+            record,
+        }
+    }
+
+    fn claim<'a>(
+        &'a self,
+        keys: &'a LookupKeys,
+        id: &'a str,
+        ttl: Duration,
+        want_held: bool,
+    ) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
-            let (result, claim) = self.lookup_keys(key);
             let answer: Vec<Vec<u8>> = self
                 .with_conn(|mut c| async move {
                     CLAIM
-                        .key(result)
-                        .key(claim)
+                        .key(&keys.result)
+                        .key(&keys.claim)
+                        .key(&keys.record)
                         .arg(id)
                         .arg(ttl_ms(ttl))
                         .arg(if want_held { "1" } else { "0" })
@@ -338,6 +354,7 @@ impl Store for RedisStore {
                 })
                 .await?;
             match answer.as_slice() {
+                [k, record] if k == b"consumed" => Ok(Claim::Consumed(consume::settled_part(record).to_vec())),
                 [k, body, left] if k == b"held" => {
                     let left = std::str::from_utf8(left).ok().and_then(|l| l.parse().ok()).unwrap_or(0);
                     Ok(Claim::Held(body.clone(), Duration::from_millis(left)))
@@ -349,35 +366,45 @@ impl Store for RedisStore {
         })
     }
 
-    fn poll<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Poll> {
+    fn poll<'a>(&'a self, keys: &'a LookupKeys) -> StoreFuture<'a, Poll> {
         Box::pin(async move {
-            let (result, claim) = self.lookup_keys(key);
-            let (r, c): (Option<Vec<u8>>, Option<String>) = self
-                .with_conn(
-                    |mut conn| async move { redis::cmd("MGET").arg(result).arg(claim).query_async(&mut conn).await },
-                )
+            let (r, c, record): (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>) = self
+                .with_conn(|mut conn| async move {
+                    redis::cmd("MGET")
+                        .arg(&keys.result)
+                        .arg(&keys.claim)
+                        .arg(&keys.record)
+                        .query_async(&mut conn)
+                        .await
+                })
                 .await?;
             // `<hold until>|<body>` → `<body>`.
             let published = r.and_then(|r| r.iter().position(|&b| b == b'|').map(|i| r[i + 1..].to_vec()));
-            Ok(Poll { published, claim: c })
+            // A pending record (`P…`) is no answer here: the holder's
+            // publication is.
+            let consumed = record.filter(|r| r.first() != Some(&b'P'));
+            Ok(Poll {
+                published,
+                claim: c,
+                consumed,
+            })
         })
     }
 
     fn publish<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a LookupKeys,
         id: &'a str,
         body: &'a [u8],
         hold: Duration,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let (result, claim) = self.lookup_keys(key);
             let _: i64 = self
                 .with_conn(|mut c| async move {
                     PUBLISH
-                        .key(result)
-                        .key(claim)
+                        .key(&keys.result)
+                        .key(&keys.claim)
                         .arg(id)
                         .arg(body)
                         .arg(hold.as_millis() as u64)
@@ -390,11 +417,17 @@ impl Store for RedisStore {
         })
     }
 
-    fn renew<'a>(&'a self, key: &'a str, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, keys: &'a LookupKeys, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let (_, claim) = self.lookup_keys(key);
             let kept: i64 = self
-                .with_conn(|mut c| async move { RENEW.key(claim).arg(id).arg(ttl_ms(ttl)).invoke_async(&mut c).await })
+                .with_conn(|mut c| async move {
+                    RENEW
+                        .key(&keys.claim)
+                        .arg(id)
+                        .arg(ttl_ms(ttl))
+                        .invoke_async(&mut c)
+                        .await
+                })
                 .await?;
             Ok(kept == 1)
         })
