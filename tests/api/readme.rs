@@ -213,7 +213,9 @@ fn the_troubleshooting_section_explains_every_code_the_service_can_give() {
             .collect()
     };
     let denied = section("### 402: not paid (nothing was consumed)");
-    let unavailable = rows(&section("### 503: no trustworthy answer now (nothing was consumed)"));
+    let unavailable = rows(&section(
+        "### 503: no trustworthy answer now (nothing consumed, but for two logged cases)",
+    ));
     for code in values("PaymentCode") {
         let cell = format!("`{code}`");
         let found = if code.ends_with("_UNAVAILABLE") {
