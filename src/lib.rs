@@ -10,6 +10,7 @@ pub mod code;
 pub mod http;
 #[cfg(test)]
 mod import_graph;
+pub mod memory;
 pub mod outcome;
 pub mod send_timeout;
 pub mod settings;

@@ -2,17 +2,9 @@
 //! genome tooling or boot the service. All the work is in the library.
 
 use clap::Parser;
-use mimalloc::MiMalloc;
 use settlegate::cli::{Cli, Command, ServeArgs};
 use settlegate::settings::Settings;
 use settlegate::{Application, telemetry};
-
-/// mimalloc rather than glibc's malloc: allocations made on the HTTP
-/// workers and freed on the actors' arbiter (every request's messages) are
-/// cheaper, and freed pages go back to the system without a trimming
-/// thread (README, "Dependencies").
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
@@ -45,6 +37,7 @@ fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    settlegate::memory::start_trimmer();
     let system = actix::System::new();
     system.block_on(async move {
         match Application::build(settings).await {
