@@ -211,20 +211,9 @@ pub(super) fn shared_key(key: &Lookup) -> String {
     format!("{}:{}", key.chain_id, u8::from(key.need_head))
 }
 
-/// A claim id unique across instances and lookups: a random prefix per
-/// process and a counter, rather than a random read per lookup.
+/// A claim id unique across instances and lookups.
 fn claim_id() -> Arc<str> {
-    static PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let mut id = [0u8; 8];
-        match getrandom::fill(&mut id) {
-            Ok(()) => hex::encode(id),
-            // Unique across instances by time and process at least.
-            Err(_) => format!("{:x}-{:x}", crate::store::unix_ms(), std::process::id()),
-        }
-    });
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n:x}", *PREFIX).into()
+    crate::store::unique_id().into()
 }
 
 /// Poll intervals while another instance looks up: quick at first (a

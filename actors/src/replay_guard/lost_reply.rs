@@ -17,7 +17,6 @@
 //! by the read-back itself: a 503 that consumed nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use settlegate_rules::replay::ReplayRecord;
@@ -31,14 +30,7 @@ pub struct Writer(String);
 
 impl Writer {
     pub fn fresh() -> Self {
-        let mut id = [0u8; 12];
-        if getrandom::fill(&mut id).is_err() {
-            // Unique in this process at least, and across restarts by time.
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            return Writer(format!("{:x}-{n:x}", crate::store::unix_ms()));
-        }
-        Writer(hex::encode(id))
+        Writer(crate::store::unique_id())
     }
 }
 

@@ -436,6 +436,23 @@ impl Drop for InFlight {
     }
 }
 
+/// An id unique across instances and calls: a random prefix per process
+/// and a counter, rather than a random read (a syscall) per call. Names a
+/// lookup claim and a consume's write.
+pub fn unique_id() -> String {
+    static PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut id = [0u8; 8];
+        match getrandom::fill(&mut id) {
+            Ok(()) => hex::encode(id),
+            // Unique across instances by time and process at least.
+            Err(_) => format!("{:x}-{:x}", unix_ms(), std::process::id()),
+        }
+    });
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n:x}", *PREFIX)
+}
+
 pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
