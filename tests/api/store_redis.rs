@@ -234,3 +234,43 @@ async fn retries_are_counted_once_each_across_instances_and_expire() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(a.count("retries:0xd1", ttl, 6).await, Ok(1), "a new window");
 }
+
+/// The claim answers a consumed payment from its record, but a record
+/// still waiting for its replicas (it may yet be withdrawn) is no answer:
+/// the claim is taken and the node asked. Once its time is over, it is.
+#[tokio::test]
+async fn the_claim_answers_from_a_record_but_not_from_one_still_pending() {
+    use settlegate_actors::store::Claim;
+    let p = prefix("claim-pending");
+    let s = plain(&p);
+    let text: &[u8] = b"{\"r\":3}";
+    let full = format!("{p}replay:0xc1");
+
+    let live = pending(unix_ms() + 60_000, text);
+    cli(&["SET", &full, std::str::from_utf8(&live).unwrap(), "PX", "60000"]);
+    let keys = s.lookup_keys("replay:0xc1", "42431:0");
+    assert_eq!(s.claim(&keys, "a", LONG, true).await, Ok(Claim::Claimed));
+    assert_eq!(
+        s.poll(&keys).await.unwrap().consumed,
+        None,
+        "a pending record is no answer to a poll"
+    );
+
+    let stale = pending(unix_ms() - 1_000, text);
+    cli(&["SET", &full, std::str::from_utf8(&stale).unwrap(), "PX", "60000"]);
+    let keys = s.lookup_keys("replay:0xc1", "42431:1");
+    assert_eq!(
+        s.claim(&keys, "b", LONG, true).await,
+        Ok(Claim::Consumed(text.to_vec()))
+    );
+
+    cli(&["SET", &full, std::str::from_utf8(text).unwrap(), "PX", "60000"]);
+    assert_eq!(
+        s.claim(&keys, "c", LONG, true).await,
+        Ok(Claim::Consumed(text.to_vec()))
+    );
+    assert!(
+        cli(&["EXISTS", &keys.claim]) == "0",
+        "a consumed payment takes no claim"
+    );
+}
