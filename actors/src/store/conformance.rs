@@ -17,6 +17,7 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     counts_stop_at_their_cap_and_expire(store, prefix).await;
     compare_and_set_sets_only_over_what_it_expected(store, prefix).await;
     read_back_reads_what_landed(store, prefix).await;
+    sets_hold_members_until_removed(store, prefix).await;
     store.ping().await.expect("ping");
 }
 
@@ -98,6 +99,26 @@ pub async fn compare_and_set_sets_only_over_what_it_expected(store: &dyn Store, 
         store.compare_and_set(&gone, Some(b"v1"), b"v2", LONG).await,
         Ok(Cas::Current(None))
     );
+}
+
+pub async fn sets_hold_members_until_removed(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}index:a");
+    let other = format!("{prefix}index:ab");
+    assert_eq!(store.set_members(&key).await, Ok(vec![]), "absent is empty");
+    store.set_add(&key, "x").await.expect("add");
+    store.set_add(&key, "y").await.expect("add");
+    store.set_add(&key, "x").await.expect("add twice");
+    store
+        .set_add(&other, "z")
+        .await
+        .expect("add to a set whose name extends the first");
+    let mut members = store.set_members(&key).await.expect("members");
+    members.sort();
+    assert_eq!(members, vec!["x".to_owned(), "y".to_owned()]);
+    store.set_remove(&key, "x").await.expect("remove");
+    store.set_remove(&key, "never").await.expect("remove what is absent");
+    assert_eq!(store.set_members(&key).await, Ok(vec!["y".to_owned()]));
+    assert_eq!(store.set_members(&other).await, Ok(vec!["z".to_owned()]));
 }
 
 pub async fn read_back_reads_what_landed(store: &dyn Store, prefix: &str) {

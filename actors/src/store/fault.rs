@@ -1,6 +1,7 @@
 //! A fault injector: a [`Store`] wrapper that loses the answer of the next
-//! `put_if_absent` (after forwarding it, or instead of forwarding it) and
-//! can fail reads, for unit tests of how the guard resolves a lost reply.
+//! `put_if_absent` or `compare_and_set` (after forwarding it, or instead of
+//! forwarding it) and can fail reads, for unit tests of how the guard and
+//! the channel book resolve a lost reply.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ pub enum PutFault {
 pub struct FaultInjector {
     inner: Arc<dyn Store>,
     next_put: Mutex<Option<PutFault>>,
+    next_cas: Mutex<Option<PutFault>>,
     fail_reads: AtomicBool,
 }
 
@@ -30,12 +32,18 @@ impl FaultInjector {
         FaultInjector {
             inner,
             next_put: Mutex::new(None),
+            next_cas: Mutex::new(None),
             fail_reads: AtomicBool::new(false),
         }
     }
 
     pub fn fault_next_put(&self, fault: PutFault) {
         *self.next_put.lock() = Some(fault);
+    }
+
+    /// The same for the next `compare_and_set`.
+    pub fn fault_next_cas(&self, fault: PutFault) {
+        *self.next_cas.lock() = Some(fault);
     }
 
     /// Every read (`get`, `read_back`) fails while set.
@@ -106,7 +114,29 @@ impl Store for FaultInjector {
         new: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, Cas> {
-        self.inner.compare_and_set(key, expected, new, ttl)
+        let fault = self.next_cas.lock().take();
+        Box::pin(async move {
+            match fault {
+                None => self.inner.compare_and_set(key, expected, new, ttl).await,
+                Some(PutFault::LoseReply) => {
+                    let _ = self.inner.compare_and_set(key, expected, new, ttl).await;
+                    Err(Self::cut())
+                }
+                Some(PutFault::Swallow) => Err(Self::cut()),
+            }
+        })
+    }
+
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.set_add(key, member)
+    }
+
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.set_remove(key, member)
+    }
+
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        self.inner.set_members(key)
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

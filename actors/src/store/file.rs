@@ -19,6 +19,8 @@ use super::{Cas, OpenError, Put, Store, StoreError, StoreFuture, unix_ms};
 
 /// key → (expires, unix ms; value).
 const ENTRIES: redb::TableDefinition<&str, (u64, &[u8])> = redb::TableDefinition::new("entries_v1");
+/// set key, member → (): the sets (indexes), kept until removed.
+const SETS: redb::TableDefinition<(&str, &str), ()> = redb::TableDefinition::new("sets_v1");
 const LEGACY_RECORDS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("replay_records_v2");
 
 /// Beyond this many entries, expired ones are dropped on the next write.
@@ -41,6 +43,7 @@ impl FileStore {
         let txn = db.begin_write().map_err(|e| fail(&e))?;
         txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         txn.open_table(LEGACY_RECORDS).map_err(|e| fail(&e))?;
+        txn.open_table(SETS).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
         Ok(FileStore {
             db: Arc::new(db),
@@ -232,6 +235,47 @@ impl Store for FileStore {
                     .map_err(local)?;
                 Ok(Cas::Set)
             })
+        })
+    }
+
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        let (key, member) = (key.to_owned(), member.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(local)?;
+            txn.open_table(SETS)
+                .map_err(local)?
+                .insert((key.as_str(), member.as_str()), ())
+                .map_err(local)?;
+            txn.commit().map_err(local)
+        })
+    }
+
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        let (key, member) = (key.to_owned(), member.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(local)?;
+            txn.open_table(SETS)
+                .map_err(local)?
+                .remove((key.as_str(), member.as_str()))
+                .map_err(local)?;
+            txn.commit().map_err(local)
+        })
+    }
+
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let table = db.begin_read().map_err(local)?.open_table(SETS).map_err(local)?;
+            let mut out = Vec::new();
+            for row in table.range((key.as_str(), "")..).map_err(local)? {
+                let (k, _) = row.map_err(local)?;
+                let (set, member) = k.value();
+                if set != key {
+                    break;
+                }
+                out.push(member.to_owned());
+            }
+            Ok(out)
         })
     }
 

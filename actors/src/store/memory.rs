@@ -3,7 +3,7 @@
 //! expire by their ttl; at most `capacity` live keys, beyond which a write
 //! fails closed (`Saturated`) rather than grow or evict a live record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -26,6 +26,7 @@ struct Published {
 struct State {
     entries: HashMap<String, Entry>,
     published: HashMap<String, Published>,
+    sets: HashMap<String, HashSet<String>>,
 }
 
 pub struct MemoryStore {
@@ -160,6 +161,36 @@ impl Store for MemoryStore {
             return ready(Ok(Cas::Current(current)));
         }
         ready(s.set(key, new.to_vec(), ttl, now, self.capacity).map(|()| Cas::Set))
+    }
+
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        let mut s = self.state.lock();
+        let members: usize = s.sets.values().map(HashSet::len).sum();
+        if members >= self.capacity && !s.sets.get(key).is_some_and(|m| m.contains(member)) {
+            return ready(Err(StoreError::Saturated(self.capacity)));
+        }
+        s.sets.entry(key.to_owned()).or_default().insert(member.to_owned());
+        ready(Ok(()))
+    }
+
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        let mut s = self.state.lock();
+        if let Some(m) = s.sets.get_mut(key) {
+            m.remove(member);
+            if m.is_empty() {
+                s.sets.remove(key);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        let s = self.state.lock();
+        ready(Ok(s
+            .sets
+            .get(key)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -217,6 +217,16 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> StoreFuture<'a, Cas>;
 
+    /// Adds `member` to the set `key` (kept until removed): an index,
+    /// such as the channels a settler must watch. Idempotent.
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Takes `member` out of the set `key`. Idempotent.
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()>;
+
+    /// The members of the set `key`, in no order (empty when absent).
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>>;
+
     fn ping(&self) -> StoreFuture<'_, ()>;
 
     /// The keys of a lookup of the payment recorded under `record`

@@ -309,6 +309,34 @@ impl Store for RedisStore {
         })
     }
 
+    fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let _: i64 = self
+                .with_conn(|mut c| async move { redis::cmd("SADD").arg(key).arg(member).query_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn set_remove<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = self.key(key);
+            let _: i64 = self
+                .with_conn(|mut c| async move { redis::cmd("SREM").arg(key).arg(member).query_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let key = self.key(key);
+            self.with_conn(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
+                .await
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let _: String = self
