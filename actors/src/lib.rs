@@ -9,12 +9,15 @@
 //!   [`coalescer::exchange`], by every instance on the store).
 //! - [`replay_guard::ReplayGuard`]: consumes a payment once and keeps an
 //!   in-process cache of consumed hashes.
+//! - [`channels::ChannelBook`]: the state of payment channels, changed
+//!   only by compare-and-set on the shared store.
 //! - [`store`]: the [`store::Store`] trait those two use, with its
 //!   backends (memory, file, Redis).
 //!
 //! They run on the actix system of the binary; the HTTP handlers reach them
 //! through their `Addr` or, for the genome, a lock-free shared view.
 
+pub mod channels;
 pub mod coalescer;
 pub mod counters;
 pub mod genome_supervisor;
