@@ -274,3 +274,27 @@ async fn the_claim_answers_from_a_record_but_not_from_one_still_pending() {
         "a consumed payment takes no claim"
     );
 }
+
+/// A channel's state under `redis.wait_replicas` on a server without
+/// replicas: the compare-and-set lands on the primary but is no answer
+/// (a 503 for the request), and a compare-and-set that changes nothing
+/// waits for no replica.
+#[tokio::test]
+async fn a_channel_write_no_replica_confirms_is_no_answer() {
+    use settlegate_actors::store::Cas;
+    let p = prefix("cas-wait");
+    let s = store(&p, 1, Duration::from_millis(150));
+    assert_eq!(
+        s.compare_and_set("channel:c", None, b"v1", LONG).await,
+        Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+    );
+    assert_eq!(
+        s.compare_and_set("channel:c", None, b"v2", LONG).await,
+        Ok(Cas::Current(Some(b"v1".to_vec()))),
+        "a lost race answers at once"
+    );
+    assert_eq!(
+        plain(&p).compare_and_set("channel:c", Some(b"v1"), b"v2", LONG).await,
+        Ok(Cas::Set)
+    );
+}

@@ -22,7 +22,7 @@ use deadpool_redis::redis;
 use parking_lot::Mutex;
 
 pub use connection::RedisTarget;
-use connection::{Conn, Connector, redis_error};
+use connection::{Conn, Connector, redis_error, wait_for_replicas};
 pub use consume::pending;
 
 use super::{Cas, Claim, LookupKeys, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
@@ -288,18 +288,35 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, Cas> {
         Box::pin(async move {
             let key = self.key(key);
-            let answer: Vec<Vec<u8>> = self
+            let wanted = self.wait_replicas;
+            let wait_ms = (self.timeout.as_millis() as u64 / 3).max(1);
+            let (answer, acked): (Vec<Vec<u8>>, Option<i64>) = self
                 .with_conn(|mut c| async move {
-                    COMPARE_AND_SET
-                        .key(key)
+                    let answer: Vec<Vec<u8>> = COMPARE_AND_SET
+                        .key(&key)
                         .arg(if expected.is_some() { "1" } else { "0" })
                         .arg(expected.unwrap_or_default())
                         .arg(new)
                         .arg(ttl_ms(ttl))
                         .invoke_async(&mut c)
-                        .await
+                        .await?;
+                    // A changed state counts once it reached the replicas
+                    // a failover could promote; WAIT on the writing
+                    // connection counts this connection's writes.
+                    let acked = if wanted > 0 && answer.first().is_some_and(|k| k == b"set") {
+                        Some(wait_for_replicas(&mut c, &key, wanted, wait_ms).await?)
+                    } else {
+                        None
+                    };
+                    Ok((answer, acked))
                 })
                 .await?;
+            if let Some(acked) = acked
+                && acked < i64::from(wanted)
+            {
+                // Written on the primary, maybe not beyond: no answer.
+                return Err(StoreError::Unreplicated { wanted, acked });
+            }
             match answer.as_slice() {
                 [k] if k == b"set" => Ok(Cas::Set),
                 [k] if k == b"current" => Ok(Cas::Current(None)),
