@@ -32,6 +32,7 @@ mod replay;
 mod rpc;
 mod secrets;
 mod server;
+mod session;
 mod values;
 
 pub use authorize::ForwardedHeaders;
@@ -43,6 +44,7 @@ pub use otel::{Otel, OtlpProtocol};
 pub use replay::RedisSettings;
 pub use secrets::Secret;
 pub use server::TlsFiles;
+pub use session::SessionSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -113,6 +115,8 @@ pub struct Settings {
     /// Origins a browser may call from (empty: no CORS headers at all).
     pub cors_allowed_origins: Vec<String>,
     pub cors_max_age_seconds: usize,
+    /// `[session]`: payment channels and their settler.
+    pub session: SessionSettings,
 }
 
 impl Settings {
@@ -136,6 +140,7 @@ impl Settings {
         let authorize = authorize::validate(raw.authorize)?;
         let callers = callers::validate(raw.callers)?;
         let cors = cors::validate(raw.cors)?;
+        let session = session::validate(raw.session)?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -177,6 +182,7 @@ impl Settings {
             callers,
             cors_allowed_origins: cors.allowed_origins,
             cors_max_age_seconds: cors.max_age_seconds,
+            session,
         })
     }
 }

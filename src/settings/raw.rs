@@ -26,6 +26,18 @@ pub(super) struct Raw {
     pub(super) authorize: RawAuthorize,
     pub(super) callers: RawCallers,
     pub(super) cors: RawCors,
+    pub(super) session: RawSession,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub(super) settler_key_file: Option<PathBuf>,
+    pub(super) settle_amount: String,
+    pub(super) settle_interval_seconds: u64,
+    pub(super) scan_interval_seconds: u64,
+    pub(super) facts_ttl_seconds: u64,
+    pub(super) channel_ttl_days: u64,
 }
 
 #[derive(Deserialize)]
