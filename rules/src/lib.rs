@@ -15,6 +15,8 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
+//!   the `open` transaction's judgement and per-channel accounting.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
@@ -28,6 +30,7 @@ pub mod policy;
 pub mod primitives;
 pub mod replay;
 pub mod seed;
+pub mod session;
 pub mod settlement;
 pub mod signed_tx;
 pub mod target;

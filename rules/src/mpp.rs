@@ -34,6 +34,7 @@ use crate::primitives::Amount;
 
 pub const METHOD: &str = "tempo";
 pub const INTENT: &str = "charge";
+pub const SESSION_INTENT: &str = "session";
 /// Secrets shorter than this are refused (as mppx and mpp-rs do).
 pub const MIN_SECRET_LEN: usize = 32;
 /// The longest signed transaction a `transaction` credential may carry.
