@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use alloy_json_rpc::RpcError as AlloyError;
+use alloy_json_rpc::{ErrorPayload, RpcError as AlloyError};
+use alloy_primitives::Bytes;
 use alloy_transport::{TransportError, TransportErrorKind};
 
 use super::redact::Redactor;
@@ -40,7 +41,26 @@ pub enum RpcError {
     /// this instance, not of the chain, so never shared with others.
     #[error("transport: the {0} stopped")]
     Stopped(Stopped),
+    /// The call reverted: an answer about the call, not a fault of the
+    /// endpoint (its health is unchanged and no other endpoint is asked).
+    /// The revert data, cut to [`MAX_REVERT_BYTES`].
+    #[error("the call reverted ({} bytes of revert data)", .0.len())]
+    Reverted(Bytes),
+    /// The fee the node suggests is above the ceiling: refused, never
+    /// signed. In wei per gas (saturated: the ceiling is far below
+    /// `u64::MAX`, and the enum stays eight-byte aligned).
+    #[error("max fee per gas {max_fee_per_gas} is above the ceiling {ceiling}")]
+    FeeAboveCeiling { max_fee_per_gas: u64, ceiling: u64 },
+    /// The gas the node estimates is above the ceiling.
+    #[error("gas limit {gas_limit} is above the ceiling {ceiling}")]
+    GasAboveCeiling { gas_limit: u64, ceiling: u64 },
+    /// A request larger than the pool sends (call data).
+    #[error("call data of {len} bytes is above the limit of {limit}")]
+    TooLarge { len: usize, limit: usize },
 }
+
+/// The most revert data an error keeps.
+pub const MAX_REVERT_BYTES: usize = 1024;
 
 /// Which part of the instance stopped answering its mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +91,10 @@ impl RpcError {
             RpcError::WrongChain { .. } => "rpc_wrong_chain",
             RpcError::AllCircuitsOpen => "rpc_circuits_open",
             RpcError::Saturated(_) => "rpc_saturated",
+            RpcError::Reverted(_) => "rpc_reverted",
+            RpcError::FeeAboveCeiling { .. } => "rpc_fee_ceiling",
+            RpcError::GasAboveCeiling { .. } => "rpc_gas_ceiling",
+            RpcError::TooLarge { .. } => "rpc_too_large",
         }
     }
 
@@ -98,6 +122,10 @@ impl RpcError {
             RpcError::AllCircuitsOpen => "circuits_open".into(),
             RpcError::Saturated(_) => "saturated".into(),
             RpcError::Stopped(_) => "transport".into(),
+            RpcError::Reverted(_) => "reverted".into(),
+            RpcError::FeeAboveCeiling { .. } => "fee_ceiling".into(),
+            RpcError::GasAboveCeiling { .. } => "gas_ceiling".into(),
+            RpcError::TooLarge { .. } => "too_large".into(),
         }
     }
 }
@@ -137,6 +165,31 @@ pub(super) fn classify(e: TransportError, redactor: &Redactor) -> RpcError {
         }
         other => RpcError::Transport(redactor.scrub(&other.to_string())),
     }
+}
+
+/// A call's error, unless it is a revert: then `Ok` with the revert data
+/// (cut to [`MAX_REVERT_BYTES`]; empty when the node gave none). A revert
+/// is code 3 (EIP-1474's "execution reverted", with data) or a message
+/// that says so.
+pub(super) fn as_revert(e: TransportError) -> Result<Bytes, TransportError> {
+    match e {
+        AlloyError::ErrorResp(p) if is_revert(&p) => {
+            let mut data: Bytes = p
+                .data
+                .as_deref()
+                .and_then(|raw| serde_json::from_str::<Bytes>(raw.get()).ok())
+                .unwrap_or_default();
+            if data.len() > MAX_REVERT_BYTES {
+                data = data.slice(..MAX_REVERT_BYTES);
+            }
+            Ok(data)
+        }
+        other => Err(other),
+    }
+}
+
+fn is_revert(p: &ErrorPayload) -> bool {
+    p.code == 3 || p.message.to_ascii_lowercase().starts_with("execution reverted")
 }
 
 /// What a node's "this transaction is known already" becomes.
@@ -246,6 +299,35 @@ mod tests {
                 message: ALREADY_KNOWN.into()
             }
         );
+    }
+
+    #[test]
+    fn a_revert_keeps_its_data_bounded_and_other_errors_pass() {
+        let reverted = |code: i64, message: &str, data: Option<&str>| {
+            AlloyError::ErrorResp(ErrorPayload {
+                code,
+                message: message.to_owned().into(),
+                data: data.map(|d| serde_json::value::RawValue::from_string(d.to_owned()).unwrap()),
+            })
+        };
+        let got = as_revert(reverted(3, "execution reverted: custom error", Some("\"0x832f98b5\""))).unwrap();
+        assert_eq!(got.as_ref(), [0x83, 0x2f, 0x98, 0xb5]);
+        let long = format!("\"0x{}\"", "ab".repeat(5000));
+        assert_eq!(
+            as_revert(reverted(3, "x", Some(&long))).unwrap().len(),
+            MAX_REVERT_BYTES
+        );
+        assert!(
+            as_revert(reverted(-32000, "Execution reverted", None))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(as_revert(reverted(-32000, "nonce too low", None)).is_err());
+        assert!(as_revert(TransportErrorKind::custom(HttpFault::Status(500))).is_err());
+        let e = RpcError::Reverted(Bytes::from_static(&[1, 2]));
+        assert_eq!((e.cause(), e.category().as_str()), ("rpc_reverted", "reverted"));
+        let wire = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<RpcError>(&wire).unwrap(), e);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{RpcError, Shared};
+use super::{ATTEMPTS, RpcError, Shared};
 
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
@@ -97,6 +97,39 @@ pub struct EndpointStatus {
 }
 
 impl Shared {
+    /// Tries `attempt` on the endpoints [`Shared::route`] gives for
+    /// `chain_id`, at most [`ATTEMPTS`] of them (an endpoint found on another
+    /// chain does not count). A revert is an answer, returned at once.
+    pub(super) async fn failover<T, F, Fut>(&self, chain_id: u64, what: &'static str, attempt: F) -> Result<T, RpcError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let mut last = None;
+        let mut attempts = 0;
+        for i in self.route(chain_id) {
+            if attempts == ATTEMPTS {
+                break;
+            }
+            if !self.acquire(i) {
+                continue;
+            }
+            match attempt(i).await {
+                Ok(v) => return Ok(v),
+                Err(e @ RpcError::Reverted(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.endpoints[i].label, error = %e, cause = e.cause(),
+                        call = what, "RPC call failed");
+                    if !matches!(e, RpcError::WrongChain { .. }) {
+                        attempts += 1;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_route(chain_id)))
+    }
+
     /// Why no endpoint could be asked at all.
     pub(super) fn no_route(&self, want: u64) -> RpcError {
         let wrong = self.endpoints.iter().find_map(|e| {

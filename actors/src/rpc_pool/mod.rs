@@ -20,16 +20,18 @@
 //! than one confirmation. The receipt's block is read only when a node
 //! gives no timestamp. A failed attempt is retried once on another endpoint.
 //!
-//! Messages: [`Lookup`], [`Broadcast`], [`PoolStatus`]. Guarantee: "the node does not know
+//! Messages: [`Lookup`], [`Broadcast`], [`EthCall`], [`PrepareTx`],
+//! [`PoolStatus`]. Guarantee: "the node does not know
 //! this transaction" (`Ok` with no receipt) is never confused with "the
 //! endpoint failed" (`Err`), and an endpoint that answers for another
 //! transaction, or with garbage, counts as failed.
 //!
 //! Modules: `health` (circuits, routing, `/readyz` states), `exchange`
 //! (one round trip and its bookkeeping, the chain-id probe), `lookup`,
-//! `broadcast`, `error`, `metrics`, `redact` (what of a URL may show).
+//! `broadcast`, `call` (`eth_call`, transaction parameters), `error`, `metrics`, `redact` (what of a URL may show).
 
 mod broadcast;
+mod call;
 mod error;
 mod exchange;
 mod health;
@@ -42,7 +44,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix::prelude::*;
-use alloy_primitives::Bytes;
+use alloy_primitives::{Address, Bytes};
 use alloy_rpc_client::RpcClient;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -51,7 +53,11 @@ use settlegate_rules::credential::TxHash;
 use settlegate_rules::settlement::ChainFacts;
 use url::Url;
 
-pub use error::{RpcError, Stopped};
+pub use call::{
+    GAS_MARGIN_PERCENT, MAX_CALL_DATA_BYTES, MAX_CALL_RESULT_BYTES, MAX_FEE_PER_GAS_CEILING, MAX_GAS_LIMIT,
+    MIN_GAS_LIMIT, TxParams,
+};
+pub use error::{MAX_REVERT_BYTES, RpcError, Stopped};
 pub use health::{EndpointState, EndpointStatus, FAILURES_TO_OPEN, OPEN_FOR};
 pub use metrics::{HttpLabels, RpcLabels, RpcMetrics, latency_histogram};
 pub use redact::{REDACTED, Redactor, endpoint_label, endpoint_name};
@@ -138,6 +144,28 @@ pub enum Submitted {
     Accepted,
     /// Refused: it will not be mined as it is. The node's message, for logs.
     Rejected(String),
+}
+
+/// `eth_call` of `data` to `to` at the latest block, on an endpoint
+/// verified on `chain_id`: the returned bytes, or [`RpcError::Reverted`].
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<Bytes, RpcError>")]
+pub struct EthCall {
+    pub to: Address,
+    pub data: Bytes,
+    pub chain_id: u64,
+}
+
+/// The nonce, gas limit and fees of a type-2 transaction from `from`
+/// calling `to` with `data`, from one endpoint verified on `chain_id` in
+/// one JSON-RPC batch.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<TxParams, RpcError>")]
+pub struct PrepareTx {
+    pub from: Address,
+    pub to: Address,
+    pub data: Bytes,
+    pub chain_id: u64,
 }
 
 /// Each endpoint's state relative to `chain_id`; with `probe`, endpoints
@@ -230,6 +258,24 @@ impl Handler<Broadcast> for RpcPool {
     }
 }
 
+impl Handler<EthCall> for RpcPool {
+    type Result = ResponseFuture<Result<Bytes, RpcError>>;
+
+    fn handle(&mut self, msg: EthCall, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.eth_call(msg).await })
+    }
+}
+
+impl Handler<PrepareTx> for RpcPool {
+    type Result = ResponseFuture<Result<TxParams, RpcError>>;
+
+    fn handle(&mut self, msg: PrepareTx, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.prepare_tx(msg).await })
+    }
+}
+
 impl Handler<PoolStatus> for RpcPool {
     type Result = ResponseFuture<Vec<EndpointStatus>>;
 
@@ -245,4 +291,4 @@ impl Handler<PoolStatus> for RpcPool {
     }
 }
 
-crate::traced_handlers!(RpcPool: Lookup, Broadcast);
+crate::traced_handlers!(RpcPool: Lookup, Broadcast, EthCall, PrepareTx);
