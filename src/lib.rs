@@ -13,6 +13,7 @@ mod import_graph;
 pub mod memory;
 pub mod outcome;
 pub mod send_timeout;
+pub mod session;
 pub mod settings;
 pub mod settle;
 pub mod startup;

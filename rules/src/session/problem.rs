@@ -60,6 +60,8 @@ pub enum SessionProblem {
     UnrecoveredSigner,
     #[error("an amount does not fit the escrow's uint128")]
     Overflow,
+    #[error("the node refused the signed transaction; it was not broadcast")]
+    TxRejected,
 }
 
 impl SessionProblem {
@@ -89,7 +91,8 @@ impl SessionProblem {
             | TopUpAmountMismatch { .. }
             | Undecodable(_)
             | UnrecoveredSigner
-            | Overflow => "verification-failed",
+            | Overflow
+            | TxRejected => "verification-failed",
         }
     }
 

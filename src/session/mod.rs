@@ -1,0 +1,468 @@
+//! Pay-as-you-go channels (MPP `session`): carries out what [`step`]
+//! decides, on the [`ChannelBook`] (state shared by every instance) and
+//! the [`RpcPool`] (the channel's facts, the client's signed `open` and
+//! `topUp` transactions).
+//!
+//! Guarantees:
+//! - a voucher costs one signature recovery and one compare-and-set when
+//!   the channel's facts are fresh: no JSON-RPC call;
+//! - facts are read through the pool, one read per channel at a time in
+//!   this process (the others wait for it and use it), and re-read on
+//!   `open`, `topUp` and when they are older than `facts_ttl`;
+//! - a client's `open` or `topUp` transaction is broadcast by one instance
+//!   only (a reservation in the store per transaction hash); the others
+//!   wait for its effect on chain;
+//! - a request whose state change has begun runs to its end even if the
+//!   caller goes away: a deduction is never written without its answer
+//!   being decided.
+
+pub mod step;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use alloy_primitives::{Address, Bytes, keccak256};
+use settlegate_actors::Traced;
+use settlegate_actors::channels::{BookError, ChannelBook};
+use settlegate_actors::rpc_pool::{Broadcast, EthCall, RpcError, RpcPool, Stopped, Submitted};
+use settlegate_actors::store::{StoreError, unix_now};
+use settlegate_rules::credential::TxHash;
+use settlegate_rules::session::abi::{decode_get_channel, get_channel_call};
+use settlegate_rules::session::{
+    Action, ChannelId, ChannelState, Domain, Expected, Open, SessionProblem, TopUp, Voucher, judge_open, judge_top_up,
+};
+use tracing::Instrument;
+
+use step::Ctx;
+pub use step::{Facts, SessionTerms, Verdict};
+
+/// The set of channels a `close` credential asked to close: the settler
+/// closes them on chain.
+pub const CLOSING_KEY: &str = "channels:closing";
+
+/// What a served session request tells its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub action: &'static str,
+    pub channel: ChannelId,
+    pub payer: Address,
+    pub accepted: u128,
+    pub spent: u128,
+    /// This request's price, deducted.
+    pub amount: u128,
+    pub challenge_id: String,
+    /// The `open` or `topUp` transaction this request broadcast or saw.
+    pub tx_hash: Option<TxHash>,
+}
+
+/// Why a session request got no answer. Each is a 503; nothing deducted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionUnavailable {
+    #[error(transparent)]
+    Book(#[from] BookError),
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("the channel's stored state does not decode")]
+    Corrupt,
+    /// The `open` or `topUp` was broadcast (here or by another instance)
+    /// and its effect is not on chain yet.
+    #[error("the transaction is not on chain yet")]
+    NotYetOnChain,
+}
+
+impl SessionUnavailable {
+    pub fn cause(&self) -> &'static str {
+        match self {
+            SessionUnavailable::Book(e) => e.cause(),
+            SessionUnavailable::Rpc(e) => e.cause(),
+            SessionUnavailable::Corrupt => "channel_corrupt_state",
+            SessionUnavailable::NotYetOnChain => "channel_not_on_chain_yet",
+        }
+    }
+}
+
+/// The answer to one session credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionAnswer {
+    Served(Served),
+    Refused(SessionProblem),
+    Unavailable(SessionUnavailable),
+}
+
+/// One session credential to carry out.
+#[derive(Clone, Debug)]
+pub struct SessionCall {
+    pub action: Action,
+    pub challenge_id: String,
+    pub terms: SessionTerms,
+}
+
+type FactsCell = Arc<tokio::sync::Mutex<Option<Facts>>>;
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    pub book: ChannelBook,
+    pub rpc: Addr<RpcPool>,
+    pub facts_ttl: Duration,
+    /// Bound on one JSON-RPC exchange through the pool.
+    pub rpc_timeout: Duration,
+    /// How long an `open` or `topUp` may take to show on chain.
+    pub open_wait: Duration,
+    facts: Arc<quick_cache::sync::Cache<String, FactsCell>>,
+}
+
+impl Sessions {
+    pub fn new(book: ChannelBook, rpc: Addr<RpcPool>, facts_ttl: Duration, rpc_timeout: Duration) -> Self {
+        Sessions {
+            book,
+            rpc,
+            facts_ttl,
+            rpc_timeout,
+            open_wait: rpc_timeout * 2,
+            facts: Arc::new(quick_cache::sync::Cache::new(10_000)),
+        }
+    }
+
+    /// [`Sessions::handle`], run to its end on this worker even if the
+    /// caller goes away.
+    pub async fn handle_to_end(&self, call: SessionCall) -> SessionAnswer {
+        let me = self.clone();
+        let span = tracing::Span::current();
+        let task = actix_web::rt::spawn(async move { me.handle(call).await }.instrument(span));
+        task.await
+            .unwrap_or(SessionAnswer::Unavailable(SessionUnavailable::Book(BookError::Store(
+                StoreError::Stopped,
+            ))))
+    }
+
+    pub async fn handle(&self, call: SessionCall) -> SessionAnswer {
+        let terms = call.terms;
+        let served = match call.action {
+            Action::Voucher(v) => self.voucher(&terms, &v, None, false).await,
+            Action::Open(o) => self.open(&terms, &o).await,
+            Action::TopUp(t) => self.top_up(&terms, &t).await,
+            Action::Close(v) => self.voucher(&terms, &v, None, true).await,
+        };
+        match served {
+            Ok(Ok((state, channel, tx_hash, action))) => SessionAnswer::Served(Served {
+                action,
+                channel,
+                payer: state.chain.payer,
+                accepted: state.accepted,
+                spent: state.spent,
+                amount: terms.price,
+                challenge_id: call.challenge_id,
+                tx_hash,
+            }),
+            Ok(Err(p)) => SessionAnswer::Refused(p),
+            Err(e) => SessionAnswer::Unavailable(e),
+        }
+    }
+
+    fn key(terms: &SessionTerms, channel: &ChannelId) -> String {
+        // The escrow and chain are part of the key: a genome that moves to
+        // another escrow never decides on the old one's state.
+        format!("{}:{:#x}:{channel}", terms.chain_id, terms.escrow)
+    }
+
+    /// A voucher (or a close): one compare-and-set when the facts are
+    /// fresh; a facts read first otherwise.
+    async fn voucher(
+        &self,
+        terms: &SessionTerms,
+        v: &Voucher,
+        fresh: Option<Facts>,
+        close: bool,
+    ) -> Result<Result<Done, SessionProblem>, SessionUnavailable> {
+        let domain = Domain {
+            chain_id: terms.chain_id,
+            escrow: terms.escrow,
+        };
+        let signer = match domain.recover(v) {
+            Ok(s) => s,
+            Err(p) => return Ok(Err(SessionProblem::InvalidSignature(p))),
+        };
+        let key = Self::key(terms, &v.channel_id);
+        let mut facts = fresh;
+        let mut read_once = fresh.is_some();
+        loop {
+            let now = unix_now();
+            let ctx = Ctx {
+                terms,
+                now,
+                facts_ttl: self.facts_ttl.as_secs(),
+                facts: facts.as_ref(),
+            };
+            let verdict = self
+                .book
+                .update(&key, |bytes| {
+                    if close {
+                        step::on_close(bytes, &ctx, v, signer)
+                    } else {
+                        step::on_voucher(bytes, &ctx, v, signer)
+                    }
+                })
+                .await?;
+            match verdict {
+                Verdict::NeedFacts if !read_once => {
+                    facts = Some(self.facts(terms, &v.channel_id, &key, now).await?);
+                    read_once = true;
+                }
+                // Facts just read are older than the ttl: a clock step.
+                Verdict::NeedFacts => return Err(SessionUnavailable::NotYetOnChain),
+                Verdict::Corrupt => return Err(SessionUnavailable::Corrupt),
+                Verdict::Refused(p) => {
+                    if close && matches!(p, SessionProblem::InsufficientBalance { .. }) {
+                        // The close voucher was accepted: close it anyway.
+                        self.mark_closing(&key).await?;
+                    }
+                    return Ok(Err(p));
+                }
+                Verdict::Served(state) => {
+                    if close {
+                        self.mark_closing(&key).await?;
+                    }
+                    let action = if close { "close" } else { "voucher" };
+                    return Ok(Ok((*state, v.channel_id, None, action)));
+                }
+            }
+        }
+    }
+
+    async fn mark_closing(&self, key: &str) -> Result<(), SessionUnavailable> {
+        let member = key.to_owned();
+        self.book
+            .store()
+            .run(
+                "channel_closing",
+                move |s| async move { s.set_add(CLOSING_KEY, &member).await },
+                |_| "ok",
+            )
+            .await
+            .map_err(|e| SessionUnavailable::Book(BookError::Store(e)))
+    }
+
+    /// An `open`: the transaction judged, broadcast once, its channel read
+    /// on chain and checked, then its first voucher.
+    async fn open(&self, terms: &SessionTerms, o: &Open) -> Result<Result<Done, SessionProblem>, SessionUnavailable> {
+        let expected = expected(terms);
+        let opened = match judge_open(&o.transaction, o, &expected) {
+            Ok(f) => f,
+            Err(p) => return Ok(Err(p)),
+        };
+        let hash = TxHash::from(keccak256(&o.transaction));
+        if let Err(p) = self.broadcast_once(terms, &o.transaction, &hash).await? {
+            return Ok(Err(p));
+        }
+        let key = Self::key(terms, &o.channel_id);
+        let facts = self
+            .facts_until(terms, &o.channel_id, &key, |c| c.exists() || c.finalized)
+            .await?;
+        let chain = &facts.chain;
+        if chain.authorized_signer != opened.authorized_signer {
+            return Ok(Err(SessionProblem::AuthorizedSignerMismatch));
+        }
+        if chain.deposit < terms.min_deposit {
+            return Ok(Err(SessionProblem::DepositTooLow {
+                deposit: chain.deposit,
+                min: terms.min_deposit,
+            }));
+        }
+        Ok(self
+            .voucher(terms, &o.voucher, Some(facts), false)
+            .await?
+            .map(|(s, c, _, _)| (s, c, Some(hash), "open")))
+    }
+
+    /// A `topUp`: judged, broadcast once, the new deposit read, then the
+    /// request served from the balance if it covers the price.
+    async fn top_up(
+        &self,
+        terms: &SessionTerms,
+        t: &TopUp,
+    ) -> Result<Result<Done, SessionProblem>, SessionUnavailable> {
+        let expected = expected(terms);
+        if let Err(p) = judge_top_up(&t.transaction, &t.channel_id, t.additional_deposit, &expected) {
+            return Ok(Err(p));
+        }
+        let key = Self::key(terms, &t.channel_id);
+        let before = self.book.read(&key).await?;
+        let before = match before.as_deref().map(serde_json::from_slice::<ChannelState>) {
+            Some(Ok(s)) => s.chain.deposit,
+            Some(Err(_)) => return Err(SessionUnavailable::Corrupt),
+            None => 0,
+        };
+        let hash = TxHash::from(keccak256(&t.transaction));
+        if let Err(p) = self.broadcast_once(terms, &t.transaction, &hash).await? {
+            return Ok(Err(p));
+        }
+        let want = before.saturating_add(t.additional_deposit);
+        let facts = self
+            .facts_until(terms, &t.channel_id, &key, |c| c.deposit >= want || c.finalized)
+            .await?;
+        let ctx = Ctx {
+            terms,
+            now: unix_now(),
+            facts_ttl: self.facts_ttl.as_secs(),
+            facts: Some(&facts),
+        };
+        match self.book.update(&key, |bytes| step::on_top_up(bytes, &ctx)).await? {
+            Verdict::Served(state) => Ok(Ok((*state, t.channel_id, Some(hash), "topUp"))),
+            Verdict::Refused(p) => Ok(Err(p)),
+            Verdict::Corrupt => Err(SessionUnavailable::Corrupt),
+            Verdict::NeedFacts => Err(SessionUnavailable::NotYetOnChain),
+        }
+    }
+
+    /// Broadcasts `raw` unless another request (of any instance) did in the
+    /// last minute; a node's refusal is the client's problem (402).
+    async fn broadcast_once(
+        &self,
+        terms: &SessionTerms,
+        raw: &Bytes,
+        hash: &TxHash,
+    ) -> Result<Result<(), SessionProblem>, SessionUnavailable> {
+        let reservation = format!("broadcast:{hash}");
+        let ttl = Duration::from_secs(60);
+        let key = reservation.clone();
+        let mine = self
+            .book
+            .store()
+            .run(
+                "broadcast_reserve",
+                move |s| async move { s.reserve(&key, ttl).await },
+                |got| if *got { "reserved" } else { "taken" },
+            )
+            .await
+            .map_err(|e| SessionUnavailable::Book(BookError::Store(e)))?;
+        if !mine {
+            return Ok(Ok(()));
+        }
+        let sent = self
+            .rpc
+            .send(Traced::new(Broadcast {
+                raw: raw.clone(),
+                chain_id: terms.chain_id,
+            }))
+            .timeout(self.open_wait)
+            .await;
+        let release = || {
+            let store = self.book.store().clone();
+            async move {
+                let _ = store
+                    .run(
+                        "broadcast_release",
+                        move |s| async move { s.release(&reservation).await },
+                        |_| "ok",
+                    )
+                    .await;
+            }
+        };
+        match sent {
+            Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok(Ok(())),
+            Ok(Ok(Submitted::Rejected(why))) => {
+                tracing::info!(%hash, why = %why.chars().take(200).collect::<String>(), "the node refused a session transaction");
+                release().await;
+                Ok(Err(SessionProblem::TxRejected))
+            }
+            Ok(Err(e)) => {
+                release().await;
+                Err(e.into())
+            }
+            Err(_) => {
+                release().await;
+                Err(RpcError::Timeout(self.open_wait).into())
+            }
+        }
+    }
+
+    /// The channel's facts, read once per channel at a time in this
+    /// process: a task that waited for another's read uses it when it is
+    /// newer than `since`.
+    async fn facts(
+        &self,
+        terms: &SessionTerms,
+        channel: &ChannelId,
+        key: &str,
+        since: u64,
+    ) -> Result<Facts, SessionUnavailable> {
+        let cell = match self.facts.get(key) {
+            Some(c) => c,
+            None => {
+                let fresh: FactsCell = Arc::default();
+                self.facts
+                    .get_or_insert_with(key, || Ok::<_, std::convert::Infallible>(fresh))
+                    .unwrap_or_else(|never| match never {})
+            }
+        };
+        let mut held = cell.lock().await;
+        if let Some(f) = *held
+            && f.read_at >= since
+        {
+            return Ok(f);
+        }
+        let f = self.read_chain(terms, channel).await?;
+        *held = Some(f);
+        Ok(f)
+    }
+
+    async fn read_chain(&self, terms: &SessionTerms, channel: &ChannelId) -> Result<Facts, SessionUnavailable> {
+        let read_at = unix_now();
+        let sent = self
+            .rpc
+            .send(Traced::new(EthCall {
+                to: terms.escrow,
+                data: get_channel_call(channel),
+                chain_id: terms.chain_id,
+            }))
+            .timeout(self.rpc_timeout * 2)
+            .await;
+        let data = match sent {
+            Ok(r) => r?,
+            Err(actix::MailboxError::Timeout) => return Err(RpcError::Timeout(self.rpc_timeout * 2).into()),
+            Err(actix::MailboxError::Closed) => return Err(RpcError::Stopped(Stopped::Pool).into()),
+        };
+        let chain = decode_get_channel(&data).map_err(|e| RpcError::Malformed(format!("getChannel: {e}")))?;
+        Ok(Facts { chain, read_at })
+    }
+
+    /// Facts read until `done` holds of them (the effect of a transaction
+    /// just broadcast), for at most `open_wait`.
+    async fn facts_until(
+        &self,
+        terms: &SessionTerms,
+        channel: &ChannelId,
+        key: &str,
+        done: impl Fn(&settlegate_rules::session::OnChain) -> bool,
+    ) -> Result<Facts, SessionUnavailable> {
+        let until = Instant::now() + self.open_wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let f = self.facts(terms, channel, key, unix_now() + 1).await?;
+            if done(&f.chain) {
+                return Ok(f);
+            }
+            if Instant::now() + pause > until {
+                return Err(SessionUnavailable::NotYetOnChain);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The state after a served request, its channel, the transaction it
+/// carried and the action's name.
+type Done = (ChannelState, ChannelId, Option<TxHash>, &'static str);
+
+fn expected(terms: &SessionTerms) -> Expected {
+    Expected {
+        chain_id: terms.chain_id,
+        escrow: terms.escrow,
+        payee: terms.payee,
+        token: terms.token,
+        min_deposit: terms.min_deposit,
+    }
+}
