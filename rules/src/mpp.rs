@@ -208,6 +208,8 @@ fn hmac_input(
 pub struct Challenge {
     pub id: String,
     pub realm: String,
+    /// [`INTENT`] (charge) or [`SESSION_INTENT`].
+    pub intent: &'static str,
     pub request: String,
     pub expires: String,
     /// base64url(JCS({"_mpp_nonce": …})): makes every id unique (the key
@@ -259,23 +261,49 @@ impl Challenge {
         expires: OffsetDateTime,
         opaque: Option<String>,
     ) -> Self {
+        Self::mint_intent(secrets, realm, INTENT, request, expires, opaque)
+    }
+
+    /// The `session` challenge for `request`: an HMAC id over the same
+    /// fields as a charge's, with intent `session`, so neither can be
+    /// echoed as the other.
+    pub fn mint_session(
+        secrets: &Secrets,
+        realm: &str,
+        request: &crate::session::SessionRequest,
+        expires: OffsetDateTime,
+        opaque: Option<String>,
+    ) -> Self {
+        Self::mint_intent(secrets, realm, SESSION_INTENT, &request.encode(), expires, opaque)
+    }
+
+    fn mint_intent(
+        secrets: &Secrets,
+        realm: &str,
+        intent: &'static str,
+        request: &str,
+        expires: OffsetDateTime,
+        opaque: Option<String>,
+    ) -> Self {
         let expires = format_expires(expires);
-        let input = hmac_input(realm, METHOD, INTENT, request, Some(&expires), None, opaque.as_deref());
+        let input = hmac_input(realm, METHOD, intent, request, Some(&expires), None, opaque.as_deref());
         Challenge {
             id: b64_encode(&Secrets::id(&secrets.current, &input)),
             realm: realm.to_owned(),
+            intent,
             request: request.to_owned(),
             expires,
             opaque,
         }
     }
 
-    /// The `WWW-Authenticate` value.
+    /// The `WWW-Authenticate` value (for either intent).
     pub fn header(&self) -> String {
         let mut h = format!(
-            "Payment id={}, realm={}, method=\"{METHOD}\", intent=\"{INTENT}\", request={}, expires={}",
+            "Payment id={}, realm={}, method=\"{METHOD}\", intent={}, request={}, expires={}",
             quote(&self.id),
             quote(&self.realm),
+            quote(self.intent),
             quote(&self.request),
             quote(&self.expires),
         );
@@ -421,6 +449,65 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
     })
 }
 
+/// A `Payment` credential of either intent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyCredential {
+    Charge(PaymentCredential),
+    Session {
+        challenge: Echo,
+        action: crate::session::Action,
+        source: Option<Source>,
+    },
+}
+
+/// Why a credential of either intent is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnyMalformed {
+    #[error(transparent)]
+    Envelope(#[from] Malformed),
+    #[error("malformed session credential: {0}")]
+    Session(#[from] crate::session::SessionMalformed),
+}
+
+#[derive(Deserialize)]
+struct RawSessionCredential {
+    challenge: Echo,
+    payload: Value,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct IntentOnly {
+    challenge: IntentOnlyEcho,
+}
+
+#[derive(Deserialize)]
+struct IntentOnlyEcho {
+    intent: String,
+}
+
+/// Parses a credential of either intent, dispatching on the intent of the
+/// challenge it echoes (the HMAC check that follows covers that intent, so
+/// a charge challenge cannot carry a session payload or the reverse).
+pub fn parse_any_credential(b64: &str) -> Result<AnyCredential, AnyMalformed> {
+    let json = b64_decode(b64).ok_or_else(|| Malformed("the credential is not base64url".into()))?;
+    let intent: IntentOnly = serde_json::from_slice(&json)
+        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
+    if intent.challenge.intent != SESSION_INTENT {
+        return Ok(AnyCredential::Charge(parse_payment_credential(b64)?));
+    }
+    let raw: RawSessionCredential = serde_json::from_slice(&json)
+        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
+    let action = crate::session::parse_payload(&raw.payload)?;
+    let source = raw.source.as_deref().map(parse_source).transpose()?;
+    Ok(AnyCredential::Session {
+        challenge: raw.challenge,
+        action,
+        source,
+    })
+}
+
 /// At most [`MAX_DETAIL_CHARS`] characters of `s`: serde's messages quote
 /// the offending value, which can be most of an 8 KiB credential, and they
 /// end up in a 402 body and a log line.
@@ -473,6 +560,30 @@ pub fn check_challenge(
     request: &ChargeRequest,
     now: OffsetDateTime,
 ) -> Result<(), ChallengeProblem> {
+    check_echo(echo, secrets, realm, INTENT, &request.to_value(), now)
+}
+
+/// [`check_challenge`] for a `session` challenge: minted here, for this
+/// realm, intent `session` and the session request the route asks now, and
+/// not expired.
+pub fn check_session_challenge(
+    echo: &Echo,
+    secrets: &Secrets,
+    realm: &str,
+    request: &crate::session::SessionRequest,
+    now: OffsetDateTime,
+) -> Result<(), ChallengeProblem> {
+    check_echo(echo, secrets, realm, SESSION_INTENT, &request.to_value(), now)
+}
+
+fn check_echo(
+    echo: &Echo,
+    secrets: &Secrets,
+    realm: &str,
+    intent: &str,
+    request: &Value,
+    now: OffsetDateTime,
+) -> Result<(), ChallengeProblem> {
     let invalid = |m: &str| Err(ChallengeProblem::Invalid(m.to_owned()));
     let input = hmac_input(
         &echo.realm,
@@ -486,13 +597,13 @@ pub fn check_challenge(
     if !secrets.verifies(&input, &echo.id, now) {
         return invalid("the challenge was not issued by this service");
     }
-    if echo.realm != realm || echo.method != METHOD || echo.intent != INTENT {
+    if echo.realm != realm || echo.method != METHOD || echo.intent != intent {
         return invalid("the challenge is for another realm, method or intent");
     }
     let asked = b64_decode(&echo.request)
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .ok_or_else(|| ChallengeProblem::Invalid("the challenge's request is not base64url JSON".into()))?;
-    if asked != request.to_value() {
+    if asked != *request {
         return invalid("the challenge asks for another payment than this resource costs now");
     }
     if echo.digest.is_some() {
@@ -983,5 +1094,105 @@ mod tests {
             json!({"method": "tempo", "reference": h.to_string(), "status": "success", "timestamp": "2030-01-01T00:00:05Z"})
         );
         assert!(!r.contains('='));
+    }
+
+    fn session_request() -> crate::session::SessionRequest {
+        crate::session::SessionRequest {
+            amount: 25,
+            currency: "0x20c0000000000000000000000000000000000001".parse().unwrap(),
+            recipient: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap(),
+            escrow: "0xe1c4d3dce17bc111181ddf716f75bae49e61a336".parse().unwrap(),
+            chain_id: 42431,
+            min_voucher_delta: None,
+            suggested_deposit: Some(10_000_000),
+        }
+    }
+
+    fn session_echo(c: &Challenge) -> Echo {
+        Echo {
+            intent: c.intent.into(),
+            ..echo(c)
+        }
+    }
+
+    #[test]
+    fn a_session_challenge_says_its_intent_and_checks_only_as_a_session() {
+        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, None);
+        assert!(c.header().contains(r#"intent="session""#), "{}", c.header());
+        assert_eq!(
+            check_session_challenge(&session_echo(&c), &secrets(), REALM, &session_request(), BEFORE),
+            Ok(())
+        );
+        assert_eq!(
+            check_session_challenge(&session_echo(&c), &secrets(), REALM, &session_request(), EXPIRES),
+            Err(ChallengeProblem::Expired)
+        );
+        let dearer = crate::session::SessionRequest {
+            amount: 26,
+            ..session_request()
+        };
+        assert!(matches!(
+            check_session_challenge(&session_echo(&c), &secrets(), REALM, &dearer, BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        // The same id echoed with intent charge fails the HMAC, and a charge
+        // challenge echoed with intent session too.
+        assert!(matches!(
+            check_session_challenge(&echo(&c), &secrets(), REALM, &session_request(), BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        let charge = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES, None);
+        assert!(charge.header().contains(r#"intent="charge""#));
+        let relabelled = Echo {
+            intent: SESSION_INTENT.into(),
+            ..echo(&charge)
+        };
+        assert!(matches!(
+            check_session_challenge(&relabelled, &secrets(), REALM, &session_request(), BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn any_credential_dispatches_on_the_echoed_intent() {
+        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, None);
+        let sig = "0xeb7147c99425f30bf67080d707f7e5151745d9e9f9822be39e159c7fa54139d40392c7165799c3cae89a567723ae001824ef29ebe1205dba19c97162aad0d9aa1b";
+        let channel = "0x6d0f4fdf1f2f6a1f6c1b0fbd6a7d5c2c0a8d3d7b1f6a9c1b3e2d4a5b6c7d8e9f";
+        let cred = json!({
+            "challenge": {"id": c.id, "realm": c.realm, "method": "tempo", "intent": "session",
+                "request": c.request, "expires": c.expires},
+            "payload": {"action": "voucher", "channelId": channel, "cumulativeAmount": "25", "signature": sig},
+            "source": "did:pkh:eip155:42431:0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+        });
+        let b64 = b64_encode(cred.to_string().as_bytes());
+        let AnyCredential::Session {
+            challenge,
+            action,
+            source,
+        } = parse_any_credential(&b64).unwrap()
+        else {
+            panic!("not a session credential")
+        };
+        assert_eq!(challenge, session_echo(&c));
+        assert_eq!(
+            (action.name(), action.channel_id().to_string()),
+            ("voucher", channel.to_owned())
+        );
+        assert_eq!(source.map(|s| s.chain_id), Some(42431));
+        let mut bad = cred.clone();
+        bad["payload"]["action"] = json!("refund");
+        assert!(matches!(
+            parse_any_credential(&b64_encode(bad.to_string().as_bytes())),
+            Err(AnyMalformed::Session(_))
+        ));
+        let charge = json!({
+            "challenge": {"id": "x", "realm": REALM, "method": "tempo", "intent": "charge", "request": "e30"},
+            "payload": {"type": "hash", "hash": format!("0x{}", "ab".repeat(32))},
+        });
+        assert!(matches!(
+            parse_any_credential(&b64_encode(charge.to_string().as_bytes())),
+            Ok(AnyCredential::Charge(_))
+        ));
+        assert!(matches!(parse_any_credential("%%%"), Err(AnyMalformed::Envelope(_))));
     }
 }

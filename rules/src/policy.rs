@@ -110,6 +110,126 @@ pub struct SettlementPolicy {
     pub challenge_ttl_seconds: u64,
     /// The credential schemes accepted; both unless the genome says.
     pub schemes: Schemes,
+    /// The MPP `session` terms (`settlement.session`), if sessions are offered.
+    pub session: Option<SessionPolicy>,
+    /// Which `Payment` intents the 402s offer (`settlement.intents`).
+    pub intents: Intents,
+}
+
+/// `settlement.session`: the v1 escrow and the channel terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionPolicy {
+    pub escrow: Address,
+    /// The session protocol version: 1 (escrow contract).
+    pub version: u8,
+    /// Offered to clients as `suggestedDeposit`.
+    pub suggested_deposit: Option<u128>,
+    /// The smallest deposit an `open` may lock (dust channels are refused).
+    pub min_deposit: u128,
+    /// The smallest increase between two accepted vouchers.
+    pub min_voucher_delta: u128,
+}
+
+/// Why `settlement.session` or `settlement.intents` is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionPolicyError {
+    #[error("session.escrow: {0}")]
+    Escrow(crate::primitives::AddressError),
+    #[error("session.escrow must not be the zero address")]
+    ZeroEscrow,
+    #[error("session.version 2 (the TIP-20 channel precompile) is not supported: no chain this service runs on has it")]
+    VersionTwo,
+    #[error("session.version must be 1, got {0}")]
+    Version(u64),
+    #[error("session.{field}: {error}")]
+    Amount {
+        field: &'static str,
+        error: crate::session::parse::AmountError,
+    },
+    #[error("session.suggested_deposit {suggested} is below session.min_deposit {min}")]
+    SuggestedBelowMinimum { suggested: u128, min: u128 },
+    #[error("intents.session needs a settlement.session policy")]
+    SessionWithoutPolicy,
+    #[error("at least one intent (charge, session) must be offered")]
+    NoIntent,
+}
+
+/// Which `Payment` intents are offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Intents {
+    pub charge: bool,
+    pub session: bool,
+}
+
+impl SessionPolicy {
+    fn parse(raw: &RawSession) -> Result<Self, SessionPolicyError> {
+        let escrow = parse_address(&raw.escrow).map_err(SessionPolicyError::Escrow)?;
+        if escrow == Address::ZERO {
+            return Err(SessionPolicyError::ZeroEscrow);
+        }
+        match raw.version {
+            1 => {}
+            2 => return Err(SessionPolicyError::VersionTwo),
+            v => return Err(SessionPolicyError::Version(v)),
+        }
+        let amount = |field: &'static str, s: &str| {
+            crate::session::parse::parse_amount(s).map_err(|error| SessionPolicyError::Amount { field, error })
+        };
+        let min_deposit = amount("min_deposit", &raw.min_deposit)?;
+        let suggested_deposit = raw
+            .suggested_deposit
+            .as_deref()
+            .map(|s| amount("suggested_deposit", s))
+            .transpose()?;
+        if let Some(suggested) = suggested_deposit.filter(|&s| s < min_deposit) {
+            return Err(SessionPolicyError::SuggestedBelowMinimum {
+                suggested,
+                min: min_deposit,
+            });
+        }
+        Ok(SessionPolicy {
+            escrow,
+            version: 1,
+            suggested_deposit,
+            min_deposit,
+            min_voucher_delta: amount("min_voucher_delta", &raw.min_voucher_delta)?,
+        })
+    }
+
+    pub fn summary(&self) -> Value {
+        serde_json::json!({
+            "escrow": address_lower(&self.escrow),
+            "version": self.version,
+            "suggested_deposit": self.suggested_deposit.map(|d| d.to_string()),
+            "min_deposit": self.min_deposit.to_string(),
+            "min_voucher_delta": self.min_voucher_delta.to_string(),
+        })
+    }
+}
+
+impl Intents {
+    /// Charge on unless the genome says; session on iff there is a session
+    /// policy unless the genome says.
+    fn parse(raw: Option<&RawIntents>, session: Option<&SessionPolicy>) -> Result<Self, SessionPolicyError> {
+        let i = Intents {
+            charge: raw.and_then(|r| r.charge).unwrap_or(true),
+            session: raw.and_then(|r| r.session).unwrap_or(session.is_some()),
+        };
+        if i.session && session.is_none() {
+            return Err(SessionPolicyError::SessionWithoutPolicy);
+        }
+        if !i.charge && !i.session {
+            return Err(SessionPolicyError::NoIntent);
+        }
+        Ok(i)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [("charge", self.charge), ("session", self.session)]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -228,6 +348,12 @@ impl SettlementPolicy {
             });
         }
 
+        let session = raw
+            .session
+            .as_ref()
+            .map(SessionPolicy::parse)
+            .transpose()
+            .map_err(|e| invalid(format!("settlement.{e}")))?;
         let bounded = |name: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(v)
@@ -251,6 +377,9 @@ impl SettlementPolicy {
             allow_summed_transfers: raw.allow_summed_transfers,
             challenge_ttl_seconds: bounded("challenge_ttl_seconds", raw.challenge_ttl_seconds, 1, 86_400)?,
             schemes: Schemes::parse(raw.schemes.as_deref()).map_err(|e| invalid(format!("settlement.schemes: {e}")))?,
+            intents: Intents::parse(raw.intents.as_ref(), session.as_ref())
+                .map_err(|e| invalid(format!("settlement.{e}")))?,
+            session,
         })
     }
 
@@ -272,6 +401,8 @@ impl SettlementPolicy {
             "allow_summed_transfers": self.allow_summed_transfers,
             "challenge_ttl_seconds": self.challenge_ttl_seconds,
             "schemes": self.schemes.names(),
+            "intents": self.intents.names(),
+            "session": self.session.as_ref().map(SessionPolicy::summary),
         })
     }
 }
@@ -300,6 +431,40 @@ struct RawPolicy {
     challenge_ttl_seconds: u64,
     #[serde(default)]
     schemes: Option<Vec<String>>,
+    #[serde(default)]
+    session: Option<RawSession>,
+    #[serde(default)]
+    intents: Option<RawIntents>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    escrow: String,
+    #[serde(default = "default_session_version")]
+    version: u64,
+    #[serde(default)]
+    suggested_deposit: Option<String>,
+    min_deposit: String,
+    #[serde(default = "default_min_voucher_delta")]
+    min_voucher_delta: String,
+}
+
+fn default_session_version() -> u64 {
+    1
+}
+
+fn default_min_voucher_delta() -> String {
+    "0".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntents {
+    #[serde(default)]
+    charge: Option<bool>,
+    #[serde(default)]
+    session: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -747,5 +912,102 @@ mod tests {
             refused > 1_000 && priced_spellings > 10_000,
             "{refused} {priced_spellings}"
         );
+    }
+
+    const ESCROW: &str = "0xe1c4d3dce17bc111181ddf716f75bae49e61a336";
+
+    #[test]
+    fn session_terms_parse_and_turn_the_session_intent_on() {
+        let p = SettlementPolicy::from_value(Some(&base())).unwrap();
+        assert_eq!(
+            (p.session, p.intents),
+            (
+                None,
+                Intents {
+                    charge: true,
+                    session: false
+                }
+            )
+        );
+        assert_eq!(p.summary()["intents"], json!(["charge"]));
+        let p = with(
+            "/session",
+            json!({"escrow": ESCROW, "min_deposit": "1000000", "suggested_deposit": "10000000", "min_voucher_delta": "25"}),
+        )
+        .unwrap();
+        assert_eq!(
+            p.session,
+            Some(SessionPolicy {
+                escrow: ESCROW.parse().unwrap(),
+                version: 1,
+                suggested_deposit: Some(10_000_000),
+                min_deposit: 1_000_000,
+                min_voucher_delta: 25,
+            })
+        );
+        assert_eq!(
+            p.intents,
+            Intents {
+                charge: true,
+                session: true
+            }
+        );
+        assert_eq!(p.summary()["session"]["min_deposit"], json!("1000000"));
+        assert_eq!(p.summary()["intents"], json!(["charge", "session"]));
+        let mut doc = base();
+        doc["session"] = json!({"escrow": ESCROW, "min_deposit": "1"});
+        doc["intents"] = json!({"charge": false});
+        let only = SettlementPolicy::from_value(Some(&doc)).unwrap();
+        assert_eq!(
+            only.intents,
+            Intents {
+                charge: false,
+                session: true
+            }
+        );
+        assert_eq!(only.session.map(|s| s.min_voucher_delta), Some(0));
+    }
+
+    #[test]
+    fn bad_session_terms_and_intents_are_refused_with_their_reason() {
+        let session = |v: Value| {
+            let mut doc = base();
+            doc["session"] = v;
+            SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string()
+        };
+        let cases = [
+            (json!({"escrow": "0x1234", "min_deposit": "1"}), "session.escrow"),
+            (
+                json!({"escrow": "0x0000000000000000000000000000000000000000", "min_deposit": "1"}),
+                "zero address",
+            ),
+            (json!({"escrow": ESCROW, "min_deposit": "1", "version": 2}), "version 2"),
+            (
+                json!({"escrow": ESCROW, "min_deposit": "1", "version": 3}),
+                "version must be 1",
+            ),
+            (json!({"escrow": ESCROW, "min_deposit": "01"}), "session.min_deposit"),
+            (
+                json!({"escrow": ESCROW, "min_deposit": "1", "min_voucher_delta": "-1"}),
+                "session.min_voucher_delta",
+            ),
+            (
+                json!({"escrow": ESCROW, "min_deposit": "10", "suggested_deposit": "9"}),
+                "below",
+            ),
+            (
+                json!({"escrow": ESCROW, "min_deposit": "1", "extra": 1}),
+                "unknown field",
+            ),
+            (json!({"escrow": ESCROW}), "min_deposit"),
+        ];
+        for (v, want) in cases {
+            let got = session(v.clone());
+            assert!(got.contains(want), "{v}: {got}");
+        }
+        let intents = |v: Value| with("/intents", v).unwrap_err().to_string();
+        assert!(intents(json!({"session": true})).contains("needs a settlement.session"));
+        assert!(intents(json!({"charge": false})).contains("at least one intent"));
+        assert!(intents(json!({"refund": true})).contains("unknown field"));
     }
 }

@@ -174,7 +174,7 @@ impl PartialSchema for GenomeSummary {
                 "allowed_actions": strings,
                 "policy": {
                     "type": "object",
-                    "required": ["chain_id", "realm", "recipient", "assets", "default_price", "schemes"],
+                    "required": ["chain_id", "realm", "recipient", "assets", "default_price", "schemes", "intents"],
                     "properties": {
                         "chain_id": { "type": "integer", "minimum": 0 },
                         "realm": { "type": "string" },
@@ -183,6 +183,18 @@ impl PartialSchema for GenomeSummary {
                         "default_price": { "type": "object" },
                         "prices": { "type": "array", "items": { "type": "object" } },
                         "schemes": strings,
+                        "intents": { "type": "array", "items": { "type": "string", "enum": ["charge", "session"] }, "description": "The `Payment` intents the 402s offer" },
+                        "session": {
+                            "type": ["object", "null"],
+                            "description": "The MPP session terms (v1 escrow), null when sessions are not offered",
+                            "properties": {
+                                "escrow": { "type": "string", "pattern": "^0x[0-9a-f]{40}$" },
+                                "version": { "type": "integer", "enum": [1] },
+                                "suggested_deposit": { "type": ["string", "null"], "pattern": "^[0-9]+$" },
+                                "min_deposit": { "type": "string", "pattern": "^[0-9]+$" },
+                                "min_voucher_delta": { "type": "string", "pattern": "^[0-9]+$" },
+                            },
+                        },
                     },
                 },
             },
