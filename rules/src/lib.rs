@@ -11,6 +11,8 @@
 //! - [`settlement`]: from a receipt, its block time and the policy to a verdict.
 //! - [`signed_tx`]: a pull-mode credential's signed transaction, decoded
 //!   and judged before it is broadcast.
+//! - [`tx_sign`]: the payee's own secp256k1 key and the type-2
+//!   transactions it signs.
 //! - [`replay`]: the settlement a 200 carries, the replay record, its
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
@@ -34,6 +36,7 @@ pub mod session;
 pub mod settlement;
 pub mod signed_tx;
 pub mod target;
+pub mod tx_sign;
 
 pub use error::GenomeError;
 

@@ -22,6 +22,7 @@ mod mathison_compat;
 mod metrics;
 mod mpp_clients;
 mod openapi;
+mod payee_tx;
 mod payment;
 mod pricing;
 mod proxy;
