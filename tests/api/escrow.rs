@@ -1,6 +1,8 @@
 //! The session test infrastructure (`escrow_chain.rs`) against the real
 //! escrow on anvil: each helper does on chain what it says, so the session
-//! tests built on it test the gate, not the helpers.
+//! tests built on it test the gate, not the helpers; and the v1 session
+//! client (mppx 0.11.0) pays the v1 session server (mppx 0.8.14), the peer
+//! the gate is compared with, with the channel checked on chain.
 
 use crate::chain::*;
 use crate::escrow_chain::*;
@@ -145,4 +147,61 @@ fn a_signed_open_batch_is_not_broadcast_until_asked_and_then_opens_the_channel()
     let top_up = signed_top_up_tx(&chain, &escrow, PAYER_KEY, ALPHA_USD, &id, 2_500_000);
     assert_eq!(broadcast(&chain, &top_up)["status"], "0x1");
     assert_eq!(channel_state(&chain, &escrow, &id).deposit, DEPOSIT + 2_500_000);
+}
+
+#[test]
+fn the_mppx_session_client_pays_the_mppx_session_server_and_the_close_settles_on_chain() {
+    let (chain, escrow) = chain_with_escrow();
+    let server = MppxSessionServer::start(&chain, &escrow, 250_000);
+    let payee_before = token_balance(&chain, ALPHA_USD, PAYEE);
+    let payer_before = token_balance(&chain, ALPHA_USD, PAYER);
+
+    let v = pay_session(
+        &chain,
+        &format!("{}/reports/1", server.url),
+        &["--requests", "5", "--deposit", "10000000", "--escrow", &escrow],
+    );
+    assert!(v.get("error").is_none(), "{v}");
+    assert_eq!(v["statuses"], serde_json::json!([200, 200, 200, 200, 200]), "{v}");
+    let id = v["channelId"].as_str().unwrap().to_owned();
+    for (i, r) in v["receipts"].as_array().unwrap().iter().enumerate() {
+        let n = i as u128 + 1;
+        assert_eq!(r["intent"], "session", "{r}");
+        assert_eq!(r["channelId"], id.as_str(), "{r}");
+        assert_eq!(r["spent"], (n * 250_000).to_string(), "{r}");
+        assert_eq!(r["acceptedCumulative"], (n * 250_000).to_string(), "{r}");
+    }
+    // opened by the client's batch (broadcast by the server), nothing settled yet
+    let state = channel_state(&chain, &escrow, &id);
+    assert_eq!(
+        (state.payer.as_str(), state.payee.as_str(), state.token.as_str()),
+        (PAYER, PAYEE, ALPHA_USD)
+    );
+    assert_eq!((state.deposit, state.settled, state.finalized), (10_000_000, 0, false));
+    assert_eq!(token_balance(&chain, ALPHA_USD, PAYEE), payee_before);
+
+    // the same client, another run: a cooperative close settles what was spent
+    // (a new session: the client keeps no state between runs)
+    let v = pay_session(
+        &chain,
+        &format!("{}/reports/2", server.url),
+        &[
+            "--requests",
+            "2",
+            "--deposit",
+            "3000000",
+            "--escrow",
+            &escrow,
+            "--close",
+        ],
+    );
+    assert!(v.get("error").is_none(), "{v}");
+    assert_eq!(v["close"]["spent"], "500000", "{v}");
+    let closed = v["channelId"].as_str().unwrap();
+    assert_ne!(closed, id);
+    assert!(channel_state(&chain, &escrow, closed).finalized);
+    assert_eq!(token_balance(&chain, ALPHA_USD, PAYEE), payee_before + 500_000);
+    // the payer paid its fees in AlphaUSD (0x76 transactions with feeToken
+    // AlphaUSD), so its balance fell by the deposits kept and more
+    assert!(token_balance(&chain, ALPHA_USD, PAYER) < payer_before - 10_000_000 - 500_000);
 }

@@ -448,3 +448,81 @@ pub fn broadcast(chain: &Chain, raw: &str) -> Value {
     let receipt = chain.rpc("eth_sendRawTransactionSync", &[raw]);
     serde_json::from_str(&receipt).unwrap_or_else(|_| panic!("no receipt: {receipt}"))
 }
+
+fn mppx_modules(dir: &str) -> std::path::PathBuf {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".devtools")
+        .join(dir)
+        .join("node_modules");
+    assert!(
+        modules.join("mppx").exists(),
+        "{} is missing: run scripts/mpp-clients",
+        modules.display()
+    );
+    modules
+}
+
+/// mppx 0.8.14's v1 session server (tests/clients/mppx_session_server.mjs)
+/// charging `price` base units of AlphaUSD a request, paid to [`PAYEE`];
+/// killed on drop.
+pub struct MppxSessionServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl MppxSessionServer {
+    pub fn start(chain: &Chain, escrow: &str, price: u128) -> MppxSessionServer {
+        use std::io::BufRead;
+        let port = crate::helpers::free_port();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("node")
+            .arg(root.join("tests/clients/mppx_session_server.mjs"))
+            .args(["--port", &port.to_string(), "--rpc", &chain.url, "--escrow", escrow])
+            .args(["--payee-key", PAYEE_KEY, "--price", &price.to_string()])
+            .env("MPPX_LEGACY_NODE_MODULES", mppx_modules("mppx-legacy"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let url = format!("http://127.0.0.1:{port}");
+        if first.trim() != format!("listening {url}") {
+            let _ = child.kill();
+            panic!("the mppx session server did not start: {first:?}");
+        }
+        MppxSessionServer { child, url }
+    }
+}
+
+impl Drop for MppxSessionServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs tests/clients/mppx_session.mjs (mppx 0.11.0's v1 session client)
+/// from [`crate::chain::PAYER_KEY`] against `url` with `args` (`--requests
+/// N`, `--deposit D`, `--close`, ...), after mining a block (its open
+/// transaction has an expiring nonce); the JSON line it printed, whatever
+/// its outcome.
+pub fn pay_session(chain: &Chain, url: &str, args: &[&str]) -> Value {
+    mine(chain);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/clients/mppx_session.mjs"))
+        .arg(url)
+        .args(["--key", crate::chain::PAYER_KEY, "--rpc", &chain.url])
+        .args(args)
+        .env("MPPX_NODE_MODULES", mppx_modules("mppx"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| {
+        panic!(
+            "mppx_session printed no JSON: {stdout}; stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
