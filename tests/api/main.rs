@@ -10,6 +10,8 @@ mod collector;
 mod deadline;
 mod demo;
 mod endpoints;
+mod escrow;
+mod escrow_chain;
 mod example_client;
 mod faults;
 mod forward_auth;

@@ -7,7 +7,10 @@
 //     TOKEN 'approve(address,uint256)' SPENDER AMOUNT
 //
 // Calls are separated by `+`; each is a target, a function signature and
-// its arguments. The fee is paid in AlphaUSD. Prints the signed bytes as hex.
+// its arguments. The fee is paid in AlphaUSD; `--gas` sets the gas limit
+// (default 600000; an escrow approve + open needs about 1.8M),
+// `--max-fee-per-gas` the fee cap (default 20 gwei; a contract deployment
+// raises the base fee above it). Prints the signed bytes as hex.
 // Resolves `viem` from MPPX_NODE_MODULES (default .devtools/mppx/node_modules).
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -20,6 +23,8 @@ const { values, positionals } = parseArgs({
     key: { type: 'string' },
     'chain-id': { type: 'string', default: '42431' },
     nonce: { type: 'string', default: '0' },
+    gas: { type: 'string', default: '600000' },
+    'max-fee-per-gas': { type: 'string', default: '20000000000' },
   },
 })
 const modules = process.env.MPPX_NODE_MODULES ?? path.resolve(import.meta.dirname, '../../.devtools/mppx/node_modules')
@@ -41,8 +46,8 @@ const tx = {
   chainId: Number(values['chain-id']),
   calls,
   nonce: Number(BigInt(values.nonce)),
-  gas: 600000n,
-  maxFeePerGas: 20000000000n,
+  gas: BigInt(values.gas),
+  maxFeePerGas: BigInt(values['max-fee-per-gas']),
   maxPriorityFeePerGas: 1n,
   feeToken: '0x20c0000000000000000000000000000000000001',
 }
