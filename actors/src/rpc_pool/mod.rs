@@ -21,14 +21,15 @@
 //! gives no timestamp. A failed attempt is retried once on another endpoint.
 //!
 //! Messages: [`Lookup`], [`Broadcast`], [`EthCall`], [`PrepareTx`],
-//! [`PoolStatus`]. Guarantee: "the node does not know
-//! this transaction" (`Ok` with no receipt) is never confused with "the
-//! endpoint failed" (`Err`), and an endpoint that answers for another
-//! transaction, or with garbage, counts as failed.
+//! [`PoolStatus`]. Guarantee: "the node does not know this transaction"
+//! (`Ok` with no receipt) is never confused with "the endpoint failed"
+//! (`Err`), and an endpoint that answers for another transaction, or with
+//! garbage, counts as failed. A revert is an answer, not a failure.
 //!
-//! Modules: `health` (circuits, routing, `/readyz` states), `exchange`
-//! (one round trip and its bookkeeping, the chain-id probe), `lookup`,
-//! `broadcast`, `call` (`eth_call`, transaction parameters), `error`, `metrics`, `redact` (what of a URL may show).
+//! Modules: `health` (circuits, routing, failover, `/readyz` states),
+//! `exchange` (one round trip and its bookkeeping, the chain-id probe),
+//! `lookup`, `broadcast`, `call` (`eth_call`, transaction parameters),
+//! `error`, `metrics`, `redact` (what of a URL may show).
 
 mod broadcast;
 mod call;
