@@ -48,6 +48,10 @@ codes! {
     VerificationFailed = "VERIFICATION_FAILED", 402;
     PaymentPending = "PAYMENT_PENDING", 402;
     Replayed = "REPLAYED", 402;
+    /// A session credential refused: the problem type names why.
+    SessionRefused = "SESSION_REFUSED", 402;
+    /// The session's channel is not on chain, finalised, or closing.
+    ChannelGone = "CHANNEL_GONE", 410;
     // 503: no trustworthy answer now; nothing consumed.
     RpcUnavailable = "RPC_UNAVAILABLE", 503;
     ReplayStoreUnavailable = "REPLAY_STORE_UNAVAILABLE", 503;

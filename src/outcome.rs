@@ -6,6 +6,7 @@
 //! 503 answer names its [`Code`].
 
 use crate::code::Code;
+use crate::session::{Served, SessionTerms, SessionUnavailable};
 use settlegate_actors::replay_guard::StoreError;
 use settlegate_actors::rpc_pool::RpcError;
 use settlegate_rules::GenomeError;
@@ -13,6 +14,7 @@ use settlegate_rules::mpp::{ChargeRequest, Modes};
 use settlegate_rules::policy::{Price, Schemes, SettlementPolicy};
 use settlegate_rules::primitives::{Address, Amount};
 use settlegate_rules::replay::Settlement;
+use settlegate_rules::session::{SessionProblem, SessionRequest};
 use settlegate_rules::settlement::Reason;
 
 /// What a paying client needs to pay for this request: one challenge per
@@ -27,6 +29,20 @@ pub struct Challenge {
     pub schemes: Schemes,
     /// How long a `Payment` challenge stays answerable.
     pub ttl_seconds: u64,
+    /// Whether the `Payment` scheme offers the `charge` intent.
+    pub charge: bool,
+    /// The `session` intent's terms, when the policy offers it for this
+    /// price.
+    pub session: Option<SessionOffer>,
+}
+
+/// What a `session` challenge offers besides the price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionOffer {
+    pub escrow: Address,
+    pub min_voucher_delta: u128,
+    pub min_deposit: u128,
+    pub suggested_deposit: Option<u128>,
 }
 
 impl Challenge {
@@ -40,7 +56,52 @@ impl Challenge {
             chain_id: policy.chain_id,
             schemes: policy.schemes,
             ttl_seconds: policy.challenge_ttl_seconds,
+            charge: policy.intents.charge,
+            // A price beyond the escrow's uint128 cannot be paid by voucher.
+            session: policy
+                .session
+                .filter(|_| policy.intents.session && policy.schemes.payment)
+                .filter(|_| u128::try_from(price.amount.value()).is_ok())
+                .map(|s| SessionOffer {
+                    escrow: s.escrow,
+                    min_voucher_delta: s.min_voucher_delta,
+                    min_deposit: s.min_deposit,
+                    suggested_deposit: s.suggested_deposit,
+                }),
         }
+    }
+
+    /// This request's price in atomic units, when it fits a voucher.
+    fn price_u128(&self) -> Option<u128> {
+        u128::try_from(self.amount.value()).ok()
+    }
+
+    /// The `session` request a challenge for it carries, if offered.
+    pub fn session_request(&self) -> Option<SessionRequest> {
+        let offer = self.session?;
+        Some(SessionRequest {
+            amount: self.price_u128()?,
+            currency: self.asset,
+            recipient: self.recipient,
+            escrow: offer.escrow,
+            chain_id: self.chain_id,
+            min_voucher_delta: (offer.min_voucher_delta > 0).then_some(offer.min_voucher_delta),
+            suggested_deposit: offer.suggested_deposit,
+        })
+    }
+
+    /// What a session credential for this request pays under, if offered.
+    pub fn session_terms(&self) -> Option<SessionTerms> {
+        let offer = self.session?;
+        Some(SessionTerms {
+            chain_id: self.chain_id,
+            escrow: offer.escrow,
+            payee: self.recipient,
+            token: self.asset,
+            price: self.price_u128()?,
+            min_delta: offer.min_voucher_delta,
+            min_deposit: offer.min_deposit,
+        })
     }
 
     /// The tempo `charge` request a `Payment` challenge for it carries.
@@ -60,6 +121,8 @@ pub enum Outcome {
     /// Paid: this request consumed the payment, or is an idempotent retry
     /// of the one that did (`idempotent_replay`).
     Settled(Settlement),
+    /// Paid from a session channel: this request's price was deducted.
+    Served(Served),
     Denied(Denial, Challenge),
     Unavailable(Unavailable),
 }
@@ -77,6 +140,8 @@ pub enum Denial {
     Failed(Reason),
     /// Already consumed by another request.
     Replayed,
+    /// A session credential refused (its channel untouched).
+    Session(SessionProblem),
 }
 
 /// The 503 answers: no trustworthy answer now; nothing consumed.
@@ -85,6 +150,7 @@ pub enum Unavailable {
     Rpc(RpcError),
     Store(StoreError),
     Genome(GenomeError),
+    Session(SessionUnavailable),
 }
 
 impl Denial {
@@ -95,6 +161,8 @@ impl Denial {
             Denial::Pending { .. } => Code::PaymentPending,
             Denial::Failed(_) => Code::VerificationFailed,
             Denial::Replayed => Code::Replayed,
+            Denial::Session(p) if p.status() == 410 => Code::ChannelGone,
+            Denial::Session(_) => Code::SessionRefused,
         }
     }
 
@@ -102,7 +170,7 @@ impl Denial {
         match self {
             Denial::Failed(r) => Some(*r),
             Denial::Pending { reason, .. } => *reason,
-            Denial::PaymentRequired(_) | Denial::MalformedCredential(_) | Denial::Replayed => None,
+            Denial::PaymentRequired(_) | Denial::MalformedCredential(_) | Denial::Replayed | Denial::Session(_) => None,
         }
     }
 }
@@ -113,6 +181,12 @@ impl Unavailable {
             Unavailable::Rpc(_) => Code::RpcUnavailable,
             Unavailable::Store(_) => Code::ReplayStoreUnavailable,
             Unavailable::Genome(_) => Code::GenomeUnavailable,
+            Unavailable::Session(SessionUnavailable::Rpc(_) | SessionUnavailable::NotYetOnChain) => {
+                Code::RpcUnavailable
+            }
+            Unavailable::Session(SessionUnavailable::Book(_) | SessionUnavailable::Corrupt) => {
+                Code::ReplayStoreUnavailable
+            }
         }
     }
 
@@ -122,6 +196,7 @@ impl Unavailable {
             Unavailable::Rpc(e) => e.cause(),
             Unavailable::Store(e) => e.cause(),
             Unavailable::Genome(e) => e.code(),
+            Unavailable::Session(e) => e.cause(),
         }
     }
 
@@ -129,7 +204,7 @@ impl Unavailable {
     /// themselves; a genome needs an operator and the next reload check.
     pub fn retry_after(&self) -> u32 {
         match self {
-            Unavailable::Rpc(_) | Unavailable::Store(_) => 2,
+            Unavailable::Rpc(_) | Unavailable::Store(_) | Unavailable::Session(_) => 2,
             Unavailable::Genome(_) => 30,
         }
     }
@@ -140,6 +215,7 @@ impl Unavailable {
             Unavailable::Rpc(e) => e.to_string(),
             Unavailable::Store(e) => e.to_string(),
             Unavailable::Genome(e) => e.to_string(),
+            Unavailable::Session(e) => e.to_string(),
         }
     }
 }
@@ -147,8 +223,8 @@ impl Unavailable {
 impl Outcome {
     pub fn status(&self) -> u16 {
         match self {
-            Outcome::Settled(_) => 200,
-            Outcome::Denied(..) => 402,
+            Outcome::Settled(_) | Outcome::Served(_) => 200,
+            Outcome::Denied(d, _) => d.code().status(),
             Outcome::Unavailable(_) => 503,
         }
     }
@@ -157,7 +233,7 @@ impl Outcome {
     /// metrics label an outcome with.
     pub fn code(&self) -> &'static str {
         match self {
-            Outcome::Settled(_) => "SETTLED",
+            Outcome::Settled(_) | Outcome::Served(_) => "SETTLED",
             Outcome::Denied(d, _) => d.code().as_str(),
             Outcome::Unavailable(u) => u.code().as_str(),
         }
@@ -166,7 +242,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<Reason> {
         match self {
             Outcome::Denied(d, _) => d.reason(),
-            Outcome::Settled(_) | Outcome::Unavailable(_) => None,
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Unavailable(_) => None,
         }
     }
 }

@@ -33,6 +33,10 @@ use crate::settings::{Settings, SettingsError};
 use crate::settle::Settler;
 use crate::telemetry::metrics::Metrics;
 
+/// Channels whose last state this process keeps (and queues its own
+/// requests on): beyond that, a channel costs one more store read.
+const CHANNEL_SLOTS: usize = 100_000;
+
 /// Why the process refused to start. `code()` is what the boot line prints.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -199,6 +203,12 @@ impl Application {
             },
             metrics.coalescer.clone(),
         );
+        let sessions = crate::session::Sessions::new(
+            settlegate_actors::channels::ChannelBook::new(store.clone(), settings.session.channel_ttl, CHANNEL_SLOTS),
+            rpc.clone(),
+            settings.session.facts_ttl,
+            settings.rpc_timeout,
+        );
         // With Redis, every instance on it shares each lookup (a setting).
         let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
             coalescer.share_through(Exchange::new(store))
@@ -227,6 +237,7 @@ impl Application {
             genome: genome.clone(),
             metrics,
             settler,
+            sessions,
             rpc,
             replay,
             replay_backend,

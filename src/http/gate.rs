@@ -18,7 +18,7 @@
 
 use actix_web::http::header::HeaderMap;
 use settlegate_rules::credential::Credential;
-use settlegate_rules::mpp::{self, Binding, ChallengeProblem, Payload};
+use settlegate_rules::mpp::{self, AnyCredential, Binding, ChallengeProblem, Payload};
 use settlegate_rules::replay::{
     MAX_IDEMPOTENCY_KEY, MIN_IDEMPOTENCY_KEY, RequestDigest, RetryIdentity, Scheme, valid_body_digest,
     valid_idempotency_key,
@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 use super::problem::ApiError;
 use super::{AppState, Summary};
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::session::{SessionAnswer, SessionCall};
 use crate::settle::SettleRequest;
 
 const MAX_RESOURCE: usize = 2048;
@@ -126,8 +127,25 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
             submit: None,
         },
         Some(Credential::Payment(encoded)) => {
-            let cred = match mpp::parse_payment_credential(&encoded) {
-                Ok(c) => c,
+            let cred = match mpp::parse_any_credential(&encoded) {
+                Ok(AnyCredential::Charge(c)) if challenge.charge => c,
+                Ok(AnyCredential::Charge(_)) => {
+                    return denied(
+                        &summary,
+                        Denial::PaymentRequired(
+                            "this policy does not offer the charge intent; pay with a session".into(),
+                        ),
+                        challenge,
+                    );
+                }
+                Ok(AnyCredential::Session {
+                    challenge: echo,
+                    action,
+                    source,
+                }) => {
+                    let outcome = session(state, &challenge, echo, action, source, now).await;
+                    return Ok((summary, outcome.unwrap_or_else(|d| Outcome::Denied(d, challenge))));
+                }
                 Err(e) => return denied(&summary, Denial::MalformedCredential(e.to_string()), challenge),
             };
             summary.tx_hash = Some(cred.payload.tx_hash().to_string());
@@ -177,6 +195,45 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
         .settle_on_actors(genome.clone(), price, request, challenge)
         .await;
     Ok((summary, outcome))
+}
+
+/// A `session` credential: its challenge checked like a charge's (minted
+/// here, for this route's session terms now, not expired), then carried
+/// out on its channel. `Err`: a denial before the channel is touched.
+async fn session(
+    state: &AppState,
+    challenge: &Challenge,
+    echo: mpp::Echo,
+    action: settlegate_rules::session::Action,
+    source: Option<mpp::Source>,
+    now: OffsetDateTime,
+) -> Result<Outcome, Denial> {
+    let (Some(request), Some(terms)) = (challenge.session_request(), challenge.session_terms()) else {
+        return Err(Denial::PaymentRequired(
+            "this policy does not offer sessions for this request; pay with the charge intent".into(),
+        ));
+    };
+    match mpp::check_session_challenge(&echo, &state.challenges.secrets, &challenge.realm, &request, now) {
+        Ok(()) => {}
+        Err(ChallengeProblem::Invalid(why)) => {
+            tracing::debug!(why, "session credential with an invalid challenge");
+            return Err(Denial::Failed(Reason::ChallengeInvalid));
+        }
+        Err(ChallengeProblem::Expired) => return Err(Denial::Failed(Reason::ChallengeExpired)),
+    }
+    if source.is_some_and(|s| s.chain_id != challenge.chain_id) {
+        return Err(Denial::Failed(Reason::WrongChain));
+    }
+    let call = SessionCall {
+        action,
+        challenge_id: echo.id,
+        terms,
+    };
+    Ok(match state.sessions.handle_to_end(call).await {
+        SessionAnswer::Served(s) => Outcome::Served(s),
+        SessionAnswer::Refused(p) => return Err(Denial::Session(p)),
+        SessionAnswer::Unavailable(u) => Outcome::Unavailable(Unavailable::Session(u)),
+    })
 }
 
 /// `Idempotency-Key`: 16 to 255 visible ASCII characters. A short key

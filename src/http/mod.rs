@@ -34,6 +34,8 @@ pub struct AppState {
     pub genome: ActiveGenome,
     pub metrics: Arc<Metrics>,
     pub settler: Settler,
+    /// Session credentials (payment channels).
+    pub sessions: crate::session::Sessions,
     pub rpc: Addr<RpcPool>,
     pub replay: Addr<ReplayGuard>,
     /// `redis`, `redis-cluster` or `local`, for `/readyz`.
@@ -76,6 +78,11 @@ impl AppState {
             }
             Outcome::Settled(s) => {
                 summary.idempotent_replay = Some(s.idempotent_replay);
+                if crate::telemetry::traces::enabled() {
+                    summary.amount = Some(s.amount.to_string());
+                }
+            }
+            Outcome::Served(s) => {
                 if crate::telemetry::traces::enabled() {
                     summary.amount = Some(s.amount.to_string());
                 }

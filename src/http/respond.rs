@@ -17,12 +17,14 @@ use serde_json::value::RawValue;
 use settlegate_rules::mpp::{self, Secrets};
 use settlegate_rules::primitives::address_lower;
 use settlegate_rules::replay::{Scheme, Settlement};
+use settlegate_rules::session;
 use settlegate_rules::settlement::Reason;
 use time::OffsetDateTime;
 
 use super::problem::problem_builder;
 use crate::code::Code;
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::session::{Served, SessionUnavailable};
 
 /// The response for `outcome` on `POST /v1/verify`.
 pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
@@ -32,8 +34,72 @@ pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
             settled_headers(&mut resp, settlement);
             resp.json(settlement)
         }
+        Outcome::Served(served) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", session_receipt(served)))
+            .json(ServedBody::of(served)),
         Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges),
         Outcome::Unavailable(u) => unavailable(u),
+    }
+}
+
+/// The `Payment-Receipt` of a session request: the channel, what its
+/// vouchers cover and what requests have spent.
+fn session_receipt(s: &Served) -> String {
+    session::request::encode_receipt(&session::receipt(
+        &s.challenge_id,
+        &s.channel,
+        s.accepted,
+        s.spent,
+        s.tx_hash.as_ref(),
+        OffsetDateTime::now_utc(),
+    ))
+}
+
+/// The 200 body of `POST /v1/verify` for a request paid from a session
+/// channel.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedBody {
+    #[schema(value_type = String, pattern = "^served$")]
+    status: &'static str,
+    #[schema(value_type = String, pattern = "^session$")]
+    intent: &'static str,
+    /// `open`, `topUp`, `voucher` or `close`.
+    #[schema(value_type = String)]
+    action: &'static str,
+    #[schema(pattern = "^0x[0-9a-f]{64}$")]
+    channel_id: String,
+    #[schema(pattern = "^0x[0-9a-f]{40}$")]
+    payer: String,
+    /// This request's price, deducted, in atomic units.
+    #[schema(pattern = "^[0-9]+$")]
+    amount: String,
+    /// The highest voucher accepted on the channel.
+    #[schema(pattern = "^[0-9]+$")]
+    accepted_cumulative: String,
+    /// What the channel's requests have spent, this one included.
+    #[schema(pattern = "^[0-9]+$")]
+    spent: String,
+    /// The `open` or `topUp` transaction this request carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^0x[0-9a-f]{64}$")]
+    tx_hash: Option<String>,
+}
+
+impl ServedBody {
+    fn of(s: &Served) -> Self {
+        ServedBody {
+            status: "served",
+            intent: "session",
+            action: s.action,
+            channel_id: s.channel.to_string(),
+            payer: address_lower(&s.payer),
+            amount: s.amount.to_string(),
+            accepted_cumulative: s.accepted.to_string(),
+            spent: s.spent.to_string(),
+            tx_hash: s.tx_hash.map(|h| h.to_string()),
+        }
     }
 }
 
@@ -59,6 +125,16 @@ pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResp
                 .insert_header(("X-Settlement-Amount", s.amount.to_string()))
                 .finish()
         }
+        // The proxy copies the same headers whichever intent paid: the
+        // payer, the channel (where a charge has its transaction) and this
+        // request's price.
+        Outcome::Served(s) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", session_receipt(s)))
+            .insert_header(("X-Settlement-Payer", address_lower(&s.payer)))
+            .insert_header(("X-Settlement-Tx", s.channel.to_string()))
+            .insert_header(("X-Settlement-Amount", s.amount.to_string()))
+            .finish(),
         other => respond(other, challenges),
     }
 }
@@ -80,6 +156,7 @@ fn settled_headers(resp: &mut actix_web::HttpResponseBuilder, s: &Settlement) {
 pub struct Rendered {
     tempo: Option<HeaderValue>,
     payment_request: Option<String>,
+    session_request: Option<String>,
     payment_info: Box<RawValue>,
 }
 
@@ -113,7 +190,8 @@ impl Challenges {
                 .tempo
                 .then(|| HeaderValue::from_str(&www_authenticate(c)).ok())
                 .flatten(),
-            payment_request: c.schemes.payment.then(|| c.charge_request().encode()),
+            payment_request: (c.schemes.payment && c.charge).then(|| c.charge_request().encode()),
+            session_request: c.session_request().map(|r| r.encode()),
             // unwrap: a struct of strings and a number always serialises.
             payment_info: serde_json::value::to_raw_value(&payment_info(c)).unwrap(),
         });
@@ -136,6 +214,22 @@ impl Challenges {
             &self.secrets,
             &c.realm,
             request,
+            expires,
+            Some(mpp::nonce_opaque(&nonce)),
+        );
+        HeaderValue::from_str(&minted.header()).ok()
+    }
+
+    /// A fresh `session` challenge for `c`, as its `WWW-Authenticate` value.
+    fn mint_session(&self, c: &Challenge) -> Option<HeaderValue> {
+        let request = c.session_request()?;
+        let expires = OffsetDateTime::now_utc() + time::Duration::seconds(c.ttl_seconds as i64);
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).ok()?;
+        let minted = mpp::Challenge::mint_session(
+            &self.secrets,
+            &c.realm,
+            &request,
             expires,
             Some(mpp::nonce_opaque(&nonce)),
         );
@@ -206,6 +300,11 @@ pub(crate) struct Problem<'a> {
     #[serde(rename = "paymentInfo", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<PaymentInfo>)]
     payment_info: Option<&'a RawValue>,
+    /// On a session's `insufficient-balance`: the cumulative amount a
+    /// voucher must reach to pay for this request.
+    #[serde(rename = "requiredCumulative", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+$")]
+    required_cumulative: Option<&'a str>,
 }
 
 impl Problem<'_> {
@@ -237,6 +336,8 @@ pub fn quoted(s: &str) -> String {
 
 fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpResponse {
     let challenge = challenges.render(c);
+    let session_type;
+    let session_detail;
     let (kind, title, detail): (&str, &str, &str) = match denial {
         Denial::PaymentRequired(d) => (
             "https://paymentauth.org/problems/payment-required",
@@ -269,22 +370,45 @@ fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpRespon
             "Payment already used",
             "this payment was already used for another request",
         ),
+        Denial::Session(p) => {
+            session_type = p.problem_type();
+            session_detail = p.to_string();
+            let title = if p.status() == 410 {
+                "Channel gone"
+            } else {
+                "Session credential refused"
+            };
+            (&session_type, title, &session_detail)
+        }
     };
+    let required_cumulative = match denial {
+        Denial::Session(session::SessionProblem::InsufficientBalance { required_cumulative }) => {
+            Some(required_cumulative.to_string())
+        }
+        _ => None,
+    };
+    let status = denial.code().status();
     let body = Problem {
         kind,
         title,
-        status: 402,
+        status,
         detail,
         code: denial.code(),
         reason: denial.reason().map(|r| r.as_str()),
-        error: "Payment Required",
+        error: if status == 402 { "Payment Required" } else { "Gone" },
         payment_info: Some(&challenge.payment_info),
+        required_cumulative: required_cumulative.as_deref(),
     };
-    let mut resp = problem_builder(StatusCode::PAYMENT_REQUIRED);
+    let mut resp = problem_builder(StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED));
     if let Some(v) = &challenge.tempo {
         resp.append_header((header::WWW_AUTHENTICATE, v.clone()));
     }
     if let Some(v) = challenge.payment_request.as_deref().and_then(|r| challenges.mint(c, r)) {
+        resp.append_header((header::WWW_AUTHENTICATE, v));
+    }
+    if challenge.session_request.is_some()
+        && let Some(v) = challenges.mint_session(c)
+    {
         resp.append_header((header::WWW_AUTHENTICATE, v));
     }
     if matches!(denial, Denial::Pending { .. }) {
@@ -308,6 +432,18 @@ pub fn unavailable(u: &Unavailable) -> HttpResponse {
             "Genome unavailable",
             "the active policy genome is not valid now; retry later",
         ),
+        Unavailable::Session(SessionUnavailable::Rpc(_)) => (
+            "Chain RPC unavailable",
+            "no Tempo RPC endpoint gave a trustworthy answer about the channel; nothing was deducted; retry later",
+        ),
+        Unavailable::Session(SessionUnavailable::NotYetOnChain) => (
+            "Chain RPC unavailable",
+            "the channel's transaction is not on chain yet; nothing was deducted; retry with the same credential",
+        ),
+        Unavailable::Session(SessionUnavailable::Book(_) | SessionUnavailable::Corrupt) => (
+            "Replay store unavailable",
+            "the channel's state could not be updated; retry with the same voucher",
+        ),
     };
     let body = Problem {
         kind: u.code().problem_type(),
@@ -318,6 +454,7 @@ pub fn unavailable(u: &Unavailable) -> HttpResponse {
         reason: None,
         error: "Service Unavailable",
         payment_info: None,
+        required_cumulative: None,
     };
     let mut resp = problem_builder(StatusCode::SERVICE_UNAVAILABLE);
     resp.insert_header((header::RETRY_AFTER, u.retry_after()));

@@ -34,6 +34,7 @@ mod redis_fault;
 mod reload;
 mod secrets;
 mod send_timeout;
+mod session;
 mod store_redis;
 mod tls;
 mod traces;

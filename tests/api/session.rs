@@ -1,0 +1,108 @@
+//! MPP sessions end to end: mppx 0.11.0's `tempo.sessionLegacy` client,
+//! unchanged but for its gas padding, opens a v1 escrow channel on the dev
+//! chain and pays request after request with vouchers, through Caddy
+//! forward-auth to a plain upstream. Each effect is counted where it lands:
+//! the upstream's hits, the receipts the client parsed, the channel on
+//! chain, the node's own count of JSON-RPC calls.
+
+use serde_json::{Value, json};
+
+use crate::chain::*;
+use crate::escrow_chain::*;
+use crate::helpers::*;
+use crate::mpp_clients::{payment_env, t4_genome};
+use crate::proxy::Caddy;
+
+/// The price of every request in the test genome (1 AlphaUSD).
+pub const PRICE: u128 = 1_000_000;
+
+/// The test genome with sessions on the escrow at `escrow`.
+pub fn session_genome(escrow: &str) -> Genome {
+    t4_genome().set(
+        "/settlement/session",
+        json!({"escrow": escrow, "min_deposit": "1000000", "min_voucher_delta": "0"}),
+    )
+}
+
+pub struct Setup {
+    pub chain: Chain,
+    pub _app: Served,
+    pub caddy: Caddy,
+    pub escrow: String,
+    _w: Workdir,
+}
+
+pub fn setup_with(env: &[(&str, &str)]) -> Setup {
+    let chain = Chain::start();
+    let escrow = deploy_escrow(&chain);
+    let w = Workdir::new();
+    let mut e = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
+    for (k, v) in env {
+        e.insert(k.to_string(), v.to_string());
+    }
+    let app = Served::start(&e);
+    let caddy = Caddy::start(app.addr);
+    Setup {
+        chain,
+        _app: app,
+        caddy,
+        escrow,
+        _w: w,
+    }
+}
+
+fn receipts(v: &Value) -> &Vec<Value> {
+    v["receipts"].as_array().unwrap_or_else(|| panic!("no receipts: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mppx_opens_a_channel_and_pays_requests_through_forward_auth() {
+    let s = tokio::task::block_in_place(|| setup_with(&[]));
+    let n = 20u128;
+    let before_calls = s.chain.calls("eth_call");
+    let v = tokio::task::block_in_place(|| {
+        pay_session(
+            &s.chain,
+            &s.caddy.url("/reports/1"),
+            &[
+                "--requests",
+                &n.to_string(),
+                "--deposit",
+                &(PRICE * 100).to_string(),
+                "--escrow",
+                &s.escrow,
+            ],
+        )
+    });
+    assert!(v.get("error").is_none(), "{v}");
+    let statuses: Vec<u64> = v["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![200; n as usize], "{v}");
+    assert_eq!(s.caddy.upstream_hits(), n as usize, "one upstream hit per paid request");
+
+    // The receipts count every request exactly once.
+    let r = receipts(&v);
+    assert_eq!(r.len(), n as usize, "{v}");
+    for (i, receipt) in r.iter().enumerate() {
+        assert_eq!(receipt["intent"], "session", "{receipt}");
+        assert_eq!(receipt["spent"], (PRICE * (i as u128 + 1)).to_string(), "{receipt}");
+    }
+    let channel = v["channelId"].as_str().unwrap().to_owned();
+    assert_eq!(r[0]["channelId"], channel.as_str());
+
+    // The channel is on chain, to the payee, with the deposit; nothing
+    // settled yet (no settler key in this test).
+    let on_chain = channel_state(&s.chain, &s.escrow, &channel);
+    assert_eq!(on_chain.payee, PAYEE);
+    assert_eq!(on_chain.deposit, PRICE * 100);
+    assert_eq!(on_chain.settled, 0);
+
+    // Vouchers cost no JSON-RPC call once the channel is known: the open
+    // read the channel (and waited for it), the rest read nothing.
+    let reads = s.chain.calls("eth_call") - before_calls;
+    assert!(reads <= 3, "{reads} eth_calls for {n} requests");
+}
