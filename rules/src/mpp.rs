@@ -1,5 +1,6 @@
 //! The Machine Payments Protocol `Payment` HTTP authentication scheme, for
-//! the `tempo` method's `charge` intent: challenges
+//! the `tempo` method's `charge` intent (and the challenge and credential
+//! envelope of its `session` intent, whose rules are [`crate::session`]): challenges
 //! with stateless HMAC ids, credentials of both payload types (`hash`: the
 //! client broadcast the transaction; `transaction`: the client signed it and
 //! this service broadcasts it), the attribution memo that binds a payment to

@@ -103,11 +103,29 @@ impl SessionProblem {
 
     /// 410 when the channel is gone, 402 otherwise.
     pub fn status(&self) -> u16 {
+        use SessionProblem::*;
         match self {
-            SessionProblem::ChannelNotFound
-            | SessionProblem::ChannelFinalized
-            | SessionProblem::CloseRequested { .. } => 410,
-            _ => 402,
+            ChannelNotFound | ChannelFinalized | CloseRequested { .. } => 410,
+            InvalidSignature(_)
+            | SignerMismatch { .. }
+            | AmountExceedsDeposit { .. }
+            | DeltaTooSmall { .. }
+            | AmountNotIncreasing { .. }
+            | InsufficientBalance { .. }
+            | WrongPayee(_)
+            | WrongToken(_)
+            | WrongEscrow(_)
+            | WrongChain(_)
+            | DepositTooLow { .. }
+            | ChannelIdMismatch
+            | AuthorizedSignerMismatch
+            | NotAnOpen
+            | NotATopUp
+            | TopUpAmountMismatch { .. }
+            | Undecodable(_)
+            | UnrecoveredSigner
+            | Overflow
+            | TxRejected => 402,
         }
     }
 }

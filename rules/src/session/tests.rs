@@ -867,3 +867,46 @@ fn the_receipt_carries_the_channel_as_reference() {
         json!(h.to_string())
     );
 }
+
+#[test]
+fn decisions_keep_the_accounting_invariants_over_a_grid() {
+    for accepted in 0..12u128 {
+        for spent in 0..=accepted {
+            for cumulative in 0..14u128 {
+                for price in 0..4u128 {
+                    for min_delta in 0..3u128 {
+                        let s = ChannelState {
+                            accepted,
+                            spent,
+                            ..ChannelState::fresh(OnChain { deposit: 12, ..chain() }, 0)
+                        };
+                        let terms = Terms { price, min_delta };
+                        match decide(&s, &v(cumulative), PAYER, &terms) {
+                            Decision::Serve { state, advanced } => {
+                                assert_eq!(state.accepted, accepted.max(cumulative));
+                                assert_eq!(advanced, cumulative > accepted);
+                                assert_eq!(state.spent, spent + price);
+                                assert!(state.spent <= state.accepted && state.accepted <= 12);
+                            }
+                            Decision::AcceptOnly {
+                                state,
+                                required_cumulative,
+                            } => {
+                                assert!(cumulative > accepted && cumulative - accepted >= min_delta);
+                                assert_eq!((state.accepted, state.spent), (cumulative, spent));
+                                assert_eq!(required_cumulative, spent + price);
+                                assert!(required_cumulative > cumulative);
+                            }
+                            Decision::Refuse(p) => assert!(
+                                cumulative > 12
+                                    || (cumulative > accepted && cumulative - accepted < min_delta)
+                                    || accepted.max(cumulative) - spent < price,
+                                "{p} for {accepted} {spent} {cumulative} {price} {min_delta}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
