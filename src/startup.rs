@@ -32,6 +32,8 @@ use crate::http::{self, AppState};
 use crate::settings::{Settings, SettingsError};
 use crate::settle::Settler;
 use crate::telemetry::metrics::Metrics;
+use settlegate_actors::channels::plan::Schedule;
+use settlegate_actors::channels::{ChannelSettler, SettlerConfig};
 
 /// Channels whose last state this process keeps (and queues its own
 /// requests on): beyond that, a channel costs one more store read.
@@ -81,6 +83,14 @@ pub enum SetupError {
     Secret(#[from] settlegate_rules::mpp::ShortSecret),
     #[error("no randomness for the payment secret: {0}")]
     Randomness(getrandom::Error),
+    /// Never quotes the key.
+    #[error("session.settler_key_file: {0}")]
+    SettlerKey(#[from] settlegate_rules::tx_sign::KeyFileError),
+    #[error(
+        "session.settler_key_file holds the key of {key}, but the genome's recipient (the channels' payee) is {recipient}: \
+         only the payee can settle"
+    )]
+    SettlerNotPayee { key: String, recipient: String },
 }
 
 /// A setup failure, in its own words.
@@ -166,6 +176,20 @@ impl Application {
         let guard = ReplayGuard::new(store.clone(), consumed.clone()).hold_absent_for(settings.coalescer_window);
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
+        let settler_key = match &settings.session.settler_key {
+            None => None,
+            Some(k) => {
+                let key = settlegate_rules::tx_sign::PayeeKey::parse(k.expose()).map_err(setup)?;
+                let recipient = genome.current().policy.recipient;
+                if key.address() != recipient {
+                    return Err(setup(SetupError::SettlerNotPayee {
+                        key: settlegate_rules::primitives::address_lower(&key.address()),
+                        recipient: settlegate_rules::primitives::address_lower(&recipient),
+                    }));
+                }
+                Some(Arc::new(key))
+            }
+        };
 
         // Certificates load before any socket exists, like everything else.
         let tls = match &settings.tls {
@@ -209,6 +233,29 @@ impl Application {
             settings.session.facts_ttl,
             settings.rpc_timeout,
         );
+        let channel_settler = settler_key.map(|key| {
+            ChannelSettler::new(
+                sessions.book.clone(),
+                rpc.clone(),
+                SettlerConfig {
+                    key,
+                    chain_id: genome.current().policy.chain_id,
+                    schedule: Schedule {
+                        amount: settings.session.settle_amount,
+                        interval: settings.session.settle_interval.as_secs(),
+                    },
+                    scan_interval: settings.session.scan_interval,
+                    rpc_timeout: settings.rpc_timeout,
+                },
+                metrics.settler.clone(),
+            )
+            .start()
+        });
+        if channel_settler.is_none() {
+            tracing::info!(
+                "no session.settler_key_file: the channel settler is off; `settlegate channels` lists what is unsettled"
+            );
+        }
         // With Redis, every instance on it shares each lookup (a setting).
         let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
             coalescer.share_through(Exchange::new(store))
@@ -238,6 +285,7 @@ impl Application {
             metrics,
             settler,
             sessions,
+            channel_settler,
             rpc,
             replay,
             replay_backend,

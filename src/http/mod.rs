@@ -36,6 +36,8 @@ pub struct AppState {
     pub settler: Settler,
     /// Session credentials (payment channels).
     pub sessions: crate::session::Sessions,
+    /// Settles channels on chain; `None` without a payee key.
+    pub channel_settler: Option<Addr<settlegate_actors::channels::ChannelSettler>>,
     pub rpc: Addr<RpcPool>,
     pub replay: Addr<ReplayGuard>,
     /// `redis`, `redis-cluster` or `local`, for `/readyz`.

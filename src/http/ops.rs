@@ -44,6 +44,17 @@ pub struct Components {
     genome: GenomeState,
     replay_store: StoreState,
     rpc: RpcState,
+    settler: SettlerState,
+}
+
+/// The channel settler: `on` (it holds the payee's key and settles
+/// channels on chain) or `off` (no `session.settler_key_file`: accepted
+/// vouchers wait for `settlegate channels --settle`). Informational: an
+/// instance without it still serves.
+#[derive(Serialize, ToSchema)]
+pub struct SettlerState {
+    #[schema(value_type = String, pattern = "^(on|off)$")]
+    state: &'static str,
 }
 
 /// The active genome: `verified` (signed, trusted and in its validity
@@ -149,6 +160,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 genome,
                 replay_store: store,
                 rpc,
+                settler: SettlerState {
+                    state: if state.channel_settler.is_some() { "on" } else { "off" },
+                },
             },
         })
 }

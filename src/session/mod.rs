@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use alloy_primitives::{Address, Bytes, keccak256};
 use settlegate_actors::Traced;
-use settlegate_actors::channels::{BookError, ChannelBook};
+use settlegate_actors::channels::{BookError, CLOSING_KEY, ChannelBook, channel_key};
 use settlegate_actors::rpc_pool::{Broadcast, EthCall, RpcError, RpcPool, Stopped, Submitted};
 use settlegate_actors::store::{StoreError, unix_now};
 use settlegate_rules::credential::TxHash;
@@ -36,10 +36,6 @@ use tracing::Instrument;
 
 use step::Ctx;
 pub use step::{Facts, SessionTerms, Verdict};
-
-/// The set of channels a `close` credential asked to close: the settler
-/// closes them on chain.
-pub const CLOSING_KEY: &str = "channels:closing";
 
 /// What a served session request tells its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,9 +158,7 @@ impl Sessions {
     }
 
     fn key(terms: &SessionTerms, channel: &ChannelId) -> String {
-        // The escrow and chain are part of the key: a genome that moves to
-        // another escrow never decides on the old one's state.
-        format!("{}:{:#x}:{channel}", terms.chain_id, terms.escrow)
+        channel_key(terms.chain_id, terms.escrow, channel)
     }
 
     /// A voucher (or a close): one compare-and-set when the facts are
@@ -232,16 +226,7 @@ impl Sessions {
     }
 
     async fn mark_closing(&self, key: &str) -> Result<(), SessionUnavailable> {
-        let member = key.to_owned();
-        self.book
-            .store()
-            .run(
-                "channel_closing",
-                move |s| async move { s.set_add(CLOSING_KEY, &member).await },
-                |_| "ok",
-            )
-            .await
-            .map_err(|e| SessionUnavailable::Book(BookError::Store(e)))
+        Ok(self.book.mark(CLOSING_KEY, key).await?)
     }
 
     /// An `open`: the transaction judged, broadcast once, its channel read
@@ -325,18 +310,7 @@ impl Sessions {
         hash: &TxHash,
     ) -> Result<Result<(), SessionProblem>, SessionUnavailable> {
         let reservation = format!("broadcast:{hash}");
-        let ttl = Duration::from_secs(60);
-        let key = reservation.clone();
-        let mine = self
-            .book
-            .store()
-            .run(
-                "broadcast_reserve",
-                move |s| async move { s.reserve(&key, ttl).await },
-                |got| if *got { "reserved" } else { "taken" },
-            )
-            .await
-            .map_err(|e| SessionUnavailable::Book(BookError::Store(e)))?;
+        let mine = self.book.reserve(&reservation, Duration::from_secs(60)).await?;
         if !mine {
             return Ok(Ok(()));
         }

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub coalescer: CoalescerMetrics,
     pub store_ops: StoreOps,
     pub replay_cache_hits: Counter,
+    pub settler: settlegate_actors::channels::SettlerMetrics,
 }
 
 impl Metrics {
@@ -176,6 +177,22 @@ impl Metrics {
             "Consumed payments recognised from the in-process cache, without a store round trip",
             replay_cache_hits.clone(),
         );
+        let settler = settlegate_actors::channels::SettlerMetrics::default();
+        r.register(
+            "channels_unsettled_amount",
+            "Accepted session vouchers not yet settled on chain, summed over channels, in atomic units (as of the settler's last scan)",
+            settler.unsettled.clone(),
+        );
+        r.register(
+            "channels_oldest_unsettled_seconds",
+            "Seconds since the oldest unsettled voucher's clock started (its channel's last settlement or first unsettled scan)",
+            settler.oldest_unsettled.clone(),
+        );
+        r.register(
+            "channel_settlements",
+            "Settle and close transactions of the channel settler, by action and outcome (ok or the failure's cause)",
+            settler.settlements.clone(),
+        );
         let log_dropped = Counter::default();
         r.register(
             "log_lines_dropped",
@@ -219,6 +236,7 @@ impl Metrics {
             coalescer,
             store_ops,
             replay_cache_hits,
+            settler,
         }
     }
 

@@ -106,3 +106,81 @@ async fn mppx_opens_a_channel_and_pays_requests_through_forward_auth() {
     let reads = s.chain.calls("eth_call") - before_calls;
     assert!(reads <= 3, "{reads} eth_calls for {n} requests");
 }
+
+/// The settler's settings for a test: the payee's key from a file, a scan
+/// every second, a settlement as soon as one price is unsettled.
+pub fn settler_env(w: &Workdir) -> Vec<(String, String)> {
+    let key = w.path("payee.key");
+    std::fs::write(&key, format!("{PAYEE_KEY}\n")).unwrap();
+    vec![
+        (
+            "SETTLEGATE_SESSION__SETTLER_KEY_FILE".into(),
+            key.to_str().unwrap().to_owned(),
+        ),
+        ("SETTLEGATE_SESSION__SCAN_INTERVAL_SECONDS".into(), "1".into()),
+        ("SETTLEGATE_SESSION__SETTLE_AMOUNT".into(), PRICE.to_string()),
+    ]
+}
+
+/// Polls the channel on chain until `settled` reaches `want` (or 30 s).
+pub fn wait_settled(chain: &Chain, escrow: &str, channel: &str, want: u128) -> ChannelState {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = channel_state(chain, escrow, channel);
+        if c.settled >= want || std::time::Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_settler_settles_every_paid_request_on_chain() {
+    let w = Workdir::new();
+    let extra = settler_env(&w);
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = tokio::task::block_in_place(|| setup_with(&extra));
+    let (_, ready) = s._app.get_json("/readyz").await;
+    assert_eq!(ready["components"]["settler"]["state"], "on", "{ready}");
+    let payee_before = tokio::task::block_in_place(|| token_balance(&s.chain, ALPHA_USD, PAYEE));
+    let n = 100u128;
+    let v = tokio::task::block_in_place(|| {
+        pay_session(
+            &s.chain,
+            &s.caddy.url("/reports/2"),
+            &[
+                "--requests",
+                &n.to_string(),
+                "--deposit",
+                &(PRICE * 150).to_string(),
+                "--escrow",
+                &s.escrow,
+            ],
+        )
+    });
+    assert!(v.get("error").is_none(), "{v}");
+    assert_eq!(receipts(&v).len(), n as usize, "{v}");
+    assert_eq!(s.caddy.upstream_hits(), n as usize);
+    let last = receipts(&v).last().unwrap().clone();
+    assert_eq!(last["spent"], (PRICE * n).to_string(), "{last}");
+    let channel = v["channelId"].as_str().unwrap().to_owned();
+
+    let on_chain = tokio::task::block_in_place(|| wait_settled(&s.chain, &s.escrow, &channel, PRICE * n));
+    assert_eq!(
+        on_chain.settled,
+        PRICE * n,
+        "everything served is settled, nothing more"
+    );
+    let payee_after = tokio::task::block_in_place(|| token_balance(&s.chain, ALPHA_USD, PAYEE));
+    assert_eq!(
+        payee_after - payee_before,
+        PRICE * n,
+        "the payee got exactly what was served"
+    );
+    assert!(
+        s._app
+            .metric("settlegate_channel_settlements_total{action=\"settle\",outcome=\"ok\"}")
+            .await
+            >= 1
+    );
+}

@@ -27,6 +27,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy_primitives::Address;
+use settlegate_rules::session::ChannelId;
+
 use crate::store::{Bounded, Cas, StoreError};
 
 /// The key of a channel's state (`channel:<id>`, one key, so one hash slot
@@ -37,6 +40,26 @@ pub fn state_key(channel: &str) -> String {
 
 /// The set of channels with state the settler must watch.
 pub const INDEX_KEY: &str = "channels:index";
+
+/// The set of channels a `close` credential asked to close: the settler
+/// closes them on chain.
+pub const CLOSING_KEY: &str = "channels:closing";
+
+/// A channel's name in the book: its chain, escrow and id, so a genome
+/// that moves to another escrow never decides on the old one's state, and
+/// the settler knows where to settle from the name alone.
+pub fn channel_key(chain_id: u64, escrow: Address, channel: &ChannelId) -> String {
+    format!("{chain_id}:{escrow:#x}:{channel}")
+}
+
+/// The parts of a [`channel_key`].
+pub fn parse_channel_key(key: &str) -> Option<(u64, Address, ChannelId)> {
+    let mut parts = key.splitn(3, ':');
+    let chain_id = parts.next()?.parse().ok()?;
+    let escrow = parts.next()?.parse().ok()?;
+    let channel = parts.next()?.parse().ok()?;
+    Some((chain_id, escrow, channel))
+}
 
 /// Compare-and-set rounds before giving up on a channel under contention.
 pub const MAX_ATTEMPTS: u32 = 16;
@@ -226,6 +249,73 @@ impl ChannelBook {
             )
             .await
             .map_err(BookError::Store)
+    }
+
+    /// The members of the set `name` (such as [`CLOSING_KEY`]).
+    pub async fn set(&self, name: &'static str) -> Result<Vec<String>, BookError> {
+        self.store
+            .run(
+                "channel_list",
+                move |s| async move { s.set_members(name).await },
+                |_| "ok",
+            )
+            .await
+            .map_err(BookError::Store)
+    }
+
+    /// Adds `channel` to the set `name`.
+    pub async fn mark(&self, name: &'static str, channel: &str) -> Result<(), BookError> {
+        let member = channel.to_owned();
+        self.store
+            .run(
+                "channel_mark",
+                move |s| async move { s.set_add(name, &member).await },
+                |_| "ok",
+            )
+            .await
+            .map_err(BookError::Store)
+    }
+
+    /// Takes `channel` out of the set `name`.
+    pub async fn unmark(&self, name: &'static str, channel: &str) -> Result<(), BookError> {
+        let member = channel.to_owned();
+        self.store
+            .run(
+                "channel_unmark",
+                move |s| async move { s.set_remove(name, &member).await },
+                |_| "ok",
+            )
+            .await
+            .map_err(BookError::Store)
+    }
+
+    /// A reservation of `key` for `ttl`: `true` for the one caller that
+    /// gets it (one broadcast, one settlement at a time).
+    pub async fn reserve(&self, key: &str, ttl: Duration) -> Result<bool, BookError> {
+        let key = key.to_owned();
+        self.store
+            .run(
+                "channel_reserve",
+                move |s| async move { s.reserve(&key, ttl).await },
+                |got| {
+                    if *got { "reserved" } else { "taken" }
+                },
+            )
+            .await
+            .map_err(BookError::Store)
+    }
+
+    /// Ends a reservation early; a failure only lets it run to its ttl.
+    pub async fn release(&self, key: &str) {
+        let key = key.to_owned();
+        let _ = self
+            .store
+            .run(
+                "channel_release",
+                move |s| async move { s.release(&key).await },
+                |_| "ok",
+            )
+            .await;
     }
 
     /// Takes a channel out of the index (it is finalised and settled:
