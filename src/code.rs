@@ -92,10 +92,11 @@ impl Code {
         &TYPES[self as usize]
     }
 
-    /// Whether it is a payment check's answer (402 or 503, the body
-    /// `PaymentProblem`) rather than an error of the request (`Problem`).
+    /// Whether it is a payment check's answer (402, 410 for a session's
+    /// gone channel, or 503: the body `PaymentProblem`) rather than an
+    /// error of the request (`Problem`).
     pub const fn is_payment(self) -> bool {
-        matches!(self.status(), 402 | 503)
+        matches!(self.status(), 402 | 410 | 503)
     }
 }
 
@@ -165,8 +166,8 @@ mod tests {
         for c in Code::ALL {
             let s = c.status();
             assert!(s == 402 || s == 503 || (400..500).contains(&s), "{c}: {s}");
-            assert_eq!(c.is_payment(), s == 402 || s == 503);
+            assert_eq!(c.is_payment(), s == 402 || s == 410 || s == 503);
         }
-        assert_eq!(Code::ALL.iter().filter(|c| c.is_payment()).count(), 8);
+        assert_eq!(Code::ALL.iter().filter(|c| c.is_payment()).count(), 10);
     }
 }

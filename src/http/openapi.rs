@@ -40,6 +40,8 @@ use settlegate_rules::settlement::Reason;
     components(schemas(
         VerifyRequest,
         Settlement,
+        super::respond::VerifyOk,
+        super::respond::ServedBody,
         SettledStatus,
         Scheme,
         Problem,
@@ -54,6 +56,7 @@ use settlegate_rules::settlement::Reason;
         GenomeState,
         StoreState,
         RpcState,
+        super::ops::SettlerState,
         EndpointStatus,
         GenomeSummary,
     )),
@@ -102,8 +105,8 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(document())
 }
 
-/// Every `code` a 402 or 503 carries: the codes of [`Code`] whose status is
-/// 402 or 503, in its order.
+/// Every `code` a 402, 410 or 503 carries: the codes of [`Code`] whose
+/// status is one of those, in its order.
 pub struct PaymentCode;
 
 /// Every `code` of an `ApiError`: the other codes of [`Code`], in its order.
@@ -126,7 +129,7 @@ fn code_schema(description: &str, pick: fn(Code) -> bool) -> RefOr<Schema> {
 impl PartialSchema for PaymentCode {
     fn schema() -> RefOr<Schema> {
         code_schema(
-            "Every `code` a 402 or 503 carries: the codes of [`Denial`] and [`Unavailable`].\n\
+            "Every `code` a 402, 410 or 503 carries: the codes of [`Denial`] and [`Unavailable`].\n\
              Documentation only: a unit test keeps it equal to what the code answers.",
             Code::is_payment,
         )
@@ -285,6 +288,8 @@ mod tests {
                 reason: None,
             },
             Denial::Replayed,
+            Denial::Session(settlegate_rules::session::SessionProblem::InsufficientBalance { required_cumulative: 1 }),
+            Denial::Session(settlegate_rules::session::SessionProblem::ChannelNotFound),
         ];
         let unavailable = [
             Unavailable::Rpc(settlegate_actors::rpc_pool::RpcError::Transport(String::new())),

@@ -56,6 +56,16 @@ fn session_receipt(s: &Served) -> String {
     ))
 }
 
+/// The 200 body of `POST /v1/verify`, for the OpenAPI document: a
+/// settlement, or a request served from a session channel.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum VerifyOk {
+    Settled(Settlement),
+    Served(ServedBody),
+}
+
 /// The 200 body of `POST /v1/verify` for a request paid from a session
 /// channel.
 #[derive(Serialize, utoipa::ToSchema)]
