@@ -11,6 +11,7 @@ fn main() {
     let code = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Genome(cmd) => settlegate::cli::genome::run(*cmd),
+        Command::Channels(args) => settlegate::cli::channels::run(args),
         Command::Openapi => {
             print!("{}", settlegate::http::openapi::document());
             0

@@ -98,6 +98,47 @@ fn setup(e: impl Into<SetupError>) -> BootError {
     BootError::Setup(e.into())
 }
 
+/// The RPC pool the settings describe (not started).
+pub fn rpc_pool(settings: &Settings, metrics: &Metrics) -> Result<RpcPool, SetupError> {
+    Ok(RpcPool::new(
+        PoolConfig {
+            urls: settings.rpc_urls.clone(),
+            call_timeout: settings.rpc_timeout,
+            probe_interval: settings.rpc_probe_interval,
+            expose_hosts: settings.rpc_expose_endpoint_hosts,
+        },
+        metrics.rpc.clone(),
+    )?)
+}
+
+/// The replay store the settings name: Redis (lazily connected) or the
+/// local file.
+pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, SetupError> {
+    Ok(match &settings.redis {
+        Some(redis) => Arc::new(RedisStore::open(
+            &settlegate_actors::RedisTarget {
+                urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
+                cluster: redis.cluster,
+                tls_ca_pem: redis.tls_ca_pem.clone(),
+                wait_replicas: redis.wait_replicas,
+            },
+            &settings.redis_key_prefix,
+            settings.redis_timeout,
+        )?),
+        None => Arc::new(FileStore::open(&settings.replay_local_path)?),
+    })
+}
+
+/// Each store operation's bound: `redis.timeout_ms`, at least 2 s for the
+/// file store (a disk sync).
+pub fn store_timeout(settings: &Settings) -> Duration {
+    if settings.redis.is_some() {
+        settings.redis_timeout
+    } else {
+        settings.redis_timeout.max(Duration::from_secs(2))
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -139,40 +180,11 @@ impl Application {
 
         // Everything that can refuse to start is built before any socket is
         // bound: the genome above, the RPC client and the replay store here.
-        let rpc = RpcPool::new(
-            PoolConfig {
-                urls: settings.rpc_urls.clone(),
-                call_timeout: settings.rpc_timeout,
-                probe_interval: settings.rpc_probe_interval,
-                expose_hosts: settings.rpc_expose_endpoint_hosts,
-            },
-            metrics.rpc.clone(),
-        )
-        .map_err(setup)?;
+        let rpc = rpc_pool(&settings, &metrics).map_err(setup)?;
         let consumed = ConsumedCache::new(settings.replay_cache_entries, metrics.replay_cache_hits.clone());
-        let store: std::sync::Arc<dyn Store> = match &settings.redis {
-            Some(redis) => std::sync::Arc::new(
-                RedisStore::open(
-                    &settlegate_actors::RedisTarget {
-                        urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
-                        cluster: redis.cluster,
-                        tls_ca_pem: redis.tls_ca_pem.clone(),
-                        wait_replicas: redis.wait_replicas,
-                    },
-                    &settings.redis_key_prefix,
-                    settings.redis_timeout,
-                )
-                .map_err(setup)?,
-            ),
-            None => std::sync::Arc::new(FileStore::open(&settings.replay_local_path).map_err(setup)?),
-        };
-        let store_timeout = if settings.redis.is_some() {
-            settings.redis_timeout
-        } else {
-            settings.redis_timeout.max(Duration::from_secs(2))
-        };
-        let store =
-            Bounded::new(store, store_timeout, metrics.store_ops.clone()).bound_ops(settings.redis_max_ops_in_flight);
+        let store = open_store(&settings).map_err(setup)?;
+        let store = Bounded::new(store, store_timeout(&settings), metrics.store_ops.clone())
+            .bound_ops(settings.redis_max_ops_in_flight);
         let guard = ReplayGuard::new(store.clone(), consumed.clone()).hold_absent_for(settings.coalescer_window);
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
@@ -233,13 +245,15 @@ impl Application {
             settings.session.facts_ttl,
             settings.rpc_timeout,
         );
-        let channel_settler = settler_key.map(|key| {
+        let settler_on = settler_key.is_some();
+        let channel_settler = {
+            let key = settler_key;
             ChannelSettler::new(
                 sessions.book.clone(),
                 rpc.clone(),
                 SettlerConfig {
                     key,
-                    chain_id: genome.current().policy.chain_id,
+                    chain_id: Some(genome.current().policy.chain_id),
                     schedule: Schedule {
                         amount: settings.session.settle_amount,
                         interval: settings.session.settle_interval.as_secs(),
@@ -250,8 +264,8 @@ impl Application {
                 metrics.settler.clone(),
             )
             .start()
-        });
-        if channel_settler.is_none() {
+        };
+        if !settler_on {
             tracing::info!(
                 "no session.settler_key_file: the channel settler is off; `settlegate channels` lists what is unsettled"
             );
@@ -286,6 +300,7 @@ impl Application {
             settler,
             sessions,
             channel_settler,
+            settler_on,
             rpc,
             replay,
             replay_backend,

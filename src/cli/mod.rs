@@ -1,6 +1,7 @@
 //! The command line: `serve` and the genome tooling of the seed's production
 //! guide (`genome keygen | init | sign | verify | inspect`).
 
+pub mod channels;
 pub mod genome;
 
 use std::path::PathBuf;
@@ -51,10 +52,31 @@ Example:
   settlegate genome verify genome.json --trusted-keys-file prod-key.json"
     )]
     Genome(Box<GenomeCommand>),
+    /// List the payment channels (MPP sessions) in the store: accepted,
+    /// spent, settled on chain, unsettled; with --settle, settle them now.
+    #[command(
+        after_help = "One JSON line per channel, then a summary line. Configuration as for serve \
+(the store, rpc.urls, and for --settle session.settler_key_file).
+
+Example:
+  SETTLEGATE_REDIS__URL=redis://127.0.0.1:6379 SETTLEGATE_RPC__URLS=http://127.0.0.1:8545 settlegate channels
+  SETTLEGATE_SESSION__SETTLER_KEY_FILE=/run/secrets/payee.key settlegate channels --settle"
+    )]
+    Channels(ChannelsArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
     #[command(after_help = "Example (regenerate the checked-in copy after changing the API):
   settlegate openapi > openapi.json")]
     Openapi,
+}
+
+#[derive(Args, Debug)]
+pub struct ChannelsArgs {
+    /// A TOML file layered over the defaults (environment variables win over it).
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+    /// Settle every unsettled channel now with the payee's key.
+    #[arg(long)]
+    pub settle: bool,
 }
 
 #[derive(Args, Debug)]

@@ -36,8 +36,10 @@ pub struct AppState {
     pub settler: Settler,
     /// Session credentials (payment channels).
     pub sessions: crate::session::Sessions,
-    /// Settles channels on chain; `None` without a payee key.
-    pub channel_settler: Option<Addr<settlegate_actors::channels::ChannelSettler>>,
+    /// Settles channels on chain (with a payee key), or watches them.
+    pub channel_settler: Addr<settlegate_actors::channels::ChannelSettler>,
+    /// Whether the settler holds the payee's key.
+    pub settler_on: bool,
     pub rpc: Addr<RpcPool>,
     pub replay: Addr<ReplayGuard>,
     /// `redis`, `redis-cluster` or `local`, for `/readyz`.

@@ -161,7 +161,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 replay_store: store,
                 rpc,
                 settler: SettlerState {
-                    state: if state.channel_settler.is_some() { "on" } else { "off" },
+                    state: if state.settler_on { "on" } else { "off" },
                 },
             },
         })

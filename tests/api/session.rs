@@ -29,6 +29,8 @@ pub struct Setup {
     pub _app: Served,
     pub caddy: Caddy,
     pub escrow: String,
+    /// The service's environment (for the `channels` command).
+    pub env: std::collections::HashMap<String, String>,
     _w: Workdir,
 }
 
@@ -47,6 +49,7 @@ pub fn setup_with(env: &[(&str, &str)]) -> Setup {
         _app: app,
         caddy,
         escrow,
+        env: e,
         _w: w,
     }
 }
@@ -183,4 +186,68 @@ async fn the_settler_settles_every_paid_request_on_chain() {
             .await
             >= 1
     );
+}
+
+/// `settlegate channels [--settle]` with the service's configuration: the
+/// JSON lines it printed, and its exit code.
+fn channels_cli(env: &std::collections::HashMap<String, String>, args: &[&str]) -> (Vec<Value>, i32) {
+    let mut all = vec!["channels"];
+    all.extend_from_slice(args);
+    let out = command(&all, env).output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    (lines, out.status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_key_the_settler_is_off_and_the_cli_lists_then_settles() {
+    let s = tokio::task::block_in_place(|| setup_with(&[]));
+    let (_, ready) = s._app.get_json("/readyz").await;
+    assert_eq!(ready["components"]["settler"]["state"], "off", "{ready}");
+    let v = tokio::task::block_in_place(|| {
+        pay_session(
+            &s.chain,
+            &s.caddy.url("/reports/3"),
+            &[
+                "--requests",
+                "5",
+                "--deposit",
+                &(PRICE * 10).to_string(),
+                "--escrow",
+                &s.escrow,
+            ],
+        )
+    });
+    assert!(v.get("error").is_none(), "{v}");
+    let channel = v["channelId"].as_str().unwrap().to_owned();
+
+    // Listed, unsettled, nothing on chain.
+    let (lines, code) = tokio::task::block_in_place(|| channels_cli(&s.env, &[]));
+    assert_eq!(code, 0, "{lines:?}");
+    let row = lines
+        .iter()
+        .find(|l| l["key"].as_str().is_some_and(|k| k.ends_with(&channel)))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(row["unsettled"], (PRICE * 5).to_string(), "{row}");
+    assert_eq!(row["action"], "due");
+    assert_eq!(lines.last().unwrap()["unsettled"], (PRICE * 5).to_string());
+    assert_eq!(channel_state(&s.chain, &s.escrow, &channel).settled, 0);
+
+    // --settle without the key is a usage error; with it, settled on chain.
+    let (_, code) = tokio::task::block_in_place(|| channels_cli(&s.env, &["--settle"]));
+    assert_eq!(code, 2);
+    let w = Workdir::new();
+    let mut env = s.env.clone();
+    for (k, v) in settler_env(&w) {
+        env.insert(k, v);
+    }
+    let payee_before = tokio::task::block_in_place(|| token_balance(&s.chain, ALPHA_USD, PAYEE));
+    let (lines, code) = tokio::task::block_in_place(|| channels_cli(&env, &["--settle"]));
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["settled"], 1, "{lines:?}");
+    assert_eq!(channel_state(&s.chain, &s.escrow, &channel).settled, PRICE * 5);
+    let payee_after = tokio::task::block_in_place(|| token_balance(&s.chain, ALPHA_USD, PAYEE));
+    assert_eq!(payee_after - payee_before, PRICE * 5);
 }

@@ -7,4 +7,4 @@ pub mod plan;
 pub mod settler;
 
 pub use book::{BookError, CLOSING_KEY, ChannelBook, Step, channel_key, parse_channel_key};
-pub use settler::{ChannelSettler, Scan, ScanReport, SettlerConfig, SettlerMetrics};
+pub use settler::{ChannelRow, ChannelSettler, Scan, ScanReport, SettleError, SettlerConfig, SettlerMetrics};

@@ -90,8 +90,11 @@ impl SettleError {
 }
 
 pub struct SettlerConfig {
-    pub key: Arc<PayeeKey>,
-    pub chain_id: u64,
+    /// The payee's key; `None`: watch only (metrics and reports, no
+    /// transaction).
+    pub key: Option<Arc<PayeeKey>>,
+    /// Only channels on this chain; `None`: every chain in the index.
+    pub chain_id: Option<u64>,
     pub schedule: Schedule,
     pub scan_interval: Duration,
     /// Bound on one JSON-RPC exchange.
@@ -106,6 +109,23 @@ pub struct ScanReport {
     pub closed: usize,
     pub failed: usize,
     pub unsettled: u128,
+    /// One row per channel looked at.
+    pub rows: Vec<ChannelRow>,
+}
+
+/// One channel as a scan saw it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChannelRow {
+    pub key: String,
+    pub accepted: String,
+    pub spent: String,
+    pub settled: String,
+    pub unsettled: String,
+    pub close_requested_at: u64,
+    pub finalized: bool,
+    /// `settle`, `close`, `forget`, `due` (watch only: would settle), or
+    /// empty; `failed: <cause>` when the transaction failed.
+    pub action: String,
 }
 
 /// Scans every channel now (unless a scan is running: then `None`).
@@ -141,9 +161,19 @@ impl ChannelSettler {
         }
     }
 
-    /// The payee address the key settles for.
-    pub fn payee(&self) -> Address {
-        self.inner.cfg.key.address()
+    /// The payee address the key settles for (`None`: watch only).
+    pub fn payee(&self) -> Option<Address> {
+        self.inner.cfg.key.as_ref().map(|k| k.address())
+    }
+
+    /// One scan, now, outside any actor (the `channels` command).
+    pub async fn scan_once(
+        book: ChannelBook,
+        rpc: Addr<RpcPool>,
+        cfg: SettlerConfig,
+        metrics: SettlerMetrics,
+    ) -> Result<ScanReport, SettleError> {
+        ChannelSettler::new(book, rpc, cfg, metrics).inner.scan().await
     }
 }
 
@@ -151,7 +181,10 @@ impl Actor for ChannelSettler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(payee = %self.payee(), "channel settler started");
+        match self.payee() {
+            Some(payee) => tracing::info!(%payee, "channel settler started"),
+            None => tracing::info!("channel settler watching only (no payee key): nothing is settled on chain"),
+        }
         ctx.run_interval(self.inner.cfg.scan_interval, |_, ctx| ctx.notify(Scan));
     }
 }
@@ -186,7 +219,17 @@ impl Inner {
         };
         let mut oldest = now;
         for key in keys {
-            match self.one(&key, closing.contains(&key), now).await {
+            let mut row = ChannelRow {
+                key: key.clone(),
+                accepted: String::new(),
+                spent: String::new(),
+                settled: String::new(),
+                unsettled: String::new(),
+                close_requested_at: 0,
+                finalized: false,
+                action: String::new(),
+            };
+            match self.one(&key, closing.contains(&key), now, &mut row).await {
                 Ok(Done { action, owed }) => {
                     report.unsettled = report.unsettled.saturating_add(owed);
                     if owed > 0 {
@@ -200,9 +243,11 @@ impl Inner {
                 }
                 Err(e) => {
                     report.failed += 1;
+                    row.action = format!("failed: {}", e.cause());
                     tracing::warn!(channel = %key, error = %e, cause = e.cause(), "channel not settled; the next scan retries");
                 }
             }
+            report.rows.push(row);
         }
         self.metrics
             .unsettled
@@ -212,11 +257,11 @@ impl Inner {
     }
 
     /// One channel: read, plan, act.
-    async fn one(&self, key: &str, closing: bool, now: u64) -> Result<Done, SettleError> {
+    async fn one(&self, key: &str, closing: bool, now: u64, row: &mut ChannelRow) -> Result<Done, SettleError> {
         let Some((chain_id, escrow, channel)) = parse_channel_key(key) else {
             return Ok(Done::idle(0));
         };
-        if chain_id != self.cfg.chain_id {
+        if self.cfg.chain_id.is_some_and(|c| c != chain_id) {
             return Ok(Done::idle(0));
         }
         let Some(bytes) = self.book.read(key).await? else {
@@ -224,8 +269,14 @@ impl Inner {
             return Ok(Done::idle(0));
         };
         let state: ChannelState = serde_json::from_slice(&bytes).map_err(|_| SettleError::Corrupt)?;
-        let chain = self.facts(escrow, &channel).await?;
+        let chain = self.facts(chain_id, escrow, &channel).await?;
         let owed = unsettled(&state, &chain);
+        row.accepted = state.accepted.to_string();
+        row.spent = state.spent.to_string();
+        row.settled = chain.settled.to_string();
+        row.unsettled = owed.to_string();
+        row.close_requested_at = chain.close_requested_at;
+        row.finalized = chain.finalized;
         let since = {
             let mut since = self.since.lock();
             if owed == 0 {
@@ -235,9 +286,19 @@ impl Inner {
                 *since.entry(key.to_owned()).or_insert(now)
             }
         };
-        let (action, data, cumulative) = match plan(&state, &chain, closing, now, since, &self.cfg.schedule) {
+        let planned = plan(&state, &chain, closing, now, since, &self.cfg.schedule);
+        let Some(key_pair) = self.cfg.key.clone() else {
+            row.action = match planned {
+                Plan::Nothing => String::new(),
+                Plan::Forget => "finalized".into(),
+                Plan::Settle { .. } | Plan::Close { .. } => "due".into(),
+            };
+            return Ok(Done::idle(owed));
+        };
+        let (action, data, cumulative) = match planned {
             Plan::Nothing => return Ok(Done::idle(owed)),
             Plan::Forget => {
+                row.action = "forget".into();
                 self.book.forget(key).await?;
                 self.book.unmark(CLOSING_KEY, key).await?;
                 self.since.lock().remove(key);
@@ -255,10 +316,10 @@ impl Inner {
         if !self.book.reserve(&lock, self.cfg.rpc_timeout * 6).await? {
             return Ok(Done::idle(owed));
         }
-        let result = self.send(escrow, data).await;
+        let result = self.send(&key_pair, chain_id, escrow, data).await;
         let result = match result {
             Ok(()) => {
-                let after = self.facts(escrow, &channel).await?;
+                let after = self.facts(chain_id, escrow, &channel).await?;
                 let done = if action == "close" {
                     after.finalized
                 } else {
@@ -278,6 +339,9 @@ impl Inner {
             .get_or_create(&SettlementLabels { action, outcome })
             .inc();
         result?;
+        row.action = action.into();
+        row.settled = cumulative.to_string();
+        row.unsettled = "0".into();
         tracing::info!(channel = %key, action, cumulative = %cumulative, "channel settled on chain");
         if action == "close" {
             self.book.unmark(CLOSING_KEY, key).await?;
@@ -289,13 +353,13 @@ impl Inner {
         })
     }
 
-    async fn facts(&self, escrow: Address, channel: &ChannelId) -> Result<OnChain, SettleError> {
+    async fn facts(&self, chain_id: u64, escrow: Address, channel: &ChannelId) -> Result<OnChain, SettleError> {
         let data = ask(
             &self.rpc,
             EthCall {
                 to: escrow,
                 data: get_channel_call(channel),
-                chain_id: self.cfg.chain_id,
+                chain_id,
             },
             self.cfg.rpc_timeout * 2,
         )
@@ -304,21 +368,20 @@ impl Inner {
     }
 
     /// Prepares, signs and broadcasts one call from the payee to `to`.
-    async fn send(&self, to: Address, data: Bytes) -> Result<(), SettleError> {
-        let key = &self.cfg.key;
+    async fn send(&self, key: &PayeeKey, chain_id: u64, to: Address, data: Bytes) -> Result<(), SettleError> {
         let params = ask(
             &self.rpc,
             PrepareTx {
                 from: key.address(),
                 to,
                 data: data.clone(),
-                chain_id: self.cfg.chain_id,
+                chain_id,
             },
             self.cfg.rpc_timeout * 2,
         )
         .await?;
         let signed = Eip1559 {
-            chain_id: self.cfg.chain_id,
+            chain_id,
             nonce: params.nonce,
             gas_limit: params.gas_limit,
             max_fee_per_gas: params.max_fee_per_gas,
@@ -333,7 +396,7 @@ impl Inner {
             &self.rpc,
             Broadcast {
                 raw: signed.raw.into(),
-                chain_id: self.cfg.chain_id,
+                chain_id,
             },
             self.cfg.rpc_timeout * 3,
         )
