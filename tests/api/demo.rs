@@ -27,38 +27,39 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
 
     // Each step, in order, with the outcome it checked.
     let steps: Vec<&str> = stdout.split("\n[").skip(1).collect();
-    assert_eq!(steps.len(), 9, "{stdout}");
+    assert_eq!(steps.len(), 10, "{stdout}");
     let expect = [
-        ("1/9] starting the Tempo dev chain", &["✓ chain 42431"][..]),
+        ("1/10] starting the Tempo dev chain", &["✓ chain 42431"][..]),
         (
-            "2/9] signing a THROWAWAY dev genome",
+            "2/10] signing a THROWAWAY dev genome",
             &["✓ genome DEV_THROWAWAY_NOT_FOR_PRODUCTION"],
         ),
         (
-            "3/9] starting settlegate",
+            "3/10] starting settlegate",
             &["✓ settlegate ready: genome verified, replay store ok, rpc ok"],
         ),
         (
-            "4/9] a client asks without paying",
+            "4/10] a client asks without paying",
             &[
                 "✓ status: 402",
                 "✓ code: PAYMENT_REQUIRED",
                 "www-authenticate: Tempo realm=",
                 "www-authenticate: Payment id=",
+                "intent=\"session\"",
                 "paymentInfo: {\"method\":\"tempo\"",
             ],
         ),
-        ("5/9] the client pays 1 AlphaUSD", &["✓ tx 0x"]),
+        ("5/10] the client pays 1 AlphaUSD", &["✓ tx 0x"]),
         (
-            "6/9] the client retries",
+            "6/10] the client retries",
             &["✓ status: 200", "✓ settlement: settled", "✓ settled transaction: 0x"],
         ),
         (
-            "7/9] someone presents the same payment again",
+            "7/10] someone presents the same payment again",
             &["✓ status: 402", "✓ code: REPLAYED"],
         ),
         (
-            "8/9] a client pays too little",
+            "8/10] a client pays too little",
             &[
                 "✓ status: 402",
                 "✓ code: VERIFICATION_FAILED",
@@ -66,13 +67,21 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
             ],
         ),
         (
-            "9/9] an MPP client (mppx) pays with the Payment scheme",
+            "9/10] an MPP client (mppx) pays with the Payment scheme",
             &[
                 "✓ 402 with the Payment challenge",
                 "✓ status: 200 from the API behind Caddy",
                 "✓ receipt: success",
                 "on chain, status: 0x1",
                 "body: {\"report\":\"42\",\"paid_by\":\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\"",
+            ],
+        ),
+        (
+            "10/10] a session: mppx opens a payment channel",
+            &[
+                "✓ statuses: [200,200,200,200,200,200,200,200,200,200]",
+                "✓ spent, from the last Payment-Receipt: 10000000",
+                "✓ settled on chain by settlegate's settler (the payee's key): 10000000",
             ],
         ),
     ];
@@ -89,5 +98,5 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
         "{}",
         steps[5]
     );
-    assert!(stdout.trim_end().ends_with("demo self-test: ok (9 steps)"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("demo self-test: ok (10 steps)"), "{stdout}");
 }
