@@ -228,27 +228,12 @@ impl ChannelBook {
     }
 
     async fn index(&self, channel: &str) -> Result<(), BookError> {
-        let member = channel.to_owned();
-        self.store
-            .run(
-                "channel_index",
-                move |s| async move { s.set_add(INDEX_KEY, &member).await },
-                |_| "ok",
-            )
-            .await
-            .map_err(BookError::Store)
+        self.mark(INDEX_KEY, channel).await
     }
 
     /// Every channel with state the settler must watch.
     pub async fn channels(&self) -> Result<Vec<String>, BookError> {
-        self.store
-            .run(
-                "channel_list",
-                |s| async move { s.set_members(INDEX_KEY).await },
-                |_| "ok",
-            )
-            .await
-            .map_err(BookError::Store)
+        self.set(INDEX_KEY).await
     }
 
     /// The members of the set `name` (such as [`CLOSING_KEY`]).
@@ -321,15 +306,7 @@ impl ChannelBook {
     /// Takes a channel out of the index (it is finalised and settled:
     /// nothing left to watch). Its state stays until its ttl.
     pub async fn forget(&self, channel: &str) -> Result<(), BookError> {
-        let member = channel.to_owned();
-        self.store
-            .run(
-                "channel_unindex",
-                move |s| async move { s.set_remove(INDEX_KEY, &member).await },
-                |_| "ok",
-            )
-            .await
-            .map_err(BookError::Store)
+        self.unmark(INDEX_KEY, channel).await
     }
 }
 

@@ -136,13 +136,11 @@ pub fn decide(state: &ChannelState, voucher: &Voucher, signer: Address, terms: &
     }
 }
 
-fn decide_inner(
-    state: &ChannelState,
-    voucher: &Voucher,
-    signer: Address,
-    terms: &Terms,
-) -> Result<Decision, SessionProblem> {
-    let chain = &state.chain;
+/// The channel is open, the voucher is its signer's (as the chain names
+/// it) and within its deposit; unless `closing`, no close request is
+/// pending (whatever is served then may be withdrawn by the payer before
+/// it is settled: the spec says reject).
+fn signed_within(chain: &OnChain, voucher: &Voucher, signer: Address, closing: bool) -> Result<(), SessionProblem> {
     if chain.finalized {
         return Err(SessionProblem::ChannelFinalized);
     }
@@ -153,9 +151,7 @@ fn decide_inner(
     if signer != expected {
         return Err(SessionProblem::SignerMismatch { signer, expected });
     }
-    // A pending forced close: whatever is served now may be withdrawn by
-    // the payer before it is settled (the spec: reject).
-    if chain.close_requested_at != 0 {
+    if !closing && chain.close_requested_at != 0 {
         return Err(SessionProblem::CloseRequested {
             requested_at: chain.close_requested_at,
         });
@@ -166,6 +162,16 @@ fn decide_inner(
             deposit: chain.deposit,
         });
     }
+    Ok(())
+}
+
+fn decide_inner(
+    state: &ChannelState,
+    voucher: &Voucher,
+    signer: Address,
+    terms: &Terms,
+) -> Result<Decision, SessionProblem> {
+    signed_within(&state.chain, voucher, signer, false)?;
     let mut next = state.clone();
     let advanced = voucher.cumulative > state.accepted;
     if advanced {
@@ -201,23 +207,7 @@ fn decide_inner(
 /// signer, within the deposit, and not below what was accepted (closing
 /// with less would give up what was served).
 pub fn check_close(state: &ChannelState, voucher: &Voucher, signer: Address) -> Result<(), SessionProblem> {
-    let chain = &state.chain;
-    if chain.finalized {
-        return Err(SessionProblem::ChannelFinalized);
-    }
-    if !chain.exists() {
-        return Err(SessionProblem::ChannelNotFound);
-    }
-    let expected = chain.expected_signer();
-    if signer != expected {
-        return Err(SessionProblem::SignerMismatch { signer, expected });
-    }
-    if voucher.cumulative > chain.deposit {
-        return Err(SessionProblem::AmountExceedsDeposit {
-            cumulative: voucher.cumulative,
-            deposit: chain.deposit,
-        });
-    }
+    signed_within(&state.chain, voucher, signer, true)?;
     if voucher.cumulative < state.accepted {
         return Err(SessionProblem::AmountNotIncreasing {
             cumulative: voucher.cumulative,
