@@ -25,7 +25,7 @@ use actix::Addr;
 use alloy_primitives::{Address, Bytes, keccak256};
 use settlegate_actors::Traced;
 use settlegate_actors::channels::{BookError, CLOSING_KEY, ChannelBook, channel_key};
-use settlegate_actors::rpc_pool::{Broadcast, EthCall, RpcError, RpcPool, Stopped, Submitted};
+use settlegate_actors::rpc_pool::{Broadcast, EthCall, Lookup, RpcError, RpcPool, Stopped, Submitted};
 use settlegate_actors::store::{StoreError, unix_now};
 use settlegate_rules::credential::TxHash;
 use settlegate_rules::session::abi::{decode_get_channel, get_channel_call};
@@ -241,6 +241,9 @@ impl Sessions {
         if let Err(p) = self.broadcast_once(terms, &o.transaction, &hash).await? {
             return Ok(Err(p));
         }
+        if let Err(p) = self.mined(terms, &hash).await? {
+            return Ok(Err(p));
+        }
         let key = Self::key(terms, &o.channel_id);
         let facts = self
             .facts_until(terms, &o.channel_id, &key, |c| c.exists() || c.finalized)
@@ -273,20 +276,16 @@ impl Sessions {
             return Ok(Err(p));
         }
         let key = Self::key(terms, &t.channel_id);
-        let before = self.book.read(&key).await?;
-        let before = match before.as_deref().map(serde_json::from_slice::<ChannelState>) {
-            Some(Ok(s)) => s.chain.deposit,
-            Some(Err(_)) => return Err(SessionUnavailable::Corrupt),
-            None => 0,
-        };
         let hash = TxHash::from(keccak256(&t.transaction));
         if let Err(p) = self.broadcast_once(terms, &t.transaction, &hash).await? {
             return Ok(Err(p));
         }
-        let want = before.saturating_add(t.additional_deposit);
-        let facts = self
-            .facts_until(terms, &t.channel_id, &key, |c| c.deposit >= want || c.finalized)
-            .await?;
+        // Its receipt, not a deposit computed from what the book held: a
+        // topUp presented again (a retry, a lost reply) adds nothing more.
+        if let Err(p) = self.mined(terms, &hash).await? {
+            return Ok(Err(p));
+        }
+        let facts = self.facts_until(terms, &t.channel_id, &key, |_| true).await?;
         let ctx = Ctx {
             terms,
             now: unix_now(),
@@ -336,6 +335,13 @@ impl Sessions {
         };
         match sent {
             Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok(Ok(())),
+            // A transaction mined already (broadcast earlier, by us or by
+            // the client) is refused again ("nonce too low"): its receipt
+            // says it was broadcast.
+            Ok(Ok(Submitted::Rejected(_))) if matches!(self.receipt(terms, hash).await, Ok(Some(_))) => {
+                release().await;
+                Ok(Ok(()))
+            }
             Ok(Ok(Submitted::Rejected(why))) => {
                 tracing::info!(%hash, why = %why.chars().take(200).collect::<String>(), "the node refused a session transaction");
                 release().await;
@@ -348,6 +354,53 @@ impl Sessions {
             Err(_) => {
                 release().await;
                 Err(RpcError::Timeout(self.open_wait).into())
+            }
+        }
+    }
+
+    /// Whether `hash` is mined: `Some(true)` succeeded, `Some(false)`
+    /// reverted, `None` not known to the node.
+    async fn receipt(&self, terms: &SessionTerms, hash: &TxHash) -> Result<Option<bool>, SessionUnavailable> {
+        let sent = self
+            .rpc
+            .send(Traced::new(Lookup {
+                hash: *hash,
+                chain_id: terms.chain_id,
+                need_head: false,
+            }))
+            .timeout(self.rpc_timeout * 2)
+            .await;
+        let facts = match sent {
+            Ok(r) => r?,
+            Err(actix::MailboxError::Timeout) => return Err(RpcError::Timeout(self.rpc_timeout * 2).into()),
+            Err(actix::MailboxError::Closed) => return Err(RpcError::Stopped(Stopped::Pool).into()),
+        };
+        Ok(facts
+            .receipt
+            .map(|r| r.status.is_some_and(|s| s == alloy_primitives::U64::from(1))))
+    }
+
+    /// Waits (at most `open_wait`) for the `open` or `topUp` transaction
+    /// `hash` to be mined; a reverted one is the client's problem (402).
+    async fn mined(
+        &self,
+        terms: &SessionTerms,
+        hash: &TxHash,
+    ) -> Result<Result<(), SessionProblem>, SessionUnavailable> {
+        let until = Instant::now() + self.open_wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.receipt(terms, hash).await? {
+                Some(true) => return Ok(Ok(())),
+                Some(false) => {
+                    tracing::info!(%hash, "a session transaction reverted");
+                    return Ok(Err(SessionProblem::TxReverted));
+                }
+                None if Instant::now() + pause > until => return Err(SessionUnavailable::NotYetOnChain),
+                None => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
             }
         }
     }

@@ -62,6 +62,8 @@ pub enum SessionProblem {
     Overflow,
     #[error("the node refused the signed transaction; it was not broadcast")]
     TxRejected,
+    #[error("the signed transaction was mined and reverted")]
+    TxReverted,
 }
 
 impl SessionProblem {
@@ -92,7 +94,8 @@ impl SessionProblem {
             | Undecodable(_)
             | UnrecoveredSigner
             | Overflow
-            | TxRejected => "verification-failed",
+            | TxRejected
+            | TxReverted => "verification-failed",
         }
     }
 
@@ -125,7 +128,8 @@ impl SessionProblem {
             | Undecodable(_)
             | UnrecoveredSigner
             | Overflow
-            | TxRejected => 402,
+            | TxRejected
+            | TxReverted => 402,
         }
     }
 }

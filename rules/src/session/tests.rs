@@ -817,6 +817,7 @@ fn problems_have_the_spec_types_and_statuses() {
     );
     assert_eq!(DeltaTooSmall { delta: 1, min: 2 }.status(), 402);
     assert_eq!(NotAnOpen.slug(), "verification-failed");
+    assert_eq!((TxReverted.slug(), TxReverted.status()), ("verification-failed", 402));
 }
 
 // ---- request and receipt ----
