@@ -466,4 +466,16 @@ async fn a_voucher_storm_across_three_instances_on_a_redis_cluster_serves_n() {
     let again = present(&apps[2], &offer, voucher_payload(&c.id, cumulative, &sig)).await;
     assert_eq!(again.status, 402);
     assert_eq!(again.body["requiredCumulative"], (cumulative + PRICE).to_string());
+
+    // The channel's state is on the primary that owns its slot, and only
+    // there.
+    let key = format!(
+        "{}channel:42431:{}:{}",
+        env["SETTLEGATE_REDIS__KEY_PREFIX"], c.escrow, c.id
+    );
+    let (owner, _) = cluster.owner(cluster.slot(&key), &[]);
+    for (port, _) in cluster.view(owner) {
+        let has = cluster.cli(port, &["EXISTS", &key]) == "1";
+        assert_eq!(has, port == owner, "node {port} holds the channel's state: {has}");
+    }
 }
