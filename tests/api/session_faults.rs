@@ -63,6 +63,12 @@ fn balance(c: &Channel, who: &str) -> u128 {
     token_balance(&c.chain, ALPHA_USD, who)
 }
 
+/// `redis-cli -u url args`, its output trimmed.
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(["-u", url]).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Asserts a 200 for `action` with this `spent` and accepted cumulative.
 fn served(v: &Verified, action: &str, spent: u128, accepted: u128) {
     assert_eq!(v.status, 200, "{:?}", v.body);
@@ -166,7 +172,8 @@ async fn a_close_credential_closes_the_channel_on_chain_with_the_highest_voucher
     let deposit = PRICE * 10;
     let c = tokio::task::block_in_place(|| channel(deposit));
     let w = Workdir::new();
-    let app = Served::start(&settler_on(&c, &w));
+    let env = settler_on(&c, &w);
+    let app = Served::start(&env);
     let offer = session_offer(&app).await;
     let (v2, v4, v5, v6) = tokio::task::block_in_place(|| {
         (
@@ -180,6 +187,10 @@ async fn a_close_credential_closes_the_channel_on_chain_with_the_highest_voucher
         let v = present(&app, &offer, voucher_payload(&c.id, PRICE * 4, &v4)).await;
         served(&v, "voucher", PRICE * k, PRICE * 4);
     }
+    let prefix = &env["SETTLEGATE_REDIS__KEY_PREFIX"];
+    let member = format!("42431:{}:{}", c.escrow, c.id);
+    let watched = |set: &str| redis_cli(&redis_url(), &["SISMEMBER", &format!("{prefix}{set}"), &member]) == "1";
+    assert!(watched("channels:index"), "the settler watches the channel");
     // The payee settled part of it on its own: 2 of the 4.
     tokio::task::block_in_place(|| {
         settle_with_cast(&c.chain, &c.escrow, PAYEE_KEY, &c.id, PRICE * 2, &v2).expect("settle 2");
@@ -228,6 +239,15 @@ async fn a_close_credential_closes_the_channel_on_chain_with_the_highest_voucher
         &present(&app, &offer, voucher_payload(&c.id, PRICE * 6, &v6)).await,
         "a voucher after the close",
     );
+
+    // Nothing is left for the settler: the channel leaves the close list
+    // and, at a later scan, the index.
+    assert!(!watched("channels:closing"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watched("channels:index") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!watched("channels:index"), "a finalised channel leaves the index");
 }
 
 /// One answer the session client got: when it asked, when it was
