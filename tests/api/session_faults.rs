@@ -386,6 +386,8 @@ async fn redis_killed_mid_session_and_restarted_on_its_aof_loses_no_voucher_and_
         PRICE * (n_served + lost),
         "spent counts the 200s (and a lost answer)"
     );
+    let unavailable = seen.iter().filter(|s| s.status == 503).count();
+    eprintln!("{n_served} served, {unavailable} answered 503, {lost} deduction(s) without an answer");
 
     // The state, read by the service: the last voucher served is used up,
     // the next request needs one price more, on this instance and on a
