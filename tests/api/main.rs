@@ -35,6 +35,7 @@ mod reload;
 mod secrets;
 mod send_timeout;
 mod session;
+mod session_faults;
 mod session_verify;
 mod session_vouchers;
 mod store_redis;
