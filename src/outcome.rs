@@ -245,4 +245,13 @@ impl Outcome {
             Outcome::Settled(_) | Outcome::Served(_) | Outcome::Unavailable(_) => None,
         }
     }
+
+    /// The reason as logs and metrics label it: a charge's [`Reason`], or
+    /// a refused session's problem (`session/insufficient-balance`, …).
+    pub fn reason_label(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Denied(Denial::Session(p), _) => Some(p.slug()),
+            other => other.reason().map(|r| r.as_str()),
+        }
+    }
 }

@@ -74,7 +74,7 @@ impl AppState {
     fn note(&self, req: &HttpRequest, mut summary: Summary, outcome: &Outcome) {
         self.metrics.observe_outcome(outcome);
         summary.code = Some(outcome.code());
-        summary.reason = outcome.reason().map(|r| r.as_str());
+        summary.reason = outcome.reason_label();
         match outcome {
             Outcome::Unavailable(u) => {
                 summary.cause = Some(u.cause());

@@ -274,7 +274,7 @@ impl Metrics {
             .get_or_create(&OutcomeLabels {
                 status: outcome.status(),
                 code: outcome.code(),
-                reason: outcome.reason().map_or("", |r| r.as_str()),
+                reason: outcome.reason_label().unwrap_or(""),
             })
             .inc();
         if let Outcome::Unavailable(u) = outcome {

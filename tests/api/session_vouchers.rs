@@ -128,6 +128,17 @@ async fn a_voucher_for_n_requests_presented_10n_times_across_three_instances_ser
         calls,
         "no JSON-RPC call per voucher once the channel is known"
     );
+    // Every answer counted once, with the session's problem as its reason.
+    let (mut ok, mut short) = (0, 0);
+    for app in &apps {
+        ok += app
+            .metric(r#"settlegate_verifications_total{status="200",code="SETTLED",reason=""}"#)
+            .await;
+        short += app
+            .metric(r#"settlegate_verifications_total{status="402",code="SESSION_REFUSED",reason="session/insufficient-balance"}"#)
+            .await;
+    }
+    assert_eq!((ok, short), (n as u64 + 1, 9 * n as u64));
 
     // The same voucher again: a 402 that names the cumulative amount needed.
     let again = present(&apps[2], &offer, voucher_payload(&c.id, cumulative, &sig)).await;
