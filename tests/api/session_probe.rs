@@ -334,3 +334,48 @@ async fn a_voucher_made_public_by_a_settlement_spends_nothing() {
     let v = present(&app, &offer, voucher_payload(&c.id, PRICE * 5, &v5)).await;
     served(&v, PRICE * 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_to_other_terms_serves_no_voucher_under_them_and_keeps_the_balance() {
+    let c = tokio::task::block_in_place(|| channel(PRICE * 10));
+    let w = Workdir::new();
+    let env = env_on_redis(&c, &w, &unique_prefix());
+    let path = w.path("genome.json");
+    let app = Served::start(&env);
+    let old = session_offer(&app).await;
+    let v3 = tokio::task::block_in_place(|| sign(&c, PRICE * 3));
+    served(
+        &present(&app, &old, voucher_payload(&c.id, PRICE * 3, &v3)).await,
+        PRICE,
+    );
+
+    let swap = |g: Genome| {
+        let g = g.signed();
+        g.write(&path);
+        tokio::task::block_in_place(|| {
+            app.sighup();
+            app.wait_for_log(|v| v["message"] == "genome swapped in" && v["genome_id"] == g.id())
+        });
+    };
+    let genome = || crate::session::session_genome(&c.escrow);
+    // Another recipient: the old challenge is void, a new one pays the new
+    // recipient, whom this channel does not pay.
+    swap(genome().version("1.1.0").set("/settlement/recipient", json!(STRANGER)));
+    let v = present(&app, &old, voucher_payload(&c.id, PRICE * 3, &v3)).await;
+    assert_eq!((v.status, v.reason()), (402, "challenge_invalid"), "{:?}", v.body);
+    let new = session_offer(&app).await;
+    let v = present(&app, &new, voucher_payload(&c.id, PRICE * 3, &v3)).await;
+    assert_eq!(v.status, 402, "{:?}", v.body);
+    // Sessions off: no session credential is taken.
+    swap(crate::mpp_clients::t4_genome().version("1.2.0"));
+    let v = present(&app, &old, voucher_payload(&c.id, PRICE * 3, &v3)).await;
+    assert_eq!(v.status, 402, "{:?}", v.body);
+    assert!(v.body.get("spent").is_none(), "{:?}", v.body);
+    // Back to the first terms: the balance is what it was.
+    swap(genome().version("1.3.0"));
+    let back = session_offer(&app).await;
+    served(
+        &present(&app, &back, voucher_payload(&c.id, PRICE * 3, &v3)).await,
+        PRICE * 2,
+    );
+}
