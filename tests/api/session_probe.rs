@@ -379,3 +379,67 @@ async fn a_reload_to_other_terms_serves_no_voucher_under_them_and_keeps_the_bala
         PRICE * 2,
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_top_up_signed_by_another_than_the_payer_serves_nothing() {
+    let c = tokio::task::block_in_place(|| channel(PRICE * 10));
+    let w = Workdir::new();
+    let app = Served::start(&env_on_redis(&c, &w, &unique_prefix()));
+    let offer = session_offer(&app).await;
+    let v4 = tokio::task::block_in_place(|| sign(&c, PRICE * 4));
+    served(
+        &present(&app, &offer, voucher_payload(&c.id, PRICE * 4, &v4)).await,
+        PRICE,
+    );
+    // A stranger tops up the payer's channel by one unit, never broadcast.
+    let raw = tokio::task::block_in_place(|| signed_top_up_tx(&c.chain, &c.escrow, STRANGER_KEY, ALPHA_USD, &c.id, 1));
+    let top_up = json!({"action": "topUp", "type": "transaction", "channelId": c.id,
+        "transaction": raw, "additionalDeposit": "1"});
+    let v = present(&app, &offer, top_up).await;
+    assert_eq!(v.status, 402, "the payer's balance is not the stranger's: {:?}", v.body);
+    // The escrow reverts a topUp from anyone but the payer.
+    assert_eq!(
+        v.body["detail"], "the signed transaction was mined and reverted",
+        "{:?}",
+        v.body
+    );
+    served(
+        &present(&app, &offer, voucher_payload(&c.id, PRICE * 4, &v4)).await,
+        PRICE * 2,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_voucher_raced_on_both_endpoints_serves_what_it_covers_once() {
+    let c = tokio::task::block_in_place(|| channel(PRICE * 10));
+    let w = Workdir::new();
+    let app = Served::start(&env_on_redis(&c, &w, &unique_prefix()));
+    let offer = session_offer(&app).await;
+    let v2 = tokio::task::block_in_place(|| sign(&c, PRICE * 2));
+    let cred = credential(&echo(&offer), voucher_payload(&c.id, PRICE * 2, &v2), None);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let client = reqwest::Client::new();
+        let req = if i % 2 == 0 {
+            client
+                .post(app.url("/v1/verify"))
+                .json(&json!({ "credential": cred, "resource": RESOURCE }))
+        } else {
+            client
+                .get(app.url("/v1/authorize"))
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-uri", "/reports/7")
+                .header("authorization", cred.clone())
+        };
+        tasks.push(tokio::spawn(async move {
+            Verified::read(req.send().await.unwrap()).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    let want: Vec<u16> = [vec![200; 2], vec![402; 10]].concat();
+    assert_eq!(statuses, want);
+}
