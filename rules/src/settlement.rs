@@ -14,6 +14,8 @@
 //! - a `transferWithMemo` emits `Transfer` + `TransferWithMemo` for one
 //!   movement: the pair counts once;
 //! - the fee transfer to the fee manager is never a payment;
+//! - a transaction the recipient sent is never a payment to it (its
+//!   session settlements move money already paid for);
 //! - the age check is always on and refuses future timestamps;
 //! - confirmations use a fresh head, and "not yet" is pending, never a
 //!   failure.
@@ -350,6 +352,12 @@ pub fn judge(
     };
     if receipt.status != Some(U64::from(1)) {
         return Verdict::Failed(Reason::TxReverted);
+    }
+    // A transaction the recipient sent itself (the payee settling or
+    // closing a session channel: the escrow pays it what vouchers already
+    // paid for) is public on chain and pays nobody's request.
+    if receipt.from == policy.recipient {
+        return Verdict::Failed(Reason::PayerMismatch);
     }
 
     let payer = match terms.payer {

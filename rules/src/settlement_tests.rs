@@ -139,6 +139,16 @@ fn transfer_with_memo_counts_once_and_keeps_its_memo() {
 }
 
 #[test]
+fn a_transaction_the_recipient_sent_is_no_payment() {
+    // An escrow settlement: the escrow pays the recipient, who sent it.
+    let escrow = address!("bded0d2bf404bdcba897a74e6657f1f12e5c6fb6");
+    let mut f = facts(vec![transfer(ALPHA, escrow, RECIPIENT, 3_000_000)]);
+    assert_eq!(reason(judge_default(&f)), "settled");
+    f.receipt.as_mut().unwrap().from = RECIPIENT;
+    assert_eq!(reason(judge_default(&f)), "payer_mismatch");
+}
+
+#[test]
 fn the_fee_transfer_is_not_a_payment() {
     // A payment whose recipient is the fee manager can never be configured,
     // and the fee transfer alone is not a transfer.

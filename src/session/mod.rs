@@ -277,9 +277,14 @@ impl Sessions {
         }
         let key = Self::key(terms, &t.channel_id);
         let hash = TxHash::from(keccak256(&t.transaction));
-        if let Err(p) = self.broadcast_once(terms, &t.transaction, &hash).await? {
-            return Ok(Err(p));
-        }
+        // Mined before this request brought it: public, so it proves
+        // nothing about who presents it (nodes answer a mined
+        // transaction's broadcast with its receipt, as if it were new).
+        let mined_before = self.receipt(terms, &hash).await?.is_some();
+        let ours = match self.broadcast_once(terms, &t.transaction, &hash).await? {
+            Ok(ours) => ours && !mined_before,
+            Err(p) => return Ok(Err(p)),
+        };
         // Its receipt, not a deposit computed from what the book held: a
         // topUp presented again (a retry, a lost reply) adds nothing more.
         if let Err(p) = self.mined(terms, &hash).await? {
@@ -292,7 +297,11 @@ impl Sessions {
             facts_ttl: self.facts_ttl.as_secs(),
             facts: Some(&facts),
         };
-        match self.book.update(&key, |bytes| step::on_top_up(bytes, &ctx)).await? {
+        match self
+            .book
+            .update(&key, |bytes| step::on_top_up(bytes, &ctx, ours))
+            .await?
+        {
             Verdict::Served(state) => Ok(Ok((*state, t.channel_id, Some(hash), "topUp"))),
             Verdict::Refused(p) => Ok(Err(p)),
             Verdict::Corrupt => Err(SessionUnavailable::Corrupt),
@@ -301,17 +310,19 @@ impl Sessions {
     }
 
     /// Broadcasts `raw` unless another request (of any instance) did in the
-    /// last minute; a node's refusal is the client's problem (402).
+    /// last minute; a node's refusal is the client's problem (402). `true`:
+    /// this request brought the transaction to the node first (it was not
+    /// public before).
     async fn broadcast_once(
         &self,
         terms: &SessionTerms,
         raw: &Bytes,
         hash: &TxHash,
-    ) -> Result<Result<(), SessionProblem>, SessionUnavailable> {
+    ) -> Result<Result<bool, SessionProblem>, SessionUnavailable> {
         let reservation = format!("broadcast:{hash}");
         let mine = self.book.reserve(&reservation, Duration::from_secs(60)).await?;
         if !mine {
-            return Ok(Ok(()));
+            return Ok(Ok(false));
         }
         let sent = self
             .rpc
@@ -334,13 +345,15 @@ impl Sessions {
             }
         };
         match sent {
-            Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok(Ok(())),
+            Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok(Ok(true)),
+            // Known already: public before this request brought it.
+            Ok(Ok(Submitted::Known)) => Ok(Ok(false)),
             // A transaction mined already (broadcast earlier, by us or by
             // the client) is refused again ("nonce too low"): its receipt
             // says it was broadcast.
             Ok(Ok(Submitted::Rejected(_))) if matches!(self.receipt(terms, hash).await, Ok(Some(_))) => {
                 release().await;
-                Ok(Ok(()))
+                Ok(Ok(false))
             }
             Ok(Ok(Submitted::Rejected(why))) => {
                 tracing::info!(%hash, why = %why.chars().take(200).collect::<String>(), "the node refused a session transaction");

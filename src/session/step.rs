@@ -167,8 +167,11 @@ pub fn on_voucher(bytes: Option<&[u8]>, ctx: &Ctx, voucher: &Voucher, signer: Ad
 }
 
 /// A request after a `topUp` (fresh facts in `ctx`): served from what the
-/// vouchers already cover, if they cover its price.
-pub fn on_top_up(bytes: Option<&[u8]>, ctx: &Ctx) -> Step<Verdict> {
+/// vouchers already cover, if they cover its price, and only when this
+/// request brought the transaction (`ours`: it broadcast it first). A
+/// mined topUp is public and signs nothing: presented by anyone else it
+/// updates the facts and serves nothing.
+pub fn on_top_up(bytes: Option<&[u8]>, ctx: &Ctx, ours: bool) -> Step<Verdict> {
     let (state, changed) = match current(bytes, ctx) {
         Ok(s) => s,
         Err(v) => return ended(v),
@@ -180,6 +183,17 @@ pub fn on_top_up(bytes: Option<&[u8]>, ctx: &Ctx) -> Step<Verdict> {
             SessionProblem::CloseRequested {
                 requested_at: state.chain.close_requested_at,
             },
+        );
+    }
+    if !ours {
+        let Some(required_cumulative) = state.required_cumulative(ctx.terms.price) else {
+            return refuse(&state, changed, SessionProblem::Overflow);
+        };
+        let required_cumulative = required_cumulative.max(state.accepted.saturating_add(1));
+        return refuse(
+            &state,
+            changed,
+            SessionProblem::InsufficientBalance { required_cumulative },
         );
     }
     deduct(state, changed, ctx.terms.price)
@@ -207,7 +221,9 @@ fn deduct(mut state: ChannelState, changed: bool, price: u128) -> Step<Verdict> 
 
 /// A `close` with its final voucher: accepted (if it is higher) whether or
 /// not it covers this request, since the settler must close with it; the
-/// request itself is served only if its price is covered.
+/// request itself is served only if its price is covered and the voucher
+/// is not public already (a settled or closing voucher signs nothing).
+/// From then on the channel is `closing`: nothing above it is accepted.
 pub fn on_close(bytes: Option<&[u8]>, ctx: &Ctx, voucher: &Voucher, signer: Address) -> Step<Verdict> {
     let (mut state, mut changed) = match current(bytes, ctx) {
         Ok(s) => s,
@@ -216,10 +232,27 @@ pub fn on_close(bytes: Option<&[u8]>, ctx: &Ctx, voucher: &Voucher, signer: Addr
     if let Err(p) = check_close(&state, voucher, signer) {
         return refuse(&state, changed, p);
     }
+    let public = voucher.cumulative <= state.public_mark();
     if voucher.cumulative > state.accepted {
         state.accepted = voucher.cumulative;
         state.signature = Some(voucher.signature);
         changed = true;
+    }
+    if !state.closing {
+        state.closing = true;
+        changed = true;
+    }
+    if public {
+        let required = state
+            .required_after_public(ctx.terms.price, ctx.terms.min_delta)
+            .unwrap_or(u128::MAX);
+        return refuse(
+            &state,
+            changed,
+            SessionProblem::InsufficientBalance {
+                required_cumulative: required,
+            },
+        );
     }
     deduct(state, changed, ctx.terms.price)
 }

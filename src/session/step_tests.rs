@@ -272,16 +272,68 @@ fn a_top_up_serves_from_the_balance_or_names_the_voucher_needed() {
         read_at: NOW,
     };
     let covered = state(30, 10, NOW - 1);
-    let step = on_top_up(Some(&encode(&covered)), &ctx(&t, Some(&facts)));
+    let step = on_top_up(Some(&encode(&covered)), &ctx(&t, Some(&facts)), true);
     let s = written(&step);
     assert_eq!((s.chain.deposit, s.spent), (2_000, 20));
     let dry = state(30, 30, NOW - 1);
-    let step = on_top_up(Some(&encode(&dry)), &ctx(&t, Some(&facts)));
+    let step = on_top_up(Some(&encode(&dry)), &ctx(&t, Some(&facts)), true);
     assert_eq!(written(&step).chain.deposit, 2_000, "the new deposit is kept");
     assert_eq!(
         verdict(step),
         Verdict::Refused(SessionProblem::InsufficientBalance {
             required_cumulative: 40
+        })
+    );
+}
+
+#[test]
+fn a_top_up_someone_else_brought_updates_the_facts_and_serves_nothing() {
+    let t = terms();
+    let facts = Facts {
+        chain: chain(2_000, 0),
+        read_at: NOW,
+    };
+    let covered = state(30, 10, NOW - 1);
+    let step = on_top_up(Some(&encode(&covered)), &ctx(&t, Some(&facts)), false);
+    let s = written(&step);
+    assert_eq!((s.chain.deposit, s.spent), (2_000, 10), "nothing deducted");
+    assert_eq!(
+        verdict(step),
+        Verdict::Refused(SessionProblem::InsufficientBalance {
+            required_cumulative: 31
+        })
+    );
+}
+
+#[test]
+fn after_a_close_nothing_above_it_is_accepted_and_a_public_close_serves_nothing() {
+    let t = terms();
+    let s = state(30, 10, NOW - 1);
+    let closed = written(&on_close(Some(&encode(&s)), &ctx(&t, None), &voucher(40), PAYER));
+    assert!(closed.closing);
+    assert_eq!((closed.accepted, closed.spent), (40, 20));
+    let bytes = encode(&closed);
+    for v in [voucher(40), voucher(50)] {
+        assert_eq!(
+            verdict(on_voucher(Some(&bytes), &ctx(&t, None), &v, PAYER)),
+            Verdict::Refused(SessionProblem::ChannelFinalized)
+        );
+    }
+    assert_eq!(
+        verdict(on_close(Some(&bytes), &ctx(&t, None), &voucher(50), PAYER)),
+        Verdict::Refused(SessionProblem::ChannelFinalized)
+    );
+    // The settler closes with 40: that close voucher is public now (the
+    // next voucher must add at least the minimum delta, 5).
+    let published = ChannelState {
+        published: 40,
+        ..closed
+    };
+    let step = on_close(Some(&encode(&published)), &ctx(&t, None), &voucher(40), PAYER);
+    assert_eq!(
+        verdict(step),
+        Verdict::Refused(SessionProblem::InsufficientBalance {
+            required_cumulative: 45
         })
     );
 }

@@ -236,7 +236,7 @@ impl<'a> Flow<'a> {
             // A broadcast that did not take gives the reservation back, so
             // a retry can broadcast.
             (State::Broadcasting, Event::Broadcast(sent)) => match sent {
-                Ok(Submitted::Mined | Submitted::Accepted) => {
+                Ok(Submitted::Mined | Submitted::Accepted | Submitted::Known) => {
                     self.submission = Submission::Accepted;
                     self.look(false, Step::LookupDirect)
                 }

@@ -36,6 +36,7 @@ mod secrets;
 mod send_timeout;
 mod session;
 mod session_faults;
+mod session_probe;
 mod session_verify;
 mod session_vouchers;
 mod store_redis;

@@ -14,6 +14,8 @@
 //!   race nonces or pay fees twice for one voucher;
 //! - a settlement counts once its effect is read on chain (`settled` at
 //!   least the voucher's amount), not when the node accepted it;
+//! - a voucher is marked public in the channel's state before the
+//!   transaction that carries it is sent: from then on it serves nothing;
 //! - one scan at a time; a scan that fails for one channel goes on with
 //!   the next, and the next scan retries it.
 //!
@@ -35,7 +37,7 @@ use settlegate_rules::session::abi::{close_call, decode_get_channel, get_channel
 use settlegate_rules::session::{ChannelId, ChannelState, OnChain};
 use settlegate_rules::tx_sign::{Eip1559, PayeeKey};
 
-use super::book::{BookError, CLOSING_KEY, ChannelBook, parse_channel_key};
+use super::book::{BookError, CLOSING_KEY, ChannelBook, Step, parse_channel_key};
 use super::plan::{Plan, Schedule, plan, unsettled};
 use crate::rpc_pool::{Broadcast, EthCall, PrepareTx, RpcError, RpcPool, Stopped, Submitted};
 use crate::store::{StoreError, unix_now};
@@ -316,6 +318,12 @@ impl Inner {
         if !self.book.reserve(&lock, self.cfg.rpc_timeout * 6).await? {
             return Ok(Done::idle(owed));
         }
+        // The voucher is public once it is in a transaction: marked first,
+        // so that no request is served from it as a retry.
+        if let Err(e) = self.publish(key, cumulative).await {
+            self.book.release(&lock).await;
+            return Err(e);
+        }
         let result = self.send(&key_pair, chain_id, escrow, data).await;
         let result = match result {
             Ok(()) => {
@@ -351,6 +359,28 @@ impl Inner {
             action: Some(action),
             owed: 0,
         })
+    }
+
+    /// Marks `cumulative` as public in the channel's state.
+    async fn publish(&self, key: &str, cumulative: u128) -> Result<(), SettleError> {
+        self.book
+            .update(key, |bytes| {
+                let Some(bytes) = bytes else {
+                    return Step::Keep(Ok(()));
+                };
+                let Ok(mut state) = serde_json::from_slice::<ChannelState>(bytes) else {
+                    return Step::Keep(Err(SettleError::Corrupt));
+                };
+                if state.published >= cumulative {
+                    return Step::Keep(Ok(()));
+                }
+                state.published = cumulative;
+                match serde_json::to_vec(&state) {
+                    Ok(b) => Step::Write(b, Ok(())),
+                    Err(_) => Step::Keep(Err(SettleError::Corrupt)),
+                }
+            })
+            .await?
     }
 
     async fn facts(&self, chain_id: u64, escrow: Address, channel: &ChannelId) -> Result<OnChain, SettleError> {
@@ -402,7 +432,7 @@ impl Inner {
         )
         .await?;
         match submitted {
-            Submitted::Mined | Submitted::Accepted => Ok(()),
+            Submitted::Mined | Submitted::Accepted | Submitted::Known => Ok(()),
             Submitted::Rejected(why) => Err(SettleError::Rejected(why.chars().take(200).collect())),
         }
     }

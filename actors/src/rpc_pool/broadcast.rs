@@ -68,7 +68,7 @@ impl Shared {
             Err(e) => e,
         };
         match error {
-            RpcError::JsonRpc { message, .. } if already_known(&message) => Ok(Submitted::Accepted),
+            RpcError::JsonRpc { message, .. } if already_known(&message) => Ok(Submitted::Known),
             RpcError::JsonRpc { message, .. } => Ok(Submitted::Rejected(message)),
             other => Err(other),
         }

@@ -141,8 +141,11 @@ pub struct Broadcast {
 pub enum Submitted {
     /// Mined (the synchronous method answered with its receipt).
     Mined,
-    /// In the node's pool (or known to it already): it may be mined soon.
+    /// Taken into the node's pool by this broadcast: it may be mined soon.
     Accepted,
+    /// Known to the node already (in its pool or mined): someone broadcast
+    /// it before.
+    Known,
     /// Refused: it will not be mined as it is. The node's message, for logs.
     Rejected(String),
 }

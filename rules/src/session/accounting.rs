@@ -11,7 +11,13 @@
 //! with the current state, not an error): it advances nothing and is served
 //! only from the balance already covered. Its signature is still checked
 //! by the caller: without it, anyone who knows a channel id could spend
-//! its balance.
+//! its balance. For the same reason a voucher that is public (settled on
+//! chain, or handed to the settler: its signature is in calldata) is no
+//! retry: it serves nothing, and the client signs a higher one.
+//!
+//! Once a `close` is accepted (`closing`), nothing more is accepted: the
+//! settler closes with `accepted`, and whatever is served above it after
+//! the close is mined would never be paid.
 
 use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
@@ -74,6 +80,17 @@ pub struct ChannelState {
     /// Requests served on this channel.
     #[serde(rename = "n")]
     pub served: u64,
+    /// The highest voucher the settler put in a transaction (public from
+    /// then on, whether or not it was mined).
+    #[serde(rename = "p", with = "dec", default, skip_serializing_if = "is_zero")]
+    pub published: u128,
+    /// A `close` was accepted: no voucher above `accepted` is taken.
+    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
+    pub closing: bool,
+}
+
+fn is_zero(v: &u128) -> bool {
+    *v == 0
 }
 
 impl ChannelState {
@@ -87,7 +104,22 @@ impl ChannelState {
             chain,
             chain_read_at: read_at,
             served: 0,
+            published: 0,
+            closing: false,
         }
+    }
+
+    /// The highest voucher anyone may know: settled on chain (as last
+    /// read) or handed to the settler.
+    pub fn public_mark(&self) -> u128 {
+        self.published.max(self.chain.settled)
+    }
+
+    /// The smallest voucher that is no retry of a public one and covers
+    /// one more request at `price` (`None`: overflow).
+    pub fn required_after_public(&self, price: u128, min_delta: u128) -> Option<u128> {
+        let above = self.accepted.checked_add(min_delta.max(1))?;
+        Some(above.max(self.required_cumulative(price)?))
     }
 
     /// What the accepted vouchers still cover.
@@ -172,8 +204,18 @@ fn decide_inner(
     terms: &Terms,
 ) -> Result<Decision, SessionProblem> {
     signed_within(&state.chain, voucher, signer, false)?;
+    if state.closing {
+        return Err(SessionProblem::ChannelFinalized);
+    }
     let mut next = state.clone();
     let advanced = voucher.cumulative > state.accepted;
+    if !advanced && voucher.cumulative <= state.public_mark() {
+        return Err(SessionProblem::InsufficientBalance {
+            required_cumulative: state
+                .required_after_public(terms.price, terms.min_delta)
+                .ok_or(SessionProblem::Overflow)?,
+        });
+    }
     if advanced {
         let delta = voucher.cumulative - state.accepted;
         if delta < terms.min_delta {
@@ -208,6 +250,9 @@ fn decide_inner(
 /// with less would give up what was served).
 pub fn check_close(state: &ChannelState, voucher: &Voucher, signer: Address) -> Result<(), SessionProblem> {
     signed_within(&state.chain, voucher, signer, true)?;
+    if state.closing && voucher.cumulative > state.accepted {
+        return Err(SessionProblem::ChannelFinalized);
+    }
     if voucher.cumulative < state.accepted {
         return Err(SessionProblem::AmountNotIncreasing {
             cumulative: voucher.cumulative,

@@ -751,6 +751,50 @@ fn every_refusal_of_a_voucher_is_reachable() {
 }
 
 #[test]
+fn a_public_voucher_is_no_retry_and_a_closing_channel_takes_no_voucher() {
+    let s = ChannelState {
+        accepted: 40,
+        spent: 10,
+        ..ChannelState::fresh(OnChain { settled: 30, ..chain() }, 0)
+    };
+    let terms = Terms {
+        price: 10,
+        min_delta: 0,
+    };
+    // 30 is settled on chain; 40 is still secret and covers retries.
+    assert_eq!(
+        decide(&s, &v(30), PAYER, &terms),
+        Decision::Refuse(SessionProblem::InsufficientBalance {
+            required_cumulative: 41
+        })
+    );
+    assert!(matches!(decide(&s, &v(40), PAYER, &terms), Decision::Serve { .. }));
+    // Handed to the settler, 40 is public too; a higher one serves.
+    let published = ChannelState {
+        published: 40,
+        ..s.clone()
+    };
+    assert!(matches!(
+        decide(&published, &v(40), PAYER, &terms),
+        Decision::Refuse(SessionProblem::InsufficientBalance { .. })
+    ));
+    match decide(&published, &v(50), PAYER, &terms) {
+        Decision::Serve { state, .. } => assert_eq!((state.accepted, state.spent), (50, 20)),
+        other => panic!("{other:?}"),
+    }
+    let closing = ChannelState { closing: true, ..s };
+    assert_eq!(
+        decide(&closing, &v(50), PAYER, &terms),
+        Decision::Refuse(SessionProblem::ChannelFinalized)
+    );
+    assert_eq!(check_close(&closing, &v(40), PAYER), Ok(()));
+    assert_eq!(
+        check_close(&closing, &v(50), PAYER),
+        Err(SessionProblem::ChannelFinalized)
+    );
+}
+
+#[test]
 fn a_close_settles_at_least_what_was_accepted() {
     let s = ChannelState {
         accepted: 30,
@@ -900,6 +944,8 @@ fn decisions_keep_the_accounting_invariants_over_a_grid() {
                             }
                             Decision::Refuse(p) => assert!(
                                 cumulative > 12
+                                    // A zero voucher is at the public mark (nothing settled).
+                                    || cumulative == 0
                                     || (cumulative > accepted && cumulative - accepted < min_delta)
                                     || accepted.max(cumulative) - spent < price,
                                 "{p} for {accepted} {spent} {cumulative} {price} {min_delta}"
