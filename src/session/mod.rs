@@ -272,10 +272,27 @@ impl Sessions {
         t: &TopUp,
     ) -> Result<Result<Done, SessionProblem>, SessionUnavailable> {
         let expected = expected(terms);
-        if let Err(p) = judge_top_up(&t.transaction, &t.channel_id, t.additional_deposit, &expected) {
-            return Ok(Err(p));
-        }
+        let payer = match judge_top_up(&t.transaction, &t.channel_id, t.additional_deposit, &expected) {
+            Ok(payer) => payer,
+            Err(p) => return Ok(Err(p)),
+        };
         let key = Self::key(terms, &t.channel_id);
+        // Only the channel's payer can top it up (the escrow reverts anyone
+        // else's): refused before a doomed broadcast.
+        let since = unix_now().saturating_sub(self.facts_ttl.as_secs());
+        let known = self.facts(terms, &t.channel_id, &key, since).await?.chain;
+        if known.finalized {
+            return Ok(Err(SessionProblem::ChannelFinalized));
+        }
+        if !known.exists() {
+            return Ok(Err(SessionProblem::ChannelNotFound));
+        }
+        if known.payer != payer {
+            return Ok(Err(SessionProblem::SignerMismatch {
+                signer: payer,
+                expected: known.payer,
+            }));
+        }
         let hash = TxHash::from(keccak256(&t.transaction));
         // Mined before this request brought it: public, so it proves
         // nothing about who presents it (nodes answer a mined

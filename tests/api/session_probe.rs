@@ -391,17 +391,23 @@ async fn a_top_up_signed_by_another_than_the_payer_serves_nothing() {
         &present(&app, &offer, voucher_payload(&c.id, PRICE * 4, &v4)).await,
         PRICE,
     );
-    // A stranger tops up the payer's channel by one unit, never broadcast.
+    // A stranger tops up the payer's channel by one unit.
     let raw = tokio::task::block_in_place(|| signed_top_up_tx(&c.chain, &c.escrow, STRANGER_KEY, ALPHA_USD, &c.id, 1));
     let top_up = json!({"action": "topUp", "type": "transaction", "channelId": c.id,
         "transaction": raw, "additionalDeposit": "1"});
+    let broadcasts = c.chain.calls("eth_sendRawTransactionSync");
     let v = present(&app, &offer, top_up).await;
     assert_eq!(v.status, 402, "the payer's balance is not the stranger's: {:?}", v.body);
-    // The escrow reverts a topUp from anyone but the payer.
+    // Refused before its broadcast: the escrow would revert it anyway.
     assert_eq!(
-        v.body["detail"], "the signed transaction was mined and reverted",
+        v.body["type"], "https://paymentauth.org/problems/session/signer-mismatch",
         "{:?}",
         v.body
+    );
+    assert_eq!(
+        c.chain.calls("eth_sendRawTransactionSync"),
+        broadcasts,
+        "never broadcast"
     );
     served(
         &present(&app, &offer, voucher_payload(&c.id, PRICE * 4, &v4)).await,
