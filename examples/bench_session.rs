@@ -16,6 +16,7 @@
 //! bench_session channel-id --payer A --payee B --token T --escrow E --salt N
 //! bench_session load --url U --mode authorize|verify|direct|trivial --channels FILE \
 //!     --key K --escrow E --price P [--per-conn N] [--seconds S]
+//! bench_session load --url U --mode M --bare --conns C [--per-conn N] [--seconds S]
 //! bench_session recover [--n 10000]
 //! ```
 //!
@@ -112,12 +113,16 @@ struct LoadArgs {
     /// Base units per request.
     #[arg(long, default_value_t = 1_000_000)]
     price: u128,
-    /// Connections for `trivial` (otherwise one per channel).
+    /// Connections for `trivial` and `--bare` (otherwise one per channel).
     #[arg(long, default_value_t = 1)]
     conns: usize,
     /// Vouchers (requests) per connection, the warm-up included.
     #[arg(long, default_value_t = 1000)]
     per_conn: usize,
+    /// Send the mode's request without a credential (each answer is the
+    /// 402 challenge): the server's cost of a request without the session.
+    #[arg(long)]
+    bare: bool,
     /// Stop after this long even when vouchers are left.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -493,8 +498,8 @@ fn load(a: LoadArgs) -> Result<(), BenchError> {
 async fn load_async(a: LoadArgs) -> Result<(), BenchError> {
     let addr = host_of(&a.url)?;
     let mut per_conn: Vec<Vec<Vec<u8>>> = Vec::new();
-    if a.mode == Mode::Trivial {
-        let req = request(Mode::Trivial, &addr, None);
+    if a.mode == Mode::Trivial || a.bare {
+        let req = request(a.mode, &addr, None);
         for _ in 0..a.conns {
             per_conn.push(vec![req.clone(); a.per_conn]);
         }
