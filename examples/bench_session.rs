@@ -601,3 +601,42 @@ async fn load_async(a: LoadArgs) -> Result<(), BenchError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_voucher_recovers_to_the_payer() {
+        // dev account 0 (public test key)
+        let key = signing_key("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
+        let domain = Domain {
+            chain_id: 42431,
+            escrow: Address::repeat_byte(0x11),
+        };
+        let channel = ChannelId(B256::repeat_byte(0x22));
+        let sig = sign(&key, &domain, &channel, 3_000).unwrap();
+        let voucher = Voucher {
+            channel_id: channel,
+            cumulative: 3_000,
+            signature: VoucherSignature::parse_hex(&sig).unwrap(),
+        };
+        let payer: Address = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266".parse().unwrap();
+        assert_eq!(domain.recover(&voucher).unwrap(), payer);
+        let other = Voucher {
+            cumulative: 4_000,
+            ..voucher
+        };
+        assert_ne!(domain.recover(&other).ok(), Some(payer));
+    }
+
+    #[test]
+    fn auth_params_read_quoted_escaped_and_bare_values() {
+        let p = auth_params(r#"id="a,b", realm="x\"y", intent=session, expires="2026""#);
+        assert_eq!(p["id"], "a,b");
+        assert_eq!(p["realm"], "x\"y");
+        assert_eq!(p["intent"], "session");
+        assert_eq!(p["expires"], "2026");
+        assert_eq!(p.len(), 4);
+    }
+}
