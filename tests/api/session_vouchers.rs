@@ -263,3 +263,40 @@ fn high_s_twin(sig: &str) -> String {
     out[64] = if bytes[64] == 27 { 28 } else { 27 };
     format!("0x{}", alloy_primitives::hex::encode(out))
 }
+
+/// `min_voucher_delta`: a voucher that raises the accepted amount by less
+/// is refused (nothing deducted, nothing accepted); one that raises it by
+/// at least the minimum pays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voucher_below_the_minimum_delta_is_refused_and_accepts_nothing() {
+    let c = tokio::task::block_in_place(|| channel(PRICE * 10));
+    let w = Workdir::new();
+    let genome = session_genome(&c.escrow).set("/settlement/session/min_voucher_delta", json!("2000000"));
+    let mut env = payment_env(&w.genome(&genome.signed()), &c.chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
+    env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), unique_prefix());
+    let app = Served::start(&env);
+    let offer = session_offer(&app).await;
+    assert!(
+        String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &offer["request"]).unwrap()
+        )
+        .unwrap()
+        .contains("\"minVoucherDelta\":\"2000000\""),
+        "the challenge says the minimum"
+    );
+    let (one, two) = tokio::task::block_in_place(|| (sign(&c, PAYER_KEY, PRICE), sign(&c, PAYER_KEY, PRICE * 2)));
+    let v = present(&app, &offer, voucher_payload(&c.id, PRICE, &one)).await;
+    assert_eq!(v.status, 402, "{:?}", v.body);
+    assert_eq!(
+        v.body["type"],
+        "https://paymentauth.org/problems/session/delta-too-small"
+    );
+    let v = present(&app, &offer, voucher_payload(&c.id, PRICE * 2, &two)).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(
+        (v.body["acceptedCumulative"].as_str(), v.body["spent"].as_str()),
+        (Some("2000000"), Some("1000000")),
+        "the refused voucher accepted nothing"
+    );
+}
