@@ -15,7 +15,9 @@
 mod connection;
 mod consume;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use deadpool_redis::redis;
@@ -47,7 +49,10 @@ pub struct RedisStore {
     /// Held while a connection is being made.
     creating: tokio::sync::Mutex<()>,
     prefix: String,
-    shared: Mutex<Option<Conn>>,
+    /// One connection per thread that uses the store: a multiplexed
+    /// connection's driver runs on the thread that made it, so a request
+    /// served on another thread would cross threads twice per command.
+    shared: Slots,
     /// Whether the server takes `SET … NX GET` (Redis 7.0 and later).
     set_nx_get: AtomicBool,
     /// The server's clock minus ours, in ms (`i64::MIN`: not measured on
@@ -70,7 +75,7 @@ impl RedisStore {
             connector: Connector::new(target, timeout)?,
             creating: tokio::sync::Mutex::new(()),
             prefix: prefix.to_owned(),
-            shared: Mutex::new(None),
+            shared: Mutex::new(HashMap::new()),
             set_nx_get: AtomicBool::new(true),
             clock_offset_ms: AtomicI64::new(i64::MIN),
             deadlines: AtomicBool::new(true),
@@ -98,30 +103,35 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
-        if let Some(c) = self.shared.lock().as_ref() {
-            return Ok(c.clone());
+    /// This thread's connection (made now if it has none), and the thread
+    /// it belongs to.
+    async fn conn(&self) -> Result<(ThreadId, Conn), StoreError> {
+        let me = std::thread::current().id();
+        if let Some(c) = self.shared.lock().get(&me) {
+            return Ok((me, c.clone()));
         }
         // One connection is made at a time: a burst of operations after a
         // failure waits for it (each within its timeout) rather than open
         // one each.
         let _creating = self.creating.lock().await;
-        if let Some(c) = self.shared.lock().as_ref() {
-            return Ok(c.clone());
+        let me = std::thread::current().id();
+        if let Some(c) = self.shared.lock().get(&me) {
+            return Ok((me, c.clone()));
         }
         let fresh = self.connector.connect().await?;
-        let mut slot = self.shared.lock();
-        Ok(slot.get_or_insert(fresh).clone())
+        let me = std::thread::current().id();
+        Ok((me, self.shared.lock().entry(me).or_insert(fresh).clone()))
     }
 
-    /// Runs `op` on the shared connection; a failed connection is dropped.
+    /// Runs `op` on this thread's connection; a failed connection is
+    /// dropped.
     async fn with_conn<T, F>(&self, op: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, redis::RedisError>>,
     {
-        let conn = self.conn().await?;
+        let (owner, conn) = self.conn().await?;
         // Dropped unless the operation completes: a timeout cancels it here.
-        let mut drop_guard = ForgetOnDrop(Some((&self.shared, &self.clock_offset_ms)));
+        let mut drop_guard = ForgetOnDrop(Some((&self.shared, owner, &self.clock_offset_ms)));
         let result = op(conn).await;
         match &result {
             // A server that became a replica (a failover) refuses writes:
@@ -158,14 +168,17 @@ impl RedisStore {
     }
 }
 
-/// Clears the shared connection slot (and the clock offset, which goes
-/// with the connection) when dropped while armed.
-struct ForgetOnDrop<'a>(Option<(&'a Mutex<Option<Conn>>, &'a AtomicI64)>);
+/// Forgets a thread's connection (and the clock offset, measured again
+/// on the next connection) when dropped while armed.
+struct ForgetOnDrop<'a>(Option<(&'a Slots, ThreadId, &'a AtomicI64)>);
+
+/// Each thread's connection.
+type Slots = Mutex<HashMap<ThreadId, Conn>>;
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some((slot, offset)) = self.0 {
-            *slot.lock() = None;
+        if let Some((slots, owner, offset)) = self.0 {
+            slots.lock().remove(&owner);
             offset.store(i64::MIN, Ordering::Relaxed);
         }
     }
