@@ -34,7 +34,7 @@ impl std::fmt::Debug for RedisTarget {
 /// bounds their creation by the timeout); a cluster's from redis-rs's
 /// cluster client, which follows `MOVED`/`ASK` redirections and a
 /// failover's new primaries itself (deadpool-redis's cluster manager takes
-/// no TLS roots, and only one connection is kept anyway).
+/// no TLS roots, and only one connection per thread is kept anyway).
 pub(super) enum Connector {
     Single(deadpool_redis::Pool, Duration),
     Cluster(Box<redis::cluster::ClusterClient>, Duration),

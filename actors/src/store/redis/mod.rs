@@ -1,11 +1,12 @@
 //! The Redis backend (one server, or a Cluster), shared by every instance.
 //!
-//! The store keeps one multiplexed connection (which pipelines any number
-//! of concurrent commands) and clones it per operation, rather than check
-//! one out of a pool per operation (a recycle round trip each). A
-//! connection that fails or times out is dropped with its clock offset;
-//! the next operation makes a fresh one (after a failover it may reach
-//! another server).
+//! The store keeps one multiplexed connection per thread that uses it
+//! (each pipelines any number of concurrent commands, and its driver runs
+//! on that thread, so a command never crosses threads) and clones it per
+//! operation, rather than check one out of a pool per operation (a recycle
+//! round trip each). A connection that fails or times out is dropped with
+//! the clock offset; that thread's next operation makes a fresh one (after
+//! a failover it may reach another server).
 //!
 //! On a cluster every operation stays in one slot: a record is one key, a
 //! lookup's claim and result are hash tagged on the record's key, so the
