@@ -23,12 +23,10 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use alloy_primitives::{Address, Bytes, keccak256};
-use settlegate_actors::Traced;
-use settlegate_actors::channels::{BookError, CLOSING_KEY, ChannelBook, channel_key};
-use settlegate_actors::rpc_pool::{Broadcast, EthCall, Lookup, RpcError, RpcPool, Stopped, Submitted};
+use settlegate_actors::channels::{BookError, CLOSING_KEY, ChannelBook, channel_key, read_channel};
+use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted, ask};
 use settlegate_actors::store::{StoreError, unix_now};
 use settlegate_rules::credential::TxHash;
-use settlegate_rules::session::abi::{decode_get_channel, get_channel_call};
 use settlegate_rules::session::{
     Action, ChannelId, ChannelState, Domain, Expected, Open, SessionProblem, TopUp, Voucher, judge_open, judge_top_up,
 };
@@ -341,49 +339,31 @@ impl Sessions {
         if !mine {
             return Ok(Ok(false));
         }
-        let sent = self
-            .rpc
-            .send(Traced::new(Broadcast {
-                raw: raw.clone(),
-                chain_id: terms.chain_id,
-            }))
-            .timeout(self.open_wait)
-            .await;
-        let release = || {
-            let store = self.book.store().clone();
-            async move {
-                let _ = store
-                    .run(
-                        "broadcast_release",
-                        move |s| async move { s.release(&reservation).await },
-                        |_| "ok",
-                    )
-                    .await;
-            }
+        let broadcast = Broadcast {
+            raw: raw.clone(),
+            chain_id: terms.chain_id,
         };
+        let sent = ask(&self.rpc, broadcast, self.open_wait).await;
+        let release = || self.book.release(&reservation);
         match sent {
-            Ok(Ok(Submitted::Mined | Submitted::Accepted)) => Ok(Ok(true)),
+            Ok(Submitted::Mined | Submitted::Accepted) => Ok(Ok(true)),
             // Known already: public before this request brought it.
-            Ok(Ok(Submitted::Known)) => Ok(Ok(false)),
+            Ok(Submitted::Known) => Ok(Ok(false)),
             // A transaction mined already (broadcast earlier, by us or by
             // the client) is refused again ("nonce too low"): its receipt
             // says it was broadcast.
-            Ok(Ok(Submitted::Rejected(_))) if matches!(self.receipt(terms, hash).await, Ok(Some(_))) => {
+            Ok(Submitted::Rejected(_)) if matches!(self.receipt(terms, hash).await, Ok(Some(_))) => {
                 release().await;
                 Ok(Ok(false))
             }
-            Ok(Ok(Submitted::Rejected(why))) => {
+            Ok(Submitted::Rejected(why)) => {
                 tracing::info!(%hash, why = %why.chars().take(200).collect::<String>(), "the node refused a session transaction");
                 release().await;
                 Ok(Err(SessionProblem::TxRejected))
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 release().await;
                 Err(e.into())
-            }
-            Err(_) => {
-                release().await;
-                Err(RpcError::Timeout(self.open_wait).into())
             }
         }
     }
@@ -391,20 +371,12 @@ impl Sessions {
     /// Whether `hash` is mined: `Some(true)` succeeded, `Some(false)`
     /// reverted, `None` not known to the node.
     async fn receipt(&self, terms: &SessionTerms, hash: &TxHash) -> Result<Option<bool>, SessionUnavailable> {
-        let sent = self
-            .rpc
-            .send(Traced::new(Lookup {
-                hash: *hash,
-                chain_id: terms.chain_id,
-                need_head: false,
-            }))
-            .timeout(self.rpc_timeout * 2)
-            .await;
-        let facts = match sent {
-            Ok(r) => r?,
-            Err(actix::MailboxError::Timeout) => return Err(RpcError::Timeout(self.rpc_timeout * 2).into()),
-            Err(actix::MailboxError::Closed) => return Err(RpcError::Stopped(Stopped::Pool).into()),
+        let lookup = Lookup {
+            hash: *hash,
+            chain_id: terms.chain_id,
+            need_head: false,
         };
+        let facts = ask(&self.rpc, lookup, self.rpc_timeout * 2).await?;
         Ok(facts
             .receipt
             .map(|r| r.status.is_some_and(|s| s == alloy_primitives::U64::from(1))))
@@ -467,21 +439,7 @@ impl Sessions {
 
     async fn read_chain(&self, terms: &SessionTerms, channel: &ChannelId) -> Result<Facts, SessionUnavailable> {
         let read_at = unix_now();
-        let sent = self
-            .rpc
-            .send(Traced::new(EthCall {
-                to: terms.escrow,
-                data: get_channel_call(channel),
-                chain_id: terms.chain_id,
-            }))
-            .timeout(self.rpc_timeout * 2)
-            .await;
-        let data = match sent {
-            Ok(r) => r?,
-            Err(actix::MailboxError::Timeout) => return Err(RpcError::Timeout(self.rpc_timeout * 2).into()),
-            Err(actix::MailboxError::Closed) => return Err(RpcError::Stopped(Stopped::Pool).into()),
-        };
-        let chain = decode_get_channel(&data).map_err(|e| RpcError::Malformed(format!("getChannel: {e}")))?;
+        let chain = read_channel(&self.rpc, terms.chain_id, terms.escrow, channel, self.rpc_timeout * 2).await?;
         Ok(Facts { chain, read_at })
     }
 

@@ -17,9 +17,8 @@ use crate::chain::*;
 use crate::cluster::RedisCluster;
 use crate::escrow_chain::*;
 use crate::helpers::*;
-use crate::payment::{credential, echo};
 use crate::session::{PRICE, settler_env, wait_settled};
-use crate::session_vouchers::{Channel, RESOURCE, channel, env_on_redis, present, session_offer, voucher_payload};
+use crate::session_vouchers::{Channel, channel, env_on_redis, present, session_offer, storm, voucher_payload};
 
 const FINALIZED: &str = "https://paymentauth.org/problems/session/channel-finalized";
 const INSUFFICIENT: &str = "https://paymentauth.org/problems/session/insufficient-balance";
@@ -453,21 +452,7 @@ async fn a_voucher_storm_across_three_instances_on_a_redis_cluster_serves_n() {
     served(&v, "voucher", PRICE, PRICE);
 
     let cumulative = PRICE * (n + 1);
-    let mut tasks = Vec::new();
-    for i in 0..(10 * n as usize) {
-        let client = reqwest::Client::new();
-        let url = apps[i % 3].url("/v1/verify");
-        let cred = credential(&echo(&offer), voucher_payload(&c.id, cumulative, &sig), None);
-        tasks.push(tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(&json!({ "credential": cred, "resource": RESOURCE }))
-                .send()
-                .await
-                .unwrap();
-            Verified::read(r).await
-        }));
-    }
+    let tasks = storm(&apps, &offer, voucher_payload(&c.id, cumulative, &sig), 10 * n as usize).await;
     let mut spent = Vec::new();
     let mut refused = 0;
     for t in tasks {

@@ -43,6 +43,32 @@ pub async fn present(app: &Served, offer: &HashMap<String, String>, payload: Val
         .await
 }
 
+/// `payload` presented `times` times at once, round robin over `apps`
+/// (each `POST /v1/verify` its own connection); the answers, in no order.
+pub async fn storm(
+    apps: &[Served],
+    offer: &HashMap<String, String>,
+    payload: Value,
+    times: usize,
+) -> Vec<tokio::task::JoinHandle<Verified>> {
+    let mut tasks = Vec::new();
+    for i in 0..times {
+        let client = reqwest::Client::new();
+        let url = apps[i % apps.len()].url("/v1/verify");
+        let cred = credential(&echo(offer), payload.clone(), None);
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&json!({ "credential": cred, "resource": RESOURCE }))
+                .send()
+                .await
+                .unwrap();
+            Verified::read(r).await
+        }));
+    }
+    tasks
+}
+
 pub struct Channel {
     pub chain: Chain,
     pub escrow: String,
@@ -87,21 +113,7 @@ async fn a_voucher_for_n_requests_presented_10n_times_across_three_instances_ser
     let n = 5u128;
     let cumulative = PRICE * (n + 1);
     let sig = tokio::task::block_in_place(|| sign(&c, PAYER_KEY, cumulative));
-    let mut tasks = Vec::new();
-    for i in 0..(10 * n as usize) {
-        let client = reqwest::Client::new();
-        let url = apps[i % 3].url("/v1/verify");
-        let cred = credential(&echo(&offer), voucher_payload(&c.id, cumulative, &sig), None);
-        tasks.push(tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(&json!({ "credential": cred, "resource": RESOURCE }))
-                .send()
-                .await
-                .unwrap();
-            Verified::read(r).await
-        }));
-    }
+    let tasks = storm(&apps, &offer, voucher_payload(&c.id, cumulative, &sig), 10 * n as usize).await;
     let mut served = Vec::new();
     let mut refused = 0;
     for t in tasks {

@@ -33,13 +33,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use settlegate_rules::session::abi::{close_call, decode_get_channel, get_channel_call, settle_call};
+use settlegate_rules::session::abi::{close_call, settle_call};
 use settlegate_rules::session::{ChannelId, ChannelState, OnChain};
 use settlegate_rules::tx_sign::{Eip1559, PayeeKey};
 
 use super::book::{BookError, CLOSING_KEY, ChannelBook, Step, parse_channel_key};
 use super::plan::{Plan, Schedule, plan, unsettled};
-use crate::rpc_pool::{Broadcast, EthCall, PrepareTx, RpcError, RpcPool, Stopped, Submitted};
+use super::read_channel;
+use crate::rpc_pool::{Broadcast, PrepareTx, RpcError, RpcPool, Submitted, ask};
 use crate::store::{StoreError, unix_now};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -384,17 +385,7 @@ impl Inner {
     }
 
     async fn facts(&self, chain_id: u64, escrow: Address, channel: &ChannelId) -> Result<OnChain, SettleError> {
-        let data = ask(
-            &self.rpc,
-            EthCall {
-                to: escrow,
-                data: get_channel_call(channel),
-                chain_id,
-            },
-            self.cfg.rpc_timeout * 2,
-        )
-        .await?;
-        decode_get_channel(&data).map_err(|e| RpcError::Malformed(format!("getChannel: {e}")).into())
+        Ok(read_channel(&self.rpc, chain_id, escrow, channel, self.cfg.rpc_timeout * 2).await?)
     }
 
     /// Prepares, signs and broadcasts one call from the payee to `to`.
@@ -446,19 +437,6 @@ struct Done {
 impl Done {
     fn idle(owed: u128) -> Self {
         Done { action: None, owed }
-    }
-}
-
-async fn ask<M, T>(rpc: &Addr<RpcPool>, msg: M, wait: Duration) -> Result<T, RpcError>
-where
-    M: Message<Result = Result<T, RpcError>> + Send + 'static,
-    T: Send + 'static,
-    RpcPool: Handler<M>,
-{
-    match rpc.send(msg).timeout(wait).await {
-        Ok(r) => r,
-        Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
-        Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Pool)),
     }
 }
 

@@ -296,3 +296,19 @@ impl Handler<PoolStatus> for RpcPool {
 }
 
 crate::traced_handlers!(RpcPool: Lookup, Broadcast, EthCall, PrepareTx);
+
+/// Sends `msg` to the pool (with the caller's span) and waits at most
+/// `wait`: the pool's answer, `Timeout` when none came in time, `Stopped`
+/// when the pool is gone.
+pub async fn ask<M, T>(rpc: &Addr<RpcPool>, msg: M, wait: Duration) -> Result<T, RpcError>
+where
+    M: Message<Result = Result<T, RpcError>> + Send + 'static,
+    T: Send + 'static,
+    RpcPool: Handler<crate::Traced<M>>,
+{
+    match rpc.send(crate::Traced::new(msg)).timeout(wait).await {
+        Ok(r) => r,
+        Err(MailboxError::Timeout) => Err(RpcError::Timeout(wait)),
+        Err(MailboxError::Closed) => Err(RpcError::Stopped(Stopped::Pool)),
+    }
+}
