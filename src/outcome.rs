@@ -112,6 +112,7 @@ impl Challenge {
             recipient: self.recipient,
             chain_id: self.chain_id,
             modes: Modes::BOTH,
+            fee_payer: false,
         }
     }
 }

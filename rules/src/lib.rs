@@ -19,6 +19,8 @@
 //!   credentials, the attribution memo and the receipt.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
+//! - [`sponsor`]: fee sponsorship: the client's hand-off, the fee-payer
+//!   co-signature, the signed caps and the shared budget's ledger.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
@@ -35,6 +37,7 @@ pub mod seed;
 pub mod session;
 pub mod settlement;
 pub mod signed_tx;
+pub mod sponsor;
 pub mod target;
 pub mod tx_sign;
 

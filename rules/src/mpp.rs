@@ -97,16 +97,18 @@ pub struct ChargeRequest {
     pub recipient: Address,
     pub chain_id: u64,
     pub modes: Modes,
+    /// `methodDetails.feePayer: true`: this service pays the transaction's
+    /// fee (pull mode only).
+    pub fee_payer: bool,
 }
 
 impl ChargeRequest {
     /// The request object (`reference/mpp.md` section 3): the token address
     /// in lower case (as TIP-20 tokens are written), the recipient in EIP-55
-    /// form, as the SDKs write them; `memo` and `feePayer` are never
-    /// emitted (the attribution memo is mandatory, and this service pays no
-    /// fees).
+    /// form, as the SDKs write them; `memo` is never emitted (the
+    /// attribution memo is mandatory), `feePayer` only when it is `true`.
     pub fn to_value(&self) -> Value {
-        json!({
+        let mut v = json!({
             "amount": self.amount.to_string(),
             "currency": crate::primitives::address_lower(&self.currency),
             "recipient": self.recipient.to_checksum(None),
@@ -114,7 +116,11 @@ impl ChargeRequest {
                 "chainId": self.chain_id,
                 "supportedModes": self.modes.names(),
             },
-        })
+        });
+        if self.fee_payer {
+            v["methodDetails"]["feePayer"] = Value::Bool(true);
+        }
+        v
     }
 
     /// base64url(JCS(request)): the `request` auth-param.
@@ -623,6 +629,21 @@ fn check_echo(
     Ok(())
 }
 
+/// Whether an echoed challenge's request says `methodDetails.feePayer:
+/// true` (only meaningful once [`check_challenge`] accepted it).
+pub fn echoed_fee_payer(echo: &Echo) -> bool {
+    b64_decode(&echo.request)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v["methodDetails"]["feePayer"] == Value::Bool(true))
+}
+
+/// An echoed challenge's `expires`, if it has a valid one.
+pub fn echoed_expires(echo: &Echo) -> Option<OffsetDateTime> {
+    echo.expires
+        .as_deref()
+        .and_then(|e| OffsetDateTime::parse(e, &Rfc3339).ok())
+}
+
 /// The 32-byte attribution memo layout: `ef1ed712` (keccak256("mpp")[..4]),
 /// version `01`, keccak256(realm)[..10], keccak256(client id)[..10] or
 /// zeros, keccak256(challenge id)[..7].
@@ -704,7 +725,40 @@ mod tests {
                 pull: false,
                 push: true,
             },
+            fee_payer: false,
         }
+    }
+
+    #[test]
+    fn a_sponsored_request_says_fee_payer_and_is_pinned_as_issued() {
+        let plain = ChargeRequest {
+            modes: Modes::BOTH,
+            ..push_request()
+        };
+        let sponsored = ChargeRequest {
+            modes: Modes {
+                pull: true,
+                push: false,
+            },
+            fee_payer: true,
+            ..push_request()
+        };
+        assert_eq!(sponsored.to_value()["methodDetails"]["feePayer"], true);
+        assert_eq!(sponsored.to_value()["methodDetails"]["supportedModes"], json!(["pull"]));
+        assert!(plain.to_value()["methodDetails"].get("feePayer").is_none());
+        let s = secrets();
+        let e = echo(&Challenge::mint(&s, REALM, &sponsored, EXPIRES, None));
+        assert!(echoed_fee_payer(&e));
+        assert!(!echoed_fee_payer(&echo(&Challenge::mint(
+            &s, REALM, &plain, EXPIRES, None
+        ))));
+        assert_eq!(check_challenge(&e, &s, REALM, &sponsored, BEFORE), Ok(()));
+        // A sponsored challenge is not the route's plain request.
+        assert!(matches!(
+            check_challenge(&e, &s, REALM, &plain, BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        assert_eq!(echoed_expires(&e), Some(EXPIRES));
     }
 
     fn echo(c: &Challenge) -> Echo {

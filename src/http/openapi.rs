@@ -327,9 +327,13 @@ mod tests {
             Reason::ChallengeExpired,
             Reason::PayerMismatch,
             Reason::TxRejected,
+            Reason::SponsorshipRefused,
+            Reason::SponsorshipNeedsPull,
+            Reason::SponsorshipUnavailable,
+            Reason::WouldRevert,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 14);
+        assert_eq!(documented.len(), 18);
     }
 }

@@ -487,6 +487,17 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ChallengeExpired => "the challenge has expired",
         Reason::PayerMismatch => "the payment was not made by the expected payer",
         Reason::TxRejected => "the node refused the signed transaction; it was not broadcast",
+        Reason::SponsorshipRefused => {
+            "the sponsored transaction is outside the sponsor's caps (gas, fees, validity, fee token or shape); \
+             nothing was broadcast"
+        }
+        Reason::SponsorshipNeedsPull => {
+            "a sponsored challenge takes a signed transaction (pull mode), never a hash; nothing was consumed"
+        }
+        Reason::SponsorshipUnavailable => {
+            "fee sponsorship is not available now; pay with the fresh challenge, which does not offer it"
+        }
+        Reason::WouldRevert => "the transaction would revert; it was neither co-signed nor broadcast",
     }
 }
 
