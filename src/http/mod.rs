@@ -11,6 +11,7 @@ pub(crate) mod ops;
 pub mod problem;
 pub mod request_context;
 pub mod respond;
+mod sponsor;
 pub mod verify;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub gatekeeper: Arc<callers::Gatekeeper>,
     /// How long a request's body may take to arrive after its head.
     pub request_body_timeout: std::time::Duration,
+    /// The fee sponsor, when `sponsor.key_file` is set.
+    pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
 }
 
 impl AppState {

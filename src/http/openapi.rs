@@ -57,6 +57,7 @@ use settlegate_rules::settlement::Reason;
         StoreState,
         RpcState,
         super::ops::SettlerState,
+        super::ops::SponsorState,
         EndpointStatus,
         GenomeSummary,
     )),

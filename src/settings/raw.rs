@@ -27,6 +27,14 @@ pub(super) struct Raw {
     pub(super) callers: RawCallers,
     pub(super) cors: RawCors,
     pub(super) session: RawSession,
+    pub(super) sponsor: RawSponsor,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSponsor {
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) balance_interval_seconds: u64,
 }
 
 #[derive(Deserialize)]

@@ -39,6 +39,7 @@ mod session_faults;
 mod session_probe;
 mod session_verify;
 mod session_vouchers;
+mod sponsor;
 mod store_redis;
 mod tls;
 mod traces;
