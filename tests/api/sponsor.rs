@@ -380,3 +380,109 @@ async fn a_budget_shared_by_two_instances_stops_sponsorship_at_its_cap() {
         assert_eq!(ready["status"], "ready", "{ready}");
     }
 }
+
+/// A sponsor whose fee-token balance is below `min_balance` is not
+/// offered: `/readyz` says `withdrawn` with the balance it read (the
+/// instance stays ready), the metrics say so, challenges carry no
+/// `feePayer`, and plain charges still settle. Funded, it is offered at the
+/// next read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unfunded_sponsor_is_withdrawn_and_offered_once_funded() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain);
+    std::fs::write(w.path("sponsor.key"), format!("{BROKE_KEY}\n")).unwrap();
+    env.insert(
+        "SETTLEGATE_SPONSOR__KEY_FILE".into(),
+        w.path("sponsor.key").display().to_string(),
+    );
+    let app = Served::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sponsor = loop {
+        let (status, body) = app.get_json("/readyz").await;
+        if body["components"]["sponsor"]["balance"] == "0" {
+            assert_eq!(status, 200, "{body}");
+            break body["components"]["sponsor"].clone();
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sponsor["state"], "withdrawn", "{sponsor}");
+    assert_eq!(sponsor["fee_token"], PATH_USD);
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("settlegate_sponsor_offered 0"), "{metrics}");
+    assert!(metrics.contains("settlegate_sponsor_balance 0"), "{metrics}");
+    // The challenge offers a plain charge, which still settles.
+    let o = offer(&app).await;
+    let request = charge_request(&o);
+    assert!(request["methodDetails"].get("feePayer").is_none(), "{request}");
+    assert_eq!(request["methodDetails"]["supportedModes"], json!(["pull", "push"]));
+    let tx = chain.transfer_with_memo(ALPHA_USD, RECIPIENT, 1_000_000, &bound_memo(&o));
+    let v = app
+        .verify(
+            json!({ "credential": credential(&echo(&o), hash_payload(&tx), None) }),
+            &[],
+        )
+        .await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+
+    // Funded above min_balance (MAX_FEE): offered at the next read.
+    let address = sponsor["address"].as_str().unwrap().to_owned();
+    chain.transfer(PATH_USD, &address, MAX_FEE);
+    let sponsor = until_offered(&app).await;
+    assert_eq!(sponsor["balance"], MAX_FEE.to_string());
+    assert!(charge_request(&offer(&app).await)["methodDetails"]["feePayer"] == true);
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("settlegate_sponsor_offered 1"), "{metrics}");
+}
+
+/// The spec's form of a hand-off: `0x76` with the `0x00` placeholder where
+/// mppx writes the sender's address (the sender signed the same hash).
+fn placeholder_form(handoff: &str, sender: &str) -> String {
+    let raw = hex::decode(handoff.trim_start_matches("0x78")).unwrap();
+    let len_of_len = usize::from(raw[0] - 0xf7);
+    let payload = &raw[1 + len_of_len..];
+    let slot: Vec<u8> = std::iter::once(0x94)
+        .chain(hex::decode(sender.trim_start_matches("0x")).unwrap())
+        .collect();
+    let at = payload
+        .windows(21)
+        .position(|w| w == slot.as_slice())
+        .expect("the sender's slot");
+    let mut body = payload[..at].to_vec();
+    body.push(0x00);
+    body.extend_from_slice(&payload[at + 21..]);
+    let len = body.len().to_be_bytes();
+    let first = len.iter().position(|b| *b != 0).unwrap();
+    let mut out = vec![0x76, 0xf7 + (len.len() - first) as u8];
+    out.extend_from_slice(&len[first..]);
+    out.extend_from_slice(&body);
+    format!("0x{}", hex::encode(out))
+}
+
+/// The spec's hand-off (`0x76`, `0x00` placeholder) is sponsored like
+/// mppx's, and the two spellings are one payment: the same co-signed
+/// transaction, so the second is a replay, never a second broadcast.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_specs_placeholder_hand_off_is_sponsored_and_is_the_same_payment() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let app = Served::start(&sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain));
+    until_offered(&app).await;
+    let o = offer(&app).await;
+    let mppx_form = handoff(PAYER_KEY, 1_000_000, &bound_memo(&o), GAS);
+    let spec_form = placeholder_form(&mppx_form, PAYER);
+    assert!(
+        spec_form.starts_with("0x76") && spec_form.len() < mppx_form.len() - 38,
+        "{spec_form}"
+    );
+    let sends = broadcasts(&chain);
+    let present = |signed: &str| credential(&echo(&o), json!({"type": "transaction", "signature": signed}), None);
+    let v = app.verify(json!({ "credential": present(&spec_form) }), &[]).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    let tx = v.body["tx_hash"].as_str().unwrap().to_owned();
+    assert!(fee_paid(&chain, &tx, PATH_USD, SPONSOR) > 0);
+    let again = app.verify(json!({ "credential": present(&mppx_form) }), &[]).await;
+    assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
+    assert_eq!(broadcasts(&chain), sends + 1, "{:?}", chain.all_calls());
+}
