@@ -486,3 +486,48 @@ async fn the_specs_placeholder_hand_off_is_sponsored_and_is_the_same_payment() {
     assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
     assert_eq!(broadcasts(&chain), sends + 1, "{:?}", chain.all_calls());
 }
+
+/// One sponsored credential presented to two instances at once is
+/// co-signed alike by both, broadcast once, settled once and charged to the
+/// shared budget once.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sponsored_payment_raced_on_two_instances_is_broadcast_and_charged_once() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let env = sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain);
+    let (a, b) = (Served::start(&env), Served::start(&env));
+    until_offered(&a).await;
+    until_offered(&b).await;
+    let o = offer(&a).await;
+    let signed = handoff(PAYER_KEY, 1_000_000, &bound_memo(&o), GAS);
+    let cred = credential(&echo(&o), json!({"type": "transaction", "signature": signed}), None);
+    let sends = broadcasts(&chain);
+    let body = json!({ "credential": cred });
+    let (x, y) = tokio::join!(a.verify(body.clone(), &[]), b.verify(body.clone(), &[]));
+    let mut statuses = [x.status, y.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 402], "{:?} {:?}", x.body, y.body);
+    let (won, lost) = if x.status == 200 { (&x, &y) } else { (&y, &x) };
+    assert!(
+        ["REPLAYED", "PAYMENT_PENDING"].contains(&lost.code()),
+        "{:?}",
+        lost.body
+    );
+    assert_eq!(broadcasts(&chain), sends + 1, "{:?}", chain.all_calls());
+    let fee = fee_paid(&chain, won.body["tx_hash"].as_str().unwrap(), PATH_USD, SPONSOR);
+    // Both instances read the one ledger: charged the fee once.
+    for app in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = until_offered(app).await;
+            if s["budget_remaining"] == (1_000_000 - fee).to_string() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let again = b.verify(body, &[]).await;
+    assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
+    assert_eq!(broadcasts(&chain), sends + 1);
+}
