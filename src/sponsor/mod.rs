@@ -78,6 +78,8 @@ pub struct Sponsor {
     rpc: Addr<RpcPool>,
     rpc_timeout: Duration,
     seen: Mutex<Seen>,
+    /// Whether the last read offered sponsorship (`None`: no read yet).
+    last_offered: Mutex<Option<bool>>,
     metrics: SponsorMetrics,
 }
 
@@ -110,6 +112,7 @@ impl Sponsor {
             rpc,
             rpc_timeout,
             seen: Mutex::default(),
+            last_offered: Mutex::default(),
             metrics,
         }
     }
@@ -278,20 +281,27 @@ impl Sponsor {
             return;
         };
         let balance = self.balance(policy.chain_id, sp.fee_token()).await;
-        if let Err(e) = &balance {
-            tracing::warn!(sponsor = %self.address(), error = %e, cause = e.cause(),
-                "cannot read the sponsor's fee-token balance: sponsorship is not offered");
-        }
         let now = unix_now();
-        let remaining = match self.read_ledger(&self.ledger_key(sp, now)).await {
-            Ok(l) => Some(l.remaining(sp.budget, now)),
-            Err(e) => {
-                tracing::warn!(error = %e, cause = e.cause(),
-                    "cannot read the sponsorship budget: sponsorship is not offered");
-                None
-            }
+        let remaining = self
+            .read_ledger(&self.ledger_key(sp, now))
+            .await
+            .map(|l| l.remaining(sp.budget, now));
+        // Why sponsorship is withdrawn, logged when it changes (not at
+        // every read).
+        let why = match (&balance, &remaining) {
+            (Err(e), _) => Some(format!("the fee-token balance cannot be read ({})", e.cause())),
+            (_, Err(e)) => Some(format!("the budget cannot be read ({})", e.cause())),
+            (Ok(b), _) if *b < U256::from(sp.min_balance) => Some(format!(
+                "the fee-token balance {b} is below min_balance {}",
+                sp.min_balance
+            )),
+            (_, Ok(r)) if *r < sp.max_total_fee => Some(format!(
+                "the budget has {r} left, less than one transaction at max_total_fee {}",
+                sp.max_total_fee
+            )),
+            _ => None,
         };
-        let balance = balance.ok();
+        let (balance, remaining) = (balance.ok(), remaining.ok());
         *self.seen.lock() = Seen { balance, remaining };
         self.metrics
             .balance
@@ -299,9 +309,14 @@ impl Sponsor {
         self.metrics.budget_remaining.set(remaining.map_or(-1.0, |r| r as f64));
         let offered = self.offers(policy);
         self.metrics.offered.set(i64::from(offered));
-        if balance.is_some_and(|b| b < U256::from(sp.min_balance)) {
-            tracing::warn!(sponsor = %self.address(), balance = %balance.unwrap_or_default(), min_balance = sp.min_balance,
-                "the sponsor's fee-token balance is below min_balance: sponsorship is not offered");
+        let was_offered = self.last_offered.lock().replace(offered);
+        if was_offered != Some(offered) {
+            match why {
+                Some(why) => tracing::warn!(sponsor = %self.address(), why,
+                    "fee sponsorship withdrawn: challenges do not offer it"),
+                None => tracing::info!(sponsor = %self.address(), balance = ?balance, budget_remaining = ?remaining,
+                    "fee sponsorship offered"),
+            }
         }
     }
 
