@@ -254,9 +254,25 @@ async fn pympp_pays_a_sponsored_challenge_and_the_sponsor_pays_the_fee() {
 async fn what_would_revert_or_break_the_caps_is_refused_before_any_broadcast() {
     let chain = Chain::start();
     let w = Workdir::new();
-    let app = Served::start(&sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain));
+    // A route at the same price that does not sponsor.
+    let genome = sponsored_genome(MAX_FEE, 1_000_000).set(
+        "/settlement/prices",
+        json!([{"resource": "GET /plain", "amount": "1000000"}]),
+    );
+    let app = Served::start(&sponsor_env(&w, &genome, &chain));
     until_offered(&app).await;
     let sponsor_before = balance(&chain, PATH_USD, SPONSOR);
+
+    // A sponsored challenge presented for the route that does not sponsor.
+    let o = offer(&app).await;
+    let signed = handoff(PAYER_KEY, 1_000_000, &bound_memo(&o), GAS);
+    let cred = credential(&echo(&o), json!({"type": "transaction", "signature": signed}), None);
+    let v = app
+        .verify(json!({ "credential": cred, "resource": "GET /plain" }), &[])
+        .await;
+    assert_eq!((v.status, v.reason()), (402, "challenge_invalid"), "{:?}", v.body);
+    let plain = charge_request(&payment_offer(&v));
+    assert!(plain["methodDetails"].get("feePayer").is_none(), "{plain}");
 
     // The client broadcast it itself: refused, as the spec says.
     let o = offer(&app).await;
@@ -417,6 +433,18 @@ async fn an_unfunded_sponsor_is_withdrawn_and_offered_once_funded() {
     let request = charge_request(&o);
     assert!(request["methodDetails"].get("feePayer").is_none(), "{request}");
     assert_eq!(request["methodDetails"]["supportedModes"], json!(["pull", "push"]));
+    // A hand-off that waits for a sponsor, against a challenge that offers
+    // none: not a transaction the node takes, so it is not broadcast.
+    let sends = broadcasts(&chain);
+    let unsponsored = handoff(PAYER_KEY, 1_000_000, &bound_memo(&o), GAS);
+    let cred = credential(
+        &echo(&o),
+        json!({"type": "transaction", "signature": unsponsored}),
+        None,
+    );
+    let v = app.verify(json!({ "credential": cred }), &[]).await;
+    assert_eq!((v.status, v.code()), (402, "MALFORMED_CREDENTIAL"), "{:?}", v.body);
+    assert_eq!(broadcasts(&chain), sends);
     let tx = chain.transfer_with_memo(ALPHA_USD, RECIPIENT, 1_000_000, &bound_memo(&o));
     let v = app
         .verify(
