@@ -264,6 +264,16 @@ impl Sponsor {
     /// Simulates a sponsored transaction (see [`Simulate`]): `Ok(false)`
     /// when it would revert or run out of gas.
     pub async fn simulate(&self, msg: Simulate) -> Result<bool, RpcError> {
+        // Calls simulated one by one each see the sender's whole balance:
+        // a batch must hold the sum of its transfers, token by token.
+        if msg.calls.len() > 1 {
+            let calls: Vec<(Address, &[u8])> = msg.calls.iter().map(|(t, d)| (*t, d.as_ref())).collect();
+            for (token, total) in settlegate_rules::sponsor::transfer_totals(&calls) {
+                if self.balance_of(msg.chain_id, token, msg.from).await? < total {
+                    return Ok(false);
+                }
+            }
+        }
         let wait = self.rpc_timeout * (2 + msg.calls.len() as u32);
         let sent = self.rpc.send(Traced::new(msg)).timeout(wait).await;
         match sent.unwrap_or(Err(RpcError::Timeout(wait))) {
@@ -321,9 +331,14 @@ impl Sponsor {
     }
 
     async fn balance(&self, chain_id: u64, token: Address) -> Result<U256, RpcError> {
+        self.balance_of(chain_id, token, self.address()).await
+    }
+
+    /// `token.balanceOf(who)` at the latest block.
+    async fn balance_of(&self, chain_id: u64, token: Address, who: Address) -> Result<U256, RpcError> {
         let mut data = BALANCE_OF.to_vec();
         data.extend_from_slice(&[0u8; 12]);
-        data.extend_from_slice(self.address().as_slice());
+        data.extend_from_slice(who.as_slice());
         let wait = self.rpc_timeout * 3;
         let out = self
             .rpc

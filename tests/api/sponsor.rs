@@ -293,6 +293,42 @@ async fn what_would_revert_or_break_the_caps_is_refused_before_any_broadcast() {
     let v = app.verify(json!({ "credential": cred }), &[]).await;
     assert_eq!((v.status, v.reason()), (402, "would_revert"), "{:?}", v.body);
 
+    // A batch whose calls each fit the payer's balance, but not together:
+    // simulated one by one they pass, the sum is what the chain would run.
+    let thin_key = "0x5555555555555555555555555555555555555555555555555555555555555555";
+    let thin = String::from_utf8(
+        Command::new(cast_bin())
+            .args(["wallet", "address", "--private-key", thin_key])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    chain.transfer(ALPHA_USD, &thin, 1_500_000);
+    let o = offer(&app).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/clients/tempo_batch.mjs"))
+        .args(["--key", thin_key, "--fee-payer", "--gas", &GAS.to_string()])
+        .args([
+            ALPHA_USD,
+            "transferWithMemo(address,uint256,bytes32)",
+            RECIPIENT,
+            "1000000",
+            &bound_memo(&o),
+        ])
+        .args(["+", ALPHA_USD, "transfer(address,uint256)", RECIPIENT, "1000000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cred = credential(&echo(&o), json!({"type": "transaction", "signature": batch}), None);
+    let v = app.verify(json!({ "credential": cred }), &[]).await;
+    assert_eq!((v.status, v.reason()), (402, "would_revert"), "{:?}", v.body);
+    assert_eq!(broadcasts(&chain), sends, "{:?}", chain.all_calls());
+
     // Above the sponsor's fee cap (GAS + 1 at 20 gwei costs more than MAX_FEE).
     let o = offer(&app).await;
     let dear = handoff(PAYER_KEY, 1_000_000, &bound_memo(&o), GAS + 100_000);

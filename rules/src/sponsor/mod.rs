@@ -47,5 +47,31 @@ pub fn fee_paid(logs: &[Log], fee_token: Address, payer: Address) -> Option<U256
     total
 }
 
+/// What `calls` transfer in all, per token: the sum of the amounts of their
+/// TIP-20 `transfer` / `transferWithMemo` calls (other calls count
+/// nothing). Calls simulated one at a time each see the whole balance; a
+/// batch needs the sum.
+pub fn transfer_totals(calls: &[(Address, &[u8])]) -> Vec<(Address, U256)> {
+    let mut totals: Vec<(Address, U256)> = Vec::new();
+    for (token, input) in calls {
+        let Some((selector, args)) = input.split_first_chunk::<4>() else {
+            continue;
+        };
+        if !matches!(
+            *selector,
+            crate::signed_tx::TRANSFER_SELECTOR | crate::signed_tx::TRANSFER_WITH_MEMO_SELECTOR
+        ) || args.len() < 64
+        {
+            continue;
+        }
+        let amount = U256::from_be_slice(&args[32..64]);
+        match totals.iter_mut().find(|(t, _)| t == token) {
+            Some((_, sum)) => *sum = sum.saturating_add(amount),
+            None => totals.push((*token, amount)),
+        }
+    }
+    totals
+}
+
 #[cfg(test)]
 mod tests;

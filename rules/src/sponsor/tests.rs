@@ -374,3 +374,29 @@ fn every_altered_hand_off_is_refused_or_pays_as_its_signer() {
         assert_eq!(parsed > 0, survivors);
     }
 }
+
+#[test]
+fn a_batch_needs_the_sum_of_its_transfers_per_token() {
+    let call = |selector: [u8; 4], amount: u64| {
+        let mut input = selector.to_vec();
+        input.extend_from_slice(&[0u8; 32]);
+        input.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        input
+    };
+    let transfer = call(crate::signed_tx::TRANSFER_SELECTOR, 600);
+    let with_memo = {
+        let mut c = call(crate::signed_tx::TRANSFER_WITH_MEMO_SELECTOR, 500);
+        c.extend_from_slice(&[7u8; 32]);
+        c
+    };
+    let approve = call([0x09, 0x5e, 0xa7, 0xb3], 10_000);
+    let other = Address::repeat_byte(9);
+    let totals = transfer_totals(&[
+        (PATH_USD, &transfer),
+        (PATH_USD, &with_memo),
+        (other, &transfer),
+        (PATH_USD, &approve),
+        (PATH_USD, &[0xa9, 0x05]),
+    ]);
+    assert_eq!(totals, vec![(PATH_USD, U256::from(1100)), (other, U256::from(600))]);
+}
