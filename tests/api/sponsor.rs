@@ -595,3 +595,37 @@ async fn one_sponsored_payment_raced_on_two_instances_is_broadcast_and_charged_o
     assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
     assert_eq!(broadcasts(&chain), sends + 1);
 }
+
+/// A sponsor key file that is not a key, or a genome whose route sponsors
+/// without a `sponsorship` policy, stops the boot before any socket; the
+/// error names the setting, never the file's text.
+#[test]
+fn a_bad_sponsor_key_or_policy_stops_the_boot_without_quoting_the_key() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain);
+    let not_a_key = format!("0x{}", "zq".repeat(32));
+    std::fs::write(w.path("sponsor.key"), &not_a_key).unwrap();
+    let r = run_refused(&env);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(r.accepted_connections, 0);
+    assert!(
+        r.stderr.contains("CONFIG_INVALID") && r.stderr.contains("sponsor.key_file"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("zqzq"), "{}", r.stderr);
+
+    std::fs::write(w.path("sponsor.key"), format!("{SPONSOR_KEY}\n")).unwrap();
+    let unsigned_caps = Genome::single().set("/settlement/default_price/fee_payer", json!(true));
+    env.insert(
+        "SETTLEGATE_GENOME__PATH".into(),
+        w.genome(&unsigned_caps.signed()).display().to_string(),
+    );
+    let r = run_refused(&env);
+    assert!(
+        r.stderr.contains("GENOME_POLICY_INVALID") && r.stderr.contains("fee_payer needs a settlement.sponsorship"),
+        "{}",
+        r.stderr
+    );
+}
