@@ -214,6 +214,11 @@ impl Metrics {
             settler.settlements.clone(),
         );
         let sponsor = SponsorMetrics::default();
+        // Served from the start (at 0), so a dashboard or an alert on it
+        // has a series before the first sponsored transaction.
+        for outcome in ["broadcast", "would_revert", "budget_exhausted", "refused"] {
+            let _ = sponsor.transactions.get_or_create(&SponsorLabels { outcome });
+        }
         sponsor.balance.set(-1.0);
         sponsor.budget_remaining.set(-1.0);
         r.register(
