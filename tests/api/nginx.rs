@@ -70,6 +70,11 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(gate: SocketAddr) -> Nginx {
+        Nginx::start_with(gate, |site| site)
+    }
+
+    /// nginx with the shipped site as `edit` changes it.
+    pub fn start_with(gate: SocketAddr, edit: impl Fn(String) -> String) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         // Workers run as nobody when the master is root: they must reach
         // the prefix (temp paths) too.
@@ -106,7 +111,7 @@ http {{
 	}}
 }}
 ",
-            front = front_site(port, gate, upstream),
+            front = edit(front_site(port, gate, upstream)),
         );
         let config = dir.path().join("nginx.conf");
         std::fs::write(&config, conf).unwrap();
@@ -751,4 +756,79 @@ async fn a_sealed_refusal_from_an_untrusted_peer_is_refused() {
         "{:?}",
         v.body
     );
+}
+
+const PROXY_KEY: &str = "nginx-proxy-key-0123456789abcdef-not-for-production";
+
+/// With `callers.authorize`, the key goes on the auth request only (the
+/// README's keyed variant): the usual flow with it; without it the gate's
+/// 401, and beyond the key's rate its 429 with `Retry-After`, reach the
+/// client as they are (sealed, handed back without a key, at no rate), and
+/// nothing reaches the upstream unpaid.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_callers_authorize_nginx_sends_its_key_and_the_gates_401_and_429_reach_the_client() {
+    use sha2::Digest;
+    let chain = tokio::task::block_in_place(Chain::start);
+    let w = Workdir::new();
+    let mut env = crate::mpp_clients::payment_env(&w.genome(&genome().signed()), &chain.url);
+    let digest = hex::encode(sha2::Sha256::digest(PROXY_KEY.as_bytes()));
+    env.insert("SETTLEGATE_CALLERS__API_KEYS".into(), format!("nginx:{digest}"));
+    env.insert("SETTLEGATE_CALLERS__AUTHORIZE".into(), "true".into());
+    env.insert("SETTLEGATE_CALLERS__RATE_PER_CALLER_PER_SECOND".into(), "3".into());
+    let app = Served::start(&env);
+    let client = reqwest::Client::new();
+    let get = |url: String, auth: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(url).header("x-settlegate-key", "forged-by-the-client");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            Verified::read(req.send().await.unwrap()).await
+        }
+    };
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let paid = format!("Tempo {hash}");
+
+    // The shipped file sends no key: the gate's 401 problem, and the
+    // payment is not consumed.
+    let plain = Nginx::start(app.addr);
+    let v = get(plain.url("/reports/1"), Some(paid.clone())).await;
+    assert_eq!((v.status, v.code()), (401, "UNAUTHORIZED"), "{:?}", v.body);
+    assert_eq!(v.header("content-type"), "application/problem+json");
+    assert!(v.headers.get("x-settlegate-refusal").is_none());
+    assert_eq!(plain.upstream_hits(), 0);
+
+    // The key on the auth request (replacing the client's own).
+    let keyed = Nginx::start_with(app.addr, |site| {
+        let anchor = "\t\tproxy_set_header X-Settlegate-Deny-Status 401;\n";
+        assert_eq!(site.matches(anchor).count(), 1);
+        site.replace(
+            anchor,
+            &format!("{anchor}\t\tproxy_set_header X-Settlegate-Key \"{PROXY_KEY}\";\n"),
+        )
+    });
+    let v = get(keyed.url("/reports/1"), Some(paid.clone())).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert!(from_upstream(&v));
+    let v = get(keyed.url("/reports/1"), None).await;
+    assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"), "{:?}", v.body);
+    assert_eq!(challenges(&v).len(), 2, "{:?}", challenges(&v));
+    assert_eq!(keyed.upstream_hits(), 1);
+
+    // Three a second for the key: a burst beyond it is 429 with
+    // Retry-After, before anything is checked.
+    let mut limited = None;
+    for _ in 0..8 {
+        let v = get(keyed.url("/reports/1"), None).await;
+        if v.status == 429 {
+            limited = Some(v);
+            break;
+        }
+        assert_eq!(v.status, 402, "{:?}", v.body);
+    }
+    let v = limited.expect("a 429 within eight requests at three a second");
+    assert_eq!(v.code(), "RATE_LIMITED", "{:?}", v.body);
+    assert!(v.header("retry-after").parse::<u64>().unwrap() >= 1, "{:?}", v.headers);
+    assert_eq!(keyed.upstream_hits(), 1);
 }
