@@ -19,6 +19,8 @@
 //!   credentials, the attribution memo and the receipt.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
+//! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
+//!   cannot pass it on (nginx `auth_request`), opened as it was.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
@@ -30,6 +32,7 @@ pub mod keys;
 pub mod mpp;
 pub mod policy;
 pub mod primitives;
+pub mod refusal;
 pub mod replay;
 pub mod seed;
 pub mod session;

@@ -165,6 +165,34 @@ impl Secrets {
         mac.finalize().into_bytes().into()
     }
 
+    /// An HMAC-SHA256 of `data` under the current secret, for another use
+    /// than challenge ids: `label` (no NUL byte) and a NUL come first, and
+    /// a challenge's HMAC input has no NUL (its realm is checked at boot),
+    /// so no such MAC is ever a challenge id or the reverse.
+    pub fn mac(&self, label: &str, data: &[u8]) -> [u8; 32] {
+        Self::labelled(&self.current, label, data)
+    }
+
+    /// Whether `mac` is [`Secrets::mac`] of `label` and `data` under a
+    /// secret valid at `now` (constant time in the MAC).
+    pub fn mac_verifies(&self, label: &str, data: &[u8], mac: &[u8], now: OffsetDateTime) -> bool {
+        let current: bool = Self::labelled(&self.current, label, data).ct_eq(mac).into();
+        let previous = match &self.previous {
+            Some((key, until)) if now < *until => Self::labelled(key, label, data).ct_eq(mac).into(),
+            _ => false,
+        };
+        current | previous
+    }
+
+    fn labelled(key: &[u8], label: &str, data: &[u8]) -> [u8; 32] {
+        // unwrap: HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Whether `id` was minted for `input` with a secret valid at `now`.
     /// Constant time in the id; the previous secret is tried only inside
     /// its overlap window.

@@ -23,6 +23,7 @@ mod lost_reply;
 mod mathison_compat;
 mod metrics;
 mod mpp_clients;
+mod nginx;
 mod openapi;
 mod payee_tx;
 mod payment;
