@@ -17,11 +17,13 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
+pub mod b64url;
 pub mod canonical;
 pub mod credential;
 pub mod error;
