@@ -18,6 +18,7 @@
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
 //! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
+//! - [`secret_strength`]: which challenge secrets are refused.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`authoring`]: building and signing genomes for the CLI.
@@ -33,6 +34,7 @@ pub mod mpp;
 pub mod policy;
 pub mod primitives;
 pub mod replay;
+pub mod secret_strength;
 pub mod seed;
 pub mod session;
 pub mod settlement;
