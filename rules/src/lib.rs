@@ -45,6 +45,8 @@ pub mod tx_sign;
 pub use error::GenomeError;
 
 #[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
 mod genome_tests;
 #[cfg(test)]
 mod settlement_tests;
