@@ -17,6 +17,8 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
+//! - [`secret_strength`]: which challenge secrets are refused.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
@@ -24,6 +26,7 @@
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
+pub mod b64url;
 pub mod canonical;
 pub mod credential;
 pub mod error;
@@ -34,6 +37,7 @@ pub mod policy;
 pub mod primitives;
 pub mod refusal;
 pub mod replay;
+pub mod secret_strength;
 pub mod seed;
 pub mod session;
 pub mod settlement;
@@ -43,6 +47,8 @@ pub mod tx_sign;
 
 pub use error::GenomeError;
 
+#[cfg(test)]
+mod conformance_tests;
 #[cfg(test)]
 mod genome_tests;
 #[cfg(test)]

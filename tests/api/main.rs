@@ -7,6 +7,7 @@ mod chain;
 mod cli;
 mod cluster;
 mod collector;
+mod conformance;
 mod deadline;
 mod demo;
 mod endpoints;
