@@ -17,12 +17,15 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`accept_payment`]: the `Accept-Payment` header: which `Payment`
+//!   challenges a client takes, and in what order.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
 //!   cannot pass it on (nginx `auth_request`), opened as it was.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
+pub mod accept_payment;
 pub mod authoring;
 pub mod canonical;
 pub mod credential;
