@@ -21,6 +21,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
+use settlegate_rules::accept_payment::AcceptPayment;
 
 use crate::outcome::Outcome;
 use crate::settle::Settler;
@@ -69,16 +70,29 @@ impl AppState {
     }
 
     /// Counts `outcome`, notes it for the request's log line (so the one
-    /// line says what happened) and renders it.
-    pub fn answer(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    /// line says what happened) and renders it, a 402's `Payment`
+    /// challenges as the client's `Accept-Payment` asks.
+    pub fn answer(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond(&outcome, &self.challenges)
+        respond::respond(&outcome, &self.challenges, offers)
     }
 
     /// [`AppState::answer`] for forward-auth.
-    pub fn answer_authorize(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    pub fn answer_authorize(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond_authorize(&outcome, &self.challenges)
+        respond::respond_authorize(&outcome, &self.challenges, offers)
     }
 
     fn note(&self, req: &HttpRequest, mut summary: Summary, outcome: &Outcome) {
