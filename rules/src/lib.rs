@@ -23,12 +23,15 @@
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
 //!   cannot pass it on (nginx `auth_request`), opened as it was.
+//! - [`discovery`]: the priced routes of a policy, as discovery documents
+//!   list them.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod accept_payment;
 pub mod authoring;
 pub mod canonical;
 pub mod credential;
+pub mod discovery;
 pub mod error;
 pub mod genome;
 pub mod keys;

@@ -5,6 +5,7 @@
 mod authorize;
 pub mod callers;
 pub mod deadline;
+pub mod discovery;
 pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub gatekeeper: Arc<callers::Gatekeeper>,
     /// How long a request's body may take to arrive after its head.
     pub request_body_timeout: std::time::Duration,
+    /// The paid API's discovery documents, rendered per genome.
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 impl AppState {
@@ -128,6 +131,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/v1/genome", "GET").route(web::get().to(ops::genome)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/v1/discovery/openapi.json", "GET").route(web::get().to(discovery::openapi_json)))
+        .service(resource("/v1/discovery/llms.txt", "GET").route(web::get().to(discovery::llms_txt)))
         .service(
             resource("/v1/verify", "POST")
                 .app_data(verify::json_config())

@@ -10,6 +10,7 @@ mod cluster;
 mod collector;
 mod deadline;
 mod demo;
+mod discovery;
 mod endpoints;
 mod escrow;
 mod escrow_chain;
