@@ -372,3 +372,130 @@ pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 pub async fn llms_txt(state: web::Data<AppState>) -> HttpResponse {
     serve(&state, "text/plain; charset=utf-8", |r| &r.llms)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use settlegate_rules::genome::Validity;
+    use settlegate_rules::policy::SettlementPolicy;
+
+    use super::*;
+
+    const ASSET: &str = "0x20c0000000000000000000000000000000000001";
+
+    fn genome(id: &str, settlement: Value) -> VerifiedGenome {
+        let mut base = json!({
+            "chain_id": 42431,
+            "realm": "Tempo API",
+            "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "assets": [ASSET],
+            "default_price": {"asset": ASSET, "amount": "1000"},
+        });
+        for (k, v) in settlement.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        VerifiedGenome {
+            id: id.into(),
+            name: "T".into(),
+            version: "2.3.4".parse().unwrap(),
+            created_at: "2026-11-01T00:00:00Z".into(),
+            validity: Validity {
+                not_before: None,
+                expires_at: None,
+            },
+            signer_key_ids: vec![],
+            threshold: 1,
+            invariant_ids: vec![],
+            capabilities: vec![],
+            policy: SettlementPolicy::from_value(Some(&base)).unwrap(),
+        }
+    }
+
+    fn docs(settings: DiscoverySettings, g: &VerifiedGenome) -> (Value, String) {
+        let r = Discovery::new(settings).render(g);
+        (
+            serde_json::from_slice(&r.openapi).unwrap(),
+            String::from_utf8(r.llms.to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_tempo_only_policy_lists_its_routes_without_mpp_offers() {
+        let g = genome("a", json!({"schemes": ["tempo"]}));
+        let (doc, llms) = docs(DiscoverySettings::default(), &g);
+        let op = &doc["paths"]["/{path}"]["get"];
+        assert!(op.get("x-payment-info").is_none(), "{op}");
+        assert!(op["description"].as_str().unwrap().contains("Tempo scheme"), "{op}");
+        assert!(op["responses"].get("402").is_some());
+        assert_eq!(doc["info"]["version"], "2.3.4");
+        assert_eq!(doc["x-service-info"], json!({}));
+        assert!(llms.contains("1000 of token 0x20c0000000000000000000000000000000000001; the Tempo scheme only"));
+        assert!(llms.contains("`Tempo` challenge"), "{llms}");
+    }
+
+    #[test]
+    fn a_method_openapi_cannot_name_is_in_llms_txt_only() {
+        let g = genome("a", json!({"prices": [{"resource": "PROPFIND /dav/*", "amount": "7"}]}));
+        let (doc, llms) = docs(DiscoverySettings::default(), &g);
+        assert!(doc["paths"].get("/dav/{path}").is_none(), "{doc}");
+        assert!(
+            llms.contains("- `PROPFIND /dav/{path}` (rule `PROPFIND /dav/*`, also `/dav`; not in the OpenAPI document): 7 of token"),
+            "{llms}"
+        );
+    }
+
+    #[test]
+    fn a_price_beyond_a_voucher_offers_no_session() {
+        let g = genome(
+            "a",
+            json!({
+                "prices": [{"resource": "GET /huge", "amount": "340282366920938463463374607431768211456"}],
+                "session": {"escrow": "0x000000000000000000000000000000000000e5c0", "min_deposit": "1"},
+            }),
+        );
+        let (doc, _) = docs(DiscoverySettings::default(), &g);
+        let intents = |path: &str| {
+            doc["paths"][path]["get"]["x-payment-info"]["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["intent"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(intents("/huge"), ["charge"]);
+        assert_eq!(intents("/{path}"), ["charge", "session"]);
+    }
+
+    #[test]
+    fn settings_fill_the_service_information_and_each_genome_is_rendered_once() {
+        let settings = DiscoverySettings {
+            title: Some("Reports".into()),
+            description: Some("Line one.\nLine two.".into()),
+            categories: vec!["data".into()],
+            homepage: Some("https://x.example".into()),
+            llms: None,
+        };
+        let d = Discovery::new(settings);
+        let a = genome("a", json!({}));
+        let first = d.render(&a);
+        assert!(Arc::ptr_eq(&first, &d.render(&a)), "rendered once per genome");
+        let doc: Value = serde_json::from_slice(&first.openapi).unwrap();
+        assert_eq!(doc["info"]["title"], "Reports");
+        assert_eq!(
+            doc["x-service-info"],
+            json!({"categories": ["data"], "docs": {"homepage": "https://x.example"}})
+        );
+        let llms = String::from_utf8(first.llms.to_vec()).unwrap();
+        assert!(llms.starts_with("# Reports\n\n> Line one.\n> Line two.\n"), "{llms}");
+        assert!(llms.contains("- [Homepage](https://x.example)"));
+        // another genome: rendered anew
+        let b = genome("b", json!({"default_price": {"asset": ASSET, "amount": "5"}}));
+        let second = d.render(&b);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(
+            String::from_utf8(second.llms.to_vec())
+                .unwrap()
+                .contains(": 5 of token")
+        );
+    }
+}
