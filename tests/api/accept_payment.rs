@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::chain::*;
 use crate::helpers::*;
 use crate::mpp_clients::{pay, payment_env, t4_genome};
+use crate::nginx::Nginx;
 use crate::proxy::Caddy;
 
 /// Any address but zero: no unpaid request reaches the escrow.
@@ -255,6 +256,32 @@ async fn the_proxy_forwards_the_clients_preferences_and_hands_back_the_vary() {
         assert_eq!(v.header("vary"), "Accept-Payment");
     }
     assert_eq!(caddy.upstream_hits(), 0);
+}
+
+/// nginx `auth_request` passes the client's headers to the gate, and the
+/// sealed refusal it hands back keeps the chosen challenges and the Vary.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_nginx_the_preferences_reach_the_gate_and_the_vary_the_client() {
+    let w = Workdir::new();
+    let app = Served::start(&serve_env(&w.genome(&both_intents().signed())));
+    let nginx = tokio::task::block_in_place(|| Nginx::start(app.addr));
+    let client = reqwest::Client::new();
+    for (header, want) in [
+        (Some("tempo/charge;q=0"), &["session"][..]),
+        (Some("tempo/*;q=0.5, tempo/session"), &["session", "charge"][..]),
+        (Some("Tempo/session"), &["charge", "session"][..]),
+        (None, &["charge", "session"][..]),
+    ] {
+        let mut req = client.get(nginx.url("/reports/1"));
+        if let Some(h) = header {
+            req = req.header("accept-payment", h);
+        }
+        let v = Verified::read(req.send().await.unwrap()).await;
+        assert_still_a_402(&v, &format!("{header:?}"));
+        assert_eq!(intents(&v), want, "{header:?}");
+        assert_eq!(v.header("vary"), "Accept-Payment", "{header:?}");
+    }
+    assert_eq!(nginx.upstream_hits(), 0);
 }
 
 /// mppx 0.11.0's charge client sends `Accept-Payment: tempo/charge` on its
