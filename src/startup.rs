@@ -310,6 +310,7 @@ impl Application {
             forwarded_headers: settings.forwarded_headers,
             gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers)),
             request_body_timeout: settings.request_body_timeout,
+            discovery: Arc::new(http::discovery::Discovery::new(settings.discovery.clone())),
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::telemetry::push::start(otel, state.clone()).map_err(setup)?),

@@ -19,16 +19,22 @@
 //!   credentials, the attribution memo and the receipt.
 //! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
 //! - [`secret_strength`]: which challenge secrets are refused.
+//! - [`accept_payment`]: the `Accept-Payment` header: which `Payment`
+//!   challenges a client takes, and in what order.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
 //!   cannot pass it on (nginx `auth_request`), opened as it was.
+//! - [`discovery`]: the priced routes of a policy, as discovery documents
+//!   list them.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
+pub mod accept_payment;
 pub mod authoring;
 pub mod b64url;
 pub mod canonical;
 pub mod credential;
+pub mod discovery;
 pub mod error;
 pub mod genome;
 pub mod keys;

@@ -531,6 +531,18 @@ pub enum PatternError {
     NotNormal(String, TargetError),
 }
 
+/// The paths a [`ResourcePattern`] covers, in normal form (for documents
+/// that list the priced routes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cover<'a> {
+    /// This path only.
+    Exact(&'a str),
+    /// This directory and every path below it (`""`: every path).
+    Under(&'a str),
+    /// Every path starting with these characters.
+    Prefix(&'a str),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PathPattern {
     /// This normal path only.
@@ -580,6 +592,20 @@ impl ResourcePattern {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The method it names; `None` for `*`.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The paths it covers, in normal form.
+    pub fn cover(&self) -> Cover<'_> {
+        match &self.path {
+            PathPattern::Exact(p) => Cover::Exact(p.as_str()),
+            PathPattern::Under(dir) => Cover::Under(dir),
+            PathPattern::Prefix(prefix) => Cover::Prefix(prefix),
+        }
     }
 
     /// Whether a request's method (upper case) and normal path match.

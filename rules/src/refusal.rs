@@ -34,8 +34,15 @@ pub const LABEL: &str = "settlegate sealed refusal v1";
 pub const MAX_SEALED: usize = 12 * 1024;
 
 /// The headers of a refusal that are sealed with it (lower case): the
-/// challenges, when to retry, how to cache and read the body.
-pub const SEALED_HEADERS: &[&str] = &["www-authenticate", "retry-after", "cache-control", "content-type"];
+/// challenges, when to retry, how to cache and read the body, and what the
+/// challenges vary on (`Accept-Payment`).
+pub const SEALED_HEADERS: &[&str] = &[
+    "www-authenticate",
+    "retry-after",
+    "cache-control",
+    "content-type",
+    "vary",
+];
 
 /// How many header lines a refusal may carry.
 const MAX_HEADER_LINES: usize = 16;

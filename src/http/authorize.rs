@@ -25,7 +25,7 @@ use settlegate_rules::genome::actions;
 use settlegate_rules::target::{NormalPath, normalise};
 
 use super::AppState;
-use super::gate::{Asked, check_body_digest, decide, idempotency_key, single_header};
+use super::gate::{Asked, accept_payment, check_body_digest, decide, idempotency_key, single_header};
 use super::problem::ApiError;
 use crate::settings::ForwardedHeaders;
 
@@ -67,6 +67,8 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
         ("Content-Digest" = Option<String>, Header, max_length = 1024, pattern = "^[!-~](?:[ -~]*[!-~])?$",
          description = "The client's body digest (RFC 9530), compared exactly between a request and its idempotent retries"),
         ("X-Settlegate-Key" = Option<String>, Header, description = "The proxy's API key, when callers.authorize is on"),
+        ("Accept-Payment" = Option<String>, Header,
+         description = "The client's payment preferences (`tempo/session, tempo/charge;q=0.5`): a 402 carries only the Payment challenges it takes, in its order. Several lines are joined; a value that does not parse (at most 1024 bytes, 32 ranges) or that refuses every offer is ignored"),
     ),
     responses(
         (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
@@ -77,7 +79,8 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
          headers(("X-Request-Id" = String), ("WWW-Authenticate" = String))),
         (status = 402, description = "Not paid, as for /v1/verify: the proxy hands it to the client unchanged",
          body = crate::http::respond::Problem, content_type = "application/problem+json",
-         headers(("X-Request-Id" = String), ("WWW-Authenticate" = String))),
+         headers(("X-Request-Id" = String), ("WWW-Authenticate" = String),
+                 ("Vary" = String, description = "Accept-Payment, when more than one Payment challenge could be offered"))),
         (status = 503, description = "No trustworthy answer now. Nothing consumed",
          body = crate::http::respond::Problem, content_type = "application/problem+json",
          headers(("X-Request-Id" = String), ("Retry-After" = String))),
@@ -135,8 +138,9 @@ pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<H
         malformed,
         action: actions::SETTLEMENT_AUTHORIZE,
     };
+    let offers = accept_payment(req.headers());
     let (summary, outcome) = decide(&state, asked).await?;
-    Ok(state.answer_authorize(&req, summary, outcome))
+    Ok(state.answer_authorize(&req, summary, outcome, &offers))
 }
 
 /// `METHOD /path` of the request the proxy is asking about, its path in the

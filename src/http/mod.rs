@@ -5,6 +5,7 @@
 mod authorize;
 pub mod callers;
 pub mod deadline;
+pub mod discovery;
 pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
@@ -21,6 +22,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
+use settlegate_rules::accept_payment::AcceptPayment;
 
 use crate::outcome::Outcome;
 use crate::settle::Settler;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub gatekeeper: Arc<callers::Gatekeeper>,
     /// How long a request's body may take to arrive after its head.
     pub request_body_timeout: std::time::Duration,
+    /// The paid API's discovery documents, rendered per genome.
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 impl AppState {
@@ -69,16 +73,29 @@ impl AppState {
     }
 
     /// Counts `outcome`, notes it for the request's log line (so the one
-    /// line says what happened) and renders it.
-    pub fn answer(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    /// line says what happened) and renders it, a 402's `Payment`
+    /// challenges as the client's `Accept-Payment` asks.
+    pub fn answer(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond(&outcome, &self.challenges)
+        respond::respond(&outcome, &self.challenges, offers)
     }
 
     /// [`AppState::answer`] for forward-auth.
-    pub fn answer_authorize(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    pub fn answer_authorize(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond_authorize(&outcome, &self.challenges)
+        respond::respond_authorize(&outcome, &self.challenges, offers)
     }
 
     fn note(&self, req: &HttpRequest, mut summary: Summary, outcome: &Outcome) {
@@ -114,6 +131,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/v1/genome", "GET").route(web::get().to(ops::genome)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/v1/discovery/openapi.json", "GET").route(web::get().to(discovery::openapi_json)))
+        .service(resource("/v1/discovery/llms.txt", "GET").route(web::get().to(discovery::llms_txt)))
         .service(
             resource("/v1/verify", "POST")
                 .app_data(verify::json_config())

@@ -15,13 +15,14 @@ use super::raw::Raw;
 const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// The settings whose `SETTLEGATE_*` variables are comma-separated lists.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "trust.keys",
     "rpc.urls",
     "authorize.trusted_proxies",
     "callers.api_keys",
     "callers.trusted_proxies",
     "cors.allowed_origins",
+    "discovery.categories",
 ];
 
 /// Variables read outside the `SETTLEGATE_` namespace.

@@ -20,6 +20,7 @@ use url::Url;
 mod authorize;
 mod callers;
 mod cors;
+mod discovery;
 mod error;
 mod genome;
 mod idempotency;
@@ -37,6 +38,7 @@ mod values;
 
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
+pub use discovery::DiscoverySettings;
 pub use error::SettingsError;
 pub use genome::read_keys_file;
 pub use log::RequestLog;
@@ -117,6 +119,8 @@ pub struct Settings {
     pub cors_max_age_seconds: usize,
     /// `[session]`: payment channels and their settler.
     pub session: SessionSettings,
+    /// `[discovery]`: what the discovery documents say about the paid API.
+    pub discovery: DiscoverySettings,
 }
 
 impl Settings {
@@ -141,6 +145,7 @@ impl Settings {
         let callers = callers::validate(raw.callers)?;
         let cors = cors::validate(raw.cors)?;
         let session = session::validate(raw.session)?;
+        let discovery = discovery::validate(raw.discovery)?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -183,6 +188,7 @@ impl Settings {
             cors_allowed_origins: cors.allowed_origins,
             cors_max_age_seconds: cors.max_age_seconds,
             session,
+            discovery,
         })
     }
 }

@@ -27,6 +27,17 @@ pub(super) struct Raw {
     pub(super) callers: RawCallers,
     pub(super) cors: RawCors,
     pub(super) session: RawSession,
+    pub(super) discovery: RawDiscovery,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub(super) title: String,
+    pub(super) description: String,
+    pub(super) categories: Vec<String>,
+    pub(super) homepage: String,
+    pub(super) llms: String,
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! Black-box tests: the real `settlegate` binary, real files, real signals,
 //! real TCP. One test binary with modules (faster to build than many).
 
+mod accept_payment;
 mod boot;
 mod callers;
 mod chain;
@@ -10,6 +11,7 @@ mod collector;
 mod conformance;
 mod deadline;
 mod demo;
+mod discovery;
 mod endpoints;
 mod escrow;
 mod escrow_chain;
