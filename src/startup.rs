@@ -80,7 +80,7 @@ pub enum SetupError {
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error(transparent)]
-    Secret(#[from] settlegate_rules::mpp::ShortSecret),
+    Secret(#[from] settlegate_rules::mpp::RefusedSecret),
     #[error("no randomness for the payment secret: {0}")]
     Randomness(getrandom::Error),
     /// Never quotes the key.
@@ -335,6 +335,7 @@ impl Application {
             gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers)),
             request_body_timeout: settings.request_body_timeout,
             sponsor,
+            discovery: Arc::new(http::discovery::Discovery::new(settings.discovery.clone())),
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::telemetry::push::start(otel, state.clone()).map_err(setup)?),

@@ -20,7 +20,7 @@ use settlegate_rules::mpp::{MAX_DETAIL_CHARS, parse_payment_credential};
 mod common;
 
 /// The fields of `VerifyRequest`, all of them.
-const FIELDS: [&str; 3] = ["credential", "tx_hash", "resource"];
+const FIELDS: [&str; 5] = ["credential", "tx_hash", "resource", "body_digest", "accept_payment"];
 
 fn code(r: &Result<VerifyBody, settlegate::http::problem::ApiError>) -> Result<&VerifyBody, &'static str> {
     r.as_ref().map_err(|e| e.code().as_str())

@@ -17,22 +17,35 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
+//! - [`secret_strength`]: which challenge secrets are refused.
+//! - [`accept_payment`]: the `Accept-Payment` header: which `Payment`
+//!   challenges a client takes, and in what order.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`sponsor`]: fee sponsorship: the client's hand-off, the fee-payer
 //!   co-signature, the signed caps and the shared budget's ledger.
+//! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
+//!   cannot pass it on (nginx `auth_request`), opened as it was.
+//! - [`discovery`]: the priced routes of a policy, as discovery documents
+//!   list them.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
+pub mod accept_payment;
 pub mod authoring;
+pub mod b64url;
 pub mod canonical;
 pub mod credential;
+pub mod discovery;
 pub mod error;
 pub mod genome;
 pub mod keys;
 pub mod mpp;
 pub mod policy;
 pub mod primitives;
+pub mod refusal;
 pub mod replay;
+pub mod secret_strength;
 pub mod seed;
 pub mod session;
 pub mod settlement;
@@ -43,6 +56,8 @@ pub mod tx_sign;
 
 pub use error::GenomeError;
 
+#[cfg(test)]
+mod conformance_tests;
 #[cfg(test)]
 mod genome_tests;
 #[cfg(test)]

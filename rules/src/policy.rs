@@ -323,6 +323,7 @@ impl SettlementPolicy {
                 "settlement.realm must be 1 to 128 characters without control characters".into(),
             ));
         }
+        check_realm(&realm).map_err(|e| invalid(format!("settlement.realm {e}")))?;
         let field = |name: &str, s: &str| parse_address(s).map_err(|e| invalid(format!("settlement.{name}: {e}")));
         let recipient = field("recipient", &raw.recipient)?;
         if recipient == Address::ZERO {
@@ -607,6 +608,18 @@ pub enum PatternError {
     NotNormal(String, TargetError),
 }
 
+/// The paths a [`ResourcePattern`] covers, in normal form (for documents
+/// that list the priced routes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cover<'a> {
+    /// This path only.
+    Exact(&'a str),
+    /// This directory and every path below it (`""`: every path).
+    Under(&'a str),
+    /// Every path starting with these characters.
+    Prefix(&'a str),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum PathPattern {
     /// This normal path only.
@@ -658,6 +671,20 @@ impl ResourcePattern {
         &self.text
     }
 
+    /// The method it names; `None` for `*`.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The paths it covers, in normal form.
+    pub fn cover(&self) -> Cover<'_> {
+        match &self.path {
+            PathPattern::Exact(p) => Cover::Exact(p.as_str()),
+            PathPattern::Under(dir) => Cover::Under(dir),
+            PathPattern::Prefix(prefix) => Cover::Prefix(prefix),
+        }
+    }
+
     /// Whether a request's method (upper case) and normal path match.
     pub fn matches(&self, method: &str, path: &NormalPath) -> bool {
         if self.method.as_deref().is_some_and(|m| m != method) {
@@ -679,6 +706,40 @@ impl ResourcePattern {
     fn names_method(&self, method: &str) -> bool {
         self.method.as_deref() == Some(method)
     }
+}
+
+/// The realm the MPP SDKs fall back to when a server names none (mppx's
+/// `defaultRealm`): every service that keeps it shares one credential
+/// namespace with every other that does.
+pub const SHARED_DEFAULT_REALM: &str = "MPP Payment";
+
+/// Why a realm is refused for the `Payment` scheme's challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RealmError {
+    #[error(
+        "must not be \"{SHARED_DEFAULT_REALM}\" (in any case): it is the MPP SDKs' default realm, so a credential \
+         minted for another service that kept it, under the same secret, would be this service's too; name this \
+         service (its host name, say)"
+    )]
+    SharedDefault,
+    #[error(
+        "must not contain `|`: it separates the fields of a challenge id's HMAC input unescaped, so realm `a|b` with \
+         method `m` would sign what realm `a` with method `b|m` signs"
+    )]
+    Delimiter,
+}
+
+/// The realm rules of the `Payment` scheme (mppx issue #545's audit): not
+/// the SDKs' shared default, no HMAC delimiter. Both schemes share the
+/// realm, so the genome is refused whichever it offers.
+pub fn check_realm(realm: &str) -> Result<(), RealmError> {
+    if realm.trim().eq_ignore_ascii_case(SHARED_DEFAULT_REALM) {
+        return Err(RealmError::SharedDefault);
+    }
+    if realm.contains('|') {
+        return Err(RealmError::Delimiter);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -754,6 +815,11 @@ mod tests {
             ("/assets", json!([])),
             ("/chain_id", json!(0)),
             ("/realm", json!("")),
+            ("/realm", json!("MPP Payment")),
+            ("/realm", json!("mpp payment")),
+            ("/realm", json!(" MPP PAYMENT ")),
+            ("/realm", json!("api|tempo")),
+            ("/realm", json!("|")),
             ("/schemes", json!([])),
             ("/schemes", json!(["tempo", "tempo"])),
             ("/schemes", json!(["stripe"])),
@@ -763,6 +829,26 @@ mod tests {
             let err = with(path, v.clone()).unwrap_err();
             assert_eq!(err.code(), "GENOME_POLICY_INVALID", "{path} = {v}: {err}");
         }
+    }
+
+    #[test]
+    fn the_shared_default_realm_and_the_hmac_delimiter_are_refused_by_name() {
+        assert_eq!(check_realm("MPP Payment"), Err(RealmError::SharedDefault));
+        assert_eq!(check_realm("mPP pAYMENT\t"), Err(RealmError::SharedDefault));
+        assert_eq!(check_realm("a|b"), Err(RealmError::Delimiter));
+        for near in [
+            "Tempo API",
+            "MPP Payments",
+            "MPP-Payment",
+            "api.example.com MPP Payment",
+            "a\\b \"c\"",
+        ] {
+            assert_eq!(check_realm(near), Ok(()), "{near}");
+        }
+        let e = with("/realm", json!("mpp payment")).unwrap_err().to_string();
+        assert!(e.contains("settlement.realm must not be \"MPP Payment\""), "{e}");
+        let e = with("/realm", json!("a|b")).unwrap_err().to_string();
+        assert!(e.contains("settlement.realm must not contain `|`"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! consumed once whichever scheme presents it.
 
 use actix_web::http::header::HeaderMap;
+use settlegate_rules::accept_payment::AcceptPayment;
 use settlegate_rules::credential::Credential;
 use settlegate_rules::mpp::{self, AnyCredential, Binding, ChallengeProblem, Payload};
 use settlegate_rules::replay::{
@@ -168,6 +169,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 &state.challenges.secrets,
                 &policy.realm,
                 &challenge.charge_request_for(sponsored),
+                challenge.max_lifetime(),
                 now,
             ) {
                 Ok(()) => {}
@@ -239,7 +241,15 @@ async fn session(
             "this policy does not offer sessions for this request; pay with the charge intent".into(),
         ));
     };
-    match mpp::check_session_challenge(&echo, &state.challenges.secrets, &challenge.realm, &request, now) {
+    let secrets = &state.challenges.secrets;
+    match mpp::check_session_challenge(
+        &echo,
+        secrets,
+        &challenge.realm,
+        &request,
+        challenge.max_lifetime(),
+        now,
+    ) {
         Ok(()) => {}
         Err(ChallengeProblem::Invalid(why)) => {
             tracing::debug!(why, "session credential with an invalid challenge");
@@ -275,6 +285,20 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         ))
     })?;
     Ok(Some(v.to_owned()))
+}
+
+/// The client's `Accept-Payment`: its lines joined as the list rule
+/// allows (RFC 9110 §5.3), at most `accept_payment::MAX_BYTES` in all. Unlike the headers the gate decides on, a
+/// second line is no ambiguity: it only adds preferences, and changes no
+/// price. A value that is not visible ASCII, too long or malformed states
+/// nothing: the 402 then carries every challenge, as without the header.
+pub fn accept_payment(headers: &HeaderMap) -> AcceptPayment {
+    // The head is bounded (`MAX_HEADER_BYTES`); `parse` bounds the value.
+    let lines: Result<Vec<&str>, _> = headers.get_all("accept-payment").map(|v| v.to_str()).collect();
+    match lines {
+        Ok(lines) if !lines.is_empty() => AcceptPayment::from_header(Some(&lines.join(", "))),
+        _ => AcceptPayment::any(),
+    }
 }
 
 /// The one value of a header the gate decides on, refused when it is given

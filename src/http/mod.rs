@@ -5,10 +5,12 @@
 mod authorize;
 pub mod callers;
 pub mod deadline;
+pub mod discovery;
 pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
 pub mod problem;
+mod refusal;
 pub mod request_context;
 pub mod respond;
 mod sponsor;
@@ -21,6 +23,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use settlegate_actors::ActiveGenome;
 use settlegate_actors::replay_guard::ReplayGuard;
 use settlegate_actors::rpc_pool::RpcPool;
+use settlegate_rules::accept_payment::AcceptPayment;
 
 use crate::outcome::Outcome;
 use crate::settle::Settler;
@@ -58,20 +61,44 @@ pub struct AppState {
     pub request_body_timeout: std::time::Duration,
     /// The fee sponsor, when `sponsor.key_file` is set.
     pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
+    /// The paid API's discovery documents, rendered per genome.
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 impl AppState {
+    /// Whether `peer` is a proxy whose forwarded-request headers (and
+    /// sealed refusals) `/v1/authorize` believes.
+    pub fn trusted_proxy(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        peer.is_some_and(|peer| {
+            let ip = peer.ip().to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&ip))
+        })
+    }
+
     /// Counts `outcome`, notes it for the request's log line (so the one
-    /// line says what happened) and renders it.
-    pub fn answer(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    /// line says what happened) and renders it, a 402's `Payment`
+    /// challenges as the client's `Accept-Payment` asks.
+    pub fn answer(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond(&outcome, &self.challenges)
+        respond::respond(&outcome, &self.challenges, offers)
     }
 
     /// [`AppState::answer`] for forward-auth.
-    pub fn answer_authorize(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
+    pub fn answer_authorize(
+        &self,
+        req: &HttpRequest,
+        summary: Summary,
+        outcome: Outcome,
+        offers: &AcceptPayment,
+    ) -> HttpResponse {
         self.note(req, summary, &outcome);
-        respond::respond_authorize(&outcome, &self.challenges)
+        respond::respond_authorize(&outcome, &self.challenges, offers)
     }
 
     fn note(&self, req: &HttpRequest, mut summary: Summary, outcome: &Outcome) {
@@ -107,6 +134,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/v1/genome", "GET").route(web::get().to(ops::genome)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/v1/discovery/openapi.json", "GET").route(web::get().to(discovery::openapi_json)))
+        .service(resource("/v1/discovery/llms.txt", "GET").route(web::get().to(discovery::llms_txt)))
         .service(
             resource("/v1/verify", "POST")
                 .app_data(verify::json_config())
@@ -118,6 +147,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/authorize", authorize::METHODS)
                 .wrap(actix_web::middleware::from_fn(admit_authorize))
+                // outermost: the keys' and rates' refusals are sealed too
+                .wrap(actix_web::middleware::from_fn(refusal::sealed_refusals))
                 .route(web::route().guard(authorize::method_guard()).to(authorize::authorize)),
         )
         .default_service(web::to(not_found));

@@ -36,6 +36,8 @@ use settlegate_rules::settlement::Reason;
         super::ops::genome,
         super::ops::metrics,
         openapi_json,
+        super::discovery::openapi_json,
+        super::discovery::llms_txt,
     ),
     components(schemas(
         VerifyRequest,
@@ -64,6 +66,7 @@ use settlegate_rules::settlement::Reason;
     tags(
         (name = "payments", description = "Is this request paid for? (consumes the payment on a 200)"),
         (name = "operations", description = "Health, readiness, metrics, the active genome and this document"),
+        (name = "discovery", description = "The paid API described for agents and registries, from the genome's prices, for the proxy to publish at the paid API's root"),
     )
 )]
 pub struct ApiDoc;

@@ -74,13 +74,15 @@ pub struct Summary {
 
 /// The route label of a response: the matched pattern for known routes,
 /// without allocating per request.
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/v1/genome",
     "/v1/verify",
     "/v1/authorize",
+    "/v1/discovery/openapi.json",
+    "/v1/discovery/llms.txt",
 ];
 
 fn route_label(res: &ServiceResponse<impl MessageBody>) -> &'static str {

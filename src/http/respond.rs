@@ -4,6 +4,12 @@
 //! 402 and 503 bodies are RFC 9457 problem+json that also carry the fields
 //! the Tempo Agentic Layer SDK reads (`error`, `code`, `paymentInfo`), so one
 //! body serves both kinds of client.
+//!
+//! A 402's `Payment` challenges (`charge`, then `session`: the server's
+//! order) are filtered and ordered by the client's `Accept-Payment`
+//! ([`AcceptPayment`]); the `Tempo` challenge, another scheme, always comes
+//! first. With more than one `Payment` challenge possible the answer says
+//! `Vary: Accept-Payment`.
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -14,6 +20,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use settlegate_rules::accept_payment::AcceptPayment;
 use settlegate_rules::mpp::{self, Secrets};
 use settlegate_rules::primitives::address_lower;
 use settlegate_rules::replay::{Scheme, Settlement};
@@ -26,8 +33,9 @@ use crate::code::Code;
 use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 use crate::session::{Served, SessionUnavailable};
 
-/// The response for `outcome` on `POST /v1/verify`.
-pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
+/// The response for `outcome` on `POST /v1/verify`, a 402's challenges
+/// as `offers` asks.
+pub fn respond(outcome: &Outcome, challenges: &Challenges, offers: &AcceptPayment) -> HttpResponse {
     match outcome {
         Outcome::Settled(settlement) => {
             let mut resp = HttpResponse::Ok();
@@ -38,7 +46,7 @@ pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, "no-store, private"))
             .insert_header(("Payment-Receipt", session_receipt(served)))
             .json(ServedBody::of(served)),
-        Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges),
+        Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges, offers),
         Outcome::Unavailable(u) => unavailable(u),
     }
 }
@@ -122,7 +130,7 @@ impl ServedBody {
 /// for the Tempo scheme too: Caddy 2.6's `copy_headers` sends the upstream
 /// a header the gate did not return as its literal placeholder
 /// (`{http.reverse_proxy.header.Payment-Receipt}`).
-pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
+pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges, offers: &AcceptPayment) -> HttpResponse {
     match outcome {
         Outcome::Settled(s) => {
             let mut resp = HttpResponse::Ok();
@@ -145,7 +153,7 @@ pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResp
             .insert_header(("X-Settlement-Tx", s.channel.to_string()))
             .insert_header(("X-Settlement-Amount", s.amount.to_string()))
             .finish(),
-        other => respond(other, challenges),
+        other => respond(other, challenges, offers),
     }
 }
 
@@ -344,7 +352,24 @@ pub fn quoted(s: &str) -> String {
     out
 }
 
-fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpResponse {
+/// A `Payment` challenge a 402 can carry.
+#[derive(Clone, Copy)]
+enum Offer {
+    Charge,
+    Session,
+}
+
+impl Offer {
+    /// `method/intent`, as `Accept-Payment` names it.
+    fn token(self) -> (&'static str, &'static str) {
+        match self {
+            Offer::Charge => ("tempo", "charge"),
+            Offer::Session => ("tempo", "session"),
+        }
+    }
+}
+
+fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges, accepted: &AcceptPayment) -> HttpResponse {
     let challenge = challenges.render(c);
     let session_type;
     let session_detail;
@@ -413,13 +438,27 @@ fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpRespon
     if let Some(v) = &challenge.tempo {
         resp.append_header((header::WWW_AUTHENTICATE, v.clone()));
     }
-    if let Some(v) = challenge.payment_request.as_deref().and_then(|r| challenges.mint(c, r)) {
-        resp.append_header((header::WWW_AUTHENTICATE, v));
+    // The offers in the server's order; only those the client takes are
+    // minted (each costs an HMAC and a random nonce).
+    let mut offers = Vec::with_capacity(2);
+    if challenge.payment_request.is_some() {
+        offers.push(Offer::Charge);
     }
-    if challenge.session_request.is_some()
-        && let Some(v) = challenges.mint_session(c)
-    {
-        resp.append_header((header::WWW_AUTHENTICATE, v));
+    if challenge.session_request.is_some() {
+        offers.push(Offer::Session);
+    }
+    let tokens: Vec<_> = offers.iter().map(|o| o.token()).collect();
+    for i in accepted.order(&tokens) {
+        let minted = match offers[i] {
+            Offer::Charge => challenge.payment_request.as_deref().and_then(|r| challenges.mint(c, r)),
+            Offer::Session => challenges.mint_session(c),
+        };
+        if let Some(v) = minted {
+            resp.append_header((header::WWW_AUTHENTICATE, v));
+        }
+    }
+    if offers.len() > 1 {
+        resp.insert_header((header::VARY, HeaderValue::from_static("Accept-Payment")));
     }
     if matches!(denial, Denial::Pending { .. }) {
         resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));

@@ -4,6 +4,7 @@
 use actix_web::mime;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+use settlegate_rules::accept_payment::AcceptPayment;
 use settlegate_rules::credential::{Credential, CredentialError, TxHash, parse_credential};
 use settlegate_rules::genome::actions;
 /// The longest quote of serde's message in a 400, as in a malformed credential's.
@@ -31,6 +32,9 @@ pub struct VerifyBody {
     pub malformed: Option<String>,
     /// The paid request's body digest, checked.
     pub body_digest: Option<String>,
+    /// The client's `Accept-Payment`: which `Payment` challenges a 402
+    /// carries, in what order (malformed: all of them).
+    pub accept_payment: AcceptPayment,
 }
 
 /// The body's bytes as the JSON extractor of [`json_config`] reads them
@@ -65,7 +69,8 @@ fn not_a_verify_request(e: &serde_json::Error) -> ApiError {
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct VerifyRequest {
     /// The paying client's `Authorization` value, either scheme:
-    /// `Tempo 0x<64 hex>` or `Payment <base64url credential>`.
+    /// `Tempo 0x<64 hex>` or `Payment <base64url credential>` (the URL
+    /// alphabet, unpadded or canonically padded).
     #[schema(
         max_length = 8192,
         pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$",
@@ -92,6 +97,12 @@ pub struct VerifyRequest {
         example = "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"
     )]
     body_digest: Option<String>,
+    /// The paying client's `Accept-Payment` header, as it sent it (lines
+    /// joined with `, `): the 402 then carries only the `Payment`
+    /// challenges it takes, in its order. A value that does not parse, or
+    /// that refuses every offer, is ignored: the 402 carries them all.
+    #[schema(example = "tempo/session, tempo/charge;q=0.5")]
+    accept_payment: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for VerifyRequest {
@@ -156,6 +167,8 @@ impl VerifyRequest {
             target,
             malformed,
             body_digest,
+            // Never a 400: a client's preferences cannot cost it its 402.
+            accept_payment: AcceptPayment::from_header(self.accept_payment.as_deref()),
         })
     }
 }
@@ -199,7 +212,8 @@ pub fn json_config() -> web::JsonConfig {
          headers(("X-Request-Id" = String), ("WWW-Authenticate" = String))),
         (status = 402, description = "Not paid: no usable credential, verification failed, already used, or not visible yet. Nothing consumed",
          body = crate::http::respond::Problem, content_type = "application/problem+json",
-         headers(("X-Request-Id" = String), ("WWW-Authenticate" = String, description = "A Tempo and a Payment challenge, as the genome enables them"))),
+         headers(("X-Request-Id" = String), ("WWW-Authenticate" = String, description = "A Tempo and a Payment challenge, as the genome enables them, the Payment ones as accept_payment asks"),
+                 ("Vary" = String, description = "Accept-Payment, when more than one Payment challenge could be offered: a service that hands the 402 on passes it on"))),
         (status = 503, description = "No trustworthy answer now (chain RPC, replay store or genome). Nothing consumed",
          body = crate::http::respond::Problem, content_type = "application/problem+json",
          headers(("X-Request-Id" = String), ("Retry-After" = String))),
@@ -230,6 +244,7 @@ pub async fn verify(
         target,
         malformed,
         body_digest,
+        accept_payment,
     } = body.into_inner().check()?;
     let asked = Asked {
         credential,
@@ -241,7 +256,7 @@ pub async fn verify(
         action: actions::SETTLEMENT_VERIFY,
     };
     let (summary, outcome) = decide(&state, asked).await?;
-    Ok(state.answer(&req, summary, outcome))
+    Ok(state.answer(&req, summary, outcome, &accept_payment))
 }
 
 #[cfg(test)]
@@ -272,6 +287,7 @@ mod tests {
                 target: Some("GET /reports/42".into()),
                 malformed: None,
                 body_digest: None,
+                accept_payment: AcceptPayment::any(),
             }
         );
         let digest =

@@ -20,6 +20,7 @@ use url::Url;
 mod authorize;
 mod callers;
 mod cors;
+mod discovery;
 mod error;
 mod genome;
 mod idempotency;
@@ -38,6 +39,7 @@ mod values;
 
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
+pub use discovery::DiscoverySettings;
 pub use error::SettingsError;
 pub use genome::read_keys_file;
 pub use log::RequestLog;
@@ -121,6 +123,8 @@ pub struct Settings {
     pub session: SessionSettings,
     /// `[sponsor]`: the fee sponsor's key and how often its balance is read.
     pub sponsor: SponsorSettings,
+    /// `[discovery]`: what the discovery documents say about the paid API.
+    pub discovery: DiscoverySettings,
 }
 
 impl Settings {
@@ -146,6 +150,7 @@ impl Settings {
         let cors = cors::validate(raw.cors)?;
         let session = session::validate(raw.session)?;
         let sponsor = sponsor::validate(raw.sponsor)?;
+        let discovery = discovery::validate(raw.discovery)?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -189,6 +194,7 @@ impl Settings {
             cors_max_age_seconds: cors.max_age_seconds,
             session,
             sponsor,
+            discovery,
         })
     }
 }

@@ -28,6 +28,7 @@ pub(super) struct Raw {
     pub(super) cors: RawCors,
     pub(super) session: RawSession,
     pub(super) sponsor: RawSponsor,
+    pub(super) discovery: RawDiscovery,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +36,16 @@ pub(super) struct Raw {
 pub(super) struct RawSponsor {
     pub(super) key_file: Option<PathBuf>,
     pub(super) balance_interval_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub(super) title: String,
+    pub(super) description: String,
+    pub(super) categories: Vec<String>,
+    pub(super) homepage: String,
+    pub(super) llms: String,
 }
 
 #[derive(Deserialize)]

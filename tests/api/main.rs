@@ -1,14 +1,17 @@
 //! Black-box tests: the real `settlegate` binary, real files, real signals,
 //! real TCP. One test binary with modules (faster to build than many).
 
+mod accept_payment;
 mod boot;
 mod callers;
 mod chain;
 mod cli;
 mod cluster;
 mod collector;
+mod conformance;
 mod deadline;
 mod demo;
+mod discovery;
 mod endpoints;
 mod escrow;
 mod escrow_chain;
@@ -23,6 +26,7 @@ mod lost_reply;
 mod mathison_compat;
 mod metrics;
 mod mpp_clients;
+mod nginx;
 mod openapi;
 mod payee_tx;
 mod payment;

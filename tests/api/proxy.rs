@@ -75,6 +75,31 @@ impl Caddy {
     /// Caddy with the README's block marked `marker` in front, and `env`
     /// in its environment (for `{env.*}` placeholders).
     pub fn start_with(marker: &str, gate: SocketAddr, env: &[(&str, &str)]) -> Caddy {
+        Caddy::start_front(|port, upstream| front_site(marker, port, gate, upstream), env)
+    }
+
+    /// Caddy whose front site is the README's block `marker`, whole: the
+    /// gate (`127.0.0.1:8402`) and the API (`127.0.0.1:9000`) it names
+    /// become the test's, nothing else changes.
+    pub fn start_site(marker: &str, gate: SocketAddr) -> Caddy {
+        Caddy::start_front(
+            |port, upstream| {
+                let block = crate::readme::block(marker);
+                assert!(
+                    block.contains("127.0.0.1:8402") && block.contains("reverse_proxy 127.0.0.1:9000"),
+                    "the README's block {marker} names the gate at 127.0.0.1:8402 and the API at 127.0.0.1:9000: {block}"
+                );
+                let block = block
+                    .replace("127.0.0.1:8402", &gate.to_string())
+                    .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream}"));
+                format!(":{port} {{\n\tbind 127.0.0.1\n{block}\n}}\n")
+            },
+            &[],
+        )
+    }
+
+    /// Caddy with `front(port, upstream port)` as its front site.
+    fn start_front(front: impl FnOnce(u16, u16) -> String, env: &[(&str, &str)]) -> Caddy {
         let dir = tempfile::tempdir().unwrap();
         let (port, upstream_port) = (free_port(), free_port());
         let upstream_log = dir.path().join("upstream.log");
@@ -98,7 +123,7 @@ impl Caddy {
 }}
 ",
             storage = dir.path().join("storage").display(),
-            front = front_site(marker, port, gate, upstream_port),
+            front = front(port, upstream_port),
             log = upstream_log.display(),
         );
         let config = dir.path().join("Caddyfile");

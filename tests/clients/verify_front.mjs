@@ -5,10 +5,11 @@
 //   node verify_front.mjs --port P --gate http://127.0.0.1:8402 [--api-key K]
 //
 // For each request it asks the gate with the request's Authorization header
-// as the credential (none: just the resource, for a challenge) and
-// "METHOD /path" as the resource. On 200 it answers its own 200 JSON with the
-// gate's Payment-Receipt; otherwise it hands the client the gate's status,
-// every WWW-Authenticate line in order, Content-Type and body unchanged.
+// as the credential (none: just the resource, for a challenge), its
+// Accept-Payment as accept_payment, and "METHOD /path" as the resource. On
+// 200 it answers its own 200 JSON with the gate's Payment-Receipt; otherwise
+// it hands the client the gate's status, every WWW-Authenticate line in
+// order, Vary, Content-Type and body unchanged.
 // Prints `listening http://127.0.0.1:P`, then `reached METHOD /path` for
 // each request the handler served. Node's standard library only.
 import http from 'node:http'
@@ -27,8 +28,11 @@ const verifyUrl = new URL('/v1/verify', values.gate)
 const client = verifyUrl.protocol === 'https:' ? https : http
 
 // POST /v1/verify; resolves with the gate's status, raw header lines and body.
-function verify(credential, resource) {
-  const body = JSON.stringify(credential === undefined ? { resource } : { credential, resource })
+function verify(credential, resource, acceptPayment) {
+  const asked = { resource }
+  if (credential !== undefined) asked.credential = credential
+  if (acceptPayment !== undefined) asked.accept_payment = acceptPayment
+  const body = JSON.stringify(asked)
   const headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
   if (values['api-key']) headers.authorization = `Bearer ${values['api-key']}`
   return new Promise((resolve, reject) => {
@@ -55,7 +59,8 @@ const server = http.createServer(async (req, res) => {
   req.resume() // this API reads no body
   const resource = `${req.method} ${req.url}`
   try {
-    const gate = await verify(req.headers.authorization, resource)
+    // node joins repeated Accept-Payment lines with ", ", as the list rule allows
+    const gate = await verify(req.headers.authorization, resource, req.headers['accept-payment'])
     if (gate.status === 200) {
       const receipt = headerValues(gate.raw, 'payment-receipt')[0]
       if (receipt !== undefined) res.setHeader('Payment-Receipt', receipt)
@@ -67,6 +72,8 @@ const server = http.createServer(async (req, res) => {
     }
     const challenges = headerValues(gate.raw, 'www-authenticate')
     if (challenges.length > 0) res.setHeader('WWW-Authenticate', challenges)
+    const vary = headerValues(gate.raw, 'vary')[0]
+    if (vary !== undefined) res.setHeader('Vary', vary)
     const type = headerValues(gate.raw, 'content-type')[0]
     if (type !== undefined) res.setHeader('Content-Type', type)
     const retry = headerValues(gate.raw, 'retry-after')[0]
