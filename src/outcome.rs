@@ -1,5 +1,6 @@
-//! The three answers of a payment check, as values: [`Outcome::Settled`]
-//! (200), [`Outcome::Denied`] (402, with the [`Challenge`] to pay) and
+//! The three answers of a payment check, as values: [`Outcome::Settled`],
+//! [`Outcome::Served`] and [`Outcome::Proven`] (200), [`Outcome::Denied`]
+//! (402, with the [`Challenge`] to pay) and
 //! [`Outcome::Unavailable`] (503, with its typed cause). The settlement flow
 //! produces them; `http::respond` is the one place that turns them into
 //! responses, and `metrics` the one place that counts them. Each 402 and
@@ -57,10 +58,12 @@ impl Challenge {
             schemes: policy.schemes,
             ttl_seconds: policy.challenge_ttl_seconds,
             charge: policy.intents.charge,
-            // A price beyond the escrow's uint128 cannot be paid by voucher.
+            // A price beyond the escrow's uint128 cannot be paid by voucher,
+            // and a free route takes proofs, not vouchers.
             session: policy
                 .session
                 .filter(|_| policy.intents.session && policy.schemes.payment)
+                .filter(|_| !price.amount.is_zero())
                 .filter(|_| u128::try_from(price.amount.value()).is_ok())
                 .map(|s| SessionOffer {
                     escrow: s.escrow,
@@ -104,6 +107,12 @@ impl Challenge {
         })
     }
 
+    /// Whether the route is free: answered with a `proof` credential only
+    /// (no `Tempo` challenge, no session).
+    pub fn is_free(&self) -> bool {
+        self.amount.is_zero()
+    }
+
     /// The tempo `charge` request a `Payment` challenge for it carries.
     pub fn charge_request(&self) -> ChargeRequest {
         ChargeRequest {
@@ -123,8 +132,22 @@ pub enum Outcome {
     Settled(Settlement),
     /// Paid from a session channel: this request's price was deducted.
     Served(Served),
+    /// A free route's `proof` credential, claimed for this request (once
+    /// per challenge).
+    Proven(Proven),
     Denied(Denial, Challenge),
     Unavailable(Unavailable),
+}
+
+/// A `proof` credential accepted for a route priced at zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proven {
+    /// The `source` whose signature the proof carries.
+    pub payer: Address,
+    /// The challenge the proof answers (its receipt's `reference`).
+    pub challenge_id: String,
+    pub chain_id: u64,
+    pub genome_id: String,
 }
 
 /// Why a request is not (yet) paid: the 402 answers. None consumes.
@@ -223,7 +246,7 @@ impl Unavailable {
 impl Outcome {
     pub fn status(&self) -> u16 {
         match self {
-            Outcome::Settled(_) | Outcome::Served(_) => 200,
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) => 200,
             Outcome::Denied(d, _) => d.code().status(),
             Outcome::Unavailable(_) => 503,
         }
@@ -233,7 +256,7 @@ impl Outcome {
     /// metrics label an outcome with.
     pub fn code(&self) -> &'static str {
         match self {
-            Outcome::Settled(_) | Outcome::Served(_) => "SETTLED",
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) => "SETTLED",
             Outcome::Denied(d, _) => d.code().as_str(),
             Outcome::Unavailable(u) => u.code().as_str(),
         }
@@ -242,7 +265,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<Reason> {
         match self {
             Outcome::Denied(d, _) => d.reason(),
-            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Unavailable(_) => None,
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) | Outcome::Unavailable(_) => None,
         }
     }
 

@@ -17,6 +17,8 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`proof`]: `proof` credentials of zero-priced routes: the EIP-712
+//!   digests, the signer's recovery and the replay key of a challenge.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
 //! - [`authoring`]: building and signing genomes for the CLI.
@@ -30,6 +32,7 @@ pub mod keys;
 pub mod mpp;
 pub mod policy;
 pub mod primitives;
+pub mod proof;
 pub mod replay;
 pub mod seed;
 pub mod session;

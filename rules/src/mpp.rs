@@ -40,6 +40,9 @@ pub const SESSION_INTENT: &str = "session";
 pub const MIN_SECRET_LEN: usize = 32;
 /// The longest signed transaction a `transaction` credential may carry.
 pub const MAX_TRANSACTION_BYTES: usize = 4096;
+/// The longest signature a `proof` credential may carry (an EOA's is 65
+/// bytes; longer ones are parsed only to be refused with a reason).
+pub const MAX_PROOF_BYTES: usize = 1024;
 
 /// base64url without padding, for everything this service writes.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -353,15 +356,20 @@ pub enum Payload {
     Hash(TxHash),
     /// Pull: a signed transaction for this service to broadcast.
     Transaction(Bytes),
+    /// No payment: an EIP-712 signature by the `source` over the challenge
+    /// ([`crate::proof`]), for a route priced at zero. A credential with
+    /// this payload always has a `source`.
+    Proof(Bytes),
 }
 
 impl Payload {
     /// The transaction's hash: the one a `hash` payload names, or the
-    /// keccak-256 of the signed EIP-2718 envelope.
-    pub fn tx_hash(&self) -> TxHash {
+    /// keccak-256 of the signed EIP-2718 envelope; a proof has none.
+    pub fn tx_hash(&self) -> Option<TxHash> {
         match self {
-            Payload::Hash(h) => *h,
-            Payload::Transaction(raw) => TxHash::from(keccak256(raw)),
+            Payload::Hash(h) => Some(*h),
+            Payload::Transaction(raw) => Some(TxHash::from(keccak256(raw))),
+            Payload::Proof(_) => None,
         }
     }
 }
@@ -435,9 +443,30 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
             let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
             Payload::Transaction(Bytes::from(bytes))
         }
+        "proof" => {
+            let s = raw
+                .payload
+                .signature
+                .ok_or_else(|| bad("a proof payload needs `signature`"))?;
+            let hex = s
+                .strip_prefix("0x")
+                .ok_or_else(|| bad("payload.signature is 0x-prefixed hex"))?;
+            if hex.is_empty() || hex.len() > 2 * MAX_PROOF_BYTES {
+                return Err(Malformed(format!(
+                    "a proof's payload.signature must be 1 to {MAX_PROOF_BYTES} bytes"
+                )));
+            }
+            let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
+            if raw.source.is_none() {
+                return Err(bad(
+                    "a proof payload needs `source` (did:pkh:eip155:<chain id>:<address>): it names the signer",
+                ));
+            }
+            Payload::Proof(Bytes::from(bytes))
+        }
         other => {
             return Err(Malformed(format!(
-                "payload.type {} is not hash or transaction",
+                "payload.type {} is not hash, transaction or proof",
                 crate::primitives::quote_bounded(other, 32)
             )));
         }
@@ -669,9 +698,15 @@ pub fn is_mpp_memo(memo: &B256) -> bool {
 
 /// The `Payment-Receipt` value for a settled transaction.
 pub fn receipt(tx_hash: &TxHash, settled_at: OffsetDateTime) -> String {
+    receipt_for(&tx_hash.to_string(), settled_at)
+}
+
+/// The `Payment-Receipt` value naming `reference`: a transaction hash, or
+/// for a `proof` the challenge id (no transaction exists).
+pub fn receipt_for(reference: &str, settled_at: OffsetDateTime) -> String {
     let v = json!({
         "method": METHOD,
-        "reference": tx_hash.to_string(),
+        "reference": reference,
         "status": "success",
         "timestamp": format_expires(settled_at),
     });
@@ -1044,7 +1079,7 @@ mod tests {
         let m = parse_payment_credential(&b64_encode(json.as_bytes()))
             .unwrap_err()
             .to_string();
-        assert!(m.contains("is not hash or transaction"), "{m}");
+        assert!(m.contains("is not hash, transaction or proof"), "{m}");
         assert!(
             m.chars().count() <= 100 + MAX_DETAIL_CHARS,
             "{} chars: {m}",
@@ -1061,7 +1096,49 @@ mod tests {
             c.payload,
             Payload::Transaction(Bytes::from(vec![0x76, 0xc0, 0xff, 0xee]))
         );
-        assert_eq!(c.payload.tx_hash(), TxHash::from(keccak256([0x76, 0xc0, 0xff, 0xee])));
+        assert_eq!(
+            c.payload.tx_hash(),
+            Some(TxHash::from(keccak256([0x76, 0xc0, 0xff, 0xee])))
+        );
+    }
+
+    #[test]
+    fn a_proof_payload_needs_a_signature_and_a_source() {
+        let sig = format!("0x{}", "ab".repeat(65));
+        let proof = |payload: Value, source: Option<&str>| {
+            let mut v = json!({"challenge": good()["challenge"], "payload": payload});
+            if let Some(s) = source {
+                v["source"] = json!(s);
+            }
+            parse_payment_credential(&encode(&v))
+        };
+        let did = "did:pkh:eip155:42431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        let c = proof(json!({"type": "proof", "signature": sig}), Some(did)).unwrap();
+        assert_eq!(c.payload, Payload::Proof(Bytes::from(vec![0xab; 65])));
+        assert_eq!(c.payload.tx_hash(), None);
+        assert_eq!(c.source.map(|s| s.chain_id), Some(42431));
+        for (payload, source) in [
+            (json!({"type": "proof", "signature": sig}), None),
+            (json!({"type": "proof"}), Some(did)),
+            (json!({"type": "proof", "signature": "abab"}), Some(did)),
+            (json!({"type": "proof", "signature": "0x"}), Some(did)),
+            (json!({"type": "proof", "signature": "0xzz"}), Some(did)),
+            (
+                json!({"type": "proof", "signature": format!("0x{}", "ab".repeat(MAX_PROOF_BYTES + 1))}),
+                Some(did),
+            ),
+            (
+                json!({"type": "proof", "signature": sig}),
+                Some("did:pkh:eip155:42431:0x12"),
+            ),
+            (json!({"type": "Proof", "signature": sig}), Some(did)),
+        ] {
+            assert!(proof(payload.clone(), source).is_err(), "{payload} {source:?}");
+        }
+        let m = proof(json!({"type": "proof", "signature": sig}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("needs `source`"), "{m}");
     }
 
     #[test]

@@ -341,10 +341,17 @@ impl SettlementPolicy {
                 Some(a) => accepted(&format!("prices[{i}].asset"), a)?,
                 None => default_price.asset,
             };
+            // "0" is a route answered with a `proof` credential (identity,
+            // no payment); it has to be written as the rule's amount, never
+            // reached by default.
+            let price = match p.amount.as_str() {
+                "0" => Amount::ZERO,
+                other => amount(&format!("prices[{i}].amount"), other)?,
+            };
             prices.push(PriceRule {
                 resource,
                 asset,
-                amount: amount(&format!("prices[{i}].amount"), &p.amount)?,
+                amount: price,
             });
         }
 
@@ -363,6 +370,18 @@ impl SettlementPolicy {
                 )))
             }
         };
+        let schemes =
+            Schemes::parse(raw.schemes.as_deref()).map_err(|e| invalid(format!("settlement.schemes: {e}")))?;
+        let intents =
+            Intents::parse(raw.intents.as_ref(), session.as_ref()).map_err(|e| invalid(format!("settlement.{e}")))?;
+        if let Some(i) = prices.iter().position(|p| p.amount.is_zero())
+            && !(schemes.payment && intents.charge)
+        {
+            return Err(invalid(format!(
+                "settlement.prices[{i}] is free (amount \"0\"): a zero-priced route is answered only with a \
+                 `proof` credential of the Payment scheme's charge intent, which this policy does not offer"
+            )));
+        }
         Ok(SettlementPolicy {
             chain_id: raw.chain_id,
             realm,
@@ -376,9 +395,8 @@ impl SettlementPolicy {
             memo: raw.memo,
             allow_summed_transfers: raw.allow_summed_transfers,
             challenge_ttl_seconds: bounded("challenge_ttl_seconds", raw.challenge_ttl_seconds, 1, 86_400)?,
-            schemes: Schemes::parse(raw.schemes.as_deref()).map_err(|e| invalid(format!("settlement.schemes: {e}")))?,
-            intents: Intents::parse(raw.intents.as_ref(), session.as_ref())
-                .map_err(|e| invalid(format!("settlement.{e}")))?,
+            schemes,
+            intents,
             session,
         })
     }
@@ -673,7 +691,8 @@ mod tests {
                 json!("0x20c0000000000000000000000000000000000002"),
             ),
             ("/prices/0/resource", json!("GET /a*b")),
-            ("/prices/0/amount", json!("0")),
+            ("/prices/0/amount", json!("00")),
+            ("/prices/0/amount", json!(0)),
             ("/assets", json!([])),
             ("/chain_id", json!(0)),
             ("/realm", json!("")),
@@ -686,6 +705,32 @@ mod tests {
             let err = with(path, v.clone()).unwrap_err();
             assert_eq!(err.code(), "GENOME_POLICY_INVALID", "{path} = {v}: {err}");
         }
+    }
+
+    #[test]
+    fn a_route_is_free_only_when_its_rule_says_zero_and_proofs_are_offered() {
+        let p = with("/prices/0/amount", json!("0")).unwrap();
+        assert!(p.price_for(Some("GET /reports/1")).amount.is_zero());
+        assert_eq!(p.price_for(Some("GET /reports/1")).amount.to_string(), "0");
+        // unmatched routes keep the (positive) default; an unnormalisable
+        // one costs the dearest, never the free rule
+        assert_eq!(p.price_for(Some("POST /reports/1")).amount.to_string(), "1000000");
+        assert_eq!(p.price_for(Some("GET /reports;x")).amount.to_string(), "1000000");
+        assert_eq!(p.summary()["prices"][0]["amount"], json!("0"));
+        // the default price is never free
+        assert!(with("/default_price/amount", json!("0")).is_err());
+        // a free route needs the Payment scheme's charge intent (proofs)
+        let mut doc = base();
+        doc["prices"][0]["amount"] = json!("0");
+        doc["schemes"] = json!(["tempo"]);
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("prices[0] is free"), "{err}");
+        let mut doc = base();
+        doc["prices"][0]["amount"] = json!("0");
+        doc["session"] = json!({"escrow": ESCROW, "min_deposit": "1"});
+        doc["intents"] = json!({"charge": false});
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("proof"), "{err}");
     }
 
     #[test]

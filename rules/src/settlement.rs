@@ -17,6 +17,8 @@
 //! - a transaction the recipient sent is never a payment to it (its
 //!   session settlements move money already paid for);
 //! - the age check is always on and refuses future timestamps;
+//! - a route priced at zero is never paid by a transfer (it takes a
+//!   `proof` credential, which never reaches these rules);
 //! - confirmations use a fresh head, and "not yet" is pending, never a
 //!   failure.
 
@@ -219,6 +221,15 @@ pub enum Reason {
     /// A pull-mode `Payment` credential's transaction was refused by the
     /// node (bad signature, nonce, balance): it never reached the chain.
     TxRejected,
+    /// A payment (hash, transaction, `Tempo` hash) for a route priced at
+    /// zero, which takes a `proof` credential only.
+    ProofRequired,
+    /// A `proof` credential for a route that has a price.
+    ProofUnexpected,
+    /// A `proof` whose signature does not recover its `source` for this
+    /// challenge (signed by someone else, for another challenge, or not an
+    /// EOA's signature).
+    ProofInvalid,
 }
 
 impl Reason {
@@ -238,6 +249,9 @@ impl Reason {
             Reason::ChallengeExpired => "challenge_expired",
             Reason::PayerMismatch => "payer_mismatch",
             Reason::TxRejected => "tx_rejected",
+            Reason::ProofRequired => "proof_required",
+            Reason::ProofUnexpected => "proof_unexpected",
+            Reason::ProofInvalid => "proof_invalid",
         }
     }
 }
@@ -416,6 +430,11 @@ pub(crate) fn match_payment(
     memo: MemoRule,
     payer: Option<Address>,
 ) -> Result<Movement, Reason> {
+    // A free route takes a proof, never a transfer: any transfer would be
+    // "enough" for it.
+    if price.amount.is_zero() {
+        return Err(Reason::ProofRequired);
+    }
     let candidates: Vec<&Movement> = all.iter().filter(|m| m.to != FEE_MANAGER).collect();
     if candidates.is_empty() {
         return Err(Reason::NoTransfer);

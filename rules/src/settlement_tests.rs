@@ -570,3 +570,20 @@ fn a_dev_chain_receipt_with_unknown_fields_decodes() {
         ChainFacts::default()
     );
 }
+
+#[test]
+fn no_transfer_pays_a_free_route() {
+    let p = policy(json!({"prices": [{"resource": "GET /free", "amount": "0"}]}));
+    let free = p.price_for(Some("GET /free"));
+    assert!(free.amount.is_zero());
+    for logs in [
+        vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)],
+        vec![transfer(ALPHA, PAYER, RECIPIENT, 0)],
+        vec![],
+    ] {
+        assert_eq!(
+            reason(judge(&facts(logs), &p, free, MemoRule::Any, NOW)),
+            "proof_required"
+        );
+    }
+}

@@ -59,7 +59,7 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
         ("X-Settlegate-Key" = Option<String>, Header, description = "The proxy's API key, when callers.authorize is on"),
     ),
     responses(
-        (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
+        (status = 200, description = "Paid and consumed (a free route: its proof claimed; X-Settlement-Tx is then the challenge id and X-Settlement-Amount 0): the proxy lets the request through and copies these headers upstream",
          headers(("X-Request-Id" = String), ("X-Settlement-Payer" = String), ("X-Settlement-Tx" = String),
                  ("X-Settlement-Amount" = String), ("Payment-Receipt" = String))),
         (status = 410, description = "A session's channel is gone, as for /v1/verify: the proxy hands it to the client unchanged",

@@ -42,6 +42,7 @@ use settlegate_rules::settlement::Reason;
         Settlement,
         super::respond::VerifyOk,
         super::respond::ServedBody,
+        super::respond::ProvenBody,
         SettledStatus,
         Scheme,
         Problem,
@@ -327,9 +328,12 @@ mod tests {
             Reason::ChallengeExpired,
             Reason::PayerMismatch,
             Reason::TxRejected,
+            Reason::ProofRequired,
+            Reason::ProofUnexpected,
+            Reason::ProofInvalid,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 14);
+        assert_eq!(documented.len(), 17);
     }
 }

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use super::problem::problem_builder;
 use crate::code::Code;
-use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::outcome::{Challenge, Denial, Outcome, Proven, Unavailable};
 use crate::session::{Served, SessionUnavailable};
 
 /// The response for `outcome` on `POST /v1/verify`.
@@ -38,6 +38,10 @@ pub fn respond(outcome: &Outcome, challenges: &Challenges) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, "no-store, private"))
             .insert_header(("Payment-Receipt", session_receipt(served)))
             .json(ServedBody::of(served)),
+        Outcome::Proven(p) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", proof_receipt(p)))
+            .json(ProvenBody::of(p)),
         Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges),
         Outcome::Unavailable(u) => unavailable(u),
     }
@@ -56,14 +60,58 @@ fn session_receipt(s: &Served) -> String {
     ))
 }
 
+/// The `Payment-Receipt` of a proof: its `reference` is the challenge id
+/// (no transaction exists).
+fn proof_receipt(p: &Proven) -> String {
+    mpp::receipt_for(&p.challenge_id, OffsetDateTime::now_utc())
+}
+
 /// The 200 body of `POST /v1/verify`, for the OpenAPI document: a
-/// settlement, or a request served from a session channel.
+/// settlement, a request served from a session channel, or a free route's
+/// proof.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum VerifyOk {
     Settled(Settlement),
     Served(ServedBody),
+    Proven(ProvenBody),
+}
+
+/// The 200 body of `POST /v1/verify` for a route priced at zero: a `proof`
+/// credential, claimed for this request (once per challenge).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProvenBody {
+    #[schema(value_type = String, pattern = "^proven$")]
+    status: &'static str,
+    #[schema(value_type = String, pattern = "^payment$")]
+    scheme: &'static str,
+    /// The signer: the credential's `source`.
+    #[schema(pattern = "^0x[0-9a-f]{40}$")]
+    payer: String,
+    /// Always `0`: nothing was paid.
+    #[schema(value_type = String, pattern = "^0$")]
+    amount: &'static str,
+    /// The challenge the proof answers (the receipt's `reference`).
+    challenge_id: String,
+    chain_id: u64,
+    /// The id of the genome whose policy prices the route at zero.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    genome_id: String,
+}
+
+impl ProvenBody {
+    fn of(p: &Proven) -> Self {
+        ProvenBody {
+            status: "proven",
+            scheme: "payment",
+            payer: address_lower(&p.payer),
+            amount: "0",
+            challenge_id: p.challenge_id.clone(),
+            chain_id: p.chain_id,
+            genome_id: p.genome_id.clone(),
+        }
+    }
 }
 
 /// The 200 body of `POST /v1/verify` for a request paid from a session
@@ -145,6 +193,15 @@ pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges) -> HttpResp
             .insert_header(("X-Settlement-Tx", s.channel.to_string()))
             .insert_header(("X-Settlement-Amount", s.amount.to_string()))
             .finish(),
+        // A proof has no transaction: the challenge it answers stands in
+        // its place, as in its receipt.
+        Outcome::Proven(p) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", proof_receipt(p)))
+            .insert_header(("X-Settlement-Payer", address_lower(&p.payer)))
+            .insert_header(("X-Settlement-Tx", p.challenge_id.clone()))
+            .insert_header(("X-Settlement-Amount", "0"))
+            .finish(),
         other => respond(other, challenges),
     }
 }
@@ -195,9 +252,8 @@ impl Challenges {
             return r.clone();
         }
         let rendered = Arc::new(Rendered {
-            tempo: c
-                .schemes
-                .tempo
+            // A free route cannot be paid with a transfer: no Tempo offer.
+            tempo: (c.schemes.tempo && !c.is_free())
                 .then(|| HeaderValue::from_str(&www_authenticate(c)).ok())
                 .flatten(),
             payment_request: (c.schemes.payment && c.charge).then(|| c.charge_request().encode()),
@@ -487,6 +543,9 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ChallengeExpired => "the challenge has expired",
         Reason::PayerMismatch => "the payment was not made by the expected payer",
         Reason::TxRejected => "the node refused the signed transaction; it was not broadcast",
+        Reason::ProofRequired => "this route is free: present a proof credential (no payment), signed by its source",
+        Reason::ProofUnexpected => "a proof credential is accepted only for a route priced at zero; pay this one",
+        Reason::ProofInvalid => "the proof's signature does not recover its source for this challenge",
     }
 }
 
