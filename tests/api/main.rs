@@ -27,6 +27,7 @@ mod openapi;
 mod payee_tx;
 mod payment;
 mod pricing;
+mod proof;
 mod proxy;
 mod readme;
 mod record_floor;
