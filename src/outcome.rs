@@ -12,7 +12,7 @@ use settlegate_actors::replay_guard::StoreError;
 use settlegate_actors::rpc_pool::RpcError;
 use settlegate_rules::GenomeError;
 use settlegate_rules::mpp::{ChargeRequest, Modes};
-use settlegate_rules::policy::{Price, Schemes, SettlementPolicy};
+use settlegate_rules::policy::{Price, Schemes, SettlementPolicy, Split};
 use settlegate_rules::primitives::{Address, Amount};
 use settlegate_rules::replay::Settlement;
 use settlegate_rules::session::{SessionProblem, SessionRequest};
@@ -35,6 +35,10 @@ pub struct Challenge {
     /// The `session` intent's terms, when the policy offers it for this
     /// price.
     pub session: Option<SessionOffer>,
+    /// The price's splits (a `Payment` charge carries them; a `Tempo`
+    /// challenge or a session cannot, so a route with splits offers
+    /// neither).
+    pub splits: Vec<Split>,
 }
 
 /// What a `session` challenge offers besides the price.
@@ -48,7 +52,7 @@ pub struct SessionOffer {
 
 impl Challenge {
     /// The challenge for a request priced at `price` under `policy`.
-    pub fn new(policy: &SettlementPolicy, price: Price) -> Self {
+    pub fn new(policy: &SettlementPolicy, price: &Price) -> Self {
         Challenge {
             realm: policy.realm.clone(),
             asset: price.asset,
@@ -63,7 +67,7 @@ impl Challenge {
             session: policy
                 .session
                 .filter(|_| policy.intents.session && policy.schemes.payment)
-                .filter(|_| !price.amount.is_zero())
+                .filter(|_| !price.amount.is_zero() && price.splits.is_empty())
                 .filter(|_| u128::try_from(price.amount.value()).is_ok())
                 .map(|s| SessionOffer {
                     escrow: s.escrow,
@@ -71,6 +75,7 @@ impl Challenge {
                     min_deposit: s.min_deposit,
                     suggested_deposit: s.suggested_deposit,
                 }),
+            splits: price.splits.clone(),
         }
     }
 
@@ -113,6 +118,12 @@ impl Challenge {
         self.amount.is_zero()
     }
 
+    /// Whether the `Tempo` scheme can pay it: not a free route, not one
+    /// with splits (its challenge names one recipient and one amount).
+    pub fn tempo_payable(&self) -> bool {
+        self.schemes.tempo && !self.is_free() && self.splits.is_empty()
+    }
+
     /// The tempo `charge` request a `Payment` challenge for it carries.
     pub fn charge_request(&self) -> ChargeRequest {
         ChargeRequest {
@@ -121,6 +132,7 @@ impl Challenge {
             recipient: self.recipient,
             chain_id: self.chain_id,
             modes: Modes::BOTH,
+            splits: self.splits.clone(),
         }
     }
 }

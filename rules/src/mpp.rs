@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::canonical::canonical_value_bytes;
 use crate::credential::{TxHash, TxHashError};
+use crate::policy::Split;
 use crate::primitives::Amount;
 
 pub const METHOD: &str = "tempo";
@@ -100,6 +101,9 @@ pub struct ChargeRequest {
     pub recipient: Address,
     pub chain_id: u64,
     pub modes: Modes,
+    /// `methodDetails.splits`: shares of `amount` for other recipients
+    /// (empty: none, and the field is not emitted).
+    pub splits: Vec<Split>,
 }
 
 impl ChargeRequest {
@@ -109,7 +113,7 @@ impl ChargeRequest {
     /// emitted (the attribution memo is mandatory, and this service pays no
     /// fees).
     pub fn to_value(&self) -> Value {
-        json!({
+        let mut v = json!({
             "amount": self.amount.to_string(),
             "currency": crate::primitives::address_lower(&self.currency),
             "recipient": self.recipient.to_checksum(None),
@@ -117,7 +121,23 @@ impl ChargeRequest {
                 "chainId": self.chain_id,
                 "supportedModes": self.modes.names(),
             },
-        })
+        });
+        if !self.splits.is_empty() {
+            // Recipients in EIP-55 form like the primary's; a memo only
+            // where the split names one.
+            v["methodDetails"]["splits"] = self
+                .splits
+                .iter()
+                .map(|s| {
+                    let mut e = json!({"amount": s.amount.to_string(), "recipient": s.recipient.to_checksum(None)});
+                    if let Some(m) = &s.memo {
+                        e["memo"] = Value::String(m.to_string());
+                    }
+                    e
+                })
+                .collect();
+        }
+        v
     }
 
     /// base64url(JCS(request)): the `request` auth-param.
@@ -739,6 +759,7 @@ mod tests {
                 pull: false,
                 push: true,
             },
+            splits: Vec::new(),
         }
     }
 
@@ -930,6 +951,70 @@ mod tests {
         // Fractions and offsets in expires are RFC 3339 too; the HMAC
         // covers the string as echoed, so only a minted one passes.
         assert!(OffsetDateTime::parse("2030-01-01T01:00:00.123+01:00", &Rfc3339).is_ok());
+    }
+
+    #[test]
+    fn splits_travel_in_method_details_and_are_pinned() {
+        let split = |to: u8, amount: &str, memo: Option<B256>| Split {
+            recipient: Address::repeat_byte(to),
+            amount: amount.parse().unwrap(),
+            memo,
+        };
+        let req = ChargeRequest {
+            splits: vec![
+                split(0xa1, "50000", None),
+                split(0xc4, "10000", Some(B256::repeat_byte(0xde))),
+            ],
+            ..push_request()
+        };
+        assert_eq!(
+            req.to_value()["methodDetails"]["splits"],
+            json!([
+                {"amount": "50000", "recipient": Address::repeat_byte(0xa1).to_checksum(None)},
+                {"amount": "10000", "memo": format!("0x{}", "de".repeat(32)),
+                 "recipient": Address::repeat_byte(0xc4).to_checksum(None)},
+            ])
+        );
+        // no splits: no field (the request of every other route is unchanged)
+        assert!(push_request().to_value()["methodDetails"].get("splits").is_none());
+        let s = secrets();
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, None);
+        assert_eq!(check_challenge(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
+        // the route's splits changed (another share, order, memo, none):
+        // the challenge is not this route's any more
+        for now in [
+            ChargeRequest {
+                splits: vec![split(0xa1, "50001", None), req.splits[1].clone()],
+                ..req.clone()
+            },
+            ChargeRequest {
+                splits: vec![req.splits[1].clone(), req.splits[0].clone()],
+                ..req.clone()
+            },
+            ChargeRequest {
+                splits: vec![req.splits[0].clone(), split(0xc4, "10000", None)],
+                ..req.clone()
+            },
+            push_request(),
+        ] {
+            assert!(
+                matches!(
+                    check_challenge(&echo(&c), &s, REALM, &now, BEFORE),
+                    Err(ChallengeProblem::Invalid(_))
+                ),
+                "{:?}",
+                now.splits
+            );
+        }
+        // an echo that drops the splits is not the one minted
+        let dropped = Echo {
+            request: push_request().encode(),
+            ..echo(&c)
+        };
+        assert!(matches!(
+            check_challenge(&dropped, &s, REALM, &push_request(), BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
     }
     let policy = &genome.policy;
     let price = policy.price_for(asked.resource.as_deref());
-    let challenge = Challenge::new(policy, price);
+    let challenge = Challenge::new(policy, &price);
     let mut summary = Summary {
         genome_id: Some(genome.id.clone()),
         ..Summary::default()
@@ -113,6 +113,17 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
         }
         Some(Credential::Tempo(_)) if challenge.is_free() => {
             return denied(&summary, Denial::Failed(Reason::ProofRequired), challenge);
+        }
+        Some(Credential::Tempo(_)) if !challenge.splits.is_empty() => {
+            return denied(
+                &summary,
+                Denial::PaymentRequired(
+                    "this route's price is split between recipients, which a Tempo challenge cannot say; \
+                     pay with the Payment scheme"
+                        .into(),
+                ),
+                challenge,
+            );
         }
         Some(Credential::Tempo(_)) if !policy.schemes.tempo => {
             return denied(

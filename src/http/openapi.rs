@@ -331,9 +331,11 @@ mod tests {
             Reason::ProofRequired,
             Reason::ProofUnexpected,
             Reason::ProofInvalid,
+            Reason::SplitMissing,
+            Reason::SplitShort,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 17);
+        assert_eq!(documented.len(), 19);
     }
 }

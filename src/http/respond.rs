@@ -252,8 +252,10 @@ impl Challenges {
             return r.clone();
         }
         let rendered = Arc::new(Rendered {
-            // A free route cannot be paid with a transfer: no Tempo offer.
-            tempo: (c.schemes.tempo && !c.is_free())
+            // A free route, or one with splits, cannot be paid with one
+            // transfer: no Tempo offer.
+            tempo: c
+                .tempo_payable()
                 .then(|| HeaderValue::from_str(&www_authenticate(c)).ok())
                 .flatten(),
             payment_request: (c.schemes.payment && c.charge).then(|| c.charge_request().encode()),
@@ -546,6 +548,8 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ProofRequired => "this route is free: present a proof credential (no payment), signed by its source",
         Reason::ProofUnexpected => "a proof credential is accepted only for a route priced at zero; pay this one",
         Reason::ProofInvalid => "the proof's signature does not recover its source for this challenge",
+        Reason::SplitMissing => "a split's recipient got no transfer of the token from the payer",
+        Reason::SplitShort => "the transfer to a split's recipient is less than its share",
     }
 }
 
