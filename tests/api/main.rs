@@ -40,6 +40,7 @@ mod session_faults;
 mod session_probe;
 mod session_verify;
 mod session_vouchers;
+mod splits;
 mod store_redis;
 mod tls;
 mod traces;
