@@ -224,7 +224,9 @@ pub struct Rendered {
     tempo: Option<HeaderValue>,
     payment_request: Option<String>,
     session_request: Option<String>,
-    payment_info: Box<RawValue>,
+    /// `None` where one transfer cannot pay (a free route, splits): the
+    /// seed SDK would pay the whole price to the recipient and be refused.
+    payment_info: Option<Box<RawValue>>,
 }
 
 /// Challenges rendered once per genome and price rather than per 402 (a
@@ -261,7 +263,8 @@ impl Challenges {
             payment_request: (c.schemes.payment && c.charge).then(|| c.charge_request().encode()),
             session_request: c.session_request().map(|r| r.encode()),
             // unwrap: a struct of strings and a number always serialises.
-            payment_info: serde_json::value::to_raw_value(&payment_info(c)).unwrap(),
+            payment_info: (!c.is_free() && c.splits.is_empty())
+                .then(|| serde_json::value::to_raw_value(&payment_info(c)).unwrap()),
         });
         let mut map = self.rendered.lock();
         if map.len() >= MAX_RENDERED {
@@ -364,7 +367,8 @@ pub(crate) struct Problem<'a> {
     reason: Option<&'a str>,
     /// `Payment Required` on a 402, `Service Unavailable` on a 503 (the seed SDK's field).
     error: &'a str,
-    /// On every 402: what to pay.
+    /// On every 402 one transfer can pay (not a free route, not one with
+    /// splits): what to pay with the seed scheme.
     #[serde(rename = "paymentInfo", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<PaymentInfo>)]
     payment_info: Option<&'a RawValue>,
@@ -464,7 +468,7 @@ fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges) -> HttpRespon
         code: denial.code(),
         reason: denial.reason().map(|r| r.as_str()),
         error: if status == 402 { "Payment Required" } else { "Gone" },
-        payment_info: Some(&challenge.payment_info),
+        payment_info: challenge.payment_info.as_deref(),
         required_cumulative: required_cumulative.as_deref(),
     };
     let mut resp = problem_builder(StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED));

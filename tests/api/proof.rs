@@ -85,7 +85,10 @@ async fn mppx_proves_a_free_route_through_the_proxy_once_per_challenge() {
 
     // The 402 of a free route: one Payment charge challenge for "0", no
     // Tempo offer (a transfer cannot pay it).
-    let v = offer_for(&app, "GET /free/a").await;
+    let unpaid = app.verify(json!({ "resource": "GET /free/a" }), &[]).await;
+    // no seed-SDK paymentInfo: it would invite a transfer that cannot pay
+    assert!(unpaid.body.get("paymentInfo").is_none(), "{:?}", unpaid.body);
+    let v = payment_offer(&unpaid);
     let request = decode(&v["request"]);
     assert_eq!(request["amount"], "0", "{request}");
     let unpaid = reqwest::get(caddy.url("/free/a")).await.unwrap();

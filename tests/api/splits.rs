@@ -88,6 +88,8 @@ async fn mppx_pays_a_split_route_unchanged_one_transfer_to_each_recipient() {
         "{:?}",
         v.headers
     );
+    // no seed-SDK paymentInfo: one transfer of the price cannot pay it
+    assert!(v.body.get("paymentInfo").is_none(), "{:?}", v.body);
     let request = decode(&payment_offer(&v)["request"]);
     assert_eq!(request["amount"], "1000000");
     assert_eq!(
