@@ -30,6 +30,9 @@ pub struct Challenge {
     pub schemes: Schemes,
     /// How long a `Payment` challenge stays answerable.
     pub ttl_seconds: u64,
+    /// The policy's clock skew between instances: how much further ahead
+    /// than `ttl_seconds` a challenge minted elsewhere may expire.
+    pub clock_skew_seconds: u64,
     /// Whether the `Payment` scheme offers the `charge` intent.
     pub charge: bool,
     /// The `session` intent's terms, when the policy offers it for this
@@ -61,6 +64,7 @@ impl Challenge {
             chain_id: policy.chain_id,
             schemes: policy.schemes,
             ttl_seconds: policy.challenge_ttl_seconds,
+            clock_skew_seconds: policy.clock_skew_seconds,
             charge: policy.intents.charge,
             // A price beyond the escrow's uint128 cannot be paid by voucher,
             // and a free route takes proofs, not vouchers.
@@ -122,6 +126,13 @@ impl Challenge {
     /// with splits (its challenge names one recipient and one amount).
     pub fn tempo_payable(&self) -> bool {
         self.schemes.tempo && !self.is_free() && self.splits.is_empty()
+    }
+
+    /// The furthest ahead an echoed `Payment` challenge may expire: what
+    /// this policy mints, on any instance within the clock skew.
+    pub fn max_lifetime(&self) -> time::Duration {
+        let seconds = self.ttl_seconds.saturating_add(self.clock_skew_seconds);
+        time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
     }
 
     /// The tempo `charge` request a `Payment` challenge for it carries.

@@ -80,7 +80,7 @@ pub enum SetupError {
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error(transparent)]
-    Secret(#[from] settlegate_rules::mpp::ShortSecret),
+    Secret(#[from] settlegate_rules::mpp::RefusedSecret),
     #[error("no randomness for the payment secret: {0}")]
     Randomness(getrandom::Error),
     /// Never quotes the key.

@@ -29,11 +29,13 @@ pub fn check_parsed(c: &PaymentCredential) {
     let (secrets, request, now) = (secrets(), request(), OffsetDateTime::now_utc());
     // A challenge this service did not mint never verifies: an id that
     // passes with a random echo would be a forgery.
-    if let Ok(()) = check_challenge(&c.challenge, &secrets, REALM, &request, now) {
+    let lifetime = time::Duration::seconds(60);
+    if let Ok(()) = check_challenge(&c.challenge, &secrets, REALM, &request, lifetime, now) {
         panic!("an echo the fuzzer made up verified: {:?}", c.challenge);
     }
     // The same echo with a genuine id for its fields runs every check past
-    // the HMAC (realm, request decoding, digest, expires) on fuzzed input.
+    // the HMAC (realm, request decoding, digest, opaque, expires) on fuzzed
+    // input.
     let minted = settlegate_rules::mpp::Challenge::mint_encoded(
         &secrets,
         &c.challenge.realm,
@@ -46,10 +48,11 @@ pub fn check_parsed(c: &PaymentCredential) {
         expires: Some(minted.expires),
         ..c.challenge.clone()
     };
-    match check_challenge(&echo, &secrets, REALM, &request, now) {
+    match check_challenge(&echo, &secrets, REALM, &request, lifetime, now) {
         Ok(()) => {
             assert_eq!(echo.realm, REALM);
-            assert!(echo.digest.is_none());
+            assert!(echo.digest.is_none() && echo.description.is_none() && echo.header.is_none());
+            assert!(echo.opaque.is_some());
         }
         Err(ChallengeProblem::Invalid(_)) => {}
         Err(ChallengeProblem::Expired) => panic!("a challenge minted to expire in 60 s expired"),

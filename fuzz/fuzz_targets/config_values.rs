@@ -281,16 +281,16 @@ fn check_loaded(s: &Settings) {
         assert!((64..=1_000_000).contains(&o.max_queue_size));
     }
 
-    let min = settlegate_rules::mpp::MIN_SECRET_LEN;
+    let strong = |secret: &str| settlegate_rules::secret_strength::check(secret.as_bytes()).is_ok();
     if let Some(p) = &s.payment_secret {
-        assert!(p.expose().len() >= min);
+        assert!(strong(p.expose()));
     }
     if let Some((prev, _)) = &s.payment_previous_secret {
         let cur = s
             .payment_secret
             .as_ref()
             .expect("a previous secret without a current one");
-        assert!(prev.expose().len() >= min && prev != cur);
+        assert!(strong(prev.expose()) && prev != cur);
     }
 
     let c = &s.callers;

@@ -13,6 +13,15 @@
 //! order, compact separators, UTF-8. The writer sorts explicitly instead of
 //! trusting `serde_json::Map`'s iteration order, which changes to insertion
 //! order when any crate in the build enables serde_json's `preserve_order`.
+//!
+//! [`canonical_value_bytes`] is RFC 8785 (JCS), what the `Payment` scheme's
+//! `request`, `opaque` and receipts are: keys sorted by UTF-16 code units
+//! (a character above U+FFFF sorts as its surrogate pair, before U+E000),
+//! numbers written as ECMAScript writes the nearest double (integers beyond
+//! 2^53 lose digits, `1e21` is `1e+21`, `-0` is `0`). The genome's rule
+//! differs from it only where [`parse_strict`] refuses the input anyway
+//! (floats, unsafe integers) or for keys mixing U+E000..U+FFFF with
+//! characters above U+FFFF, where Mathison's byte order stays the rule.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,25 +64,44 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Map<String, Value>, ParseError> {
 /// Canonical bytes of a document: see the module docs.
 pub fn canonical_bytes(doc: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
-    let mut keys: Vec<&String> = doc.keys().filter(|k| !SIGNATURE_FIELDS.contains(&k.as_str())).collect();
-    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    write_object(&mut out, keys.into_iter().map(|k| (k, &doc[k])));
+    let keys = sorted_keys(doc, KeyOrder::Utf8Bytes)
+        .into_iter()
+        .filter(|k| !SIGNATURE_FIELDS.contains(&k.as_str()));
+    write_object(&mut out, keys.map(|k| (k, &doc[k])), KeyOrder::Utf8Bytes);
     out
 }
 
-/// Compact JSON with object keys sorted by byte order, at every depth.
+/// RFC 8785 (JCS) bytes of `value`: see the module docs.
 pub fn canonical_value_bytes(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    write_value(&mut out, value);
+    write_value(&mut out, value, KeyOrder::Utf16Units);
     out
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+/// How object keys are sorted: the genome's byte order, or JCS's UTF-16
+/// code units. The two agree unless a key mixes U+E000..U+FFFF with
+/// characters above U+FFFF.
+#[derive(Clone, Copy)]
+enum KeyOrder {
+    Utf8Bytes,
+    Utf16Units,
+}
+
+fn sorted_keys(map: &Map<String, Value>, order: KeyOrder) -> Vec<&String> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    match order {
+        KeyOrder::Utf8Bytes => keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
+        KeyOrder::Utf16Units => keys.sort_unstable_by(|a, b| a.encode_utf16().cmp(b.encode_utf16())),
+    }
+    keys
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value, order: KeyOrder) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => out.extend_from_slice(number(n).as_bytes()),
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             out.push(b'[');
@@ -81,19 +109,18 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item);
+                write_value(out, item, order);
             }
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            write_object(out, keys.into_iter().map(|k| (k, &map[k])));
+            let keys = sorted_keys(map, order);
+            write_object(out, keys.into_iter().map(|k| (k, &map[k])), order);
         }
     }
 }
 
-fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>, order: KeyOrder) {
     out.push(b'{');
     for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
@@ -101,9 +128,63 @@ fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String
         }
         write_string(out, key);
         out.push(b':');
-        write_value(out, value);
+        write_value(out, value, order);
     }
     out.push(b'}');
+}
+
+/// A JSON number as JCS writes it: a safe integer as its digits, anything
+/// else as ECMAScript writes the nearest double. (The genome's numbers are
+/// safe integers, which both rules write alike.)
+fn number(n: &Number) -> String {
+    if let Some(u) = n.as_u64().filter(|u| *u <= MAX_SAFE_INTEGER) {
+        return u.to_string();
+    }
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER) {
+        return i.to_string();
+    }
+    match n.as_f64() {
+        Some(f) => ecmascript_number(f),
+        // Only with serde_json's `arbitrary_precision`, which no crate here
+        // enables: the literal as it came.
+        None => n.to_string(),
+    }
+}
+
+/// ECMAScript's `Number::toString` of a finite double (ECMA-262
+/// section 6.1.6.1.20, which RFC 8785 section 3.2.2.3 adopts): the
+/// shortest digits that round-trip, positional while the decimal exponent
+/// is in (-6, 21], exponential otherwise, with an explicit exponent sign.
+pub fn ecmascript_number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        // Both zeros are "0"; JSON has no NaN or infinity (serde_json's
+        // `Number` cannot hold one).
+        return "0".into();
+    }
+    let sign = if v < 0.0 { "-" } else { "" };
+    // Rust's `{:e}` without a precision writes the shortest round-trip
+    // digits: `d[.ddd]e<exponent>`.
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let k = digits.len() as i32;
+    let n = exponent + 1;
+    let body = if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        format!("{}.{}", &digits[..n as usize], &digits[n as usize..])
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat(n.unsigned_abs() as usize))
+    } else {
+        let e = n - 1;
+        let e_sign = if e < 0 { '-' } else { '+' };
+        match digits.split_at(1) {
+            (d, "") => format!("{d}e{e_sign}{}", e.unsigned_abs()),
+            (d, rest) => format!("{d}.{rest}e{e_sign}{}", e.unsigned_abs()),
+        }
+    };
+    format!("{sign}{body}")
 }
 
 /// serde_json escapes exactly what `JSON.stringify` escapes: `"`, `\`, and
@@ -313,6 +394,42 @@ mod tests {
             );
         }
         assert!(parse_strict(br#"{"1a":true,"-1":true,"":true}"#).is_ok());
+    }
+
+    #[test]
+    fn numbers_are_written_as_ecmascript_writes_them() {
+        for (v, js) in [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.5e-7, "1.5e-7"),
+            (1.23e-18, "1.23e-18"),
+            (123456.789, "123456.789"),
+            (-1e-6, "-0.000001"),
+            (1.25e21, "1.25e+21"),
+            (9007199254740993.0, "9007199254740992"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+        ] {
+            assert_eq!(ecmascript_number(v), js, "{v:e}");
+        }
+        // Safe integers keep their digits; beyond 2^53, the double's.
+        let n = |u: u64| number(&Number::from(u));
+        assert_eq!(n(MAX_SAFE_INTEGER), "9007199254740991");
+        assert_eq!(n(u64::MAX), "18446744073709552000");
+        assert_eq!(number(&Number::from(i64::MIN)), "-9223372036854776000");
+    }
+
+    #[test]
+    fn jcs_sorts_keys_by_utf16_units_and_the_genome_by_bytes() {
+        let v: Value = serde_json::from_str("{\"\u{e000}\":1,\"\u{10000}\":2,\"a\":3}").unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_value_bytes(&v)).unwrap(),
+            "{\"a\":3,\"\u{10000}\":2,\"\u{e000}\":1}"
+        );
+        assert_eq!(
+            canon("{\"\u{e000}\":1,\"\u{10000}\":2,\"a\":3}"),
+            "{\"a\":3,\"\u{e000}\":1,\"\u{10000}\":2}"
+        );
     }
 
     #[test]

@@ -19,11 +19,16 @@
 //!   credentials, the attribution memo and the receipt.
 //! - [`proof`]: `proof` credentials of zero-priced routes: the EIP-712
 //!   digests, the signer's recovery and the replay key of a challenge.
+//! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
+//! - [`secret_strength`]: which challenge secrets are refused.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
+//! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
+//!   cannot pass it on (nginx `auth_request`), opened as it was.
 //! - [`authoring`]: building and signing genomes for the CLI.
 
 pub mod authoring;
+pub mod b64url;
 pub mod canonical;
 pub mod credential;
 pub mod error;
@@ -33,7 +38,9 @@ pub mod mpp;
 pub mod policy;
 pub mod primitives;
 pub mod proof;
+pub mod refusal;
 pub mod replay;
+pub mod secret_strength;
 pub mod seed;
 pub mod session;
 pub mod settlement;
@@ -43,6 +50,8 @@ pub mod tx_sign;
 
 pub use error::GenomeError;
 
+#[cfg(test)]
+mod conformance_tests;
 #[cfg(test)]
 mod genome_tests;
 #[cfg(test)]

@@ -17,11 +17,9 @@
 use std::fmt;
 
 use alloy_primitives::{Address, B256, Bytes, keccak256};
-use base64::Engine;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -37,36 +35,26 @@ use crate::primitives::Amount;
 pub const METHOD: &str = "tempo";
 pub const INTENT: &str = "charge";
 pub const SESSION_INTENT: &str = "session";
-/// Secrets shorter than this are refused (as mppx and mpp-rs do).
-pub const MIN_SECRET_LEN: usize = 32;
+pub use crate::secret_strength::{MIN_SECRET_LEN, WeakSecret};
 /// The longest signed transaction a `transaction` credential may carry.
 pub const MAX_TRANSACTION_BYTES: usize = 4096;
 /// The longest signature a `proof` credential may carry (an EOA's is 65
 /// bytes; longer ones are parsed only to be refused with a reason).
 pub const MAX_PROOF_BYTES: usize = 1024;
+/// The longest echoed `request` read (mppx and mpp-rs cap it alike),
+/// checked before it is decoded. A credential is at most
+/// [`crate::credential::MAX_CREDENTIAL_LEN`] bytes anyway; this holds for
+/// any caller of [`check_challenge`].
+pub const MAX_REQUEST_PARAM_LEN: usize = 16 * 1024;
 
 /// base64url without padding, for everything this service writes.
-const B64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_encode_padding(false),
-);
-/// Decoding accepts padding or none (the `+/` alphabet is mapped first).
-const B64_LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
 pub fn b64_encode(bytes: &[u8]) -> String {
-    B64.encode(bytes)
+    crate::b64url::encode(bytes)
 }
 
+/// Strict base64url ([`crate::b64url`]): one spelling per byte string.
 fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.contains(['+', '/']) {
-        B64_LENIENT.decode(s.replace('+', "-").replace('/', "_")).ok()
-    } else {
-        B64_LENIENT.decode(s).ok()
-    }
+    crate::b64url::decode(s).ok()
 }
 
 /// Which payload types a challenge accepts (`methodDetails.supportedModes`).
@@ -161,19 +149,18 @@ impl fmt::Debug for Secrets {
     }
 }
 
-/// Why a secret is refused.
+/// Why a secret is refused ([`crate::secret_strength`]).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("an MPP challenge secret must be at least {MIN_SECRET_LEN} bytes, got {0}")]
-pub struct ShortSecret(pub usize);
+#[error("an MPP challenge secret {0}")]
+pub struct RefusedSecret(pub WeakSecret);
 
 impl Secrets {
     /// The secret is used as its bytes (an `openssl rand -base64 32` string
-    /// as its ASCII text, not decoded), as the SDKs do.
-    pub fn new(current: Vec<u8>, previous: Option<(Vec<u8>, OffsetDateTime)>) -> Result<Self, ShortSecret> {
+    /// as its ASCII text, not decoded), as the SDKs do. Short, uniform or
+    /// repeating secrets are refused ([`crate::secret_strength`]).
+    pub fn new(current: Vec<u8>, previous: Option<(Vec<u8>, OffsetDateTime)>) -> Result<Self, RefusedSecret> {
         for s in std::iter::once(&current).chain(previous.as_ref().map(|(p, _)| p)) {
-            if s.len() < MIN_SECRET_LEN {
-                return Err(ShortSecret(s.len()));
-            }
+            crate::secret_strength::check(s).map_err(RefusedSecret)?;
         }
         Ok(Secrets {
             current: Zeroizing::new(current),
@@ -181,23 +168,55 @@ impl Secrets {
         })
     }
 
-    fn id(key: &[u8], input: &str) -> [u8; 32] {
+    /// HMAC-SHA256 of `input` under `key`: the raw MAC of a challenge id.
+    pub(crate) fn id(key: &[u8], input: &str) -> [u8; 32] {
         // unwrap: HMAC takes keys of any length.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
         mac.update(input.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
-    /// Whether `id` was minted for `input` with a secret valid at `now`.
-    /// Constant time in the id; the previous secret is tried only inside
-    /// its overlap window.
-    fn verifies(&self, input: &str, id: &str, now: OffsetDateTime) -> bool {
-        let Some(given) = B64_LENIENT.decode(id).ok().filter(|g| g.len() == 32) else {
-            return false;
-        };
-        let current: bool = Self::id(&self.current, input).ct_eq(&given[..]).into();
+    /// An HMAC-SHA256 of `data` under the current secret, for another use
+    /// than challenge ids: `label` (no NUL byte) and a NUL come first, and
+    /// a challenge's HMAC input has no NUL (its realm is checked at boot),
+    /// so no such MAC is ever a challenge id or the reverse.
+    pub fn mac(&self, label: &str, data: &[u8]) -> [u8; 32] {
+        Self::labelled(&self.current, label, data)
+    }
+
+    /// Whether `mac` is [`Secrets::mac`] of `label` and `data` under a
+    /// secret valid at `now` (constant time in the MAC).
+    pub fn mac_verifies(&self, label: &str, data: &[u8], mac: &[u8], now: OffsetDateTime) -> bool {
+        let current: bool = Self::labelled(&self.current, label, data).ct_eq(mac).into();
         let previous = match &self.previous {
-            Some((key, until)) if now < *until => Self::id(key, input).ct_eq(&given[..]).into(),
+            Some((key, until)) if now < *until => Self::labelled(key, label, data).ct_eq(mac).into(),
+            _ => false,
+        };
+        current | previous
+    }
+
+    fn labelled(key: &[u8], label: &str, data: &[u8]) -> [u8; 32] {
+        // unwrap: HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `id` is the id minted for `input` with a secret valid at
+    /// `now`: the very text minted (unpadded base64url of the MAC), compared
+    /// in constant time, never decoded. A 32-byte MAC is 43 characters
+    /// whose last carries two unused bits, so a decoder would take four
+    /// spellings of it (and padding, and `+/`): one challenge would have
+    /// several ids, and so several memos and retry identities. The previous
+    /// secret is tried only inside its overlap window.
+    fn verifies(&self, input: &str, id: &str, now: OffsetDateTime) -> bool {
+        let given = id.as_bytes();
+        let minted = |key: &[u8]| -> bool { b64_encode(&Self::id(key, input)).as_bytes().ct_eq(given).into() };
+        let current = minted(&self.current);
+        let previous = match &self.previous {
+            Some((key, until)) if now < *until => minted(key),
             _ => false,
         };
         current | previous
@@ -205,8 +224,9 @@ impl Secrets {
 }
 
 /// The HMAC input: `realm|method|intent|request|expires|digest|opaque`,
-/// absent optional slots empty.
-fn hmac_input(
+/// absent optional slots empty. The `|` is not escaped: hence no `|` in a
+/// realm ([`crate::policy::check_realm`]); method and intent are constants.
+pub(crate) fn hmac_input(
     realm: &str,
     method: &str,
     intent: &str,
@@ -301,7 +321,10 @@ impl Challenge {
         Self::mint_intent(secrets, realm, SESSION_INTENT, &request.encode(), expires, opaque)
     }
 
-    fn mint_intent(
+    /// A challenge of `intent` over an already encoded `request`: what the
+    /// minting functions above share (and what a test forges with the
+    /// real secret to probe the checks past the HMAC).
+    pub fn mint_intent(
         secrets: &Secrets,
         realm: &str,
         intent: &'static str,
@@ -323,23 +346,69 @@ impl Challenge {
 
     /// The `WWW-Authenticate` value (for either intent).
     pub fn header(&self) -> String {
+        ChallengeParams {
+            id: &self.id,
+            realm: &self.realm,
+            method: METHOD,
+            intent: self.intent,
+            request: &self.request,
+            expires: Some(&self.expires),
+            digest: None,
+            description: None,
+            opaque: self.opaque.as_deref(),
+        }
+        .header()
+    }
+}
+
+/// The auth-params of a `Payment` challenge. This service fills `expires`
+/// and `opaque` and never `digest` or `description`; all are written, as
+/// the SDKs write them, for the cross-implementation vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChallengeParams<'a> {
+    pub id: &'a str,
+    pub realm: &'a str,
+    pub method: &'a str,
+    pub intent: &'a str,
+    pub request: &'a str,
+    pub expires: Option<&'a str>,
+    pub digest: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub opaque: Option<&'a str>,
+}
+
+impl ChallengeParams<'_> {
+    /// `Payment id="…", realm="…", method="…", intent="…", request="…"`
+    /// then, when present, `expires`, `digest`, `description`, `opaque`, in
+    /// that order: every value a quoted-string, `, ` between them.
+    pub fn header(&self) -> String {
         let mut h = format!(
-            "Payment id={}, realm={}, method=\"{METHOD}\", intent={}, request={}, expires={}",
-            quote(&self.id),
-            quote(&self.realm),
+            "Payment id={}, realm={}, method={}, intent={}, request={}",
+            quote(self.id),
+            quote(self.realm),
+            quote(self.method),
             quote(self.intent),
-            quote(&self.request),
-            quote(&self.expires),
+            quote(self.request),
         );
-        if let Some(o) = &self.opaque {
-            h.push_str(", opaque=");
-            h.push_str(&quote(o));
+        for (name, value) in [
+            ("expires", self.expires),
+            ("digest", self.digest),
+            ("description", self.description),
+            ("opaque", self.opaque),
+        ] {
+            if let Some(v) = value {
+                h.push_str(", ");
+                h.push_str(name);
+                h.push('=');
+                h.push_str(&quote(v));
+            }
         }
         h
     }
 }
 
-/// RFC 7230 quoted-string (`"` and `\` escaped).
+/// RFC 9110 quoted-string: `"` and `\` as quoted-pairs; everything else
+/// (a tab, obs-text) as it is.
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -353,8 +422,10 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// The challenge as a credential echoes it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// The challenge as a credential echoes it. Members the spec defines and
+/// this service never issues (`digest`, `description`, `header`) are kept
+/// so that an echo carrying one is refused; other members are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Echo {
     pub id: String,
     pub realm: String,
@@ -367,6 +438,12 @@ pub struct Echo {
     pub digest: Option<String>,
     #[serde(default)]
     pub opaque: Option<String>,
+    /// Any JSON: only whether it is there matters.
+    #[serde(default)]
+    pub description: Option<Value>,
+    /// The spec's optional `header` binding (any JSON, as `description`).
+    #[serde(default)]
+    pub header: Option<Value>,
 }
 
 /// What the client paid with.
@@ -414,12 +491,24 @@ pub struct Source {
 #[error("malformed Payment credential: {0}")]
 pub struct Malformed(pub String);
 
-#[derive(Deserialize)]
-struct RawCredential {
-    challenge: Echo,
-    payload: RawPayload,
+/// A credential's envelope, whatever its intent and method: base64url
+/// (strict: [`crate::b64url`]) of a JSON object with the echoed
+/// `challenge`, a `payload` object read later by the intent's rules, and
+/// an optional `source` string.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    pub challenge: Echo,
+    /// As sent: its reader refuses duplicate members, which a `Value`
+    /// would silently merge.
+    pub payload: Box<RawValue>,
     #[serde(default)]
-    source: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Parses the part after `Payment ` into its [`Envelope`].
+pub fn parse_envelope(b64: &str) -> Result<Envelope, Malformed> {
+    let json = crate::b64url::decode(b64).map_err(|e| Malformed(format!("the credential is not base64url: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))
 }
 
 #[derive(Deserialize)]
@@ -432,16 +521,19 @@ struct RawPayload {
     signature: Option<String>,
 }
 
-/// Parses the part after `Payment `: base64url (padding optional, `+/`
-/// accepted) of the credential JSON.
+/// Parses the part after `Payment ` as a `charge` credential: its
+/// [`Envelope`], then a `hash` or `transaction` payload.
 pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malformed> {
+    charge_credential(parse_envelope(b64)?)
+}
+
+fn charge_credential(envelope: Envelope) -> Result<PaymentCredential, Malformed> {
     let bad = |m: &str| Malformed(m.to_owned());
-    let json = b64_decode(b64).ok_or_else(|| bad("the credential is not base64url"))?;
-    let raw: RawCredential = serde_json::from_slice(&json)
-        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
-    let payload = match raw.payload.kind.as_str() {
+    let raw: RawPayload = serde_json::from_str(envelope.payload.get())
+        .map_err(|e| Malformed(format!("the credential JSON: payload: {}", brief(&e.to_string()))))?;
+    let payload = match raw.kind.as_str() {
         "hash" => {
-            let h = raw.payload.hash.ok_or_else(|| bad("a hash payload needs `hash`"))?;
+            let h = raw.hash.ok_or_else(|| bad("a hash payload needs `hash`"))?;
             Payload::Hash(
                 h.parse()
                     .map_err(|e: TxHashError| Malformed(format!("payload.hash: {e}")))?,
@@ -449,7 +541,6 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
         }
         "transaction" => {
             let s = raw
-                .payload
                 .signature
                 .ok_or_else(|| bad("a transaction payload needs `signature`"))?;
             let hex = s
@@ -464,10 +555,7 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
             Payload::Transaction(Bytes::from(bytes))
         }
         "proof" => {
-            let s = raw
-                .payload
-                .signature
-                .ok_or_else(|| bad("a proof payload needs `signature`"))?;
+            let s = raw.signature.ok_or_else(|| bad("a proof payload needs `signature`"))?;
             let hex = s
                 .strip_prefix("0x")
                 .ok_or_else(|| bad("payload.signature is 0x-prefixed hex"))?;
@@ -477,7 +565,7 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
                 )));
             }
             let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
-            if raw.source.is_none() {
+            if envelope.source.is_none() {
                 return Err(bad(
                     "a proof payload needs `source` (did:pkh:eip155:<chain id>:<address>): it names the signer",
                 ));
@@ -491,9 +579,9 @@ pub fn parse_payment_credential(b64: &str) -> Result<PaymentCredential, Malforme
             )));
         }
     };
-    let source = raw.source.as_deref().map(parse_source).transpose()?;
+    let source = envelope.source.as_deref().map(parse_source).transpose()?;
     Ok(PaymentCredential {
-        challenge: raw.challenge,
+        challenge: envelope.challenge,
         payload,
         source,
     })
@@ -519,40 +607,20 @@ pub enum AnyMalformed {
     Session(#[from] crate::session::SessionMalformed),
 }
 
-#[derive(Deserialize)]
-struct RawSessionCredential {
-    challenge: Echo,
-    payload: Value,
-    #[serde(default)]
-    source: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct IntentOnly {
-    challenge: IntentOnlyEcho,
-}
-
-#[derive(Deserialize)]
-struct IntentOnlyEcho {
-    intent: String,
-}
-
 /// Parses a credential of either intent, dispatching on the intent of the
 /// challenge it echoes (the HMAC check that follows covers that intent, so
 /// a charge challenge cannot carry a session payload or the reverse).
 pub fn parse_any_credential(b64: &str) -> Result<AnyCredential, AnyMalformed> {
-    let json = b64_decode(b64).ok_or_else(|| Malformed("the credential is not base64url".into()))?;
-    let intent: IntentOnly = serde_json::from_slice(&json)
-        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
-    if intent.challenge.intent != SESSION_INTENT {
-        return Ok(AnyCredential::Charge(parse_payment_credential(b64)?));
+    let envelope = parse_envelope(b64)?;
+    if envelope.challenge.intent != SESSION_INTENT {
+        return Ok(AnyCredential::Charge(charge_credential(envelope)?));
     }
-    let raw: RawSessionCredential = serde_json::from_slice(&json)
-        .map_err(|e| Malformed(format!("the credential JSON: {}", brief(&e.to_string()))))?;
-    let action = crate::session::parse_payload(&raw.payload)?;
-    let source = raw.source.as_deref().map(parse_source).transpose()?;
+    let payload: Value = serde_json::from_str(envelope.payload.get())
+        .map_err(|e| Malformed(format!("the credential JSON: payload: {}", brief(&e.to_string()))))?;
+    let action = crate::session::parse_payload(&payload)?;
+    let source = envelope.source.as_deref().map(parse_source).transpose()?;
     Ok(AnyCredential::Session {
-        challenge: raw.challenge,
+        challenge: envelope.challenge,
         action,
         source,
     })
@@ -599,18 +667,34 @@ pub enum ChallengeProblem {
     Expired,
 }
 
-/// Checks an echoed challenge, in the SDKs' order: the HMAC, then that it
-/// is this route's (realm, method, intent and the request it charges now),
-/// then its expiry. A body digest is never issued here, so a credential
-/// that echoes one was altered; `opaque` is covered by the HMAC.
+/// Checks an echoed challenge, in the SDKs' order: the HMAC, then that
+/// every field is what this route's policy issues now, then its expiry.
+///
+/// Pinned, each against the policy and not only by the HMAC (which proves
+/// that a holder of the secret minted it, not for what): `realm`,
+/// `method`, `intent`; `request` decoded and compared whole (amount,
+/// currency, recipient, every `methodDetails` member, and any member this
+/// service does not issue, such as `memo`, `feePayer`, `splits`,
+/// `description` or `externalId`); `opaque` present and exactly a nonce
+/// opaque ([`nonce_opaque`]); `expires` in the one spelling minted
+/// ([`format_expires`]), no further ahead than `max_lifetime` (the policy's
+/// `challenge_ttl_seconds` plus clock skew) and not past; `digest`,
+/// `description` and `header`, never issued here, absent.
 pub fn check_challenge(
     echo: &Echo,
     secrets: &Secrets,
     realm: &str,
     request: &ChargeRequest,
+    max_lifetime: time::Duration,
     now: OffsetDateTime,
 ) -> Result<(), ChallengeProblem> {
-    check_echo(echo, secrets, realm, INTENT, &request.to_value(), now)
+    let terms = Terms {
+        realm,
+        intent: INTENT,
+        request: request.to_value(),
+        max_lifetime,
+    };
+    check_echo(echo, secrets, &terms, now)
 }
 
 /// [`check_challenge`] for a `session` challenge: minted here, for this
@@ -621,20 +705,31 @@ pub fn check_session_challenge(
     secrets: &Secrets,
     realm: &str,
     request: &crate::session::SessionRequest,
+    max_lifetime: time::Duration,
     now: OffsetDateTime,
 ) -> Result<(), ChallengeProblem> {
-    check_echo(echo, secrets, realm, SESSION_INTENT, &request.to_value(), now)
+    let terms = Terms {
+        realm,
+        intent: SESSION_INTENT,
+        request: request.to_value(),
+        max_lifetime,
+    };
+    check_echo(echo, secrets, &terms, now)
 }
 
-fn check_echo(
-    echo: &Echo,
-    secrets: &Secrets,
-    realm: &str,
-    intent: &str,
-    request: &Value,
-    now: OffsetDateTime,
-) -> Result<(), ChallengeProblem> {
+/// What an echoed challenge must match: the route's terms now.
+struct Terms<'a> {
+    realm: &'a str,
+    intent: &'a str,
+    request: Value,
+    max_lifetime: time::Duration,
+}
+
+fn check_echo(echo: &Echo, secrets: &Secrets, terms: &Terms<'_>, now: OffsetDateTime) -> Result<(), ChallengeProblem> {
     let invalid = |m: &str| Err(ChallengeProblem::Invalid(m.to_owned()));
+    if echo.request.len() > MAX_REQUEST_PARAM_LEN {
+        return invalid("the challenge's request is longer than 16 KiB");
+    }
     let input = hmac_input(
         &echo.realm,
         &echo.method,
@@ -647,29 +742,53 @@ fn check_echo(
     if !secrets.verifies(&input, &echo.id, now) {
         return invalid("the challenge was not issued by this service");
     }
-    if echo.realm != realm || echo.method != METHOD || echo.intent != intent {
+    if echo.realm != terms.realm || echo.method != METHOD || echo.intent != terms.intent {
         return invalid("the challenge is for another realm, method or intent");
     }
     let asked = b64_decode(&echo.request)
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .ok_or_else(|| ChallengeProblem::Invalid("the challenge's request is not base64url JSON".into()))?;
-    if asked != *request {
+    if asked != terms.request {
         return invalid("the challenge asks for another payment than this resource costs now");
     }
     if echo.digest.is_some() {
         return invalid("the challenge binds a body digest, which this service never issues");
     }
-    let Some(expires) = echo
-        .expires
-        .as_deref()
-        .and_then(|e| OffsetDateTime::parse(e, &Rfc3339).ok())
-    else {
-        return invalid("the challenge has no valid expires");
+    if echo.description.is_some() || echo.header.is_some() {
+        return invalid("the challenge carries a description or header, which this service never issues");
+    }
+    if !echo.opaque.as_deref().is_some_and(is_nonce_opaque) {
+        return invalid("the challenge's opaque is not the nonce this service issues");
+    }
+    let Some(expires) = echo.expires.as_deref().and_then(|e| {
+        OffsetDateTime::parse(e, &Rfc3339)
+            .ok()
+            .filter(|t| format_expires(*t) == e)
+    }) else {
+        return invalid("the challenge has no expires in the form this service issues");
     };
+    if expires - now > terms.max_lifetime {
+        return invalid("the challenge lives longer than this policy's challenges");
+    }
     if expires <= now {
         return Err(ChallengeProblem::Expired);
     }
     Ok(())
+}
+
+/// Whether `opaque` is exactly what [`nonce_opaque`] writes for some nonce.
+fn is_nonce_opaque(opaque: &str) -> bool {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nonce {
+        #[serde(rename = "_mpp_nonce")]
+        nonce: String,
+    }
+    let Some(Nonce { nonce }) = b64_decode(opaque).and_then(|b| serde_json::from_slice(&b).ok()) else {
+        return false;
+    };
+    let mut bytes = [0u8; 16];
+    alloy_primitives::hex::decode_to_slice(&nonce, &mut bytes).is_ok() && nonce_opaque(&bytes) == opaque
 }
 
 /// The 32-byte attribution memo layout: `ef1ed712` (keccak256("mpp")[..4]),
@@ -736,6 +855,7 @@ pub fn receipt_for(reference: &str, settled_at: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use time::macros::datetime;
 
     const SECRET: &[u8] = b"settlegate-test-secret-0123456789abcdef";
@@ -744,9 +864,38 @@ mod tests {
     const REALM: &str = "api.settlegate.test";
     const EXPIRES: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
     const BEFORE: OffsetDateTime = datetime!(2029-12-31 23:59:00 UTC);
+    const STRANGER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
+    /// The challenges below live 60 s (BEFORE to EXPIRES); the policy's
+    /// bound is ten minutes.
+    const LIFETIME: time::Duration = time::Duration::minutes(10);
 
     fn secrets() -> Secrets {
         Secrets::new(SECRET.to_vec(), None).unwrap()
+    }
+
+    fn nonce() -> Option<String> {
+        Some(nonce_opaque(&[0x5a; 16]))
+    }
+
+    fn check(
+        e: &Echo,
+        s: &Secrets,
+        realm: &str,
+        req: &ChargeRequest,
+        now: OffsetDateTime,
+    ) -> Result<(), ChallengeProblem> {
+        check_challenge(e, s, realm, req, LIFETIME, now)
+    }
+
+    fn check_session(
+        e: &Echo,
+        s: &Secrets,
+        realm: &str,
+        req: &crate::session::SessionRequest,
+        now: OffsetDateTime,
+    ) -> Result<(), ChallengeProblem> {
+        check_session_challenge(e, s, realm, req, LIFETIME, now)
     }
 
     fn push_request() -> ChargeRequest {
@@ -771,8 +920,8 @@ mod tests {
             intent: INTENT.into(),
             request: c.request.clone(),
             expires: Some(c.expires.clone()),
-            digest: None,
             opaque: c.opaque.clone(),
+            ..Echo::default()
         }
     }
 
@@ -829,7 +978,7 @@ mod tests {
             json!({"_mpp_nonce": "01".repeat(16)})
         );
         for c in [&a, &b] {
-            assert_eq!(check_challenge(&echo(c), &s, REALM, &push_request(), BEFORE), Ok(()));
+            assert_eq!(check(&echo(c), &s, REALM, &push_request(), BEFORE), Ok(()));
         }
         // Another challenge's nonce, or none, breaks the id.
         let swapped = Echo {
@@ -842,7 +991,7 @@ mod tests {
         };
         for e in [swapped, dropped] {
             assert!(matches!(
-                check_challenge(&e, &s, REALM, &push_request(), BEFORE),
+                check(&e, &s, REALM, &push_request(), BEFORE),
                 Err(ChallengeProblem::Invalid(_))
             ));
         }
@@ -852,15 +1001,10 @@ mod tests {
     fn a_minted_challenge_checks_and_every_alteration_is_refused() {
         let s = secrets();
         let req = push_request();
-        let c = Challenge::mint(&s, REALM, &req, EXPIRES, None);
-        assert_eq!(check_challenge(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, nonce());
+        assert_eq!(check(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
 
-        let invalid = |e: &Echo| {
-            matches!(
-                check_challenge(e, &s, REALM, &req, BEFORE),
-                Err(ChallengeProblem::Invalid(_))
-            )
-        };
+        let invalid = |e: &Echo| matches!(check(e, &s, REALM, &req, BEFORE), Err(ChallengeProblem::Invalid(_)));
         let dearer = ChargeRequest {
             amount: "1".parse().unwrap(),
             ..req.clone()
@@ -923,31 +1067,22 @@ mod tests {
         }
         // Minted with another secret.
         let other = Secrets::new(b"another-secret-of-at-least-32-bytes!".to_vec(), None).unwrap();
-        let foreign = Challenge::mint(&other, REALM, &req, EXPIRES, None);
+        let foreign = Challenge::mint(&other, REALM, &req, EXPIRES, nonce());
         assert!(invalid(&echo(&foreign)));
         // Valid, but this route costs something else now (a genome change).
         assert!(matches!(
-            check_challenge(&echo(&c), &s, REALM, &dearer, BEFORE),
+            check(&echo(&c), &s, REALM, &dearer, BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
         // Or another realm now.
         assert!(matches!(
-            check_challenge(&echo(&c), &s, "other", &req, BEFORE),
+            check(&echo(&c), &s, "other", &req, BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
         // Expired: at the instant and after.
         for now in [EXPIRES, EXPIRES + time::Duration::seconds(1)] {
-            assert_eq!(
-                check_challenge(&echo(&c), &s, REALM, &req, now),
-                Err(ChallengeProblem::Expired)
-            );
+            assert_eq!(check(&echo(&c), &s, REALM, &req, now), Err(ChallengeProblem::Expired));
         }
-        // A re-serialised (padded, +/) id still verifies.
-        let padded = Echo {
-            id: format!("{}=", c.id),
-            ..echo(&c)
-        };
-        assert_eq!(check_challenge(&padded, &s, REALM, &req, BEFORE), Ok(()));
         // Fractions and offsets in expires are RFC 3339 too; the HMAC
         // covers the string as echoed, so only a minted one passes.
         assert!(OffsetDateTime::parse("2030-01-01T01:00:00.123+01:00", &Rfc3339).is_ok());
@@ -978,8 +1113,8 @@ mod tests {
         // no splits: no field (the request of every other route is unchanged)
         assert!(push_request().to_value()["methodDetails"].get("splits").is_none());
         let s = secrets();
-        let c = Challenge::mint(&s, REALM, &req, EXPIRES, None);
-        assert_eq!(check_challenge(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, nonce());
+        assert_eq!(check(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
         // the route's splits changed (another share, order, memo, none):
         // the challenge is not this route's any more
         for now in [
@@ -999,7 +1134,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check_challenge(&echo(&c), &s, REALM, &now, BEFORE),
+                    check(&echo(&c), &s, REALM, &now, BEFORE),
                     Err(ChallengeProblem::Invalid(_))
                 ),
                 "{:?}",
@@ -1012,40 +1147,108 @@ mod tests {
             ..echo(&c)
         };
         assert!(matches!(
-            check_challenge(&dropped, &s, REALM, &push_request(), BEFORE),
+            check(&dropped, &s, REALM, &push_request(), BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn only_the_minted_spelling_of_an_id_verifies() {
+        let s = secrets();
+        let req = push_request();
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, nonce());
+        assert_eq!(c.id.len(), 43);
+        let mac = crate::b64url::decode(&c.id).unwrap();
+        // The last character carries two unused bits: the three other
+        // characters with the same top four bits decode to the same MAC.
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = alphabet.find(c.id.chars().last().unwrap()).unwrap();
+        let mut spellings: Vec<String> = (0..4)
+            .map(|low| alphabet.as_bytes()[(last & !3) | low] as char)
+            .filter(|ch| !c.id.ends_with(*ch))
+            .map(|ch| format!("{}{ch}", &c.id[..42]))
+            .collect();
+        assert_eq!(spellings.len(), 3);
+        let standard = base64::engine::general_purpose::STANDARD.encode(&mac);
+        assert_ne!(
+            standard.trim_end_matches('='),
+            c.id,
+            "this MAC has a + or /: pick another nonce"
+        );
+        spellings.extend([
+            format!("{}=", c.id),
+            standard.clone(),
+            standard.trim_end_matches('=').to_owned(),
+            format!(" {}", c.id),
+            format!("{}\n", c.id),
+            c.id.to_lowercase(),
+        ]);
+        for id in spellings {
+            assert_eq!(
+                check(
+                    &Echo {
+                        id: id.clone(),
+                        ..echo(&c)
+                    },
+                    &s,
+                    REALM,
+                    &req,
+                    BEFORE
+                ),
+                Err(ChallengeProblem::Invalid(
+                    "the challenge was not issued by this service".into()
+                )),
+                "{id:?}"
+            );
+        }
+        assert_eq!(check(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
     }
 
     #[test]
     fn the_previous_secret_verifies_only_inside_its_window() {
         let req = push_request();
         let old = secrets();
-        let minted = Challenge::mint(&old, REALM, &req, EXPIRES, None);
+        let minted = Challenge::mint(&old, REALM, &req, EXPIRES, nonce());
         let until = BEFORE + time::Duration::seconds(10);
         let rotated = Secrets::new(
             b"the-new-secret-of-at-least-32-bytes!".to_vec(),
             Some((SECRET.to_vec(), until)),
         )
         .unwrap();
-        assert_eq!(check_challenge(&echo(&minted), &rotated, REALM, &req, BEFORE), Ok(()));
+        assert_eq!(check(&echo(&minted), &rotated, REALM, &req, BEFORE), Ok(()));
         assert!(matches!(
-            check_challenge(&echo(&minted), &rotated, REALM, &req, until),
+            check(&echo(&minted), &rotated, REALM, &req, until),
             Err(ChallengeProblem::Invalid(_))
         ));
         // The new secret mints.
-        let fresh = Challenge::mint(&rotated, REALM, &req, EXPIRES, None);
+        let fresh = Challenge::mint(&rotated, REALM, &req, EXPIRES, nonce());
         assert_ne!(fresh.id, minted.id);
-        assert_eq!(check_challenge(&echo(&fresh), &rotated, REALM, &req, until), Ok(()));
+        assert_eq!(check(&echo(&fresh), &rotated, REALM, &req, until), Ok(()));
     }
 
     #[test]
-    fn short_secrets_are_refused() {
-        assert_eq!(Secrets::new(vec![b'a'; 31], None).unwrap_err(), ShortSecret(31));
+    fn short_and_weak_secrets_are_refused() {
+        assert_eq!(
+            Secrets::new(vec![b'a'; 31], None).unwrap_err(),
+            RefusedSecret(WeakSecret::Short(31))
+        );
         let now = OffsetDateTime::UNIX_EPOCH;
         assert_eq!(
-            Secrets::new(vec![b'a'; 32], Some((vec![b'b'; 5], now))).unwrap_err(),
-            ShortSecret(5)
+            Secrets::new(SECRET.to_vec(), Some((vec![b'b'; 5], now))).unwrap_err(),
+            RefusedSecret(WeakSecret::Short(5))
+        );
+        assert_eq!(
+            Secrets::new(vec![b'a'; 32], None).unwrap_err(),
+            RefusedSecret(WeakSecret::FewDistinct(1))
+        );
+        assert_eq!(
+            Secrets::new(SECRET.to_vec(), Some(("0123456789".repeat(4).into_bytes(), now))).unwrap_err(),
+            RefusedSecret(WeakSecret::Repeats(10))
+        );
+        assert!(
+            RefusedSecret(WeakSecret::Short(3))
+                .to_string()
+                .starts_with("an MPP challenge secret must be at least 32 bytes, got 3")
         );
         assert!(!format!("{:?}", secrets()).contains("settlegate-test-secret"));
     }
@@ -1066,10 +1269,14 @@ mod tests {
                 address: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap()
             })
         );
+        // Its challenge carries no nonce opaque: minted by the SDKs'
+        // rules, not by this service, which always adds one.
         let s = secrets();
         assert_eq!(
-            check_challenge(&c.challenge, &s, REALM, &push_request(), BEFORE),
-            Ok(())
+            check(&c.challenge, &s, REALM, &push_request(), BEFORE),
+            Err(ChallengeProblem::Invalid(
+                "the challenge's opaque is not the nonce this service issues".into()
+            ))
         );
     }
 
@@ -1089,9 +1296,26 @@ mod tests {
     #[test]
     fn malformed_credentials_are_refused_with_a_reason() {
         assert!(parse_payment_credential(&encode(&good())).is_ok());
-        // Padding and the standard alphabet decode too.
-        let std_b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&good()).unwrap());
-        assert!(parse_payment_credential(&std_b64).is_ok());
+        // Canonical padding decodes (the vectors accept it); the standard
+        // alphabet, whitespace and trailing bits do not (no client sends
+        // them: mppx 0.11.0 and pympp 0.16.0 write unpadded base64url).
+        let mut odd = good();
+        odd["x"] = json!("???~~~>>>");
+        let bytes = serde_json::to_vec(&odd).unwrap();
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(&bytes);
+        assert!(parse_payment_credential(&padded).is_ok());
+        let standard = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert!(standard.contains(['+', '/']), "{standard}");
+        let unpadded = encode(&odd);
+        for spelling in [
+            standard.clone(),
+            standard.trim_end_matches('=').to_owned(),
+            format!("{}\n{}", &unpadded[..8], &unpadded[8..]),
+            format!("{unpadded}===="),
+        ] {
+            let e = parse_payment_credential(&spelling).unwrap_err();
+            assert!(e.0.starts_with("the credential is not base64url: "), "{e}");
+        }
 
         let with = |pointer: &str, v: Value| {
             let mut g = good();
@@ -1280,14 +1504,14 @@ mod tests {
 
     #[test]
     fn a_session_challenge_says_its_intent_and_checks_only_as_a_session() {
-        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, None);
+        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, nonce());
         assert!(c.header().contains(r#"intent="session""#), "{}", c.header());
         assert_eq!(
-            check_session_challenge(&session_echo(&c), &secrets(), REALM, &session_request(), BEFORE),
+            check_session(&session_echo(&c), &secrets(), REALM, &session_request(), BEFORE),
             Ok(())
         );
         assert_eq!(
-            check_session_challenge(&session_echo(&c), &secrets(), REALM, &session_request(), EXPIRES),
+            check_session(&session_echo(&c), &secrets(), REALM, &session_request(), EXPIRES),
             Err(ChallengeProblem::Expired)
         );
         let dearer = crate::session::SessionRequest {
@@ -1295,35 +1519,35 @@ mod tests {
             ..session_request()
         };
         assert!(matches!(
-            check_session_challenge(&session_echo(&c), &secrets(), REALM, &dearer, BEFORE),
+            check_session(&session_echo(&c), &secrets(), REALM, &dearer, BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
         // The same id echoed with intent charge fails the HMAC, and a charge
         // challenge echoed with intent session too.
         assert!(matches!(
-            check_session_challenge(&echo(&c), &secrets(), REALM, &session_request(), BEFORE),
+            check_session(&echo(&c), &secrets(), REALM, &session_request(), BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
-        let charge = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES, None);
+        let charge = Challenge::mint(&secrets(), REALM, &push_request(), EXPIRES, nonce());
         assert!(charge.header().contains(r#"intent="charge""#));
         let relabelled = Echo {
             intent: SESSION_INTENT.into(),
             ..echo(&charge)
         };
         assert!(matches!(
-            check_session_challenge(&relabelled, &secrets(), REALM, &session_request(), BEFORE),
+            check_session(&relabelled, &secrets(), REALM, &session_request(), BEFORE),
             Err(ChallengeProblem::Invalid(_))
         ));
     }
 
     #[test]
     fn any_credential_dispatches_on_the_echoed_intent() {
-        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, None);
+        let c = Challenge::mint_session(&secrets(), REALM, &session_request(), EXPIRES, nonce());
         let sig = "0xeb7147c99425f30bf67080d707f7e5151745d9e9f9822be39e159c7fa54139d40392c7165799c3cae89a567723ae001824ef29ebe1205dba19c97162aad0d9aa1b";
         let channel = "0x6d0f4fdf1f2f6a1f6c1b0fbd6a7d5c2c0a8d3d7b1f6a9c1b3e2d4a5b6c7d8e9f";
         let cred = json!({
             "challenge": {"id": c.id, "realm": c.realm, "method": "tempo", "intent": "session",
-                "request": c.request, "expires": c.expires},
+                "request": c.request, "expires": c.expires, "opaque": c.opaque},
             "payload": {"action": "voucher", "channelId": channel, "cumulativeAmount": "25", "signature": sig},
             "source": "did:pkh:eip155:42431:0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
         });
@@ -1357,5 +1581,300 @@ mod tests {
             Ok(AnyCredential::Charge(_))
         ));
         assert!(matches!(parse_any_credential("%%%"), Err(AnyMalformed::Envelope(_))));
+    }
+
+    /// An echo whose id the real secret minted over exactly these fields:
+    /// what another instance sharing the secret, under another policy (or
+    /// a leaked id oracle), could hand out.
+    fn minted_over(
+        realm: &str,
+        method: &str,
+        intent: &str,
+        request: &str,
+        expires: &str,
+        digest: Option<&str>,
+        opaque: Option<&str>,
+    ) -> Echo {
+        let input = hmac_input(realm, method, intent, request, Some(expires), digest, opaque);
+        Echo {
+            id: b64_encode(&Secrets::id(SECRET, &input)),
+            realm: realm.into(),
+            method: method.into(),
+            intent: intent.into(),
+            request: request.into(),
+            expires: Some(expires.into()),
+            digest: digest.map(Into::into),
+            opaque: opaque.map(Into::into),
+            ..Echo::default()
+        }
+    }
+
+    fn jcs(v: &Value) -> String {
+        b64_encode(&crate::canonical::canonical_value_bytes(v))
+    }
+
+    /// Every request member altered in turn, each echo minted with the real
+    /// secret: `invalid-challenge` each time, because the request is
+    /// compared whole with what the route issues now.
+    fn altered_requests(route: &Value, changes: &[(&str, Value)]) -> Vec<(String, String)> {
+        changes
+            .iter()
+            .map(|(pointer, v)| {
+                let mut r = route.clone();
+                match (pointer.rsplit_once('/'), v) {
+                    (Some((parent, key)), Value::Null) => {
+                        r.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+                    }
+                    (Some((parent, key)), v) => {
+                        r.pointer_mut(parent).unwrap()[key] = v.clone();
+                    }
+                    (None, _) => unreachable!(),
+                }
+                ((*pointer).to_owned() + " = " + &v.to_string(), jcs(&r))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_echoed_field_of_a_charge_challenge_is_pinned_against_the_policy() {
+        let s = secrets();
+        let req = push_request();
+        let route = req.to_value();
+        let exp = "2030-01-01T00:00:00Z";
+        let n = nonce().unwrap();
+        let genuine = minted_over(REALM, METHOD, INTENT, &req.encode(), exp, None, Some(&n));
+        assert_eq!(check(&genuine, &s, REALM, &req, BEFORE), Ok(()));
+        let invalid = |e: &Echo| matches!(check(e, &s, REALM, &req, BEFORE), Err(ChallengeProblem::Invalid(_)));
+
+        let lower_recipient = crate::primitives::address_lower(&req.recipient);
+        let requests = altered_requests(
+            &route,
+            &[
+                ("/amount", json!("1")),
+                ("/amount", json!("1000001")),
+                ("/amount", json!(1000000)),
+                ("/currency", json!("0x20c0000000000000000000000000000000000002")),
+                ("/currency", json!("0x20C0000000000000000000000000000000000001")),
+                ("/recipient", json!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC")),
+                ("/recipient", json!(lower_recipient)),
+                ("/methodDetails/chainId", json!(4217)),
+                ("/methodDetails/chainId", json!("42431")),
+                ("/methodDetails/supportedModes", json!(["pull", "push"])),
+                ("/methodDetails/supportedModes", json!(["pull"])),
+                ("/methodDetails/supportedModes", Value::Null),
+                ("/methodDetails/memo", json!(format!("0x{}", "00".repeat(32)))),
+                ("/methodDetails/feePayer", json!(true)),
+                ("/methodDetails/splits", json!([{"recipient": STRANGER, "amount": "1"}])),
+                ("/description", json!("free lunch")),
+                ("/externalId", json!("order-1")),
+                ("/methodDetails", Value::Null),
+                ("/unknown", json!(0)),
+            ],
+        );
+        assert_eq!(requests.len(), 19);
+        for (what, request) in &requests {
+            let e = minted_over(REALM, METHOD, INTENT, request, exp, None, Some(&n));
+            assert!(invalid(&e), "{what}");
+        }
+        let other_nonces = [
+            None,
+            Some("e30".to_owned()),
+            Some(jcs(&json!({"_mpp_nonce": "5a".repeat(16), "tier": "gold"}))),
+            Some(jcs(&json!({"_mpp_nonce": "5A".repeat(16)}))),
+            Some(jcs(&json!({"_mpp_nonce": "5a".repeat(15)}))),
+            Some(jcs(&json!({"_mpp_nonce": format!("0x{}", "5a".repeat(16))}))),
+            Some(format!("{n}=")),
+        ];
+        for opaque in &other_nonces {
+            let e = minted_over(REALM, METHOD, INTENT, &req.encode(), exp, None, opaque.as_deref());
+            assert!(invalid(&e), "opaque {opaque:?}");
+        }
+        let far = format_expires(BEFORE + LIFETIME + time::Duration::seconds(1));
+        for (what, e) in [
+            (
+                "realm",
+                minted_over("Other API", METHOD, INTENT, &req.encode(), exp, None, Some(&n)),
+            ),
+            (
+                "method",
+                minted_over(REALM, "stripe", INTENT, &req.encode(), exp, None, Some(&n)),
+            ),
+            (
+                "intent",
+                minted_over(REALM, METHOD, SESSION_INTENT, &req.encode(), exp, None, Some(&n)),
+            ),
+            (
+                "digest",
+                minted_over(
+                    REALM,
+                    METHOD,
+                    INTENT,
+                    &req.encode(),
+                    exp,
+                    Some("sha-256=:X48E9q:"),
+                    Some(&n),
+                ),
+            ),
+            (
+                "expires too far",
+                minted_over(REALM, METHOD, INTENT, &req.encode(), &far, None, Some(&n)),
+            ),
+            (
+                "expires with a fraction",
+                minted_over(
+                    REALM,
+                    METHOD,
+                    INTENT,
+                    &req.encode(),
+                    "2030-01-01T00:00:00.000Z",
+                    None,
+                    Some(&n),
+                ),
+            ),
+            (
+                "expires with an offset",
+                minted_over(
+                    REALM,
+                    METHOD,
+                    INTENT,
+                    &req.encode(),
+                    "2030-01-01T01:00:00+01:00",
+                    None,
+                    Some(&n),
+                ),
+            ),
+            (
+                "expires not a time",
+                minted_over(REALM, METHOD, INTENT, &req.encode(), "soon", None, Some(&n)),
+            ),
+            (
+                "description",
+                Echo {
+                    description: Some(json!("free")),
+                    ..genuine.clone()
+                },
+            ),
+            (
+                "header",
+                Echo {
+                    header: Some(json!("x")),
+                    ..genuine.clone()
+                },
+            ),
+            (
+                "request over 16 KiB",
+                minted_over(
+                    REALM,
+                    METHOD,
+                    INTENT,
+                    &"e".repeat(MAX_REQUEST_PARAM_LEN + 1),
+                    exp,
+                    None,
+                    Some(&n),
+                ),
+            ),
+        ] {
+            assert!(invalid(&e), "{what}");
+        }
+        let huge = minted_over(
+            REALM,
+            METHOD,
+            INTENT,
+            &"e".repeat(MAX_REQUEST_PARAM_LEN + 1),
+            exp,
+            None,
+            Some(&n),
+        );
+        assert_eq!(
+            check(&huge, &s, REALM, &req, BEFORE),
+            Err(ChallengeProblem::Invalid(
+                "the challenge's request is longer than 16 KiB".into()
+            ))
+        );
+        // A null description is no description.
+        let null = Echo {
+            description: None,
+            header: None,
+            ..genuine.clone()
+        };
+        assert_eq!(check(&null, &s, REALM, &req, BEFORE), Ok(()));
+        // At the lifetime's edge it still holds; past its expiry it expired.
+        let edge = minted_over(
+            REALM,
+            METHOD,
+            INTENT,
+            &req.encode(),
+            &format_expires(BEFORE + LIFETIME),
+            None,
+            Some(&n),
+        );
+        assert_eq!(check(&edge, &s, REALM, &req, BEFORE), Ok(()));
+        assert_eq!(
+            check(&genuine, &s, REALM, &req, EXPIRES),
+            Err(ChallengeProblem::Expired)
+        );
+    }
+
+    #[test]
+    fn every_echoed_field_of_a_session_challenge_is_pinned_against_the_policy() {
+        let s = secrets();
+        let req = session_request();
+        let exp = "2030-01-01T00:00:00Z";
+        let n = nonce().unwrap();
+        let genuine = minted_over(REALM, METHOD, SESSION_INTENT, &req.encode(), exp, None, Some(&n));
+        assert_eq!(check_session(&genuine, &s, REALM, &req, BEFORE), Ok(()));
+        let invalid = |e: &Echo| {
+            matches!(
+                check_session(e, &s, REALM, &req, BEFORE),
+                Err(ChallengeProblem::Invalid(_))
+            )
+        };
+        for (what, request) in altered_requests(
+            &req.to_value(),
+            &[
+                ("/amount", json!("24")),
+                ("/unitType", json!("token")),
+                ("/currency", json!("0x20c0000000000000000000000000000000000002")),
+                ("/recipient", json!(STRANGER)),
+                ("/suggestedDeposit", json!("1")),
+                ("/suggestedDeposit", Value::Null),
+                ("/methodDetails/escrowContract", json!(STRANGER)),
+                ("/methodDetails/chainId", json!(4217)),
+                ("/methodDetails/sessionProtocol", json!("v2")),
+                ("/methodDetails/minVoucherDelta", json!("1")),
+                ("/methodDetails/feePayer", json!(true)),
+            ],
+        ) {
+            let e = minted_over(REALM, METHOD, SESSION_INTENT, &request, exp, None, Some(&n));
+            assert!(invalid(&e), "{what}");
+        }
+        for (what, e) in [
+            (
+                "realm",
+                minted_over("Other API", METHOD, SESSION_INTENT, &req.encode(), exp, None, Some(&n)),
+            ),
+            (
+                "intent",
+                minted_over(REALM, METHOD, INTENT, &req.encode(), exp, None, Some(&n)),
+            ),
+            (
+                "opaque",
+                minted_over(REALM, METHOD, SESSION_INTENT, &req.encode(), exp, None, None),
+            ),
+            (
+                "expires",
+                minted_over(
+                    REALM,
+                    METHOD,
+                    SESSION_INTENT,
+                    &req.encode(),
+                    "2031-01-01T00:00:00Z",
+                    None,
+                    Some(&n),
+                ),
+            ),
+        ] {
+            assert!(invalid(&e), "{what}");
+        }
     }
 }

@@ -424,6 +424,7 @@ impl SettlementPolicy {
                 "settlement.realm must be 1 to 128 characters without control characters".into(),
             ));
         }
+        check_realm(&realm).map_err(|e| invalid(format!("settlement.realm {e}")))?;
         let field = |name: &str, s: &str| parse_address(s).map_err(|e| invalid(format!("settlement.{name}: {e}")));
         let recipient = field("recipient", &raw.recipient)?;
         if recipient == Address::ZERO {
@@ -794,6 +795,40 @@ impl ResourcePattern {
     }
 }
 
+/// The realm the MPP SDKs fall back to when a server names none (mppx's
+/// `defaultRealm`): every service that keeps it shares one credential
+/// namespace with every other that does.
+pub const SHARED_DEFAULT_REALM: &str = "MPP Payment";
+
+/// Why a realm is refused for the `Payment` scheme's challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RealmError {
+    #[error(
+        "must not be \"{SHARED_DEFAULT_REALM}\" (in any case): it is the MPP SDKs' default realm, so a credential \
+         minted for another service that kept it, under the same secret, would be this service's too; name this \
+         service (its host name, say)"
+    )]
+    SharedDefault,
+    #[error(
+        "must not contain `|`: it separates the fields of a challenge id's HMAC input unescaped, so realm `a|b` with \
+         method `m` would sign what realm `a` with method `b|m` signs"
+    )]
+    Delimiter,
+}
+
+/// The realm rules of the `Payment` scheme (mppx issue #545's audit): not
+/// the SDKs' shared default, no HMAC delimiter. Both schemes share the
+/// realm, so the genome is refused whichever it offers.
+pub fn check_realm(realm: &str) -> Result<(), RealmError> {
+    if realm.trim().eq_ignore_ascii_case(SHARED_DEFAULT_REALM) {
+        return Err(RealmError::SharedDefault);
+    }
+    if realm.contains('|') {
+        return Err(RealmError::Delimiter);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -868,6 +903,11 @@ mod tests {
             ("/assets", json!([])),
             ("/chain_id", json!(0)),
             ("/realm", json!("")),
+            ("/realm", json!("MPP Payment")),
+            ("/realm", json!("mpp payment")),
+            ("/realm", json!(" MPP PAYMENT ")),
+            ("/realm", json!("api|tempo")),
+            ("/realm", json!("|")),
             ("/schemes", json!([])),
             ("/schemes", json!(["tempo", "tempo"])),
             ("/schemes", json!(["stripe"])),
@@ -1027,6 +1067,26 @@ mod tests {
         doc["schemes"] = json!(["tempo"]);
         let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
         assert!(err.contains("has splits"), "{err}");
+    }
+
+    #[test]
+    fn the_shared_default_realm_and_the_hmac_delimiter_are_refused_by_name() {
+        assert_eq!(check_realm("MPP Payment"), Err(RealmError::SharedDefault));
+        assert_eq!(check_realm("mPP pAYMENT\t"), Err(RealmError::SharedDefault));
+        assert_eq!(check_realm("a|b"), Err(RealmError::Delimiter));
+        for near in [
+            "Tempo API",
+            "MPP Payments",
+            "MPP-Payment",
+            "api.example.com MPP Payment",
+            "a\\b \"c\"",
+        ] {
+            assert_eq!(check_realm(near), Ok(()), "{near}");
+        }
+        let e = with("/realm", json!("mpp payment")).unwrap_err().to_string();
+        assert!(e.contains("settlement.realm must not be \"MPP Payment\""), "{e}");
+        let e = with("/realm", json!("a|b")).unwrap_err().to_string();
+        assert!(e.contains("settlement.realm must not contain `|`"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! `/%72eports/1`, `/REPORTS/1/` and `/reports/1` cost the same, and a path
 //! the upstream could read differently (`/cheap/../dear`, `/dear;x=1`) is
 //! refused.
+//!
+//! For nginx `auth_request`, refusals can be sealed into a 401 and handed
+//! back for the full answer: [`super::refusal`] wraps this route.
 
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -42,6 +45,13 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
 
 /// Forward-auth for a reverse proxy: is the forwarded request paid for?
 /// Every method is accepted (nginx `auth_request` sends the original one).
+///
+/// For nginx `auth_request`, which passes on only a 2xx, 401 or 403 and no
+/// body: with `X-Settlegate-Deny-Status: 401` every answer but a 200 is a
+/// bodiless 401 with the answer sealed in `X-Settlegate-Refusal` (for 60 s);
+/// a request carrying `X-Settlegate-Refusal` from a trusted proxy gets the
+/// sealed answer as it was, and nothing is decided or consumed (a seal that
+/// does not open: 400). See the repository's `proxy/nginx/settlegate.conf`.
 #[utoipa::path(
     method(get, head, post, put, patch, delete, options),
     path = "/v1/authorize",
@@ -73,8 +83,9 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
          headers(("X-Request-Id" = String), ("Retry-After" = String))),
         (status = 400, description = "No original request from a trusted proxy, an ambiguous path, or a malformed credential header",
          body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "callers.authorize is on and the request has no valid X-Settlegate-Key",
-         body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "callers.authorize is on and the request has no valid X-Settlegate-Key (problem+json); or, with X-Settlegate-Deny-Status: 401, any refusal, without a body, sealed in X-Settlegate-Refusal",
+         body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
+         headers(("X-Settlegate-Refusal" = String, description = "With X-Settlegate-Deny-Status: 401: the refusal, sealed for 60 s"))),
         (status = 403, description = "The genome does not allow settlement.authorize", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "callers.authorize is on and the proxy's key or the client IP is beyond its rate (callers.rate_per_*)",
          body = crate::http::problem::ProblemBody, content_type = "application/problem+json",
@@ -82,10 +93,7 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
     )
 )]
 pub async fn authorize(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let trusted = req.peer_addr().is_some_and(|peer| {
-        let ip = peer.ip().to_canonical();
-        state.trusted_proxies.iter().any(|net| net.contains(&ip))
-    });
+    let trusted = state.trusted_proxy(req.peer_addr());
     let Forwarded { resource, target } = original_request(req.headers(), trusted, state.forwarded_headers)?;
     let idempotency_key = idempotency_key(req.headers())?;
     let body_digest = match single_header(req.headers(), "content-digest")? {

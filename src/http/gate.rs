@@ -180,6 +180,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 &state.challenges.secrets,
                 &policy.realm,
                 &challenge.charge_request(),
+                challenge.max_lifetime(),
                 now,
             ) {
                 Ok(()) => {}
@@ -343,7 +344,15 @@ async fn session(
             "this policy does not offer sessions for this request; pay with the charge intent".into(),
         ));
     };
-    match mpp::check_session_challenge(&echo, &state.challenges.secrets, &challenge.realm, &request, now) {
+    let secrets = &state.challenges.secrets;
+    match mpp::check_session_challenge(
+        &echo,
+        secrets,
+        &challenge.realm,
+        &request,
+        challenge.max_lifetime(),
+        now,
+    ) {
         Ok(()) => {}
         Err(ChallengeProblem::Invalid(why)) => {
             tracing::debug!(why, "session credential with an invalid challenge");

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod openapi;
 pub(crate) mod ops;
 pub mod problem;
+mod refusal;
 pub mod request_context;
 pub mod respond;
 pub mod verify;
@@ -58,6 +59,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether `peer` is a proxy whose forwarded-request headers (and
+    /// sealed refusals) `/v1/authorize` believes.
+    pub fn trusted_proxy(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        peer.is_some_and(|peer| {
+            let ip = peer.ip().to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&ip))
+        })
+    }
+
     /// Counts `outcome`, notes it for the request's log line (so the one
     /// line says what happened) and renders it.
     pub fn answer(&self, req: &HttpRequest, summary: Summary, outcome: Outcome) -> HttpResponse {
@@ -120,6 +130,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/authorize", authorize::METHODS)
                 .wrap(actix_web::middleware::from_fn(admit_authorize))
+                // outermost: the keys' and rates' refusals are sealed too
+                .wrap(actix_web::middleware::from_fn(refusal::sealed_refusals))
                 .route(web::route().guard(authorize::method_guard()).to(authorize::authorize)),
         )
         .default_service(web::to(not_found));

@@ -65,7 +65,8 @@ fn not_a_verify_request(e: &serde_json::Error) -> ApiError {
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct VerifyRequest {
     /// The paying client's `Authorization` value, either scheme:
-    /// `Tempo 0x<64 hex>` or `Payment <base64url credential>`.
+    /// `Tempo 0x<64 hex>` or `Payment <base64url credential>` (the URL
+    /// alphabet, unpadded or canonically padded).
     #[schema(
         max_length = 8192,
         pattern = "^(?![ ]*[Tt][Ee][Mm][Pp][Oo](?:[ ]|$)(?![ ]*0[xX][0-9a-fA-F]{64}[ ]*$))[ -~]*$",

@@ -138,8 +138,8 @@ mod tests {
     fn string_values_are_kept_as_written() {
         // config-rs's type guessing read these as numbers or booleans and
         // gave back another spelling: a secret of digits lost its entropy
-        // to a float ("1.2345678901234568e34"), a prefix its zeros
-        let digits = "12345678901234567890123456789012345";
+        // to a float ("3.1415926535897933e34"), a prefix its zeros
+        let digits = "31415926535897932384626433832795028";
         let s = load(&[
             ("SETTLEGATE_TRUST__KEYS", &key(1)),
             ("SETTLEGATE_PAYMENT__SECRET", digits),

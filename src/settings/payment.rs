@@ -28,17 +28,9 @@ fn secret(key: &str, value: Option<String>, file: Option<PathBuf>) -> Result<Opt
             .to_owned(),
         None => return Ok(None),
     };
-    // Never echo the secret, only its length.
-    if s.len() < settlegate_rules::mpp::MIN_SECRET_LEN {
-        return Err(SettingsError::invalid(
-            SECTION,
-            format!(
-                "payment.{key} must be at least {} bytes, got {} (e.g. `openssl rand -base64 32`)",
-                settlegate_rules::mpp::MIN_SECRET_LEN,
-                s.len()
-            ),
-        ));
-    }
+    // Never echo the secret: the rule it breaks, and its length.
+    settlegate_rules::secret_strength::check(s.as_bytes())
+        .map_err(|weak| SettingsError::invalid(SECTION, format!("payment.{key} {weak}")))?;
     Ok(Some(Secret::new(s)))
 }
 
@@ -122,6 +114,22 @@ mod tests {
             let e = validate(r).unwrap_err();
             assert!(e.to_string().contains(says), "{says}: {e}");
         }
+    }
+
+    #[test]
+    fn uniform_and_repeating_secrets_are_refused_without_being_shown() {
+        for (secret, says) in [
+            ("x".repeat(40), "payment.secret has only 1 distinct byte values"),
+            ("changeme-".repeat(4), "payment.secret repeats a unit of 9 bytes"),
+        ] {
+            let e = validate(raw(Some(&secret), None, None)).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains(&secret[..9]), "{e}");
+        }
+        let e = validate(raw(Some(LONG), Some(&"ab".repeat(20)), Some("2026-12-02T12:00:00Z")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payment.previous_secret has only 2 distinct"), "{e}");
     }
 
     #[test]

@@ -254,6 +254,117 @@ fn every_refusal_exits_non_zero_with_its_code_and_never_accepts_a_connection() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// (expected code, how to break the boot, what the line says, what it
+/// must not show)
+type Refusal<'a> = (
+    &'static str,
+    Box<dyn Fn(&Workdir) -> HashMap<String, String> + 'a>,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// The `Payment` scheme's boot rules: a weak challenge secret (inline, in
+/// a file, or the previous one) and a realm the SDKs share or that breaks
+/// the HMAC input stop the boot with the rule, never the secret.
+#[test]
+fn weak_payment_secrets_and_the_shared_default_realm_stop_the_boot() {
+    let realm = |r: &str| Genome::single().set("/settlement/realm", json!(r)).signed();
+    let secret = |w: &Workdir, key: &str, value: &str| {
+        let mut env = serve_env(&w.genome(&Genome::single().signed()));
+        env.insert(key.into(), value.into());
+        if key.contains("PREVIOUS") {
+            env.insert(
+                "SETTLEGATE_PAYMENT__SECRET".into(),
+                "a-strong-enough-secret-Kq81vXz0pLm3Nw7Rt".into(),
+            );
+            env.insert(
+                "SETTLEGATE_PAYMENT__PREVIOUS_SECRET_UNTIL".into(),
+                "2099-01-01T00:00:00Z".into(),
+            );
+        }
+        env
+    };
+    let uniform = "Z".repeat(44);
+    let repeating = "hunter2-".repeat(5);
+    let cases: Vec<Refusal<'_>> = vec![
+        (
+            "CONFIG_INVALID",
+            Box::new(|w| secret(w, "SETTLEGATE_PAYMENT__SECRET", &uniform)),
+            "payment.secret has only 1 distinct byte values",
+            Some("ZZZZ"),
+        ),
+        (
+            "CONFIG_INVALID",
+            Box::new(|w| secret(w, "SETTLEGATE_PAYMENT__SECRET", &repeating)),
+            "payment.secret repeats a unit of 8 bytes",
+            Some("hunter2"),
+        ),
+        (
+            "CONFIG_INVALID",
+            Box::new(|w| {
+                let file = w.path("payment-secret");
+                std::fs::write(&file, format!("{repeating}\n")).unwrap();
+                secret(w, "SETTLEGATE_PAYMENT__SECRET_FILE", file.to_str().unwrap())
+            }),
+            "payment.secret repeats a unit of 8 bytes",
+            Some("hunter2"),
+        ),
+        (
+            "CONFIG_INVALID",
+            Box::new(|w| secret(w, "SETTLEGATE_PAYMENT__PREVIOUS_SECRET", &repeating)),
+            "payment.previous_secret repeats a unit of 8 bytes",
+            Some("hunter2"),
+        ),
+        (
+            "CONFIG_INVALID",
+            Box::new(|w| secret(w, "SETTLEGATE_PAYMENT__SECRET", "my-server-secret")),
+            "payment.secret must be at least 32 bytes, got 16",
+            Some("my-server"),
+        ),
+        (
+            "GENOME_POLICY_INVALID",
+            Box::new(move |w| serve_env(&w.genome(&realm("MPP Payment")))),
+            "settlement.realm must not be \"MPP Payment\"",
+            None,
+        ),
+        (
+            "GENOME_POLICY_INVALID",
+            Box::new(move |w| serve_env(&w.genome(&realm("mpp payment")))),
+            "the MPP SDKs' default realm",
+            None,
+        ),
+        (
+            "GENOME_POLICY_INVALID",
+            Box::new(move |w| serve_env(&w.genome(&realm("api|tempo")))),
+            "settlement.realm must not contain `|`",
+            None,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (code, setup, says, hidden)) in cases.into_iter().enumerate() {
+        let w = Workdir::new();
+        let r = run_refused(&setup(&w));
+        let line = r.stderr.trim_end();
+        let ok = r.code.is_some_and(|c| c != 0)
+            && !line.contains('\n')
+            && line.starts_with(&format!("settlegate: {code}: "))
+            && line.contains(says)
+            && hidden.is_none_or(|h| !line.contains(h))
+            && r.accepted_connections == 0;
+        if !ok {
+            failures.push(format!(
+                "case {i} ({code}, {says}): exit {:?}, stderr {:?}",
+                r.code, r.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The nearest realms that are not the default still boot.
+    let w = Workdir::new();
+    let app = Served::start(&serve_env(&w.genome(&realm("MPP Payments API"))));
+    drop(app);
+}
+
 #[test]
 fn a_refused_boot_never_prints_a_configured_secret() {
     let w = Workdir::new();

@@ -72,6 +72,16 @@ async fn sighup_with_a_tampered_or_older_genome_keeps_the_verified_one() {
     app.wait_for_log(|v| {
         refused("GENOME_ROLLBACK")(v) && v["error"].as_str().unwrap().contains("2.0.0 is not greater")
     });
+    // validly signed and newer, but with the MPP SDKs' shared default realm
+    Genome::single()
+        .version("4.0.0")
+        .set("/settlement/realm", json!("MPP Payment"))
+        .signed()
+        .write(&path);
+    app.sighup();
+    app.wait_for_log(|v| {
+        refused("GENOME_POLICY_INVALID")(v) && v["error"].as_str().unwrap().contains("MPP SDKs' default realm")
+    });
     // self-signed by an unpinned key
     Genome::new(&[("evil", 9)], 1)
         .version("9.0.0")

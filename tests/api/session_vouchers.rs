@@ -175,25 +175,35 @@ async fn every_wrong_voucher_is_refused_with_its_problem_and_deducts_nothing() {
     );
 
     let other_channel = format!("0x{}", "ab".repeat(32));
-    let (stranger, other_escrow, other_chain, lower, above, other_channel_sig) = tokio::task::block_in_place(|| {
-        (
-            sign(&c, STRANGER_KEY, PRICE * 4),
-            sign_voucher(
-                PAYER_KEY,
-                "0x1111111111111111111111111111111111111111",
-                42431,
-                &c.id,
-                PRICE * 4,
-            ),
-            sign_voucher(PAYER_KEY, &c.escrow, 1, &c.id, PRICE * 4),
-            sign(&c, PAYER_KEY, PRICE * 2),
-            sign(&c, PAYER_KEY, PRICE * 11),
-            sign_voucher(PAYER_KEY, &c.escrow, 42431, &other_channel, PRICE * 4),
-        )
-    });
+    let (stranger, other_escrow, other_chain, lower, above, other_channel_sig, next) =
+        tokio::task::block_in_place(|| {
+            (
+                sign(&c, STRANGER_KEY, PRICE * 4),
+                sign_voucher(
+                    PAYER_KEY,
+                    "0x1111111111111111111111111111111111111111",
+                    42431,
+                    &c.id,
+                    PRICE * 4,
+                ),
+                sign_voucher(PAYER_KEY, &c.escrow, 1, &c.id, PRICE * 4),
+                sign(&c, PAYER_KEY, PRICE * 2),
+                sign(&c, PAYER_KEY, PRICE * 11),
+                sign_voucher(PAYER_KEY, &c.escrow, 42431, &other_channel, PRICE * 4),
+                sign(&c, PAYER_KEY, PRICE * 4),
+            )
+        });
     // The high-s twin of a valid signature: s' = n - s, v flipped.
     let high_s = high_s_twin(&ok);
     let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            // The payer's key is known here after the first voucher: the
+            // check against it must still see that this recovers another.
+            "the payer's next voucher with its parity flipped",
+            voucher_payload(&c.id, PRICE * 4, &flipped_parity(&next)),
+            402,
+            "session/signer-mismatch",
+        ),
         (
             "another key",
             voucher_payload(&c.id, PRICE * 4, &stranger),
@@ -274,6 +284,14 @@ fn high_s_twin(sig: &str) -> String {
     out[32..64].copy_from_slice(&(n - s).to_be_bytes::<32>());
     out[64] = if bytes[64] == 27 { 28 } else { 27 };
     format!("0x{}", alloy_primitives::hex::encode(out))
+}
+
+/// The same `r` and `s` with `v` flipped: it recovers another key, which
+/// the escrow's `settle` would refuse.
+fn flipped_parity(sig: &str) -> String {
+    let mut bytes = alloy_primitives::hex::decode(sig.trim_start_matches("0x")).unwrap();
+    bytes[64] = if bytes[64] == 27 { 28 } else { 27 };
+    format!("0x{}", alloy_primitives::hex::encode(bytes))
 }
 
 /// `min_voucher_delta`: a voucher that raises the accepted amount by less

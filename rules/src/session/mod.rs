@@ -42,7 +42,7 @@ pub use judge::{Expected, OpenFacts, judge_open, judge_top_up};
 pub use parse::{Action, Open, SessionMalformed, TopUp, parse_payload};
 pub use problem::SessionProblem;
 pub use request::{SessionRequest, receipt};
-pub use voucher::{Domain, SignatureProblem, Voucher, VoucherSignature, channel_id_v1};
+pub use voucher::{Domain, SignatureProblem, SignerKey, Voucher, VoucherSignature, channel_id_v1};
 
 /// The v1 escrow's `CLOSE_GRACE_PERIOD`: a payer who called `requestClose`
 /// may `withdraw` everything unsettled this many seconds later.

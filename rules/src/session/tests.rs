@@ -957,3 +957,64 @@ fn decisions_keep_the_accounting_invariants_over_a_grid() {
         }
     }
 }
+
+/// `is_by` must agree with a recovery on every signature, including the
+/// near misses a forger would try: the other parity, another key, another
+/// digest, and arbitrary `(r, s)` that may recover to some key or none.
+#[test]
+fn a_known_key_check_agrees_with_recovery_on_every_signature() {
+    let key = sig().recover_key(&DIGEST).unwrap();
+    assert_eq!(key.address(), PAYER);
+    assert!(sig().is_by(&DIGEST, &key));
+    assert!(!sig().is_by(&keccak256(b"another digest"), &key));
+
+    let mut flipped = sig().to_bytes();
+    flipped[64] ^= 27 ^ 28;
+    let flipped = VoucherSignature::from_slice(&flipped).unwrap();
+    assert!(!flipped.is_by(&DIGEST, &key), "the other parity recovers another key");
+    assert_ne!(flipped.recover(&DIGEST), Ok(PAYER));
+
+    let stranger = k256::ecdsa::SigningKey::from_slice(keccak256(b"stranger").as_slice()).unwrap();
+    let (mut signed, rid) = stranger.sign_prehash_recoverable(DIGEST.as_slice()).unwrap();
+    let mut odd = rid.is_y_odd();
+    if let Some(low) = signed.normalize_s() {
+        signed = low;
+        odd = !odd;
+    }
+    let mut bytes = [0u8; 65];
+    bytes[..64].copy_from_slice(&signed.to_bytes());
+    bytes[64] = if odd { 28 } else { 27 };
+    let by_stranger = VoucherSignature::from_slice(&bytes).unwrap();
+    let stranger_key = by_stranger.recover_key(&DIGEST).unwrap();
+    assert_ne!(stranger_key.address(), PAYER);
+    assert!(by_stranger.is_by(&DIGEST, &stranger_key));
+    assert!(!by_stranger.is_by(&DIGEST, &key));
+    assert!(!sig().is_by(&DIGEST, &stranger_key));
+
+    // Arbitrary low-s signatures: whatever they recover to (or not),
+    // `is_by` says yes only for that key.
+    let mut agreed = 0;
+    for i in 0u32..400 {
+        let mut bytes = [0u8; 65];
+        bytes[..32].copy_from_slice(keccak256(i.to_be_bytes()).as_slice());
+        bytes[32..64].copy_from_slice(keccak256((i + 1_000_000).to_be_bytes()).as_slice());
+        bytes[32] &= 0x7f;
+        bytes[64] = 27 + (i % 2) as u8;
+        let Ok(forged) = VoucherSignature::from_slice(&bytes) else {
+            continue;
+        };
+        match forged.recover_key(&DIGEST) {
+            Ok(k) => {
+                assert!(forged.is_by(&DIGEST, &k), "#{i}");
+                assert_eq!(forged.recover(&DIGEST), Ok(k.address()), "#{i}");
+                assert!(!forged.is_by(&DIGEST, &key), "#{i}");
+                agreed += 1;
+            }
+            Err(_) => {
+                assert!(!forged.is_by(&DIGEST, &key), "#{i}");
+                assert!(!forged.is_by(&DIGEST, &stranger_key), "#{i}");
+            }
+        }
+    }
+    assert!(agreed > 100, "too few recoverable samples: {agreed}");
+}

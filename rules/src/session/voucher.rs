@@ -7,6 +7,12 @@
 //! compact EIP-2098 signature is expanded to it, and a high-s one is
 //! refused, because `(r, n - s)` verifies too and would be a second
 //! spelling of the same voucher that the contract refuses to settle.
+//!
+//! A signer seen before costs one verification rather than a recovery:
+//! [`VoucherSignature::is_by`] holds exactly when recovering the signature
+//! would give that key (same `r`, same `y` parity), so the answer is the
+//! recovery's, at half its price (k256's recovery verifies what it
+//! recovered, a second scalar multiplication).
 
 use alloy_primitives::{Address, B256, Signature, U256, keccak256};
 
@@ -107,6 +113,74 @@ impl VoucherSignature {
             .recover_address_from_prehash(digest)
             .map_err(|_| SignatureProblem::Unrecoverable)
     }
+
+    /// The key that signed `digest`, to check its next signatures with
+    /// [`VoucherSignature::is_by`].
+    pub fn recover_key(&self, digest: &B256) -> Result<SignerKey, SignatureProblem> {
+        let r = U256::from_be_slice(&self.0[..32]);
+        let s = U256::from_be_slice(&self.0[32..64]);
+        let key = Signature::new(r, s, self.0[64] == 28)
+            .recover_from_prehash(digest)
+            .map_err(|_| SignatureProblem::Unrecoverable)?;
+        Ok(SignerKey {
+            address: Address::from_public_key(&key),
+            point: *key.as_affine(),
+        })
+    }
+
+    /// Whether recovering this signature over `digest` gives `key`: the
+    /// point `R = (z·G + r·Q) / s` has the x coordinate `r` (as a field
+    /// element, not merely modulo the order) and the parity `v` names.
+    /// Then `Q = (s·R - z·G) / r` is what recovery computes; conversely a
+    /// recovery giving `Q` started from that `R`.
+    pub fn is_by(&self, digest: &B256, key: &SignerKey) -> bool {
+        use k256::elliptic_curve::PrimeField;
+        use k256::elliptic_curve::group::Group;
+        use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+        use k256::elliptic_curve::point::AffineCoordinates;
+        use k256::{FieldBytes, ProjectivePoint, Scalar};
+
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 32];
+            w.copy_from_slice(b);
+            FieldBytes::from(w)
+        };
+        let r_bytes = word(&self.0[..32]);
+        let (Some(r), Some(s)) = (
+            Option::<Scalar>::from(Scalar::from_repr(r_bytes)),
+            Option::<Scalar>::from(Scalar::from_repr(word(&self.0[32..64]))),
+        ) else {
+            return false;
+        };
+        let Some(w) = Option::<Scalar>::from(s.invert()) else {
+            return false;
+        };
+        let z = <Scalar as Reduce<k256::U256>>::reduce_bytes(&word(digest.as_slice()));
+        let point = ProjectivePoint::lincomb(
+            &ProjectivePoint::GENERATOR,
+            &(z * w),
+            &ProjectivePoint::from(key.point),
+            &(r * w),
+        );
+        if bool::from(point.is_identity()) {
+            return false;
+        }
+        let point = point.to_affine();
+        point.x() == r_bytes && bool::from(point.y_is_odd()) == (self.0[64] == 28)
+    }
+}
+
+/// A voucher signer's public key and its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignerKey {
+    address: Address,
+    point: k256::AffinePoint,
+}
+
+impl SignerKey {
+    pub fn address(&self) -> Address {
+        self.address
+    }
 }
 
 fn secp256k1_order() -> U256 {
@@ -169,9 +243,12 @@ impl Domain {
 
     /// The signer of `voucher` in this domain.
     pub fn recover(&self, voucher: &Voucher) -> Result<Address, SignatureProblem> {
-        voucher
-            .signature
-            .recover(&self.voucher_digest(&voucher.channel_id, voucher.cumulative))
+        voucher.signature.recover(&self.digest(voucher))
+    }
+
+    /// What `voucher`'s signature signs in this domain.
+    pub fn digest(&self, voucher: &Voucher) -> B256 {
+        self.voucher_digest(&voucher.channel_id, voucher.cumulative)
     }
 }
 
