@@ -44,6 +44,7 @@ use settlegate_rules::settlement::Reason;
         Settlement,
         super::respond::VerifyOk,
         super::respond::ServedBody,
+        super::respond::ProvenBody,
         SettledStatus,
         Scheme,
         Problem,
@@ -330,9 +331,14 @@ mod tests {
             Reason::ChallengeExpired,
             Reason::PayerMismatch,
             Reason::TxRejected,
+            Reason::ProofRequired,
+            Reason::ProofUnexpected,
+            Reason::ProofInvalid,
+            Reason::SplitMissing,
+            Reason::SplitShort,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 14);
+        assert_eq!(documented.len(), 19);
     }
 }
