@@ -1,5 +1,6 @@
-//! The three answers of a payment check, as values: [`Outcome::Settled`]
-//! (200), [`Outcome::Denied`] (402, with the [`Challenge`] to pay) and
+//! The three answers of a payment check, as values: [`Outcome::Settled`],
+//! [`Outcome::Served`] and [`Outcome::Proven`] (200), [`Outcome::Denied`]
+//! (402, with the [`Challenge`] to pay) and
 //! [`Outcome::Unavailable`] (503, with its typed cause). The settlement flow
 //! produces them; `http::respond` is the one place that turns them into
 //! responses, and `metrics` the one place that counts them. Each 402 and
@@ -11,7 +12,7 @@ use settlegate_actors::replay_guard::StoreError;
 use settlegate_actors::rpc_pool::RpcError;
 use settlegate_rules::GenomeError;
 use settlegate_rules::mpp::{ChargeRequest, Modes};
-use settlegate_rules::policy::{Price, Schemes, SettlementPolicy};
+use settlegate_rules::policy::{Price, Schemes, SettlementPolicy, Split};
 use settlegate_rules::primitives::{Address, Amount};
 use settlegate_rules::replay::Settlement;
 use settlegate_rules::session::{SessionProblem, SessionRequest};
@@ -40,6 +41,10 @@ pub struct Challenge {
     /// Whether the `charge` challenge offers fee sponsorship now (the
     /// route allows it and the sponsor has budget and balance).
     pub fee_payer: bool,
+    /// The price's splits (a `Payment` charge carries them; a `Tempo`
+    /// challenge or a session cannot, so a route with splits offers
+    /// neither).
+    pub splits: Vec<Split>,
 }
 
 /// What a `session` challenge offers besides the price.
@@ -53,7 +58,7 @@ pub struct SessionOffer {
 
 impl Challenge {
     /// The challenge for a request priced at `price` under `policy`.
-    pub fn new(policy: &SettlementPolicy, price: Price) -> Self {
+    pub fn new(policy: &SettlementPolicy, price: &Price) -> Self {
         Challenge {
             realm: policy.realm.clone(),
             asset: price.asset,
@@ -64,10 +69,12 @@ impl Challenge {
             ttl_seconds: policy.challenge_ttl_seconds,
             clock_skew_seconds: policy.clock_skew_seconds,
             charge: policy.intents.charge,
-            // A price beyond the escrow's uint128 cannot be paid by voucher.
+            // A price beyond the escrow's uint128 cannot be paid by voucher,
+            // and a free route takes proofs, not vouchers.
             session: policy
                 .session
                 .filter(|_| policy.intents.session && policy.schemes.payment)
+                .filter(|_| !price.amount.is_zero() && price.splits.is_empty())
                 .filter(|_| u128::try_from(price.amount.value()).is_ok())
                 .map(|s| SessionOffer {
                     escrow: s.escrow,
@@ -76,6 +83,7 @@ impl Challenge {
                     suggested_deposit: s.suggested_deposit,
                 }),
             fee_payer: false,
+            splits: price.splits.clone(),
         }
     }
 
@@ -112,6 +120,18 @@ impl Challenge {
         })
     }
 
+    /// Whether the route is free: answered with a `proof` credential only
+    /// (no `Tempo` challenge, no session).
+    pub fn is_free(&self) -> bool {
+        self.amount.is_zero()
+    }
+
+    /// Whether the `Tempo` scheme can pay it: not a free route, not one
+    /// with splits (its challenge names one recipient and one amount).
+    pub fn tempo_payable(&self) -> bool {
+        self.schemes.tempo && !self.is_free() && self.splits.is_empty()
+    }
+
     /// The furthest ahead an echoed `Payment` challenge may expire: what
     /// this policy mints, on any instance within the clock skew.
     pub fn max_lifetime(&self) -> time::Duration {
@@ -141,6 +161,7 @@ impl Challenge {
                 Modes::BOTH
             },
             fee_payer: sponsored,
+            splits: self.splits.clone(),
         }
     }
 }
@@ -152,8 +173,22 @@ pub enum Outcome {
     Settled(Settlement),
     /// Paid from a session channel: this request's price was deducted.
     Served(Served),
+    /// A free route's `proof` credential, claimed for this request (once
+    /// per challenge).
+    Proven(Proven),
     Denied(Denial, Challenge),
     Unavailable(Unavailable),
+}
+
+/// A `proof` credential accepted for a route priced at zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proven {
+    /// The `source` whose signature the proof carries.
+    pub payer: Address,
+    /// The challenge the proof answers (its receipt's `reference`).
+    pub challenge_id: String,
+    pub chain_id: u64,
+    pub genome_id: String,
 }
 
 /// Why a request is not (yet) paid: the 402 answers. None consumes.
@@ -252,7 +287,7 @@ impl Unavailable {
 impl Outcome {
     pub fn status(&self) -> u16 {
         match self {
-            Outcome::Settled(_) | Outcome::Served(_) => 200,
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) => 200,
             Outcome::Denied(d, _) => d.code().status(),
             Outcome::Unavailable(_) => 503,
         }
@@ -262,7 +297,7 @@ impl Outcome {
     /// metrics label an outcome with.
     pub fn code(&self) -> &'static str {
         match self {
-            Outcome::Settled(_) | Outcome::Served(_) => "SETTLED",
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) => "SETTLED",
             Outcome::Denied(d, _) => d.code().as_str(),
             Outcome::Unavailable(u) => u.code().as_str(),
         }
@@ -271,7 +306,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<Reason> {
         match self {
             Outcome::Denied(d, _) => d.reason(),
-            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Unavailable(_) => None,
+            Outcome::Settled(_) | Outcome::Served(_) | Outcome::Proven(_) | Outcome::Unavailable(_) => None,
         }
     }
 

@@ -20,6 +20,7 @@ fn request() -> ChargeRequest {
         chain_id: 42431,
         modes: Modes::BOTH,
         fee_payer: false,
+        splits: Vec::new(),
     }
 }
 

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let policy = policy();
     let price = policy.price_for(None);
     let terms = memo_rule(policy.memo, Scheme::Tempo, None);
-    if let Verdict::Settled(p) = judge(&facts, &policy, price, terms, NOW) {
+    if let Verdict::Settled(p) = judge(&facts, &policy, &price, terms, NOW) {
         let receipt = facts.receipt.as_ref().unwrap();
         assert_eq!(
             receipt.status.map(|s| s.to::<u64>()),

@@ -17,6 +17,8 @@
 //!   lifetime, and which later request is a retry of the consuming one.
 //! - [`mpp`]: the Machine Payments Protocol `Payment` scheme: challenges,
 //!   credentials, the attribution memo and the receipt.
+//! - [`proof`]: `proof` credentials of zero-priced routes: the EIP-712
+//!   digests, the signer's recovery and the replay key of a challenge.
 //! - [`b64url`]: base64url as the `Payment` scheme writes it, read strictly.
 //! - [`secret_strength`]: which challenge secrets are refused.
 //! - [`accept_payment`]: the `Accept-Payment` header: which `Payment`
@@ -43,6 +45,7 @@ pub mod keys;
 pub mod mpp;
 pub mod policy;
 pub mod primitives;
+pub mod proof;
 pub mod refusal;
 pub mod replay;
 pub mod secret_strength;

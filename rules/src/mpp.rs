@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::canonical::canonical_value_bytes;
 use crate::credential::{TxHash, TxHashError};
+use crate::policy::Split;
 use crate::primitives::Amount;
 
 pub const METHOD: &str = "tempo";
@@ -37,6 +38,9 @@ pub const SESSION_INTENT: &str = "session";
 pub use crate::secret_strength::{MIN_SECRET_LEN, WeakSecret};
 /// The longest signed transaction a `transaction` credential may carry.
 pub const MAX_TRANSACTION_BYTES: usize = 4096;
+/// The longest signature a `proof` credential may carry (an EOA's is 65
+/// bytes; longer ones are parsed only to be refused with a reason).
+pub const MAX_PROOF_BYTES: usize = 1024;
 /// The longest echoed `request` read (mppx and mpp-rs cap it alike),
 /// checked before it is decoded. A credential is at most
 /// [`crate::credential::MAX_CREDENTIAL_LEN`] bytes anyway; this holds for
@@ -88,6 +92,9 @@ pub struct ChargeRequest {
     /// `methodDetails.feePayer: true`: this service pays the transaction's
     /// fee (pull mode only).
     pub fee_payer: bool,
+    /// `methodDetails.splits`: shares of `amount` for other recipients
+    /// (empty: none, and the field is not emitted).
+    pub splits: Vec<Split>,
 }
 
 impl ChargeRequest {
@@ -107,6 +114,21 @@ impl ChargeRequest {
         });
         if self.fee_payer {
             v["methodDetails"]["feePayer"] = Value::Bool(true);
+        }
+        if !self.splits.is_empty() {
+            // Recipients in EIP-55 form like the primary's; a memo only
+            // where the split names one.
+            v["methodDetails"]["splits"] = self
+                .splits
+                .iter()
+                .map(|s| {
+                    let mut e = json!({"amount": s.amount.to_string(), "recipient": s.recipient.to_checksum(None)});
+                    if let Some(m) = &s.memo {
+                        e["memo"] = Value::String(m.to_string());
+                    }
+                    e
+                })
+                .collect();
         }
         v
     }
@@ -436,15 +458,20 @@ pub enum Payload {
     Hash(TxHash),
     /// Pull: a signed transaction for this service to broadcast.
     Transaction(Bytes),
+    /// No payment: an EIP-712 signature by the `source` over the challenge
+    /// ([`crate::proof`]), for a route priced at zero. A credential with
+    /// this payload always has a `source`.
+    Proof(Bytes),
 }
 
 impl Payload {
     /// The transaction's hash: the one a `hash` payload names, or the
-    /// keccak-256 of the signed EIP-2718 envelope.
-    pub fn tx_hash(&self) -> TxHash {
+    /// keccak-256 of the signed EIP-2718 envelope; a proof has none.
+    pub fn tx_hash(&self) -> Option<TxHash> {
         match self {
-            Payload::Hash(h) => *h,
-            Payload::Transaction(raw) => TxHash::from(keccak256(raw)),
+            Payload::Hash(h) => Some(*h),
+            Payload::Transaction(raw) => Some(TxHash::from(keccak256(raw))),
+            Payload::Proof(_) => None,
         }
     }
 }
@@ -532,9 +559,27 @@ fn charge_credential(envelope: Envelope) -> Result<PaymentCredential, Malformed>
             let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
             Payload::Transaction(Bytes::from(bytes))
         }
+        "proof" => {
+            let s = raw.signature.ok_or_else(|| bad("a proof payload needs `signature`"))?;
+            let hex = s
+                .strip_prefix("0x")
+                .ok_or_else(|| bad("payload.signature is 0x-prefixed hex"))?;
+            if hex.is_empty() || hex.len() > 2 * MAX_PROOF_BYTES {
+                return Err(Malformed(format!(
+                    "a proof's payload.signature must be 1 to {MAX_PROOF_BYTES} bytes"
+                )));
+            }
+            let bytes = alloy_primitives::hex::decode(hex).map_err(|_| bad("payload.signature is not hex"))?;
+            if envelope.source.is_none() {
+                return Err(bad(
+                    "a proof payload needs `source` (did:pkh:eip155:<chain id>:<address>): it names the signer",
+                ));
+            }
+            Payload::Proof(Bytes::from(bytes))
+        }
         other => {
             return Err(Malformed(format!(
-                "payload.type {} is not hash or transaction",
+                "payload.type {} is not hash, transaction or proof",
                 crate::primitives::quote_bounded(other, 32)
             )));
         }
@@ -812,9 +857,15 @@ pub fn is_mpp_memo(memo: &B256) -> bool {
 
 /// The `Payment-Receipt` value for a settled transaction.
 pub fn receipt(tx_hash: &TxHash, settled_at: OffsetDateTime) -> String {
+    receipt_for(&tx_hash.to_string(), settled_at)
+}
+
+/// The `Payment-Receipt` value naming `reference`: a transaction hash, or
+/// for a `proof` the challenge id (no transaction exists).
+pub fn receipt_for(reference: &str, settled_at: OffsetDateTime) -> String {
     let v = json!({
         "method": METHOD,
-        "reference": tx_hash.to_string(),
+        "reference": reference,
         "status": "success",
         "timestamp": format_expires(settled_at),
     });
@@ -878,6 +929,7 @@ mod tests {
                 push: true,
             },
             fee_payer: false,
+            splits: Vec::new(),
         }
     }
 
@@ -1087,6 +1139,70 @@ mod tests {
         // Fractions and offsets in expires are RFC 3339 too; the HMAC
         // covers the string as echoed, so only a minted one passes.
         assert!(OffsetDateTime::parse("2030-01-01T01:00:00.123+01:00", &Rfc3339).is_ok());
+    }
+
+    #[test]
+    fn splits_travel_in_method_details_and_are_pinned() {
+        let split = |to: u8, amount: &str, memo: Option<B256>| Split {
+            recipient: Address::repeat_byte(to),
+            amount: amount.parse().unwrap(),
+            memo,
+        };
+        let req = ChargeRequest {
+            splits: vec![
+                split(0xa1, "50000", None),
+                split(0xc4, "10000", Some(B256::repeat_byte(0xde))),
+            ],
+            ..push_request()
+        };
+        assert_eq!(
+            req.to_value()["methodDetails"]["splits"],
+            json!([
+                {"amount": "50000", "recipient": Address::repeat_byte(0xa1).to_checksum(None)},
+                {"amount": "10000", "memo": format!("0x{}", "de".repeat(32)),
+                 "recipient": Address::repeat_byte(0xc4).to_checksum(None)},
+            ])
+        );
+        // no splits: no field (the request of every other route is unchanged)
+        assert!(push_request().to_value()["methodDetails"].get("splits").is_none());
+        let s = secrets();
+        let c = Challenge::mint(&s, REALM, &req, EXPIRES, nonce());
+        assert_eq!(check(&echo(&c), &s, REALM, &req, BEFORE), Ok(()));
+        // the route's splits changed (another share, order, memo, none):
+        // the challenge is not this route's any more
+        for now in [
+            ChargeRequest {
+                splits: vec![split(0xa1, "50001", None), req.splits[1].clone()],
+                ..req.clone()
+            },
+            ChargeRequest {
+                splits: vec![req.splits[1].clone(), req.splits[0].clone()],
+                ..req.clone()
+            },
+            ChargeRequest {
+                splits: vec![req.splits[0].clone(), split(0xc4, "10000", None)],
+                ..req.clone()
+            },
+            push_request(),
+        ] {
+            assert!(
+                matches!(
+                    check(&echo(&c), &s, REALM, &now, BEFORE),
+                    Err(ChallengeProblem::Invalid(_))
+                ),
+                "{:?}",
+                now.splits
+            );
+        }
+        // an echo that drops the splits is not the one minted
+        let dropped = Echo {
+            request: push_request().encode(),
+            ..echo(&c)
+        };
+        assert!(matches!(
+            check(&dropped, &s, REALM, &push_request(), BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
     }
 
     #[test]
@@ -1325,7 +1441,7 @@ mod tests {
         let m = parse_payment_credential(&b64_encode(json.as_bytes()))
             .unwrap_err()
             .to_string();
-        assert!(m.contains("is not hash or transaction"), "{m}");
+        assert!(m.contains("is not hash, transaction or proof"), "{m}");
         assert!(
             m.chars().count() <= 100 + MAX_DETAIL_CHARS,
             "{} chars: {m}",
@@ -1342,7 +1458,49 @@ mod tests {
             c.payload,
             Payload::Transaction(Bytes::from(vec![0x76, 0xc0, 0xff, 0xee]))
         );
-        assert_eq!(c.payload.tx_hash(), TxHash::from(keccak256([0x76, 0xc0, 0xff, 0xee])));
+        assert_eq!(
+            c.payload.tx_hash(),
+            Some(TxHash::from(keccak256([0x76, 0xc0, 0xff, 0xee])))
+        );
+    }
+
+    #[test]
+    fn a_proof_payload_needs_a_signature_and_a_source() {
+        let sig = format!("0x{}", "ab".repeat(65));
+        let proof = |payload: Value, source: Option<&str>| {
+            let mut v = json!({"challenge": good()["challenge"], "payload": payload});
+            if let Some(s) = source {
+                v["source"] = json!(s);
+            }
+            parse_payment_credential(&encode(&v))
+        };
+        let did = "did:pkh:eip155:42431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        let c = proof(json!({"type": "proof", "signature": sig}), Some(did)).unwrap();
+        assert_eq!(c.payload, Payload::Proof(Bytes::from(vec![0xab; 65])));
+        assert_eq!(c.payload.tx_hash(), None);
+        assert_eq!(c.source.map(|s| s.chain_id), Some(42431));
+        for (payload, source) in [
+            (json!({"type": "proof", "signature": sig}), None),
+            (json!({"type": "proof"}), Some(did)),
+            (json!({"type": "proof", "signature": "abab"}), Some(did)),
+            (json!({"type": "proof", "signature": "0x"}), Some(did)),
+            (json!({"type": "proof", "signature": "0xzz"}), Some(did)),
+            (
+                json!({"type": "proof", "signature": format!("0x{}", "ab".repeat(MAX_PROOF_BYTES + 1))}),
+                Some(did),
+            ),
+            (
+                json!({"type": "proof", "signature": sig}),
+                Some("did:pkh:eip155:42431:0x12"),
+            ),
+            (json!({"type": "Proof", "signature": sig}), Some(did)),
+        ] {
+            assert!(proof(payload.clone(), source).is_err(), "{payload} {source:?}");
+        }
+        let m = proof(json!({"type": "proof", "signature": sig}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("needs `source`"), "{m}");
     }
 
     #[test]

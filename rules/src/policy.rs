@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::GenomeError;
-use crate::primitives::{Address, Amount, address_lower, parse_address};
+use crate::primitives::{Address, Amount, U256, address_lower, parse_address};
 use crate::target::{NormalPath, TargetError, normalise};
+use alloy_primitives::B256;
 
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
@@ -93,6 +94,125 @@ pub struct PriceRule {
     pub amount: Amount,
     /// Whether this route's charge challenges offer fee sponsorship.
     pub fee_payer: bool,
+    /// Shares of `amount` paid to other recipients (`methodDetails.splits`);
+    /// empty: the recipient gets it all.
+    pub splits: Vec<Split>,
+}
+
+/// The most splits a price rule may have (the spec's SHOULD: each one is
+/// another transfer, about 29,000 gas).
+pub const MAX_SPLITS: usize = 10;
+
+/// One share of a route's price, paid to another recipient in the price's
+/// token, in the same transaction as the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Split {
+    pub recipient: Address,
+    pub amount: Amount,
+    /// The memo its transfer must carry (`transferWithMemo`), if any.
+    pub memo: Option<B256>,
+}
+
+/// Why a price rule's `splits` is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SplitsError {
+    #[error("must list 1 to {MAX_SPLITS} splits, got {0}")]
+    Count(usize),
+    #[error("[{0}].recipient: {1}")]
+    Recipient(usize, crate::primitives::AddressError),
+    #[error("[{0}].recipient {1} is {2}, which cannot be a split's recipient")]
+    Forbidden(usize, String, &'static str),
+    #[error("[{0}].recipient {1} is listed twice")]
+    Twice(usize, String),
+    #[error("[{0}].amount: {1}")]
+    Amount(usize, crate::primitives::AmountError),
+    #[error("[{0}].memo must be 0x and 64 hex digits")]
+    Memo(usize),
+    #[error("[{0}].memo is an MPP attribution memo (ef1ed712 01…), which only a payment's own challenge may set")]
+    MppMemo(usize),
+    #[error("add up to {sum}, which must be less than the price {amount} (the recipient keeps the rest)")]
+    Sum { sum: U256, amount: U256 },
+}
+
+/// What a split's recipient must not be: the policy's own recipient (its
+/// leg is the rest of the price), nobody, the fee manager (its transfers
+/// are fees, never payments), a token or the session escrow.
+fn parse_splits(
+    raw: &[RawSplit],
+    amount: Amount,
+    recipient: Address,
+    assets: &[Address],
+    escrow: Option<Address>,
+) -> Result<Vec<Split>, SplitsError> {
+    if raw.is_empty() || raw.len() > MAX_SPLITS {
+        return Err(SplitsError::Count(raw.len()));
+    }
+    let mut out: Vec<Split> = Vec::with_capacity(raw.len());
+    let mut sum = U256::ZERO;
+    for (i, r) in raw.iter().enumerate() {
+        let to = parse_address(&r.recipient).map_err(|e| SplitsError::Recipient(i, e))?;
+        let forbidden = if to == Address::ZERO {
+            Some("the zero address")
+        } else if to == recipient {
+            Some("settlement.recipient")
+        } else if to == crate::settlement::FEE_MANAGER {
+            Some("the fee manager")
+        } else if assets.contains(&to) {
+            Some("a token of settlement.assets")
+        } else if Some(to) == escrow {
+            Some("the session escrow")
+        } else {
+            None
+        };
+        if let Some(what) = forbidden {
+            return Err(SplitsError::Forbidden(i, r.recipient.clone(), what));
+        }
+        if out.iter().any(|s| s.recipient == to) {
+            return Err(SplitsError::Twice(i, r.recipient.clone()));
+        }
+        let share: Amount = r.amount.parse().map_err(|e| SplitsError::Amount(i, e))?;
+        let memo = match &r.memo {
+            None => None,
+            Some(m) => {
+                let hex = m
+                    .strip_prefix("0x")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or(SplitsError::Memo(i))?;
+                // unwrap: 64 hex digits were checked above.
+                let memo: B256 = hex.parse().unwrap();
+                if crate::mpp::is_mpp_memo(&memo) {
+                    return Err(SplitsError::MppMemo(i));
+                }
+                Some(memo)
+            }
+        };
+        sum = sum.saturating_add(share.value());
+        out.push(Split {
+            recipient: to,
+            amount: share,
+            memo,
+        });
+    }
+    if sum >= amount.value() {
+        return Err(SplitsError::Sum {
+            sum,
+            amount: amount.value(),
+        });
+    }
+    Ok(out)
+}
+
+impl Split {
+    pub fn summary(&self) -> Value {
+        let mut v = serde_json::json!({
+            "recipient": address_lower(&self.recipient),
+            "amount": self.amount.to_string(),
+        });
+        if let Some(m) = &self.memo {
+            v["memo"] = Value::String(m.to_string());
+        }
+        v
+    }
 }
 
 /// A verified, typed settlement policy.
@@ -238,10 +358,23 @@ impl Intents {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Price {
     pub asset: Address,
     pub amount: Amount,
+    /// The rule's splits (never on the default price).
+    pub splits: Vec<Split>,
+}
+
+impl Price {
+    /// What the policy's recipient must receive: the price less the splits.
+    pub fn primary_amount(&self) -> U256 {
+        let shares = self
+            .splits
+            .iter()
+            .fold(U256::ZERO, |a, s| a.saturating_add(s.amount.value()));
+        self.amount.value().saturating_sub(shares)
+    }
 }
 
 impl SettlementPolicy {
@@ -252,12 +385,9 @@ impl SettlementPolicy {
     /// (the edges refuse those with 400) costs the dearest price there is.
     pub fn price_for(&self, resource: Option<&str>) -> Price {
         match self.rule_for(resource) {
-            Matched::Default => self.default_price,
+            Matched::Default => self.default_price.clone(),
             Matched::Unusable => self.dearest(),
-            Matched::Rule(p) => Price {
-                asset: p.asset,
-                amount: p.amount,
-            },
+            Matched::Rule(p) => p.price(),
         }
     }
 
@@ -301,11 +431,11 @@ impl SettlementPolicy {
     fn dearest(&self) -> Price {
         self.prices
             .iter()
-            .map(|p| Price {
-                asset: p.asset,
-                amount: p.amount,
-            })
-            .fold(self.default_price, |a, b| if b.amount > a.amount { b } else { a })
+            .map(PriceRule::price)
+            .fold(
+                self.default_price.clone(),
+                |a, b| if b.amount > a.amount { b } else { a },
+            )
     }
 
     /// Parses and checks the `settlement` value of a genome.
@@ -357,7 +487,9 @@ impl SettlementPolicy {
         let default_price = Price {
             asset: accepted("default_price.asset", &raw.default_price.asset)?,
             amount: amount("default_price.amount", &raw.default_price.amount)?,
+            splits: Vec::new(),
         };
+        let escrow = raw.session.as_ref().and_then(|s| parse_address(&s.escrow).ok());
         let mut seen = HashSet::new();
         let mut prices = Vec::with_capacity(raw.prices.len());
         for (i, p) in raw.prices.iter().enumerate() {
@@ -375,10 +507,23 @@ impl SettlementPolicy {
                     "settlement.prices[{i}].fee_payer needs a settlement.sponsorship policy"
                 )));
             }
+            // "0" is a route answered with a `proof` credential (identity,
+            // no payment); it has to be written as the rule's amount, never
+            // reached by default.
+            let price = match p.amount.as_str() {
+                "0" => Amount::ZERO,
+                other => amount(&format!("prices[{i}].amount"), other)?,
+            };
+            let splits = match &p.splits {
+                None => Vec::new(),
+                Some(raw) => parse_splits(raw, price, recipient, &assets, escrow)
+                    .map_err(|e| invalid(format!("settlement.prices[{i}].splits{e}")))?,
+            };
             prices.push(PriceRule {
                 resource,
                 asset,
-                amount: amount(&format!("prices[{i}].amount"), &p.amount)?,
+                amount: price,
+                splits,
                 fee_payer: p.fee_payer,
             });
         }
@@ -418,6 +563,22 @@ impl SettlementPolicy {
                 "settlement.sponsorship needs the payment scheme and the charge intent".into(),
             ));
         }
+        if let Some(i) = prices.iter().position(|p| p.amount.is_zero())
+            && !(schemes.payment && intents.charge)
+        {
+            return Err(invalid(format!(
+                "settlement.prices[{i}] is free (amount \"0\"): a zero-priced route is answered only with a \
+                 `proof` credential of the Payment scheme's charge intent, which this policy does not offer"
+            )));
+        }
+        if let Some(i) = prices.iter().position(|p| !p.splits.is_empty())
+            && !(schemes.payment && intents.charge)
+        {
+            return Err(invalid(format!(
+                "settlement.prices[{i}] has splits: they are paid only through the Payment scheme's charge \
+                 intent (a Tempo challenge or a session cannot carry them), which this policy does not offer"
+            )));
+        }
         Ok(SettlementPolicy {
             chain_id: raw.chain_id,
             realm,
@@ -447,9 +608,15 @@ impl SettlementPolicy {
             "recipient": address_lower(&self.recipient),
             "assets": self.assets.iter().map(address_lower).collect::<Vec<_>>(),
             "default_price": { "asset": address_lower(&self.default_price.asset), "amount": self.default_price.amount },
-            "prices": self.prices.iter().map(|p| serde_json::json!({
-                "resource": p.resource.as_str(), "asset": address_lower(&p.asset), "amount": p.amount,
-            })).collect::<Vec<_>>(),
+            "prices": self.prices.iter().map(|p| {
+                let mut v = serde_json::json!({
+                    "resource": p.resource.as_str(), "asset": address_lower(&p.asset), "amount": p.amount,
+                });
+                if !p.splits.is_empty() {
+                    v["splits"] = p.splits.iter().map(Split::summary).collect();
+                }
+                v
+            }).collect::<Vec<_>>(),
             "max_age_seconds": self.max_age_seconds,
             "clock_skew_seconds": self.clock_skew_seconds,
             "min_confirmations": self.min_confirmations,
@@ -559,6 +726,27 @@ struct RawPriceRule {
     amount: String,
     #[serde(default)]
     fee_payer: bool,
+    #[serde(default)]
+    splits: Option<Vec<RawSplit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplit {
+    recipient: String,
+    amount: String,
+    #[serde(default)]
+    memo: Option<String>,
+}
+
+impl PriceRule {
+    fn price(&self) -> Price {
+        Price {
+            asset: self.asset,
+            amount: self.amount,
+            splits: self.splits.clone(),
+        }
+    }
 }
 
 fn default_max_age() -> u64 {
@@ -811,7 +999,8 @@ mod tests {
                 json!("0x20c0000000000000000000000000000000000002"),
             ),
             ("/prices/0/resource", json!("GET /a*b")),
-            ("/prices/0/amount", json!("0")),
+            ("/prices/0/amount", json!("00")),
+            ("/prices/0/amount", json!(0)),
             ("/assets", json!([])),
             ("/chain_id", json!(0)),
             ("/realm", json!("")),
@@ -829,6 +1018,156 @@ mod tests {
             let err = with(path, v.clone()).unwrap_err();
             assert_eq!(err.code(), "GENOME_POLICY_INVALID", "{path} = {v}: {err}");
         }
+    }
+
+    #[test]
+    fn a_route_is_free_only_when_its_rule_says_zero_and_proofs_are_offered() {
+        let p = with("/prices/0/amount", json!("0")).unwrap();
+        assert!(p.price_for(Some("GET /reports/1")).amount.is_zero());
+        assert_eq!(p.price_for(Some("GET /reports/1")).amount.to_string(), "0");
+        // unmatched routes keep the (positive) default; an unnormalisable
+        // one costs the dearest, never the free rule
+        assert_eq!(p.price_for(Some("POST /reports/1")).amount.to_string(), "1000000");
+        assert_eq!(p.price_for(Some("GET /reports;x")).amount.to_string(), "1000000");
+        assert_eq!(p.summary()["prices"][0]["amount"], json!("0"));
+        // the default price is never free
+        assert!(with("/default_price/amount", json!("0")).is_err());
+        // a free route needs the Payment scheme's charge intent (proofs)
+        let mut doc = base();
+        doc["prices"][0]["amount"] = json!("0");
+        doc["schemes"] = json!(["tempo"]);
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("prices[0] is free"), "{err}");
+        let mut doc = base();
+        doc["prices"][0]["amount"] = json!("0");
+        doc["session"] = json!({"escrow": ESCROW, "min_deposit": "1"});
+        doc["intents"] = json!({"charge": false});
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("proof"), "{err}");
+    }
+
+    const SPLIT_A: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906";
+    const SPLIT_B: &str = "0x15d34aaf54267db7d7c367839aaf71a00a2c6a65";
+
+    fn with_splits(splits: Value) -> Result<SettlementPolicy, GenomeError> {
+        let mut doc = base();
+        doc["prices"][0]["splits"] = splits;
+        SettlementPolicy::from_value(Some(&doc))
+    }
+
+    #[test]
+    fn splits_parse_onto_their_route_only() {
+        let memo = format!("0x{}", "de".repeat(32));
+        let p = with_splits(json!([
+            {"recipient": SPLIT_A, "amount": "500000"},
+            {"recipient": SPLIT_B, "amount": "1", "memo": memo},
+        ]))
+        .unwrap();
+        let price = p.price_for(Some("GET /reports/1"));
+        assert_eq!(price.splits.len(), 2);
+        assert_eq!(price.splits[1].memo, Some(B256::repeat_byte(0xde)));
+        assert_eq!(price.primary_amount(), U256::from(2_500_000 - 500_000 - 1));
+        assert!(p.price_for(Some("POST /reports/1")).splits.is_empty());
+        assert!(p.price_for(None).splits.is_empty());
+        assert_eq!(p.summary()["prices"][0]["splits"][1]["memo"], json!(memo));
+        assert_eq!(p.summary()["prices"][0]["splits"][0]["amount"], json!("500000"));
+        // ten is the most
+        let ten: Vec<Value> = (1..=10u8)
+            .map(|i| json!({"recipient": format!("0x{}", format!("{i:02x}").repeat(20)), "amount": "1"}))
+            .collect();
+        assert_eq!(with_splits(json!(ten)).unwrap().prices[0].splits.len(), 10);
+    }
+
+    #[test]
+    fn bad_splits_are_refused_with_their_reason() {
+        let one = |v: Value| with_splits(json!([v])).unwrap_err().to_string();
+        let eleven: Vec<Value> = (1..=11u8)
+            .map(|i| json!({"recipient": format!("0x{}", format!("{i:02x}").repeat(20)), "amount": "1"}))
+            .collect();
+        let mpp_memo = format!("0xef1ed71201{}", "00".repeat(27));
+        let cases = [
+            (with_splits(json!([])).unwrap_err().to_string(), "1 to 10 splits, got 0"),
+            (with_splits(json!(eleven)).unwrap_err().to_string(), "got 11"),
+            (one(json!({"recipient": SPLIT_A, "amount": "0"})), "greater than zero"),
+            (one(json!({"recipient": SPLIT_A, "amount": "-1"})), "[0].amount"),
+            (one(json!({"recipient": SPLIT_A, "amount": 5})), "invalid type"),
+            (one(json!({"recipient": "0x1234", "amount": "1"})), "[0].recipient"),
+            (
+                one(json!({"recipient": "0x0000000000000000000000000000000000000000", "amount": "1"})),
+                "the zero address",
+            ),
+            (
+                one(json!({"recipient": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8", "amount": "1"})),
+                "settlement.recipient",
+            ),
+            (
+                one(json!({"recipient": "0xfeec000000000000000000000000000000000000", "amount": "1"})),
+                "fee manager",
+            ),
+            (
+                one(json!({"recipient": "0x20c0000000000000000000000000000000000001", "amount": "1"})),
+                "a token",
+            ),
+            (
+                one(json!({"recipient": SPLIT_A, "amount": "1", "memo": "0x12"})),
+                "64 hex",
+            ),
+            (
+                one(json!({"recipient": SPLIT_A, "amount": "1", "memo": mpp_memo})),
+                "MPP attribution memo",
+            ),
+            (
+                one(json!({"recipient": SPLIT_A, "amount": "1", "extra": 1})),
+                "unknown field",
+            ),
+            (
+                one(json!({"recipient": SPLIT_A, "amount": "2500000"})),
+                "less than the price",
+            ),
+            (
+                with_splits(json!([
+                    {"recipient": SPLIT_A, "amount": "1"},
+                    {"recipient": SPLIT_A.to_uppercase().replace("0X", "0x"), "amount": "1"},
+                ]))
+                .unwrap_err()
+                .to_string(),
+                "listed twice",
+            ),
+            (
+                with_splits(json!([
+                    {"recipient": SPLIT_A, "amount": "2000000"},
+                    {"recipient": SPLIT_B, "amount": "500000"},
+                ]))
+                .unwrap_err()
+                .to_string(),
+                "add up to 2500000",
+            ),
+        ];
+        for (got, want) in cases {
+            // serde names the field itself; every other refusal its rule
+            if !["invalid type", "unknown field"].contains(&want) {
+                assert!(got.contains("prices[0].splits"), "{got}");
+            }
+            assert!(got.contains(want), "{want}: {got}");
+        }
+        // the session escrow is no split recipient either
+        let mut doc = base();
+        doc["prices"][0]["splits"] = json!([{"recipient": ESCROW, "amount": "1"}]);
+        doc["session"] = json!({"escrow": ESCROW, "min_deposit": "1"});
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("session escrow"), "{err}");
+        // a free route has no splits
+        let mut doc = base();
+        doc["prices"][0]["amount"] = json!("0");
+        doc["prices"][0]["splits"] = json!([{"recipient": SPLIT_A, "amount": "1"}]);
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("less than the price 0"), "{err}");
+        // splits need the Payment scheme's charge intent
+        let mut doc = base();
+        doc["prices"][0]["splits"] = json!([{"recipient": SPLIT_A, "amount": "1"}]);
+        doc["schemes"] = json!(["tempo"]);
+        let err = SettlementPolicy::from_value(Some(&doc)).unwrap_err().to_string();
+        assert!(err.contains("has splits"), "{err}");
     }
 
     #[test]

@@ -76,12 +76,23 @@ pub fn quote_bounded(s: &str, max: usize) -> String {
 
 /// A positive amount in a token's atomic units, written in JSON as a decimal
 /// string: digits only, no sign, no leading zero, at most 2^256 - 1.
+///
+/// Parsing never yields zero; [`Amount::ZERO`] exists only for a route a
+/// genome prices at `"0"` explicitly (a `proof` route: identity, no
+/// payment), and every rule that matches transfers refuses it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Amount(U256);
 
 impl Amount {
+    /// The price of a zero-priced route. Never the result of a parse.
+    pub const ZERO: Amount = Amount(U256::ZERO);
+
     pub fn value(&self) -> U256 {
         self.0
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
     }
 }
 

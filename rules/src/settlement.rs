@@ -17,6 +17,12 @@
 //! - a transaction the recipient sent is never a payment to it (its
 //!   session settlements move money already paid for);
 //! - the age check is always on and refuses future timestamps;
+//! - a route priced at zero is never paid by a transfer (it takes a
+//!   `proof` credential, which never reaches these rules);
+//! - a route with splits is paid by one transfer per split (in the price's
+//!   token, to the split's recipient, from the payer, at least its share,
+//!   with its memo when it names one) beside the recipient's own transfer
+//!   of the rest; a transfer pays one leg at most.
 //! - confirmations use a fresh head, and "not yet" is pending, never a
 //!   failure.
 
@@ -24,7 +30,7 @@ use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256};
 use serde::{Deserialize, Serialize};
 
 use crate::mpp::{Binding, is_mpp_memo};
-use crate::policy::{MemoPolicy, Price, SettlementPolicy};
+use crate::policy::{MemoPolicy, Price, SettlementPolicy, Split};
 use crate::replay::Scheme;
 
 /// `Transfer(address,address,uint256)`.
@@ -231,6 +237,20 @@ pub enum Reason {
     /// The sponsored transaction would revert: refused before its
     /// co-signature and broadcast, at no cost to the sponsor.
     WouldRevert,
+    /// A payment (hash, transaction, `Tempo` hash) for a route priced at
+    /// zero, which takes a `proof` credential only.
+    ProofRequired,
+    /// A `proof` credential for a route that has a price.
+    ProofUnexpected,
+    /// A `proof` whose signature does not recover its `source` for this
+    /// challenge (signed by someone else, for another challenge, or not an
+    /// EOA's signature).
+    ProofInvalid,
+    /// A split's recipient got no transfer of the price's token from the
+    /// payer (none, or only to another address).
+    SplitMissing,
+    /// A split's recipient got less than its share.
+    SplitShort,
 }
 
 impl Reason {
@@ -254,6 +274,11 @@ impl Reason {
             Reason::SponsorshipNeedsPull => "sponsorship_needs_pull",
             Reason::SponsorshipUnavailable => "sponsorship_unavailable",
             Reason::WouldRevert => "would_revert",
+            Reason::ProofRequired => "proof_required",
+            Reason::ProofUnexpected => "proof_unexpected",
+            Reason::ProofInvalid => "proof_invalid",
+            Reason::SplitMissing => "split_missing",
+            Reason::SplitShort => "split_short",
         }
     }
 }
@@ -355,7 +380,7 @@ fn topic_address(topic: &B256) -> Option<Address> {
 pub fn judge(
     facts: &ChainFacts,
     policy: &SettlementPolicy,
-    price: Price,
+    price: &Price,
     terms: impl Into<Terms>,
     now: u64,
 ) -> Verdict {
@@ -423,15 +448,96 @@ pub fn judge(
     })
 }
 
-/// Finds the movement (or, when the policy allows it, movements from one
-/// payer) that pays `price`. On failure, the reason closest to success.
+/// Finds the movements that pay `price`: the recipient's (one movement, or
+/// when the policy allows it several from one payer) and one per split.
+/// The movement returned is the recipient's, its amount what the payer
+/// paid in all. On failure, the reason closest to success, the
+/// recipient's leg first.
 pub(crate) fn match_payment(
     all: &[Movement],
     policy: &SettlementPolicy,
-    price: Price,
+    price: &Price,
     memo: MemoRule,
     payer: Option<Address>,
 ) -> Result<Movement, Reason> {
+    // A free route takes a proof, never a transfer: any transfer would be
+    // "enough" for it.
+    if price.amount.is_zero() {
+        return Err(Reason::ProofRequired);
+    }
+    let mut primary = match_primary(all, policy, price, memo, payer)?;
+    if !price.splits.is_empty() {
+        // The splits come from whoever paid the recipient: never from
+        // strangers whose transfers happen to sit in the same receipt.
+        let shares = match_splits(all, policy, price, payer.unwrap_or(primary.from))?;
+        primary.amount = primary.amount.saturating_add(shares);
+    }
+    Ok(primary)
+}
+
+/// Matches each split of `price` to a movement of its own, splits that name
+/// a memo first; returns what they were paid in all.
+fn match_splits(all: &[Movement], policy: &SettlementPolicy, price: &Price, from: Address) -> Result<U256, Reason> {
+    let mut used = vec![false; all.len()];
+    let mut order: Vec<&Split> = price.splits.iter().collect();
+    order.sort_by_key(|s| s.memo.is_none());
+    let mut paid = U256::ZERO;
+    for split in order {
+        let need = split.amount.value();
+        let short = |ms: &[usize]| ms.iter().all(|&i| all[i].amount < need);
+        let to_split: Vec<usize> = (0..all.len())
+            .filter(|&i| {
+                let m = &all[i];
+                !used[i]
+                    && m.token == price.asset
+                    && m.to == split.recipient
+                    && m.to != policy.recipient
+                    && m.to != FEE_MANAGER
+            })
+            .collect();
+        if to_split.is_empty() {
+            return Err(Reason::SplitMissing);
+        }
+        let memo_ok: Vec<usize> = to_split
+            .iter()
+            .copied()
+            .filter(|&i| split.memo.is_none_or(|memo| all[i].memo == Some(memo)))
+            .collect();
+        if memo_ok.is_empty() {
+            return Err(if short(&to_split) {
+                Reason::SplitShort
+            } else {
+                Reason::MemoMismatch
+            });
+        }
+        let from_payer: Vec<usize> = memo_ok.iter().copied().filter(|&i| all[i].from == from).collect();
+        if from_payer.is_empty() {
+            return Err(if short(&memo_ok) {
+                Reason::SplitShort
+            } else {
+                Reason::PayerMismatch
+            });
+        }
+        // unwrap: from_payer is not empty.
+        let best = *from_payer.iter().max_by_key(|&&i| all[i].amount).unwrap();
+        if all[best].amount < need {
+            return Err(Reason::SplitShort);
+        }
+        used[best] = true;
+        paid = paid.saturating_add(all[best].amount);
+    }
+    Ok(paid)
+}
+
+/// The recipient's leg: at least [`Price::primary_amount`].
+fn match_primary(
+    all: &[Movement],
+    policy: &SettlementPolicy,
+    price: &Price,
+    memo: MemoRule,
+    payer: Option<Address>,
+) -> Result<Movement, Reason> {
+    let need = price.primary_amount();
     let candidates: Vec<&Movement> = all.iter().filter(|m| m.to != FEE_MANAGER).collect();
     if candidates.is_empty() {
         return Err(Reason::NoTransfer);
@@ -468,7 +574,7 @@ pub(crate) fn match_payment(
     if eligible.is_empty() {
         // Report the amount problem first when no transfer to the
         // recipient would have been enough anyway.
-        return Err(if to_recipient.iter().all(|m| m.amount < price.amount.value()) {
+        return Err(if to_recipient.iter().all(|m| m.amount < need) {
             Reason::InsufficientAmount
         } else {
             Reason::MemoMismatch
@@ -479,7 +585,7 @@ pub(crate) fn match_payment(
         Some(p) => {
             let from_payer: Vec<&Movement> = eligible.iter().copied().filter(|m| m.from == p).collect();
             if from_payer.is_empty() {
-                return Err(if eligible.iter().all(|m| m.amount < price.amount.value()) {
+                return Err(if eligible.iter().all(|m| m.amount < need) {
                     Reason::InsufficientAmount
                 } else {
                     Reason::PayerMismatch
@@ -489,7 +595,7 @@ pub(crate) fn match_payment(
         }
     };
     if let Some(best) = eligible.iter().max_by_key(|m| m.amount)
-        && best.amount >= price.amount.value()
+        && best.amount >= need
     {
         return Ok((*best).clone());
     }
@@ -503,7 +609,7 @@ pub(crate) fn match_payment(
             let total = from_payer
                 .iter()
                 .fold(U256::ZERO, |acc, m| acc.saturating_add(m.amount));
-            if total >= price.amount.value() {
+            if total >= need {
                 return Ok(Movement {
                     token: price.asset,
                     from: payer,

@@ -87,7 +87,7 @@ fn set_ts(f: &mut ChainFacts, ts: u64) {
 fn judge_default(f: &ChainFacts) -> Verdict {
     let p = policy(json!({}));
     let price = p.price_for(None);
-    judge(f, &p, price, MemoRule::Any, NOW)
+    judge(f, &p, &price, MemoRule::Any, NOW)
 }
 
 fn reason(v: Verdict) -> &'static str {
@@ -125,7 +125,7 @@ fn transfer_with_memo_counts_once_and_keeps_its_memo() {
     // 600k counted once is not 1.2M, even when summing is allowed
     let p = policy(json!({"allow_summed_transfers": true}));
     assert_eq!(
-        reason(judge(&facts(logs.clone()), &p, p.price_for(None), MemoRule::Any, NOW)),
+        reason(judge(&facts(logs.clone()), &p, &p.price_for(None), MemoRule::Any, NOW)),
         "insufficient_amount"
     );
     let big = vec![
@@ -203,7 +203,7 @@ fn summing_is_a_policy_choice_and_never_across_payers() {
     ];
     assert_eq!(reason(judge_default(&facts(logs.clone()))), "insufficient_amount");
     let p = policy(json!({"allow_summed_transfers": true}));
-    let Verdict::Settled(s) = judge(&facts(logs), &p, p.price_for(None), MemoRule::Any, NOW) else {
+    let Verdict::Settled(s) = judge(&facts(logs), &p, &p.price_for(None), MemoRule::Any, NOW) else {
         panic!()
     };
     assert_eq!(s.amount, U256::from(1_000_000));
@@ -212,7 +212,7 @@ fn summing_is_a_policy_choice_and_never_across_payers() {
         transfer(ALPHA, STRANGER, RECIPIENT, 500_000),
     ];
     assert_eq!(
-        reason(judge(&facts(mixed), &p, p.price_for(None), MemoRule::Any, NOW)),
+        reason(judge(&facts(mixed), &p, &p.price_for(None), MemoRule::Any, NOW)),
         "insufficient_amount"
     );
 }
@@ -284,7 +284,7 @@ fn the_age_window_allows_skew_and_refuses_the_future() {
     let at = |ts: u64| {
         let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
         set_ts(&mut f, ts);
-        reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW))
+        reason(judge(&f, &p, &p.price_for(None), MemoRule::Any, NOW))
     };
     assert_eq!(at(NOW - 330), "settled");
     assert_eq!(at(NOW - 331), "expired");
@@ -301,19 +301,19 @@ fn confirmations_come_from_the_head_and_missing_ones_are_pending() {
     let mut f = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
     // no head read: a mined receipt counts as one confirmation, not three
     assert_eq!(
-        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        judge(&f, &p, &p.price_for(None), MemoRule::Any, NOW),
         Verdict::Pending(Pending::Confirmations { have: 1, need: 3 })
     );
     f.head = Some(11);
     assert_eq!(
-        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        judge(&f, &p, &p.price_for(None), MemoRule::Any, NOW),
         Verdict::Pending(Pending::Confirmations { have: 2, need: 3 })
     );
     f.head = Some(12);
-    assert_eq!(reason(judge(&f, &p, p.price_for(None), MemoRule::Any, NOW)), "settled");
+    assert_eq!(reason(judge(&f, &p, &p.price_for(None), MemoRule::Any, NOW)), "settled");
     f.head = Some(5); // a lagging head never underflows into a huge count
     assert!(matches!(
-        judge(&f, &p, p.price_for(None), MemoRule::Any, NOW),
+        judge(&f, &p, &p.price_for(None), MemoRule::Any, NOW),
         Verdict::Pending(_)
     ));
 }
@@ -329,12 +329,12 @@ fn memo_rules() {
     let p = policy(json!({}));
     let price = p.price_for(None);
     assert_eq!(
-        reason(judge(&plain, &p, price, MemoRule::Required, NOW)),
+        reason(judge(&plain, &p, &price, MemoRule::Required, NOW)),
         "memo_mismatch"
     );
-    assert_eq!(reason(judge(&memoed, &p, price, MemoRule::Required, NOW)), "settled");
+    assert_eq!(reason(judge(&memoed, &p, &price, MemoRule::Required, NOW)), "settled");
     assert_eq!(
-        reason(judge(&memoed, &p, price, MemoRule::Unsatisfiable, NOW)),
+        reason(judge(&memoed, &p, &price, MemoRule::Unsatisfiable, NOW)),
         "memo_mismatch"
     );
 }
@@ -357,7 +357,7 @@ fn challenge_bound_memos() {
         reason(judge(
             &bound_facts(binding.memo(), PAYER, 1_000_000),
             &p,
-            price,
+            &price,
             bound,
             NOW
         )),
@@ -370,18 +370,18 @@ fn challenge_bound_memos() {
         B256::repeat_byte(0x42),
     ] {
         assert_eq!(
-            reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, price, bound, NOW)),
+            reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, &price, bound, NOW)),
             "memo_mismatch"
         );
     }
     let plain = facts(vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)]);
-    assert_eq!(reason(judge(&plain, &p, price, bound, NOW)), "memo_mismatch");
+    assert_eq!(reason(judge(&plain, &p, &price, bound, NOW)), "memo_mismatch");
     // Too little is said first, whatever the memo.
     assert_eq!(
         reason(judge(
             &bound_facts(binding.memo(), PAYER, 999_999),
             &p,
-            price,
+            &price,
             bound,
             NOW
         )),
@@ -416,7 +416,7 @@ fn the_tempo_scheme_refuses_a_payment_bound_to_a_challenge() {
     for rule in [MemoRule::Any, MemoRule::Required] {
         for memo in [mpp, other_realm] {
             assert_eq!(
-                reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, price, rule, NOW)),
+                reason(judge(&bound_facts(memo, PAYER, 1_000_000), &p, &price, rule, NOW)),
                 "memo_mismatch",
                 "{rule:?}"
             );
@@ -427,13 +427,17 @@ fn the_tempo_scheme_refuses_a_payment_bound_to_a_challenge() {
             transfer(ALPHA, PAYER, RECIPIENT, 1_000_000),
             with_memo(ALPHA, PAYER, RECIPIENT, 1, mpp),
         ]);
-        assert_eq!(reason(judge(&mixed, &p, price, rule, NOW)), "memo_mismatch", "{rule:?}");
+        assert_eq!(
+            reason(judge(&mixed, &p, &price, rule, NOW)),
+            "memo_mismatch",
+            "{rule:?}"
+        );
         // a memo that is not an MPP attribution still pays
         assert_eq!(
             reason(judge(
                 &bound_facts(B256::repeat_byte(0x42), PAYER, 1_000_000),
                 &p,
-                price,
+                &price,
                 rule,
                 NOW
             )),
@@ -447,7 +451,7 @@ fn the_tempo_scheme_refuses_a_payment_bound_to_a_challenge() {
         reason(judge(
             &bound_facts(mpp, PAYER, 1_000_000),
             &p,
-            price,
+            &price,
             MemoRule::Bound(binding),
             NOW
         )),
@@ -467,30 +471,30 @@ fn payer_rules() {
     };
     let by_payer = bound_facts(binding.memo(), PAYER, 1_000_000);
     assert_eq!(
-        reason(judge(&by_payer, &p, price, terms(PayerRule::Is(PAYER)), NOW)),
+        reason(judge(&by_payer, &p, &price, terms(PayerRule::Is(PAYER)), NOW)),
         "settled"
     );
     assert_eq!(
-        reason(judge(&by_payer, &p, price, terms(PayerRule::Sender), NOW)),
+        reason(judge(&by_payer, &p, &price, terms(PayerRule::Sender), NOW)),
         "settled"
     );
     assert_eq!(
-        reason(judge(&by_payer, &p, price, terms(PayerRule::Is(STRANGER)), NOW)),
+        reason(judge(&by_payer, &p, &price, terms(PayerRule::Is(STRANGER)), NOW)),
         "payer_mismatch"
     );
     // The transfer's `from` is not the transaction's sender (the receipt's
     // `from` is PAYER): a sponsored or batched call moving a stranger's funds.
     let by_stranger = bound_facts(binding.memo(), STRANGER, 1_000_000);
     assert_eq!(
-        reason(judge(&by_stranger, &p, price, terms(PayerRule::Sender), NOW)),
+        reason(judge(&by_stranger, &p, &price, terms(PayerRule::Sender), NOW)),
         "payer_mismatch"
     );
     assert_eq!(
-        reason(judge(&by_stranger, &p, price, terms(PayerRule::Is(STRANGER)), NOW)),
+        reason(judge(&by_stranger, &p, &price, terms(PayerRule::Is(STRANGER)), NOW)),
         "settled"
     );
     assert_eq!(
-        reason(judge(&by_stranger, &p, price, terms(PayerRule::Any), NOW)),
+        reason(judge(&by_stranger, &p, &price, terms(PayerRule::Any), NOW)),
         "settled"
     );
     // Too little from the wrong payer is too little.
@@ -498,7 +502,7 @@ fn payer_rules() {
         reason(judge(
             &bound_facts(binding.memo(), STRANGER, 5),
             &p,
-            price,
+            &price,
             terms(PayerRule::Sender),
             NOW
         )),
@@ -568,5 +572,153 @@ fn a_dev_chain_receipt_with_unknown_fields_decodes() {
     assert_eq!(
         serde_json::from_str::<ChainFacts>(&serde_json::to_string(&ChainFacts::default()).unwrap()).unwrap(),
         ChainFacts::default()
+    );
+}
+
+#[test]
+fn no_transfer_pays_a_free_route() {
+    let p = policy(json!({"prices": [{"resource": "GET /free", "amount": "0"}]}));
+    let free = p.price_for(Some("GET /free"));
+    assert!(free.amount.is_zero());
+    for logs in [
+        vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)],
+        vec![transfer(ALPHA, PAYER, RECIPIENT, 0)],
+        vec![],
+    ] {
+        assert_eq!(
+            reason(judge(&facts(logs), &p, &free, MemoRule::Any, NOW)),
+            "proof_required"
+        );
+    }
+}
+
+const SPLIT_A: Address = address!("90f79bf6eb2c4f870365e785982e1f101e93b906");
+const SPLIT_B: Address = address!("15d34aaf54267db7d7c367839aaf71a00a2c6a65");
+const MEMO_B: B256 = B256::repeat_byte(0xbe);
+
+/// 1 AlphaUSD at `GET /split`: 200000 to A, 50000 to B with `MEMO_B`, so
+/// 750000 to the recipient.
+fn split_policy() -> SettlementPolicy {
+    policy(
+        json!({"prices": [{"resource": "GET /split", "amount": "1000000", "splits": [
+            {"recipient": format!("{SPLIT_A:#x}"), "amount": "200000"},
+            {"recipient": format!("{SPLIT_B:#x}"), "amount": "50000", "memo": format!("{MEMO_B:#x}")},
+        ]}]}),
+    )
+}
+
+fn judge_split(logs: Vec<Log>, terms: impl Into<Terms>) -> Verdict {
+    let p = split_policy();
+    let price = p.price_for(Some("GET /split"));
+    assert_eq!(price.primary_amount(), U256::from(750_000));
+    judge(&facts(logs), &p, &price, terms, NOW)
+}
+
+/// `transferWithMemo`'s two logs.
+fn memo_pair(to: Address, amount: u64, memo: B256) -> [Log; 2] {
+    [
+        transfer(ALPHA, PAYER, to, amount),
+        with_memo(ALPHA, PAYER, to, amount, memo),
+    ]
+}
+
+fn legs(primary: u64, a: u64, b: u64) -> Vec<Log> {
+    let mut logs = vec![
+        transfer(ALPHA, PAYER, RECIPIENT, primary),
+        transfer(ALPHA, PAYER, SPLIT_A, a),
+    ];
+    logs.extend(memo_pair(SPLIT_B, b, MEMO_B));
+    logs.push(fee(385));
+    logs
+}
+
+#[test]
+fn every_split_paid_beside_the_rest_settles_in_any_order() {
+    let Verdict::Settled(p) = judge_split(legs(750_000, 200_000, 50_000), MemoRule::Any) else {
+        panic!()
+    };
+    // the recipient's leg, and what the payer paid in all
+    assert_eq!(
+        (p.payer, p.recipient, p.amount),
+        (PAYER, RECIPIENT, U256::from(1_000_000))
+    );
+    let mut reversed = legs(750_000, 200_000, 50_000);
+    reversed.pop();
+    let b = reversed.split_off(2);
+    let reversed: Vec<Log> = b.into_iter().chain(reversed.into_iter().rev()).collect();
+    assert_eq!(reason(judge_split(reversed, MemoRule::Any)), "settled");
+    // overpaying a leg is the payer's loss, not a failure
+    let Verdict::Settled(p) = judge_split(legs(750_000, 250_000, 50_000), MemoRule::Any) else {
+        panic!()
+    };
+    assert_eq!(p.amount, U256::from(1_050_000));
+    // the Payment scheme's bound memo is on the recipient's leg
+    let binding = crate::mpp::Binding::new("Tempo API", "challenge-1");
+    let mut logs = memo_pair(RECIPIENT, 750_000, binding.memo()).to_vec();
+    logs.push(transfer(ALPHA, PAYER, SPLIT_A, 200_000));
+    logs.extend(memo_pair(SPLIT_B, 50_000, MEMO_B));
+    let terms = Terms {
+        memo: MemoRule::Bound(binding),
+        payer: PayerRule::Is(PAYER),
+    };
+    assert_eq!(reason(judge_split(logs, terms)), "settled");
+}
+
+#[test]
+fn a_split_short_missing_misdirected_or_without_its_memo_is_refused() {
+    // short
+    assert_eq!(
+        reason(judge_split(legs(750_000, 199_999, 50_000), MemoRule::Any)),
+        "split_short"
+    );
+    assert_eq!(
+        reason(judge_split(legs(750_000, 200_000, 49_999), MemoRule::Any)),
+        "split_short"
+    );
+    // missing: only the recipient paid, even the whole price
+    assert_eq!(
+        reason(judge_split(
+            vec![transfer(ALPHA, PAYER, RECIPIENT, 1_000_000)],
+            MemoRule::Any
+        )),
+        "split_missing"
+    );
+    let mut no_b = legs(750_000, 200_000, 50_000);
+    no_b.drain(2..4);
+    assert_eq!(reason(judge_split(no_b, MemoRule::Any)), "split_missing");
+    // to the wrong address, or in another token
+    let mut wrong = legs(750_000, 200_000, 50_000);
+    wrong[1] = transfer(ALPHA, PAYER, STRANGER, 200_000);
+    assert_eq!(reason(judge_split(wrong, MemoRule::Any)), "split_missing");
+    let mut beta = legs(750_000, 200_000, 50_000);
+    beta[1] = transfer(BETA, PAYER, SPLIT_A, 200_000);
+    assert_eq!(reason(judge_split(beta, MemoRule::Any)), "split_missing");
+    // B's memo: absent (a plain transfer), or another one
+    let mut plain_b = legs(750_000, 200_000, 50_000);
+    plain_b.remove(3);
+    assert_eq!(reason(judge_split(plain_b, MemoRule::Any)), "memo_mismatch");
+    let mut other_memo = legs(750_000, 200_000, 50_000);
+    other_memo[3] = with_memo(ALPHA, PAYER, SPLIT_B, 50_000, B256::repeat_byte(1));
+    assert_eq!(reason(judge_split(other_memo, MemoRule::Any)), "memo_mismatch");
+    // a split paid by a stranger in the same transaction
+    let mut strangers = legs(750_000, 0, 50_000);
+    strangers[1] = transfer(ALPHA, STRANGER, SPLIT_A, 200_000);
+    assert_eq!(reason(judge_split(strangers, MemoRule::Any)), "payer_mismatch");
+    // the recipient's own leg short comes first
+    assert_eq!(
+        reason(judge_split(legs(749_999, 200_000, 50_000), MemoRule::Any)),
+        "insufficient_amount"
+    );
+    // a split's transfer does not count for the recipient, nor the
+    // recipient's for a split
+    assert_eq!(
+        reason(judge_split(
+            vec![
+                transfer(ALPHA, PAYER, SPLIT_A, 1_000_000),
+                transfer(ALPHA, PAYER, RECIPIENT, 750_000)
+            ],
+            MemoRule::Any
+        )),
+        "split_missing"
     );
 }

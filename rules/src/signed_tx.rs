@@ -17,7 +17,8 @@
 //!   the payer is then checked on the receipt after mining only.
 //! - A transaction carries the payment and nothing else: once the payment
 //!   matches, each of its calls must itself be a `transfer` /
-//!   `transferWithMemo` of the price's token to the policy's recipient
+//!   `transferWithMemo` of the price's token to the policy's recipient (or
+//!   a split's)
 //!   (`no_transfer`, `wrong_asset`, `wrong_recipient` otherwise), so no
 //!   other call is broadcast on the strength of a valid payment.
 //! - A filter, not a verdict: passing it does not settle anything; the
@@ -86,7 +87,7 @@ pub fn decode(raw: &[u8]) -> Result<SignedTx, Undecodable> {
 
 /// Judges `tx` as the payment of a request priced at `price` under
 /// `policy` and `terms`: `Err` with the reason the receipt would give.
-pub fn precheck(tx: &SignedTx, policy: &SettlementPolicy, price: Price, terms: Terms) -> Result<(), Reason> {
+pub fn precheck(tx: &SignedTx, policy: &SettlementPolicy, price: &Price, terms: Terms) -> Result<(), Reason> {
     if tx.chain_id != Some(policy.chain_id) {
         return Err(Reason::WrongChain);
     }
@@ -99,14 +100,16 @@ pub fn precheck(tx: &SignedTx, policy: &SettlementPolicy, price: Price, terms: T
     };
     let movements: Vec<Movement> = tx.calls.iter().filter_map(|c| movement(c, from)).collect();
     match_payment(&movements, policy, price, terms.memo, payer)?;
-    // Only the payment rides along: every call pays the recipient in the
-    // price's token. Anything else (a transfer elsewhere, an `approve`, a
-    // swap) would be relayed on the payer's signature by this service.
+    // Only the payment rides along: every call pays the recipient (or one
+    // of the route's splits) in the price's token. Anything else (a
+    // transfer elsewhere, an `approve`, a swap) would be relayed on the
+    // payer's signature by this service.
+    let payee = |to: Address| to == policy.recipient || price.splits.iter().any(|s| s.recipient == to);
     for call in &tx.calls {
         match movement(call, from) {
             None => return Err(Reason::NoTransfer),
             Some(m) if m.token != price.asset => return Err(Reason::WrongAsset),
-            Some(m) if m.to != policy.recipient => return Err(Reason::WrongRecipient),
+            Some(m) if !payee(m.to) => return Err(Reason::WrongRecipient),
             Some(_) => {}
         }
     }

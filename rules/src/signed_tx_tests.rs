@@ -78,7 +78,7 @@ fn tx(hex_tx: &str) -> SignedTx {
 
 fn check(hex_tx: &str, terms: Terms) -> Result<(), Reason> {
     let p = policy(json!({}));
-    precheck(&tx(hex_tx), &p, p.default_price, terms)
+    precheck(&tx(hex_tx), &p, &p.default_price, terms)
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn the_route_price_is_the_one_judged() {
     let p =
         policy(json!({"default_price": {"asset": "0x20c0000000000000000000000000000000000001", "amount": "1000001"}}));
     assert_eq!(
-        precheck(&tx(TEMPO), &p, p.default_price, bound(PayerRule::Sender)),
+        precheck(&tx(TEMPO), &p, &p.default_price, bound(PayerRule::Sender)),
         Err(Reason::InsufficientAmount)
     );
 }
@@ -163,7 +163,7 @@ fn a_legacy_transaction_without_a_chain_id_is_on_the_wrong_chain() {
     t.chain_id = None;
     let p = policy(json!({}));
     assert_eq!(
-        precheck(&t, &p, p.default_price, bound(PayerRule::Sender)),
+        precheck(&t, &p, &p.default_price, bound(PayerRule::Sender)),
         Err(Reason::WrongChain)
     );
 }
@@ -174,7 +174,7 @@ fn an_unrecovered_signer_leaves_the_payer_to_the_receipt() {
     t.signer = None;
     let p = policy(json!({}));
     assert_eq!(
-        precheck(&t, &p, p.default_price, bound(PayerRule::Is(ACCOUNT1))),
+        precheck(&t, &p, &p.default_price, bound(PayerRule::Is(ACCOUNT1))),
         Ok(())
     );
 }
@@ -200,4 +200,94 @@ fn bytes_that_are_not_a_signed_transaction_do_not_decode() {
     ] {
         assert!(decode(&bad).is_err(), "{}", hex::encode(&bad));
     }
+}
+
+/// `transfer(to, amount)` of `token` (or `transferWithMemo` with `memo`).
+fn pay_call(token: Address, to: Address, amount: u64, memo: Option<[u8; 32]>) -> Call {
+    let mut input = if memo.is_some() {
+        TRANSFER_WITH_MEMO_SELECTOR.to_vec()
+    } else {
+        TRANSFER_SELECTOR.to_vec()
+    };
+    input.extend_from_slice(&[0u8; 12]);
+    input.extend_from_slice(to.as_slice());
+    input.extend_from_slice(&alloy_primitives::U256::from(amount).to_be_bytes::<32>());
+    if let Some(m) = memo {
+        input.extend_from_slice(&m);
+    }
+    Call { to: Some(token), input }
+}
+
+#[test]
+fn a_batch_paying_the_splits_passes_and_a_call_elsewhere_does_not() {
+    let alpha = address!("20c0000000000000000000000000000000000001");
+    let (a, b) = (
+        address!("90f79bf6eb2c4f870365e785982e1f101e93b906"),
+        address!("15d34aaf54267db7d7c367839aaf71a00a2c6a65"),
+    );
+    let p = policy(
+        json!({"prices": [{"resource": "GET /split", "amount": "1000000", "splits": [
+            {"recipient": format!("{a:#x}"), "amount": "200000"},
+            {"recipient": format!("{b:#x}"), "amount": "50000"},
+        ]}]}),
+    );
+    let price = p.price_for(Some("GET /split"));
+    let memo = Binding::new(REALM, CHALLENGE_ID).memo().0;
+    let batch = |calls: Vec<Call>| SignedTx {
+        tx_type: TEMPO_TX_TYPE,
+        chain_id: Some(42431),
+        signer: Some(PAYER),
+        calls,
+    };
+    let primary = pay_call(alpha, RECIPIENT, 750_000, Some(memo));
+    let good = vec![
+        primary.clone(),
+        pay_call(alpha, a, 200_000, None),
+        pay_call(alpha, b, 50_000, None),
+    ];
+    assert_eq!(
+        precheck(&batch(good.clone()), &p, &price, bound(PayerRule::Sender)),
+        Ok(())
+    );
+    let stranger = address!("3c44cdddb6a900fa2b585dd299e03d12fa4293bc");
+    for (calls, want) in [
+        (
+            vec![primary.clone(), pay_call(alpha, a, 200_000, None)],
+            Reason::SplitMissing,
+        ),
+        (
+            vec![
+                primary.clone(),
+                pay_call(alpha, a, 200_000, None),
+                pay_call(alpha, stranger, 50_000, None),
+            ],
+            Reason::SplitMissing,
+        ),
+        (
+            vec![
+                primary.clone(),
+                pay_call(alpha, a, 199_999, None),
+                pay_call(alpha, b, 50_000, None),
+            ],
+            Reason::SplitShort,
+        ),
+        // everything paid, and one more call to a stranger
+        (
+            good.iter()
+                .cloned()
+                .chain([pay_call(alpha, stranger, 1, None)])
+                .collect(),
+            Reason::WrongRecipient,
+        ),
+    ] {
+        assert_eq!(precheck(&batch(calls), &p, &price, bound(PayerRule::Sender)), Err(want));
+    }
+    // without splits, a transfer to a (would-be) split recipient is not the payment's
+    let plain = p.price_for(None);
+    let mut calls = vec![pay_call(alpha, RECIPIENT, 1_000_000, Some(memo))];
+    calls.push(pay_call(alpha, a, 1, None));
+    assert_eq!(
+        precheck(&batch(calls), &p, &plain, bound(PayerRule::Sender)),
+        Err(Reason::WrongRecipient)
+    );
 }

@@ -71,7 +71,7 @@ pub fn method_guard() -> impl actix_web::guard::Guard {
          description = "The client's payment preferences (`tempo/session, tempo/charge;q=0.5`): a 402 carries only the Payment challenges it takes, in its order. Several lines are joined; a value that does not parse (at most 1024 bytes, 32 ranges) or that refuses every offer is ignored"),
     ),
     responses(
-        (status = 200, description = "Paid and consumed: the proxy lets the request through and copies these headers upstream",
+        (status = 200, description = "Paid and consumed (a free route: its proof claimed; X-Settlement-Tx is then the challenge id and X-Settlement-Amount 0): the proxy lets the request through and copies these headers upstream",
          headers(("X-Request-Id" = String), ("X-Settlement-Payer" = String), ("X-Settlement-Tx" = String),
                  ("X-Settlement-Amount" = String), ("Payment-Receipt" = String))),
         (status = 410, description = "A session's channel is gone, as for /v1/verify: the proxy hands it to the client unchanged",

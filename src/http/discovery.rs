@@ -93,7 +93,7 @@ impl<'a> Service<'a> {
             routes: routes(policy)
                 .into_iter()
                 .map(|r| {
-                    let c = Challenge::new(policy, r.price);
+                    let c = Challenge::new(policy, &r.price);
                     (r, c)
                 })
                 .collect(),

@@ -15,23 +15,35 @@
 //! (`payment-expired`), and its `source` names the policy's chain. Then
 //! both schemes take the same settlement flow (`settle`), so one payment is
 //! consumed once whichever scheme presents it.
+//!
+//! A route priced at zero takes a `proof` credential and nothing else (a
+//! transfer, whichever scheme, is `proof_required`; a proof for a priced
+//! route `proof_unexpected`): its signature must recover its `source` for
+//! the challenge it echoes, and the challenge id is then claimed once in
+//! the replay store, as a payment's hash is ([`proof`]).
 
 use actix_web::http::header::HeaderMap;
+use alloy_primitives::{Address, U256};
+use settlegate_actors::Traced;
+use settlegate_actors::replay_guard::{Consume, Consumed, StoreError};
 use settlegate_rules::accept_payment::AcceptPayment;
 use settlegate_rules::credential::Credential;
+use settlegate_rules::credential::TxHash;
+use settlegate_rules::genome::VerifiedGenome;
 use settlegate_rules::mpp::{self, AnyCredential, Binding, ChallengeProblem, Payload};
+use settlegate_rules::policy::SettlementPolicy;
 use settlegate_rules::replay::{
-    MAX_IDEMPOTENCY_KEY, MIN_IDEMPOTENCY_KEY, RequestDigest, RetryIdentity, Scheme, valid_body_digest,
-    valid_idempotency_key,
+    MAX_IDEMPOTENCY_KEY, MIN_IDEMPOTENCY_KEY, RECORD_TTL_MARGIN, ReplayRecord, RequestDigest, RetryIdentity, Scheme,
+    Settlement, record_ttl, valid_body_digest, valid_idempotency_key,
 };
-use settlegate_rules::settlement::{PayerRule, Reason};
+use settlegate_rules::settlement::{PayerRule, Payment, Reason};
 use settlegate_rules::target::normalise;
 use time::OffsetDateTime;
 
 use super::problem::ApiError;
 use super::sponsor;
 use super::{AppState, Summary};
-use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::outcome::{Challenge, Denial, Outcome, Proven, Unavailable};
 use crate::session::{SessionAnswer, SessionCall};
 use crate::settle::SettleRequest;
 
@@ -70,11 +82,12 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
     }
     let policy = &genome.policy;
     let price = policy.price_for(asked.resource.as_deref());
-    let mut challenge = Challenge::new(policy, price);
+    let mut challenge = Challenge::new(policy, &price);
     // The route may offer sponsorship (the genome), and the sponsor can pay
     // now (its key, balance and budget): else the challenge does not offer
     // it, and a plain charge still works.
-    let route_sponsored = policy.fee_payer_for(asked.resource.as_deref());
+    // A free route is answered by a `proof`: nothing to sponsor.
+    let route_sponsored = policy.fee_payer_for(asked.resource.as_deref()) && !challenge.is_free();
     challenge.fee_payer = route_sponsored && state.sponsor.as_ref().is_some_and(|s| s.offers(policy));
     let mut summary = Summary {
         genome_id: Some(genome.id.clone()),
@@ -102,6 +115,20 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 &summary,
                 Denial::PaymentRequired(
                     "no payment credential: pay, then present it with the Payment or Tempo scheme".into(),
+                ),
+                challenge,
+            );
+        }
+        Some(Credential::Tempo(_)) if challenge.is_free() => {
+            return denied(&summary, Denial::Failed(Reason::ProofRequired), challenge);
+        }
+        Some(Credential::Tempo(_)) if !challenge.splits.is_empty() => {
+            return denied(
+                &summary,
+                Denial::PaymentRequired(
+                    "this route's price is split between recipients, which a Tempo challenge cannot say; \
+                     pay with the Payment scheme"
+                        .into(),
                 ),
                 challenge,
             );
@@ -156,7 +183,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 }
                 Err(e) => return denied(&summary, Denial::MalformedCredential(e.to_string()), challenge),
             };
-            summary.tx_hash = Some(cred.payload.tx_hash().to_string());
+            summary.tx_hash = cred.payload.tx_hash().map(|h| h.to_string());
             // A sponsored challenge is pinned as issued (feePayer, pull mode
             // only), and only where the genome lets the route sponsor.
             let sponsored = mpp::echoed_fee_payer(&cred.challenge);
@@ -181,6 +208,19 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                     return denied(&summary, Denial::Failed(Reason::ChallengeExpired), challenge);
                 }
             }
+            let is_proof = matches!(cred.payload, Payload::Proof(_));
+            if is_proof != challenge.is_free() {
+                let reason = if is_proof {
+                    Reason::ProofUnexpected
+                } else {
+                    Reason::ProofRequired
+                };
+                return denied(&summary, Denial::Failed(reason), challenge);
+            }
+            let Some(hash) = cred.payload.tx_hash() else {
+                let outcome = proof(state, &genome, asked.resource, &cred, challenge.asset, now).await;
+                return Ok((summary, outcome.unwrap_or_else(|d| Outcome::Denied(d, challenge))));
+            };
             let payer = match cred.source {
                 Some(s) if s.chain_id != policy.chain_id => {
                     return denied(&summary, Denial::Failed(Reason::WrongChain), challenge);
@@ -198,7 +238,10 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                     Err(d) => return denied(&summary, d, challenge),
                 }
             } else {
-                let hash = cred.payload.tx_hash();
+                let submit = match cred.payload {
+                    Payload::Transaction(raw) => Some(raw),
+                    Payload::Hash(_) | Payload::Proof(_) => None,
+                };
                 SettleRequest {
                     hash,
                     scheme: Scheme::Payment,
@@ -208,10 +251,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                     resource: asked.resource,
                     binding: Some(Binding::new(&policy.realm, &cred.challenge.id)),
                     payer,
-                    submit: match cred.payload {
-                        Payload::Hash(_) => None,
-                        Payload::Transaction(raw) => Some(raw),
-                    },
+                    submit,
                     sponsored: None,
                 }
             }
@@ -223,6 +263,97 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
         .settle_on_actors(genome.clone(), price, request, challenge)
         .await;
     Ok((summary, outcome))
+}
+
+/// A free route's `proof` credential (its challenge already checked): the
+/// `source` on the policy's chain, the signature recovering it for this
+/// challenge, then the challenge id claimed once in the replay store,
+/// across instances. `Err`: a denial that claimed nothing.
+async fn proof(
+    state: &AppState,
+    genome: &VerifiedGenome,
+    resource: Option<String>,
+    cred: &mpp::PaymentCredential,
+    asset: Address,
+    now: OffsetDateTime,
+) -> Result<Outcome, Denial> {
+    let policy = &genome.policy;
+    let (Payload::Proof(signature), Some(source)) = (&cred.payload, cred.source) else {
+        return Err(Denial::MalformedCredential(
+            "a proof credential needs its signature and source".into(),
+        ));
+    };
+    if source.chain_id != policy.chain_id {
+        return Err(Denial::Failed(Reason::WrongChain));
+    }
+    let challenge_id = &cred.challenge.id;
+    if let Err(why) = settlegate_rules::proof::verify(
+        signature,
+        source.address,
+        policy.chain_id,
+        challenge_id,
+        &cred.challenge.realm,
+    ) {
+        tracing::debug!(%why, "proof credential refused");
+        return Err(Denial::Failed(Reason::ProofInvalid));
+    }
+    let key = settlegate_rules::proof::replay_key(challenge_id);
+    let payment = Payment {
+        payer: source.address,
+        recipient: policy.recipient,
+        asset,
+        amount: U256::ZERO,
+        memo: None,
+        chain_id: policy.chain_id,
+        block_number: 0,
+        block_timestamp: now.unix_timestamp().max(0) as u64,
+    };
+    let record = proof_record(
+        policy,
+        &genome.id,
+        key,
+        &payment,
+        resource,
+        state.settler.min_record_ttl,
+    );
+    let claimed = state.replay.send(Traced::new(Consume { hash: key, record })).await;
+    match claimed {
+        Ok(Ok(Consumed::Inserted)) => Ok(Outcome::Proven(Proven {
+            payer: source.address,
+            challenge_id: challenge_id.clone(),
+            chain_id: policy.chain_id,
+            genome_id: genome.id.clone(),
+        })),
+        Ok(Ok(Consumed::Existing(_))) => Err(Denial::Replayed),
+        Ok(Err(e)) => Ok(Outcome::Unavailable(Unavailable::Store(e))),
+        Err(_) => Ok(Outcome::Unavailable(Unavailable::Store(StoreError::Stopped))),
+    }
+}
+
+/// The replay record that claims a proof's challenge: no transaction, so
+/// no block; it lives past the challenge's last instant on any instance's
+/// clock (and at least as long as a payment's record).
+fn proof_record(
+    policy: &SettlementPolicy,
+    genome_id: &str,
+    key: TxHash,
+    claim: &Payment,
+    resource: Option<String>,
+    floor: std::time::Duration,
+) -> ReplayRecord {
+    let now = claim.block_timestamp;
+    let challenge_life = policy
+        .challenge_ttl_seconds
+        .saturating_add(policy.clock_skew_seconds.saturating_mul(2))
+        .saturating_add(RECORD_TTL_MARGIN.as_secs());
+    let ttl = record_ttl(policy, floor).as_secs().max(challenge_life);
+    ReplayRecord {
+        settlement: Settlement::new(key, Scheme::Payment, claim, genome_id),
+        resource,
+        request_digest: None,
+        consumed_at: now,
+        expires_at: now.saturating_add(ttl),
+    }
 }
 
 /// A `session` credential: its challenge checked like a charge's (minted

@@ -121,6 +121,11 @@ impl AppState {
                     summary.amount = Some(s.amount.to_string());
                 }
             }
+            Outcome::Proven(_) => {
+                if crate::telemetry::traces::enabled() {
+                    summary.amount = Some("0".into());
+                }
+            }
             Outcome::Denied(..) => {}
         }
         req.extensions_mut().insert(summary);

@@ -44,6 +44,7 @@ use settlegate_rules::settlement::Reason;
         Settlement,
         super::respond::VerifyOk,
         super::respond::ServedBody,
+        super::respond::ProvenBody,
         SettledStatus,
         Scheme,
         Problem,
@@ -335,9 +336,14 @@ mod tests {
             Reason::SponsorshipNeedsPull,
             Reason::SponsorshipUnavailable,
             Reason::WouldRevert,
+            Reason::ProofRequired,
+            Reason::ProofUnexpected,
+            Reason::ProofInvalid,
+            Reason::SplitMissing,
+            Reason::SplitShort,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 18);
+        assert_eq!(documented.len(), 23);
     }
 }

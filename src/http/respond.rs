@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 
 use super::problem::problem_builder;
 use crate::code::Code;
-use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
+use crate::outcome::{Challenge, Denial, Outcome, Proven, Unavailable};
 use crate::session::{Served, SessionUnavailable};
 
 /// The response for `outcome` on `POST /v1/verify`, a 402's challenges
@@ -46,6 +46,10 @@ pub fn respond(outcome: &Outcome, challenges: &Challenges, offers: &AcceptPaymen
             .insert_header((header::CACHE_CONTROL, "no-store, private"))
             .insert_header(("Payment-Receipt", session_receipt(served)))
             .json(ServedBody::of(served)),
+        Outcome::Proven(p) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", proof_receipt(p)))
+            .json(ProvenBody::of(p)),
         Outcome::Denied(denial, challenge) => denied(denial, challenge, challenges, offers),
         Outcome::Unavailable(u) => unavailable(u),
     }
@@ -64,14 +68,58 @@ fn session_receipt(s: &Served) -> String {
     ))
 }
 
+/// The `Payment-Receipt` of a proof: its `reference` is the challenge id
+/// (no transaction exists).
+fn proof_receipt(p: &Proven) -> String {
+    mpp::receipt_for(&p.challenge_id, OffsetDateTime::now_utc())
+}
+
 /// The 200 body of `POST /v1/verify`, for the OpenAPI document: a
-/// settlement, or a request served from a session channel.
+/// settlement, a request served from a session channel, or a free route's
+/// proof.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum VerifyOk {
     Settled(Settlement),
     Served(ServedBody),
+    Proven(ProvenBody),
+}
+
+/// The 200 body of `POST /v1/verify` for a route priced at zero: a `proof`
+/// credential, claimed for this request (once per challenge).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProvenBody {
+    #[schema(value_type = String, pattern = "^proven$")]
+    status: &'static str,
+    #[schema(value_type = String, pattern = "^payment$")]
+    scheme: &'static str,
+    /// The signer: the credential's `source`.
+    #[schema(pattern = "^0x[0-9a-f]{40}$")]
+    payer: String,
+    /// Always `0`: nothing was paid.
+    #[schema(value_type = String, pattern = "^0$")]
+    amount: &'static str,
+    /// The challenge the proof answers (the receipt's `reference`).
+    challenge_id: String,
+    chain_id: u64,
+    /// The id of the genome whose policy prices the route at zero.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    genome_id: String,
+}
+
+impl ProvenBody {
+    fn of(p: &Proven) -> Self {
+        ProvenBody {
+            status: "proven",
+            scheme: "payment",
+            payer: address_lower(&p.payer),
+            amount: "0",
+            challenge_id: p.challenge_id.clone(),
+            chain_id: p.chain_id,
+            genome_id: p.genome_id.clone(),
+        }
+    }
 }
 
 /// The 200 body of `POST /v1/verify` for a request paid from a session
@@ -153,6 +201,15 @@ pub fn respond_authorize(outcome: &Outcome, challenges: &Challenges, offers: &Ac
             .insert_header(("X-Settlement-Tx", s.channel.to_string()))
             .insert_header(("X-Settlement-Amount", s.amount.to_string()))
             .finish(),
+        // A proof has no transaction: the challenge it answers stands in
+        // its place, as in its receipt.
+        Outcome::Proven(p) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store, private"))
+            .insert_header(("Payment-Receipt", proof_receipt(p)))
+            .insert_header(("X-Settlement-Payer", address_lower(&p.payer)))
+            .insert_header(("X-Settlement-Tx", p.challenge_id.clone()))
+            .insert_header(("X-Settlement-Amount", "0"))
+            .finish(),
         other => respond(other, challenges, offers),
     }
 }
@@ -175,7 +232,9 @@ pub struct Rendered {
     tempo: Option<HeaderValue>,
     payment_request: Option<String>,
     session_request: Option<String>,
-    payment_info: Box<RawValue>,
+    /// `None` where one transfer cannot pay (a free route, splits): the
+    /// seed SDK would pay the whole price to the recipient and be refused.
+    payment_info: Option<Box<RawValue>>,
 }
 
 /// Challenges rendered once per genome and price rather than per 402 (a
@@ -203,15 +262,17 @@ impl Challenges {
             return r.clone();
         }
         let rendered = Arc::new(Rendered {
+            // A free route, or one with splits, cannot be paid with one
+            // transfer: no Tempo offer.
             tempo: c
-                .schemes
-                .tempo
+                .tempo_payable()
                 .then(|| HeaderValue::from_str(&www_authenticate(c)).ok())
                 .flatten(),
             payment_request: (c.schemes.payment && c.charge).then(|| c.charge_request().encode()),
             session_request: c.session_request().map(|r| r.encode()),
             // unwrap: a struct of strings and a number always serialises.
-            payment_info: serde_json::value::to_raw_value(&payment_info(c)).unwrap(),
+            payment_info: (!c.is_free() && c.splits.is_empty())
+                .then(|| serde_json::value::to_raw_value(&payment_info(c)).unwrap()),
         });
         let mut map = self.rendered.lock();
         if map.len() >= MAX_RENDERED {
@@ -314,7 +375,8 @@ pub(crate) struct Problem<'a> {
     reason: Option<&'a str>,
     /// `Payment Required` on a 402, `Service Unavailable` on a 503 (the seed SDK's field).
     error: &'a str,
-    /// On every 402: what to pay.
+    /// On every 402 one transfer can pay (not a free route, not one with
+    /// splits): what to pay with the seed scheme.
     #[serde(rename = "paymentInfo", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<PaymentInfo>)]
     payment_info: Option<&'a RawValue>,
@@ -431,7 +493,7 @@ fn denied(denial: &Denial, c: &Challenge, challenges: &Challenges, accepted: &Ac
         code: denial.code(),
         reason: denial.reason().map(|r| r.as_str()),
         error: if status == 402 { "Payment Required" } else { "Gone" },
-        payment_info: Some(&challenge.payment_info),
+        payment_info: challenge.payment_info.as_deref(),
         required_cumulative: required_cumulative.as_deref(),
     };
     let mut resp = problem_builder(StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED));
@@ -537,6 +599,11 @@ fn failure_detail(r: Reason) -> &'static str {
             "fee sponsorship is not available now; pay with the fresh challenge, which does not offer it"
         }
         Reason::WouldRevert => "the transaction would revert; it was neither co-signed nor broadcast",
+        Reason::ProofRequired => "this route is free: present a proof credential (no payment), signed by its source",
+        Reason::ProofUnexpected => "a proof credential is accepted only for a route priced at zero; pay this one",
+        Reason::ProofInvalid => "the proof's signature does not recover its source for this challenge",
+        Reason::SplitMissing => "a split's recipient got no transfer of the token from the payer",
+        Reason::SplitShort => "the transfer to a split's recipient is less than its share",
     }
 }
 

@@ -29,7 +29,7 @@ pub fn request(
     now: OffsetDateTime,
 ) -> Result<SettleRequest, Denial> {
     let raw = match &cred.payload {
-        Payload::Hash(_) => return Err(Denial::Failed(Reason::SponsorshipNeedsPull)),
+        Payload::Hash(_) | Payload::Proof(_) => return Err(Denial::Failed(Reason::SponsorshipNeedsPull)),
         Payload::Transaction(raw) => raw,
     };
     let (Some(sponsor), Some(caps)) = (&state.sponsor, &policy.sponsorship) else {

@@ -204,7 +204,7 @@ pub fn json_config() -> web::JsonConfig {
          description = "A retry of the request that consumed the payment, with the same key, hash, scheme, resource, body_digest and (Payment) challenge, inside idempotency.retry_window_seconds and idempotency.max_retries, gets its settlement again. 16 to 255 visible ASCII characters"),
     ),
     responses(
-        (status = 200, description = "Paid: the payment satisfies the policy and is now consumed (or this is an idempotent retry); or, for a session credential, this request's price was deducted from its channel",
+        (status = 200, description = "Paid: the payment satisfies the policy and is now consumed (or this is an idempotent retry); or, for a session credential, this request's price was deducted from its channel; or, for a route priced at zero, a proof credential signed by its source was claimed (once per challenge)",
          body = crate::http::respond::VerifyOk, headers(("X-Request-Id" = String), ("Payment-Receipt" = Option<String>,
          description = "Payment scheme only: the Machine Payments Protocol receipt"))),
         (status = 410, description = "A session credential whose channel is gone (not on chain, finalised, or its close requested): CHANNEL_GONE. Nothing deducted",

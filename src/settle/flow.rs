@@ -286,7 +286,7 @@ impl<'a> Flow<'a> {
             (State::Looking { second }, Event::Looked(looked)) => match looked {
                 Err(e) => self.unavailable(Unavailable::Rpc(e)),
                 Ok(looked) => {
-                    let verdict = judge(&looked.facts, self.policy, self.price, self.terms, now);
+                    let verdict = judge(&looked.facts, self.policy, &self.price, self.terms, now);
                     if !second && matches!(verdict, Verdict::Settled(_)) && !looked.fresh {
                         // Held facts may refuse, never settle. They came from
                         // a lookup that just settled for somebody: follow
@@ -418,7 +418,7 @@ impl<'a> Flow<'a> {
     fn precheck(&self, raw: &Bytes) -> Option<Denial> {
         match signed_tx::decode(raw) {
             Err(e) => Some(Denial::MalformedCredential(e.to_string())),
-            Ok(tx) => signed_tx::precheck(&tx, self.policy, self.price, self.terms)
+            Ok(tx) => signed_tx::precheck(&tx, self.policy, &self.price, self.terms)
                 .err()
                 .map(Denial::Failed),
         }

@@ -189,7 +189,7 @@ fn settlement(req: &SettleRequest, p: &SettlementPolicy) -> Settlement {
         memo: memo_rule(p.memo, req.scheme, req.binding),
         payer: req.payer,
     };
-    let Verdict::Settled(payment) = judge(&facts, p, p.default_price, terms, NOW) else {
+    let Verdict::Settled(payment) = judge(&facts, p, &p.default_price, terms, NOW) else {
         panic!("the fixture does not settle")
     };
     Settlement::new(req.hash, req.scheme, &payment, GENOME)
@@ -267,7 +267,13 @@ struct Case {
 }
 
 fn run(case: Case) {
-    let mut flow = Flow::new(&case.req, &case.policy, GENOME, case.policy.default_price, LIMITS);
+    let mut flow = Flow::new(
+        &case.req,
+        &case.policy,
+        GENOME,
+        case.policy.default_price.clone(),
+        LIMITS,
+    );
     assert_eq!(
         flow.start(case.cached.as_ref(), NOW),
         case.first,
@@ -862,7 +868,7 @@ fn reverted_remote() -> Event {
 fn an_answer_to_another_step_is_a_bug() {
     let p = policy(json!({}));
     let req = tempo(None);
-    let mut flow = Flow::new(&req, &p, GENOME, p.default_price, LIMITS);
+    let mut flow = Flow::new(&req, &p, GENOME, p.default_price.clone(), LIMITS);
     assert_eq!(flow.start(None, NOW), lookup());
     flow.on(Event::Consumed(Ok(Consumed::Inserted)), NOW);
 }
@@ -1017,7 +1023,7 @@ proptest! {
         let mut sims: Vec<Sim> = reqs
             .iter()
             .map(|req| {
-                let mut flow = Flow::new(req, &p, GENOME, p.default_price, limits);
+                let mut flow = Flow::new(req, &p, GENOME, p.default_price.clone(), limits);
                 let first = flow.start(None, NOW);
                 let (step, answer) = match first {
                     Step::Answer(a) => (None, Some(a)),

@@ -689,7 +689,7 @@ async fn a_pull_transaction_that_would_not_settle_never_reaches_the_node() {
 
 /// A Tempo (0x76) transaction signed by the payer with `calls`, each a
 /// target, a function signature and its arguments (tests/clients/tempo_batch.mjs).
-fn signed_batch(nonce: &str, calls: &[&[&str]]) -> String {
+pub fn signed_batch(nonce: &str, calls: &[&[&str]]) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = Command::new("node");
     c.arg(root.join("tests/clients/tempo_batch.mjs")).args([

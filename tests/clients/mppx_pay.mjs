@@ -2,11 +2,14 @@
 // Pays for one HTTP request with mppx, the TypeScript MPP client SDK,
 // unchanged, in its default pull mode or in push mode:
 //
-//   node mppx_pay.mjs URL --key 0x... --rpc http://127.0.0.1:8545 [--mode pull|push]
+//   node mppx_pay.mjs URL --key 0x... --rpc http://127.0.0.1:8545 [--mode pull|push|sign]
 //
 // `mppx.fetch` gets the 402, pays the `Payment` challenge (pull: signs the
 // transaction and sends it in the credential for the server to broadcast;
-// push: broadcasts it itself and sends `{"type": "hash"}`) and retries.
+// push: broadcasts it itself and sends `{"type": "hash"}`; for an amount of
+// "0", signs a `proof` in either mode) and retries. `sign` stops before the
+// retry: it prints the `Authorization` value mppx's `createCredential` made
+// from the 402 (`{"authorization": ...}`), for a test to present itself.
 // Prints one JSON line: the final status, the `Payment-Receipt` as mppx's
 // `Receipt.fromResponse` parsed it (or its parse error) and the body. Exits 0
 // whenever it got a final answer; the caller judges it. Resolves `mppx` and
@@ -28,8 +31,8 @@ const { values, positionals } = parseArgs({
   },
 })
 const [url] = positionals
-if (!url || !values.key || !values.rpc || !['pull', 'push'].includes(values.mode)) {
-  console.error('usage: mppx_pay.mjs URL --key 0x... --rpc URL [--chain-id N] [--mode pull|push] [--method GET]')
+if (!url || !values.key || !values.rpc || !['pull', 'push', 'sign'].includes(values.mode)) {
+  console.error('usage: mppx_pay.mjs URL --key 0x... --rpc URL [--chain-id N] [--mode pull|push|sign] [--method GET]')
   process.exit(2)
 }
 
@@ -54,6 +57,12 @@ try {
   if (values.mode === 'push') charge.mode = 'push'
   const mppx = Mppx.create({ polyfill: false, methods: [tempo.charge(charge)] })
 
+  if (values.mode === 'sign') {
+    const challenged = await fetch(url, { method: values.method })
+    const authorization = await mppx.createCredential(challenged)
+    console.log(JSON.stringify({ client: 'mppx', mode: 'sign', status: challenged.status, authorization }))
+    process.exit(0)
+  }
   const res = await mppx.fetch(url, { method: values.method })
   const out = { client: 'mppx', mode: values.mode, status: res.status }
   if (res.headers.get('payment-receipt') !== null) {
