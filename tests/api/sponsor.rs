@@ -629,3 +629,39 @@ fn a_bad_sponsor_key_or_policy_stops_the_boot_without_quoting_the_key() {
         r.stderr
     );
 }
+
+/// A sponsored route with a split (the spec's example): mppx pays it
+/// unchanged, the payer exactly the price, shared between the recipient
+/// and the split's, and the sponsor the fee.
+#[tokio::test(flavor = "multi_thread")]
+async fn mppx_pays_a_sponsored_split_route() {
+    // Dev account 5: the split's recipient.
+    const SPLIT: &str = "0x9965507d1a55bcc2695c58ba16fb37d819b0a4dc";
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let genome = sponsored_genome(50_000, 1_000_000).set(
+        "/settlement/prices",
+        json!([{"resource": "GET /split/*", "amount": "1000000", "fee_payer": true,
+            "splits": [{"recipient": SPLIT, "amount": "200000"}]}]),
+    );
+    let app = Served::start(&sponsor_env(&w, &genome, &chain));
+    until_offered(&app).await;
+    let v = app.verify(json!({"resource": "GET /split/x"}), &[]).await;
+    let request = charge_request(&payment_offer(&v));
+    assert_eq!(request["methodDetails"]["feePayer"], true, "{request}");
+    assert_eq!(request["methodDetails"]["splits"][0]["amount"], "200000", "{request}");
+
+    let caddy = Caddy::start(app.addr);
+    let before = [PAYER, RECIPIENT, SPLIT].map(|a| balance(&chain, ALPHA_USD, a));
+    let sponsor_path = balance(&chain, PATH_USD, SPONSOR);
+    let paid = tokio::task::block_in_place(|| pay("mppx", "pull", &caddy.url("/split/x"), &chain.url));
+    assert_eq!(paid["status"], 200, "{paid}");
+    let tx = paid["body"]["x_settlement_tx"].as_str().unwrap().to_owned();
+    let after = [PAYER, RECIPIENT, SPLIT].map(|a| balance(&chain, ALPHA_USD, a));
+    assert_eq!(before[0] - after[0], 1_000_000, "the payer paid exactly the price");
+    assert_eq!(after[1] - before[1], 800_000);
+    assert_eq!(after[2] - before[2], 200_000);
+    let fee = fee_paid(&chain, &tx, PATH_USD, SPONSOR);
+    assert!(fee > 0);
+    assert_eq!(balance(&chain, PATH_USD, SPONSOR), sponsor_path - fee);
+}
