@@ -16,6 +16,7 @@ pub mod send_timeout;
 pub mod session;
 pub mod settings;
 pub mod settle;
+pub mod sponsor;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -38,6 +38,9 @@ pub struct Challenge {
     /// The `session` intent's terms, when the policy offers it for this
     /// price.
     pub session: Option<SessionOffer>,
+    /// Whether the `charge` challenge offers fee sponsorship now (the
+    /// route allows it and the sponsor has budget and balance).
+    pub fee_payer: bool,
     /// The price's splits (a `Payment` charge carries them; a `Tempo`
     /// challenge or a session cannot, so a route with splits offers
     /// neither).
@@ -79,6 +82,7 @@ impl Challenge {
                     min_deposit: s.min_deposit,
                     suggested_deposit: s.suggested_deposit,
                 }),
+            fee_payer: false,
             splits: price.splits.clone(),
         }
     }
@@ -137,12 +141,26 @@ impl Challenge {
 
     /// The tempo `charge` request a `Payment` challenge for it carries.
     pub fn charge_request(&self) -> ChargeRequest {
+        self.charge_request_for(self.fee_payer)
+    }
+
+    /// The charge request, sponsored or not: a sponsored one takes pull
+    /// mode only (the spec refuses `hash` credentials for it).
+    pub fn charge_request_for(&self, sponsored: bool) -> ChargeRequest {
         ChargeRequest {
             amount: self.amount,
             currency: self.asset,
             recipient: self.recipient,
             chain_id: self.chain_id,
-            modes: Modes::BOTH,
+            modes: if sponsored {
+                Modes {
+                    pull: true,
+                    push: false,
+                }
+            } else {
+                Modes::BOTH
+            },
+            fee_payer: sponsored,
             splits: self.splits.clone(),
         }
     }

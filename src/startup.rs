@@ -91,6 +91,9 @@ pub enum SetupError {
          only the payee can settle"
     )]
     SettlerNotPayee { key: String, recipient: String },
+    /// Never quotes the key.
+    #[error("sponsor.key_file: {0}")]
+    SponsorKey(settlegate_rules::tx_sign::KeyFileError),
 }
 
 /// A setup failure, in its own words.
@@ -203,6 +206,13 @@ impl Application {
             }
         };
 
+        let sponsor_key = match &settings.sponsor.key {
+            None => None,
+            Some(k) => Some(
+                settlegate_rules::tx_sign::PayeeKey::parse(k.expose()).map_err(|e| setup(SetupError::SponsorKey(e)))?,
+            ),
+        };
+
         // Certificates load before any socket exists, like everything else.
         let tls = match &settings.tls {
             Some(files) => Some((files.clone(), crate::tls::server_config(files).map_err(setup)?)),
@@ -270,6 +280,7 @@ impl Application {
                 "no session.settler_key_file: the channel settler is off; `settlegate channels` lists what is unsettled"
             );
         }
+        let store_for_sponsor = store.clone();
         // With Redis, every instance on it shares each lookup (a setting).
         let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
             coalescer.share_through(Exchange::new(store))
@@ -281,7 +292,20 @@ impl Application {
             tracing::warn!(path = %settings.replay_local_path.display(),
                 "no redis.url: replay records are kept in a local file; run a single instance only");
         }
+        let sponsor = sponsor_key.map(|key| {
+            let s = Arc::new(crate::sponsor::Sponsor::new(
+                key,
+                store_for_sponsor.clone(),
+                rpc.clone(),
+                settings.rpc_timeout,
+                metrics.sponsor.clone(),
+            ));
+            tracing::info!(sponsor = %s.address(), "fee sponsorship key loaded");
+            crate::sponsor::watch(s.clone(), genome.clone(), settings.sponsor.balance_interval);
+            s
+        });
         let settler = Settler {
+            sponsor: sponsor.clone(),
             coalescer: coalescer.clone(),
             guard: replay.clone(),
             consumed,
@@ -310,6 +334,7 @@ impl Application {
             forwarded_headers: settings.forwarded_headers,
             gatekeeper: Arc::new(http::callers::Gatekeeper::new(&settings.callers)),
             request_body_timeout: settings.request_body_timeout,
+            sponsor,
             discovery: Arc::new(http::discovery::Discovery::new(settings.discovery.clone())),
         };
         let pusher = match &settings.otel {

@@ -19,6 +19,7 @@ fn request() -> ChargeRequest {
         recipient: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".parse().unwrap(),
         chain_id: 42431,
         modes: Modes::BOTH,
+        fee_payer: false,
         splits: Vec::new(),
     }
 }

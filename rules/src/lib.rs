@@ -25,6 +25,8 @@
 //!   challenges a client takes, and in what order.
 //! - [`session`]: the MPP `session` intent: vouchers, the escrow's ABI,
 //!   the `open` transaction's judgement and per-channel accounting.
+//! - [`sponsor`]: fee sponsorship: the client's hand-off, the fee-payer
+//!   co-signature, the signed caps and the shared budget's ledger.
 //! - [`refusal`]: a refusal of `/v1/authorize` sealed for a proxy that
 //!   cannot pass it on (nginx `auth_request`), opened as it was.
 //! - [`discovery`]: the priced routes of a policy, as discovery documents
@@ -51,6 +53,7 @@ pub mod seed;
 pub mod session;
 pub mod settlement;
 pub mod signed_tx;
+pub mod sponsor;
 pub mod target;
 pub mod tx_sign;
 

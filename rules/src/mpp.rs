@@ -89,6 +89,9 @@ pub struct ChargeRequest {
     pub recipient: Address,
     pub chain_id: u64,
     pub modes: Modes,
+    /// `methodDetails.feePayer: true`: this service pays the transaction's
+    /// fee (pull mode only).
+    pub fee_payer: bool,
     /// `methodDetails.splits`: shares of `amount` for other recipients
     /// (empty: none, and the field is not emitted).
     pub splits: Vec<Split>,
@@ -97,9 +100,8 @@ pub struct ChargeRequest {
 impl ChargeRequest {
     /// The request object (`reference/mpp.md` section 3): the token address
     /// in lower case (as TIP-20 tokens are written), the recipient in EIP-55
-    /// form, as the SDKs write them; `memo` and `feePayer` are never
-    /// emitted (the attribution memo is mandatory, and this service pays no
-    /// fees).
+    /// form, as the SDKs write them; `memo` is never emitted (the
+    /// attribution memo is mandatory), `feePayer` only when it is `true`.
     pub fn to_value(&self) -> Value {
         let mut v = json!({
             "amount": self.amount.to_string(),
@@ -110,6 +112,9 @@ impl ChargeRequest {
                 "supportedModes": self.modes.names(),
             },
         });
+        if self.fee_payer {
+            v["methodDetails"]["feePayer"] = Value::Bool(true);
+        }
         if !self.splits.is_empty() {
             // Recipients in EIP-55 form like the primary's; a memo only
             // where the split names one.
@@ -776,6 +781,21 @@ fn check_echo(echo: &Echo, secrets: &Secrets, terms: &Terms<'_>, now: OffsetDate
     Ok(())
 }
 
+/// Whether an echoed challenge's request says `methodDetails.feePayer:
+/// true` (only meaningful once [`check_challenge`] accepted it).
+pub fn echoed_fee_payer(echo: &Echo) -> bool {
+    b64_decode(&echo.request)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v["methodDetails"]["feePayer"] == Value::Bool(true))
+}
+
+/// An echoed challenge's `expires`, if it has a valid one.
+pub fn echoed_expires(echo: &Echo) -> Option<OffsetDateTime> {
+    echo.expires
+        .as_deref()
+        .and_then(|e| OffsetDateTime::parse(e, &Rfc3339).ok())
+}
+
 /// Whether `opaque` is exactly what [`nonce_opaque`] writes for some nonce.
 fn is_nonce_opaque(opaque: &str) -> bool {
     #[derive(Deserialize)]
@@ -908,8 +928,41 @@ mod tests {
                 pull: false,
                 push: true,
             },
+            fee_payer: false,
             splits: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_sponsored_request_says_fee_payer_and_is_pinned_as_issued() {
+        let plain = ChargeRequest {
+            modes: Modes::BOTH,
+            ..push_request()
+        };
+        let sponsored = ChargeRequest {
+            modes: Modes {
+                pull: true,
+                push: false,
+            },
+            fee_payer: true,
+            ..push_request()
+        };
+        assert_eq!(sponsored.to_value()["methodDetails"]["feePayer"], true);
+        assert_eq!(sponsored.to_value()["methodDetails"]["supportedModes"], json!(["pull"]));
+        assert!(plain.to_value()["methodDetails"].get("feePayer").is_none());
+        let s = secrets();
+        let e = echo(&Challenge::mint(&s, REALM, &sponsored, EXPIRES, nonce()));
+        assert!(echoed_fee_payer(&e));
+        assert!(!echoed_fee_payer(&echo(&Challenge::mint(
+            &s, REALM, &plain, EXPIRES, None
+        ))));
+        assert_eq!(check(&e, &s, REALM, &sponsored, BEFORE), Ok(()));
+        // A sponsored challenge is not the route's plain request.
+        assert!(matches!(
+            check(&e, &s, REALM, &plain, BEFORE),
+            Err(ChallengeProblem::Invalid(_))
+        ));
+        assert_eq!(echoed_expires(&e), Some(EXPIRES));
     }
 
     fn echo(c: &Challenge) -> Echo {

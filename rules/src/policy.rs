@@ -92,6 +92,8 @@ pub struct PriceRule {
     pub resource: ResourcePattern,
     pub asset: Address,
     pub amount: Amount,
+    /// Whether this route's charge challenges offer fee sponsorship.
+    pub fee_payer: bool,
     /// Shares of `amount` paid to other recipients (`methodDetails.splits`);
     /// empty: the recipient gets it all.
     pub splits: Vec<Split>,
@@ -234,6 +236,10 @@ pub struct SettlementPolicy {
     pub session: Option<SessionPolicy>,
     /// Which `Payment` intents the 402s offer (`settlement.intents`).
     pub intents: Intents,
+    /// `default_price.fee_payer`: unmatched routes offer sponsorship.
+    pub default_fee_payer: bool,
+    /// `settlement.sponsorship`: the caps of fee sponsorship, if offered.
+    pub sponsorship: Option<crate::sponsor::SponsorPolicy>,
 }
 
 /// `settlement.session`: the v1 escrow and the channel terms.
@@ -378,14 +384,37 @@ impl SettlementPolicy {
     /// the GET handler for it). A resource whose path has no normal form
     /// (the edges refuse those with 400) costs the dearest price there is.
     pub fn price_for(&self, resource: Option<&str>) -> Price {
+        match self.rule_for(resource) {
+            Matched::Default => self.default_price.clone(),
+            Matched::Unusable => self.dearest(),
+            Matched::Rule(p) => p.price(),
+        }
+    }
+
+    /// Whether a charge challenge for `resource` may offer fee
+    /// sponsorship: the genome says so for its price rule (or the default
+    /// price) and has a `sponsorship` policy. A resource without a normal
+    /// path is never sponsored.
+    pub fn fee_payer_for(&self, resource: Option<&str>) -> bool {
+        self.sponsorship.is_some()
+            && match self.rule_for(resource) {
+                Matched::Default => self.default_fee_payer,
+                Matched::Unusable => false,
+                Matched::Rule(p) => p.fee_payer,
+            }
+    }
+
+    /// The price rule of `resource`, as [`SettlementPolicy::price_for`]
+    /// picks it.
+    fn rule_for(&self, resource: Option<&str>) -> Matched<'_> {
         let Some(resource) = resource else {
-            return self.default_price.clone();
+            return Matched::Default;
         };
         let Some((method, target)) = resource.split_once(' ') else {
-            return self.dearest();
+            return Matched::Unusable;
         };
         let Ok(path) = normalise(target) else {
-            return self.dearest();
+            return Matched::Unusable;
         };
         let rule = if method == "HEAD" {
             self.prices
@@ -395,7 +424,7 @@ impl SettlementPolicy {
         } else {
             self.prices.iter().find(|p| p.resource.matches(method, &path))
         };
-        rule.map(PriceRule::price).unwrap_or_else(|| self.default_price.clone())
+        rule.map_or(Matched::Default, Matched::Rule)
     }
 
     /// The highest price of any rule or the default.
@@ -473,6 +502,11 @@ impl SettlementPolicy {
                 Some(a) => accepted(&format!("prices[{i}].asset"), a)?,
                 None => default_price.asset,
             };
+            if p.fee_payer && raw.sponsorship.is_none() {
+                return Err(invalid(format!(
+                    "settlement.prices[{i}].fee_payer needs a settlement.sponsorship policy"
+                )));
+            }
             // "0" is a route answered with a `proof` credential (identity,
             // no payment); it has to be written as the rule's amount, never
             // reached by default.
@@ -490,8 +524,20 @@ impl SettlementPolicy {
                 asset,
                 amount: price,
                 splits,
+                fee_payer: p.fee_payer,
             });
         }
+        if raw.default_price.fee_payer && raw.sponsorship.is_none() {
+            return Err(invalid(
+                "settlement.default_price.fee_payer needs a settlement.sponsorship policy".into(),
+            ));
+        }
+        let sponsorship = raw
+            .sponsorship
+            .as_ref()
+            .map(crate::sponsor::SponsorPolicy::parse)
+            .transpose()
+            .map_err(|e| invalid(format!("settlement.{e}")))?;
 
         let session = raw
             .session
@@ -512,6 +558,11 @@ impl SettlementPolicy {
             Schemes::parse(raw.schemes.as_deref()).map_err(|e| invalid(format!("settlement.schemes: {e}")))?;
         let intents =
             Intents::parse(raw.intents.as_ref(), session.as_ref()).map_err(|e| invalid(format!("settlement.{e}")))?;
+        if sponsorship.is_some() && !(schemes.payment && intents.charge) {
+            return Err(invalid(
+                "settlement.sponsorship needs the payment scheme and the charge intent".into(),
+            ));
+        }
         if let Some(i) = prices.iter().position(|p| p.amount.is_zero())
             && !(schemes.payment && intents.charge)
         {
@@ -544,12 +595,14 @@ impl SettlementPolicy {
             schemes,
             intents,
             session,
+            default_fee_payer: raw.default_price.fee_payer,
+            sponsorship,
         })
     }
 
     /// A JSON summary for `GET /v1/genome` and `genome inspect`.
     pub fn summary(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "chain_id": self.chain_id,
             "realm": self.realm,
             "recipient": address_lower(&self.recipient),
@@ -573,8 +626,24 @@ impl SettlementPolicy {
             "schemes": self.schemes.names(),
             "intents": self.intents.names(),
             "session": self.session.as_ref().map(SessionPolicy::summary),
-        })
+        });
+        if let Some(s) = &self.sponsorship {
+            v["sponsorship"] = s.summary();
+            v["default_price"]["fee_payer"] = self.default_fee_payer.into();
+            for (p, out) in self.prices.iter().zip(v["prices"].as_array_mut().into_iter().flatten()) {
+                out["fee_payer"] = p.fee_payer.into();
+            }
+        }
+        v
     }
+}
+
+/// Which price a resource gets.
+enum Matched<'a> {
+    Default,
+    /// No normal path: the dearest price, never sponsored.
+    Unusable,
+    Rule(&'a PriceRule),
 }
 
 #[derive(Deserialize)]
@@ -605,6 +674,8 @@ struct RawPolicy {
     session: Option<RawSession>,
     #[serde(default)]
     intents: Option<RawIntents>,
+    #[serde(default)]
+    sponsorship: Option<crate::sponsor::caps::RawSponsorship>,
 }
 
 #[derive(Deserialize)]
@@ -642,6 +713,8 @@ struct RawIntents {
 struct RawPrice {
     asset: String,
     amount: String,
+    #[serde(default)]
+    fee_payer: bool,
 }
 
 #[derive(Deserialize)]
@@ -651,6 +724,8 @@ struct RawPriceRule {
     #[serde(default)]
     asset: Option<String>,
     amount: String,
+    #[serde(default)]
+    fee_payer: bool,
     #[serde(default)]
     splits: Option<Vec<RawSplit>>,
 }
@@ -1216,6 +1291,53 @@ mod tests {
             ],
         });
         SettlementPolicy::from_value(Some(&v)).unwrap()
+    }
+
+    #[test]
+    fn sponsorship_is_per_route_and_needs_its_policy() {
+        let mut v = json!({
+            "chain_id": 42431,
+            "realm": "Tempo API",
+            "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "assets": ["0x20c0000000000000000000000000000000000001"],
+            "default_price": {"asset": "0x20c0000000000000000000000000000000000001", "amount": "1000000"},
+            "prices": [
+                {"resource": "GET /sponsored/*", "amount": "2500000", "fee_payer": true},
+                {"resource": "GET /plain", "amount": "5000000"},
+            ],
+        });
+        // fee_payer without a sponsorship policy is refused
+        let e = SettlementPolicy::from_value(Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("prices[0].fee_payer needs a settlement.sponsorship"), "{e}");
+        v["sponsorship"] = json!({
+            "fee_tokens": ["0x20c0000000000000000000000000000000000000"],
+            "max_gas": 2_000_000,
+            "max_fee_per_gas": "100000000000",
+            "max_priority_fee_per_gas": "10000000000",
+            "max_total_fee": "50000",
+            "budget": "1000000",
+            "period_seconds": 86_400,
+        });
+        let p = SettlementPolicy::from_value(Some(&v)).unwrap();
+        assert!(p.fee_payer_for(Some("GET /sponsored/1")) && p.fee_payer_for(Some("GET /%53ponsored/1")));
+        assert!(!p.fee_payer_for(Some("GET /plain")) && !p.fee_payer_for(None));
+        // a resource without a normal form is never sponsored
+        assert!(!p.fee_payer_for(Some("GET /sponsored/a;b")) && !p.fee_payer_for(Some("GET")));
+        assert_eq!(p.summary()["prices"][0]["fee_payer"], true);
+        assert_eq!(p.summary()["sponsorship"]["budget"], "1000000");
+        v["default_price"]["fee_payer"] = json!(true);
+        let p = SettlementPolicy::from_value(Some(&v)).unwrap();
+        assert!(p.fee_payer_for(None) && p.fee_payer_for(Some("GET /other")));
+        // sponsorship needs the payment scheme's charge intent
+        v["schemes"] = json!(["tempo"]);
+        let e = SettlementPolicy::from_value(Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("sponsorship needs the payment scheme"), "{e}");
+        v["schemes"] = json!(["payment"]);
+        v["sponsorship"]["budget"] = json!("1");
+        let e = SettlementPolicy::from_value(Some(&v)).unwrap_err().to_string();
+        assert!(e.contains("max_total_fee is above the budget"), "{e}");
+        // a policy without sponsorship summarises as before
+        assert!(priced().summary().get("sponsorship").is_none());
     }
 
     #[test]

@@ -225,6 +225,18 @@ pub enum Reason {
     /// A pull-mode `Payment` credential's transaction was refused by the
     /// node (bad signature, nonce, balance): it never reached the chain.
     TxRejected,
+    /// A sponsored challenge answered by a transaction outside the
+    /// sponsor's signed caps (gas, fees, validity, fee token, shape).
+    SponsorshipRefused,
+    /// A sponsored challenge answered with a `hash` credential: the client
+    /// broadcast the transaction itself, which the spec refuses.
+    SponsorshipNeedsPull,
+    /// The sponsor cannot pay now (budget spent, balance low, no key): the
+    /// fresh challenge does not offer sponsorship.
+    SponsorshipUnavailable,
+    /// The sponsored transaction would revert: refused before its
+    /// co-signature and broadcast, at no cost to the sponsor.
+    WouldRevert,
     /// A payment (hash, transaction, `Tempo` hash) for a route priced at
     /// zero, which takes a `proof` credential only.
     ProofRequired,
@@ -258,6 +270,10 @@ impl Reason {
             Reason::ChallengeExpired => "challenge_expired",
             Reason::PayerMismatch => "payer_mismatch",
             Reason::TxRejected => "tx_rejected",
+            Reason::SponsorshipRefused => "sponsorship_refused",
+            Reason::SponsorshipNeedsPull => "sponsorship_needs_pull",
+            Reason::SponsorshipUnavailable => "sponsorship_unavailable",
+            Reason::WouldRevert => "would_revert",
             Reason::ProofRequired => "proof_required",
             Reason::ProofUnexpected => "proof_unexpected",
             Reason::ProofInvalid => "proof_invalid",

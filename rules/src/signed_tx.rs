@@ -271,7 +271,13 @@ fn recover(ty: Option<u8>, unsigned: &[u8], parity: bool, r: &[u8], s: &[u8]) ->
 }
 
 /// The signer of `ty || rlp(list of the raw items in unsigned)`.
-fn recover_rs(ty: Option<u8>, unsigned: &[u8], parity: bool, r: U256, s: U256) -> Result<Address, Undecodable> {
+pub(crate) fn recover_rs(
+    ty: Option<u8>,
+    unsigned: &[u8],
+    parity: bool,
+    r: U256,
+    s: U256,
+) -> Result<Address, Undecodable> {
     let mut preimage = Vec::with_capacity(unsigned.len() + 10);
     preimage.extend(ty);
     Header {
@@ -286,7 +292,7 @@ fn recover_rs(ty: Option<u8>, unsigned: &[u8], parity: bool, r: U256, s: U256) -
 }
 
 /// `raw` is exactly one RLP list: its items, each with its own header.
-fn whole_list(raw: &[u8]) -> Result<Vec<&[u8]>, Undecodable> {
+pub(crate) fn whole_list(raw: &[u8]) -> Result<Vec<&[u8]>, Undecodable> {
     let mut buf = raw;
     let header = Header::decode(&mut buf)?;
     if !header.list {
@@ -309,7 +315,7 @@ fn whole_list(raw: &[u8]) -> Result<Vec<&[u8]>, Undecodable> {
 }
 
 /// The payload of an RLP string item.
-fn string(item: &[u8]) -> Result<&[u8], Undecodable> {
+pub(crate) fn string(item: &[u8]) -> Result<&[u8], Undecodable> {
     let mut buf = item;
     let header = Header::decode(&mut buf)?;
     if header.list {
@@ -318,12 +324,12 @@ fn string(item: &[u8]) -> Result<&[u8], Undecodable> {
     Ok(buf)
 }
 
-fn uint(item: &[u8]) -> Result<u64, Undecodable> {
+pub(crate) fn uint(item: &[u8]) -> Result<u64, Undecodable> {
     let mut buf = item;
     Ok(<u64 as alloy_rlp::Decodable>::decode(&mut buf)?)
 }
 
-fn uint256(item: &[u8]) -> Result<U256, Undecodable> {
+pub(crate) fn uint256(item: &[u8]) -> Result<U256, Undecodable> {
     let b = string(item)?;
     if b.len() > 32 || b.first() == Some(&0) {
         return Err(bad("not a canonical 256-bit integer"));
@@ -331,7 +337,7 @@ fn uint256(item: &[u8]) -> Result<U256, Undecodable> {
     Ok(U256::from_be_slice(b))
 }
 
-fn optional_address(item: &[u8]) -> Result<Option<Address>, Undecodable> {
+pub(crate) fn optional_address(item: &[u8]) -> Result<Option<Address>, Undecodable> {
     match string(item)? {
         [] => Ok(None),
         a if a.len() == 20 => Ok(Some(Address::from_slice(a))),

@@ -55,6 +55,16 @@ impl PayeeKey {
     pub fn address(&self) -> Address {
         self.address
     }
+
+    /// Signs a 32-byte digest (deterministic, low `s`): `(y parity, r, s)`.
+    pub fn sign_hash(&self, hash: &B256) -> Result<(bool, [u8; 32], [u8; 32]), SignError> {
+        let (sig, recovery) = self
+            .key
+            .sign_prehash_recoverable(hash.as_slice())
+            .map_err(|_| SignError)?;
+        let (r, s) = sig.split_bytes();
+        Ok((recovery.is_y_odd(), r.into(), s.into()))
+    }
 }
 
 impl std::fmt::Debug for PayeeKey {
@@ -153,7 +163,7 @@ impl Eip1559 {
 
 /// A big-endian integer without its leading zero bytes: RLP's integer
 /// encoding, as a byte string.
-fn be_trimmed(b: &[u8]) -> &[u8] {
+pub(crate) fn be_trimmed(b: &[u8]) -> &[u8] {
     let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
     &b[first..]
 }

@@ -41,6 +41,7 @@ use settlegate_rules::target::normalise;
 use time::OffsetDateTime;
 
 use super::problem::ApiError;
+use super::sponsor;
 use super::{AppState, Summary};
 use crate::outcome::{Challenge, Denial, Outcome, Proven, Unavailable};
 use crate::session::{SessionAnswer, SessionCall};
@@ -81,7 +82,13 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
     }
     let policy = &genome.policy;
     let price = policy.price_for(asked.resource.as_deref());
-    let challenge = Challenge::new(policy, &price);
+    let mut challenge = Challenge::new(policy, &price);
+    // The route may offer sponsorship (the genome), and the sponsor can pay
+    // now (its key, balance and budget): else the challenge does not offer
+    // it, and a plain charge still works.
+    // A free route is answered by a `proof`: nothing to sponsor.
+    let route_sponsored = policy.fee_payer_for(asked.resource.as_deref()) && !challenge.is_free();
+    challenge.fee_payer = route_sponsored && state.sponsor.as_ref().is_some_and(|s| s.offers(policy));
     let mut summary = Summary {
         genome_id: Some(genome.id.clone()),
         ..Summary::default()
@@ -152,6 +159,7 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
             binding: None,
             payer: PayerRule::Any,
             submit: None,
+            sponsored: None,
         },
         Some(Credential::Payment(encoded)) => {
             let cred = match mpp::parse_any_credential(&encoded) {
@@ -176,11 +184,18 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 Err(e) => return denied(&summary, Denial::MalformedCredential(e.to_string()), challenge),
             };
             summary.tx_hash = cred.payload.tx_hash().map(|h| h.to_string());
+            // A sponsored challenge is pinned as issued (feePayer, pull mode
+            // only), and only where the genome lets the route sponsor.
+            let sponsored = mpp::echoed_fee_payer(&cred.challenge);
+            if sponsored && !route_sponsored {
+                tracing::debug!("a sponsored challenge for a route that does not sponsor");
+                return denied(&summary, Denial::Failed(Reason::ChallengeInvalid), challenge);
+            }
             match mpp::check_challenge(
                 &cred.challenge,
                 &state.challenges.secrets,
                 &policy.realm,
-                &challenge.charge_request(),
+                &challenge.charge_request_for(sponsored),
                 challenge.max_lifetime(),
                 now,
             ) {
@@ -213,20 +228,32 @@ pub async fn decide(state: &AppState, asked: Asked) -> Result<(Summary, Outcome)
                 Some(s) => PayerRule::Is(s.address),
                 None => PayerRule::Sender,
             };
-            let submit = match cred.payload {
-                Payload::Transaction(raw) => Some(raw),
-                Payload::Hash(_) | Payload::Proof(_) => None,
-            };
-            SettleRequest {
-                hash,
-                scheme: Scheme::Payment,
-                // The challenge id binds a retry to the payer: whoever
-                // watches the chain sees the hash, never the challenge.
-                request_digest: digest(Scheme::Payment, Some(&cred.challenge.id)),
-                resource: asked.resource,
-                binding: Some(Binding::new(&policy.realm, &cred.challenge.id)),
-                payer,
-                submit,
+            if sponsored {
+                match sponsor::request(state, policy, &cred, payer, now) {
+                    Ok(mut request) => {
+                        request.request_digest = digest(Scheme::Payment, Some(&cred.challenge.id));
+                        request.resource = asked.resource;
+                        request
+                    }
+                    Err(d) => return denied(&summary, d, challenge),
+                }
+            } else {
+                let submit = match cred.payload {
+                    Payload::Transaction(raw) => Some(raw),
+                    Payload::Hash(_) | Payload::Proof(_) => None,
+                };
+                SettleRequest {
+                    hash,
+                    scheme: Scheme::Payment,
+                    // The challenge id binds a retry to the payer: whoever
+                    // watches the chain sees the hash, never the challenge.
+                    request_digest: digest(Scheme::Payment, Some(&cred.challenge.id)),
+                    resource: asked.resource,
+                    binding: Some(Binding::new(&policy.realm, &cred.challenge.id)),
+                    payer,
+                    submit,
+                    sponsored: None,
+                }
             }
         }
     };

@@ -13,6 +13,7 @@ pub mod problem;
 mod refusal;
 pub mod request_context;
 pub mod respond;
+mod sponsor;
 pub mod verify;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub gatekeeper: Arc<callers::Gatekeeper>,
     /// How long a request's body may take to arrive after its head.
     pub request_body_timeout: std::time::Duration,
+    /// The fee sponsor, when `sponsor.key_file` is set.
+    pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
     /// The paid API's discovery documents, rendered per genome.
     pub discovery: Arc<discovery::Discovery>,
 }

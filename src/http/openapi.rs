@@ -60,6 +60,7 @@ use settlegate_rules::settlement::Reason;
         StoreState,
         RpcState,
         super::ops::SettlerState,
+        super::ops::SponsorState,
         EndpointStatus,
         GenomeSummary,
     )),
@@ -331,6 +332,10 @@ mod tests {
             Reason::ChallengeExpired,
             Reason::PayerMismatch,
             Reason::TxRejected,
+            Reason::SponsorshipRefused,
+            Reason::SponsorshipNeedsPull,
+            Reason::SponsorshipUnavailable,
+            Reason::WouldRevert,
             Reason::ProofRequired,
             Reason::ProofUnexpected,
             Reason::ProofInvalid,
@@ -339,6 +344,6 @@ mod tests {
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 19);
+        assert_eq!(documented.len(), 23);
     }
 }

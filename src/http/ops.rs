@@ -45,6 +45,26 @@ pub struct Components {
     replay_store: StoreState,
     rpc: RpcState,
     settler: SettlerState,
+    /// Present with `sponsor.key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sponsor: Option<SponsorState>,
+}
+
+/// The fee sponsor: `offered` while its last read found the fee-token
+/// balance at least the genome's `min_balance` and budget for one more
+/// transaction at its cap, else `withdrawn` (challenges do not offer
+/// sponsorship; plain charges still work). Informational: it does not make
+/// the instance unready.
+#[derive(Serialize, ToSchema)]
+pub struct SponsorState {
+    #[schema(value_type = String, pattern = "^(offered|withdrawn)$")]
+    state: &'static str,
+    address: String,
+    fee_token: Option<String>,
+    /// Atomic units of the fee token (absent: not read yet, or the read failed).
+    balance: Option<String>,
+    /// What the shared budget can still hold this period (atomic units).
+    budget_remaining: Option<String>,
 }
 
 /// The channel settler: `on` (it holds the payee's key and settles
@@ -163,6 +183,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 settler: SettlerState {
                     state: if state.settler_on { "on" } else { "off" },
                 },
+                sponsor: state.sponsor.as_ref().map(|s| {
+                    let st = s.status(&g.policy);
+                    SponsorState {
+                        state: if st.offered { "offered" } else { "withdrawn" },
+                        address: st.address,
+                        fee_token: st.fee_token,
+                        balance: st.balance,
+                        budget_remaining: st.budget_remaining,
+                    }
+                }),
             },
         })
 }

@@ -588,6 +588,17 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ChallengeExpired => "the challenge has expired",
         Reason::PayerMismatch => "the payment was not made by the expected payer",
         Reason::TxRejected => "the node refused the signed transaction; it was not broadcast",
+        Reason::SponsorshipRefused => {
+            "the sponsored transaction is outside the sponsor's caps (gas, fees, validity, fee token or shape); \
+             nothing was broadcast"
+        }
+        Reason::SponsorshipNeedsPull => {
+            "a sponsored challenge takes a signed transaction (pull mode), never a hash; nothing was consumed"
+        }
+        Reason::SponsorshipUnavailable => {
+            "fee sponsorship is not available now; pay with the fresh challenge, which does not offer it"
+        }
+        Reason::WouldRevert => "the transaction would revert; it was neither co-signed nor broadcast",
         Reason::ProofRequired => "this route is free: present a proof credential (no payment), signed by its source",
         Reason::ProofUnexpected => "a proof credential is accepted only for a route priced at zero; pay this one",
         Reason::ProofInvalid => "the proof's signature does not recover its source for this challenge",

@@ -34,6 +34,7 @@ mod rpc;
 mod secrets;
 mod server;
 mod session;
+mod sponsor;
 mod values;
 
 pub use authorize::ForwardedHeaders;
@@ -47,6 +48,7 @@ pub use replay::RedisSettings;
 pub use secrets::Secret;
 pub use server::TlsFiles;
 pub use session::SessionSettings;
+pub use sponsor::SponsorSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -119,6 +121,8 @@ pub struct Settings {
     pub cors_max_age_seconds: usize,
     /// `[session]`: payment channels and their settler.
     pub session: SessionSettings,
+    /// `[sponsor]`: the fee sponsor's key and how often its balance is read.
+    pub sponsor: SponsorSettings,
     /// `[discovery]`: what the discovery documents say about the paid API.
     pub discovery: DiscoverySettings,
 }
@@ -145,6 +149,7 @@ impl Settings {
         let callers = callers::validate(raw.callers)?;
         let cors = cors::validate(raw.cors)?;
         let session = session::validate(raw.session)?;
+        let sponsor = sponsor::validate(raw.sponsor)?;
         let discovery = discovery::validate(raw.discovery)?;
         Ok(Settings {
             listen: server.listen,
@@ -188,6 +193,7 @@ impl Settings {
             cors_allowed_origins: cors.allowed_origins,
             cors_max_age_seconds: cors.max_age_seconds,
             session,
+            sponsor,
             discovery,
         })
     }

@@ -27,7 +27,15 @@ pub(super) struct Raw {
     pub(super) callers: RawCallers,
     pub(super) cors: RawCors,
     pub(super) session: RawSession,
+    pub(super) sponsor: RawSponsor,
     pub(super) discovery: RawDiscovery,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSponsor {
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) balance_interval_seconds: u64,
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,10 @@
 //!   503 that may have consumed is a consume whose answer was lost.
 //! - A pull-mode transaction is judged before its broadcast, broadcast by the
 //!   one presentation holding the reservation, and read back directly after.
+//! - A sponsored one is also simulated and its most possible fee held from
+//!   the shared budget ([`Step::Sponsor`]) by that one presentation, before
+//!   its broadcast: a refusal there gives the reservation back and answers
+//!   the refusal, with nothing broadcast.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +69,9 @@ pub enum Step {
     /// Reserve the broadcast of the request's transaction; answered by
     /// [`Event::Reserved`].
     Reserve,
+    /// Simulate the sponsored transaction and hold its fee from the budget;
+    /// answered by [`Event::Sponsored`].
+    Sponsor,
     /// Broadcast this signed transaction; answered by [`Event::Broadcast`].
     Broadcast(Bytes),
     /// Give the reservation back (fire and forget); answered at once by
@@ -98,6 +105,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub enum Event {
     Reserved(Result<bool, StoreError>),
+    /// `Err`: why the sponsor does not pay for it (nothing was held).
+    Sponsored(Result<(), Answer>),
     Broadcast(Result<Submitted, RpcError>),
     Released,
     Looked(Result<Looked, RpcError>),
@@ -145,10 +154,11 @@ pub enum Submission {
 #[derive(Debug)]
 enum State {
     Reserving,
+    Sponsoring,
     Broadcasting,
     /// The reservation is being given back; then the direct lookup (`Ok`)
-    /// or the broadcast's failure.
-    Releasing(Result<(), RpcError>),
+    /// or this answer.
+    Releasing(Result<(), Answer>),
     /// `second`: the fresh lookup after held facts said settled.
     Looking {
         second: bool,
@@ -225,6 +235,10 @@ impl<'a> Flow<'a> {
     pub fn on(&mut self, event: Event, now: u64) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), event) {
             (State::Reserving, Event::Reserved(reserved)) => match (reserved, &self.req.submit) {
+                (Ok(true), Some(_)) if self.req.sponsored.is_some() => {
+                    self.state = State::Sponsoring;
+                    Step::Sponsor
+                }
                 (Ok(true), Some(raw)) => {
                     self.state = State::Broadcasting;
                     Step::Broadcast(raw.clone())
@@ -232,6 +246,17 @@ impl<'a> Flow<'a> {
                 // Another presentation broadcasts it (or did): look it up.
                 (Ok(_), _) => self.look(false, Step::Lookup { fresh_only: false }),
                 (Err(e), _) => self.unavailable(Unavailable::Store(e)),
+            },
+            (State::Sponsoring, Event::Sponsored(sponsored)) => match (sponsored, &self.req.submit) {
+                (Ok(()), Some(raw)) => {
+                    self.state = State::Broadcasting;
+                    Step::Broadcast(raw.clone())
+                }
+                (Ok(()), None) => self.unavailable(Unavailable::Store(StoreError::Stopped)),
+                (Err(answer), _) => {
+                    self.state = State::Releasing(Err(answer));
+                    Step::Release
+                }
             },
             // A broadcast that did not take gives the reservation back, so
             // a retry can broadcast.
@@ -247,7 +272,7 @@ impl<'a> Flow<'a> {
                     Step::Release
                 }
                 Err(e) => {
-                    self.state = State::Releasing(Err(e));
+                    self.state = State::Releasing(Err(Answer::Unavailable(Unavailable::Rpc(e))));
                     Step::Release
                 }
             },
@@ -256,7 +281,7 @@ impl<'a> Flow<'a> {
             // was mined would say "not visible".
             (State::Releasing(then), Event::Released) => match then {
                 Ok(()) => self.look(false, Step::LookupDirect),
-                Err(e) => self.unavailable(Unavailable::Rpc(e)),
+                Err(answer) => self.answer(answer),
             },
             (State::Looking { second }, Event::Looked(looked)) => match looked {
                 Err(e) => self.unavailable(Unavailable::Rpc(e)),

@@ -80,6 +80,7 @@ fn tempo(key: Option<&str>) -> SettleRequest {
         binding: None,
         payer: PayerRule::Any,
         submit: None,
+        sponsored: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn payment(key: Option<&str>, raw: Option<&str>) -> SettleRequest {
         binding: Some(Binding::new(REALM, CHALLENGE_ID)),
         payer: PayerRule::Any,
         submit: raw.map(|r| Bytes::from(hex::decode(r).unwrap())),
+        sponsored: None,
     }
 }
 
@@ -291,6 +293,18 @@ fn every_branch_takes_its_step() {
     let keyed = payment(Some("key-one-0123456789"), None);
     let plain = payment(None, None);
     let pull = payment(None, Some(TEMPO_TX));
+    let sponsored = SettleRequest {
+        sponsored: Some(crate::settle::Sponsored {
+            sender: alloy_primitives::Address::repeat_byte(1),
+            calls: vec![],
+            gas: 100_000,
+            max_fee: 2_000,
+            fee_token: alloy_primitives::Address::repeat_byte(2),
+            valid_before: 0,
+            nonce_key: alloy_primitives::U256::MAX,
+        }),
+        ..payment(None, Some(TEMPO_TX))
+    };
     let pull_keyed = payment(Some("key-one-0123456789"), Some(TEMPO_TX));
     let mine = stored(Some("key-one-0123456789"), &p);
     let theirs = stored(None, &p);
@@ -788,6 +802,43 @@ fn every_branch_takes_its_step() {
                 (paid(&pull, Source::Fresh), consume(&pull, &p)),
             ],
         ),
+        // Sponsored: simulated and its fee held before the broadcast.
+        case(
+            "sponsored: simulated, held, broadcast and settled",
+            &p,
+            &sponsored,
+            Step::Reserve,
+            vec![
+                (Event::Reserved(Ok(true)), Step::Sponsor),
+                (
+                    Event::Sponsored(Ok(())),
+                    Step::Broadcast(sponsored.submit.clone().unwrap()),
+                ),
+                (Event::Broadcast(Ok(Submitted::Mined)), Step::LookupDirect),
+                (paid(&sponsored, Source::Fresh), consume(&sponsored, &p)),
+            ],
+        ),
+        case(
+            "sponsored: refused before the broadcast gives the reservation back",
+            &p,
+            &sponsored,
+            Step::Reserve,
+            vec![
+                (Event::Reserved(Ok(true)), Step::Sponsor),
+                (
+                    Event::Sponsored(Err(Answer::Denied(Denial::Failed(Reason::WouldRevert)))),
+                    Step::Release,
+                ),
+                (Event::Released, denied(Denial::Failed(Reason::WouldRevert))),
+            ],
+        ),
+        case(
+            "sponsored: another presentation broadcasts it, nothing held here",
+            &p,
+            &sponsored,
+            Step::Reserve,
+            vec![(Event::Reserved(Ok(false)), lookup())],
+        ),
         case(
             "pull: the broadcast fails",
             &p,
@@ -879,6 +930,10 @@ impl Sim<'_> {
                 store.reserved = false;
                 Event::Released
             }
+            Step::Sponsor => Event::Sponsored(match c % 3 {
+                0 => Err(Answer::Denied(Denial::Failed(Reason::WouldRevert))),
+                _ => Ok(()),
+            }),
             Step::Lookup { .. } | Step::LookupDirect => match c % 10 {
                 0 | 1 => paid(self.req, Source::Fresh),
                 2 => paid(self.req, Source::Held),

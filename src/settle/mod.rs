@@ -40,8 +40,9 @@ use settlegate_rules::replay::{ReplayRecord, RequestDigest, Scheme};
 use settlegate_rules::settlement::{PayerRule, needs_head};
 use tracing::Instrument;
 
-use crate::outcome::{Challenge, Outcome, Unavailable};
+use crate::outcome::{Challenge, Denial, Outcome, Unavailable};
 use flow::{Answer, Event, Flow, Limits, Step};
+use settlegate_rules::settlement::Reason;
 
 /// One request to settle a payment.
 #[derive(Clone, Debug)]
@@ -58,6 +59,24 @@ pub struct SettleRequest {
     /// A signed transaction to broadcast first (a pull-mode `Payment`
     /// credential); `hash` is its hash.
     pub submit: Option<Bytes>,
+    /// `submit` is co-signed by this service's sponsor: what its
+    /// simulation and budget hold need.
+    pub sponsored: Option<Sponsored>,
+}
+
+/// A sponsored transaction, as the sponsor simulates and pays for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sponsored {
+    pub sender: alloy_primitives::Address,
+    /// `(to, input)` of each call.
+    pub calls: Vec<(alloy_primitives::Address, Bytes)>,
+    pub gas: u64,
+    /// The most it can cost the sponsor (fee-token units).
+    pub max_fee: u128,
+    pub fee_token: alloy_primitives::Address,
+    /// Unix seconds after which it can no longer be mined.
+    pub valid_before: u64,
+    pub nonce_key: alloy_primitives::U256,
 }
 
 #[derive(Clone)]
@@ -77,6 +96,8 @@ pub struct Settler {
     /// bounds it too) and the retries of one payment at most.
     pub retry_window: Duration,
     pub max_retries: u32,
+    /// Co-signs, simulates and budgets sponsored transactions.
+    pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
 }
 
 impl Settler {
@@ -154,14 +175,29 @@ impl Settler {
         let hash = req.hash;
         let mut flow = Flow::new(req, policy, &genome.id, price, limits);
         let mut step = flow.start(cached, unix_now());
+        // A sponsored transaction's budget hold, what its broadcast did and
+        // what the node said right after: the hold is settled from them.
+        let mut held = None;
+        let mut submitted = None;
+        let mut direct = None;
         loop {
             let event = match step {
-                Step::Answer(answer) => return answer,
+                Step::Answer(answer) => {
+                    if let Some(held) = held {
+                        self.settle_hold(policy, req, &held, submitted, direct).await;
+                    }
+                    return answer;
+                }
+                Step::Sponsor => Event::Sponsored(self.sponsor(policy, req, &mut held).await),
                 Step::Reserve => {
                     let ttl = self.lookup_timeout * 2;
                     Event::Reserved(self.ask_guard(Reserve { hash, ttl }).await)
                 }
-                Step::Broadcast(raw) => Event::Broadcast(self.broadcast(raw, policy.chain_id).await),
+                Step::Broadcast(raw) => {
+                    let sent = self.broadcast(raw, policy.chain_id).await;
+                    submitted = Some(sent.clone());
+                    Event::Broadcast(sent)
+                }
                 Step::Release => {
                     self.guard.do_send(Release(hash));
                     Event::Released
@@ -176,7 +212,13 @@ impl Settler {
                     }
                     Err(e) => Event::Looked(Err(e)),
                 },
-                Step::LookupDirect => Event::Looked(self.lookup_direct(lookup).await),
+                Step::LookupDirect => {
+                    let looked = self.lookup_direct(lookup).await;
+                    if let Ok(l) = &looked {
+                        direct = Some(l.facts.clone());
+                    }
+                    Event::Looked(looked)
+                }
                 Step::Follow => Event::Followed(self.ask_guard(Follow(hash)).await),
                 Step::AwaitRecord { bound } => Event::Awaited(self.await_record(hash, bound).await),
                 Step::Consume(record) => Event::Consumed(self.ask_guard(Consume { hash, record: *record }).await),
@@ -184,6 +226,111 @@ impl Settler {
                 Step::CountRetry { ttl, cap } => Event::Counted(self.ask_guard(CountRetry { hash, ttl, cap }).await),
             };
             step = flow.on(event, unix_now());
+        }
+    }
+
+    /// A sponsored transaction, before its broadcast: simulated (one that
+    /// would revert costs the sponsor nothing), then its most possible fee
+    /// held from the shared budget.
+    async fn sponsor(
+        &self,
+        policy: &settlegate_rules::policy::SettlementPolicy,
+        req: &SettleRequest,
+        held: &mut Option<crate::sponsor::Held>,
+    ) -> Result<(), Answer> {
+        let unavailable = || Answer::Denied(Denial::Failed(Reason::SponsorshipUnavailable));
+        let (Some(sponsor), Some(sp), Some(tx)) = (&self.sponsor, &policy.sponsorship, &req.sponsored) else {
+            return Err(unavailable());
+        };
+        // Presented again after its broadcast reservation lapsed: it is on
+        // chain already, so nothing is simulated or held (the budget was
+        // charged once); the flow judges what the chain says.
+        let lookup = Lookup {
+            hash: req.hash,
+            chain_id: policy.chain_id,
+            need_head: false,
+        };
+        match self.lookup_direct(lookup).await {
+            Ok(l) if l.facts.receipt.is_some() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Answer::Unavailable(Unavailable::Rpc(e))),
+        }
+        if !sponsor.balance_ok(sp) {
+            sponsor.count("unavailable");
+            tracing::info!(tx_hash = %req.hash, "a sponsored transaction refused: the sponsor's balance is below min_balance");
+            return Err(unavailable());
+        }
+        let simulation = settlegate_actors::rpc_pool::Simulate {
+            from: tx.sender,
+            calls: tx.calls.clone(),
+            gas: tx.gas,
+            nonce_key: tx.nonce_key,
+            valid_before: tx.valid_before,
+            fee_payer: sponsor.address(),
+            fee_token: tx.fee_token,
+            chain_id: policy.chain_id,
+        };
+        match sponsor.simulate(simulation).await {
+            Ok(true) => {}
+            Ok(false) => {
+                sponsor.count("would_revert");
+                tracing::info!(tx_hash = %req.hash, "a sponsored transaction would revert: not co-signed, not broadcast");
+                return Err(Answer::Denied(Denial::Failed(Reason::WouldRevert)));
+            }
+            Err(e) => return Err(Answer::Unavailable(Unavailable::Rpc(e))),
+        }
+        match sponsor
+            .hold(sp, &req.hash.to_string(), tx.max_fee, tx.valid_before)
+            .await
+        {
+            Ok(h) => {
+                *held = Some(h);
+                Ok(())
+            }
+            Err(crate::sponsor::HoldError::Exhausted(e)) => {
+                sponsor.count("budget_exhausted");
+                tracing::info!(tx_hash = %req.hash, why = %e, "a sponsored transaction refused: the budget cannot hold it");
+                Err(unavailable())
+            }
+            Err(crate::sponsor::HoldError::Store(e)) => Err(Answer::Unavailable(Unavailable::Store(e))),
+        }
+    }
+
+    /// Settles a budget hold: the fee the sponsor paid on chain (its fee
+    /// token's `Transfer` to the fee manager), nothing for a transaction the
+    /// node refused and does not know, and the hold left to expire (counted
+    /// in full) when neither is known.
+    async fn settle_hold(
+        &self,
+        policy: &settlegate_rules::policy::SettlementPolicy,
+        req: &SettleRequest,
+        held: &crate::sponsor::Held,
+        submitted: Option<Result<Submitted, RpcError>>,
+        direct: Option<Arc<settlegate_rules::settlement::ChainFacts>>,
+    ) {
+        let (Some(sponsor), Some(sp), Some(tx)) = (&self.sponsor, &policy.sponsorship, &req.sponsored) else {
+            return;
+        };
+        let receipt = direct.as_ref().and_then(|f| f.receipt.as_ref());
+        let fee = match (receipt, &submitted) {
+            (Some(r), _) => {
+                let paid = settlegate_rules::sponsor::fee_paid(&r.logs, tx.fee_token, sponsor.address());
+                if paid.is_none() {
+                    tracing::warn!(tx_hash = %req.hash, "no fee transfer from the sponsor in the receipt: charging the hold in full");
+                }
+                sponsor.count("broadcast");
+                Some(paid.map_or(tx.max_fee, |p| u128::try_from(p).unwrap_or(u128::MAX)))
+            }
+            (None, Some(Ok(Submitted::Rejected(_)))) | (None, None) => {
+                sponsor.count("rejected");
+                None
+            }
+            // Sent, fate unknown: the hold stays and counts in full once
+            // the transaction can no longer be mined.
+            (None, Some(_)) => return,
+        };
+        if let Err(e) = sponsor.settle(sp, held, fee).await {
+            tracing::warn!(tx_hash = %req.hash, error = %e, "cannot settle the sponsorship hold; it counts in full when it expires");
         }
     }
 

@@ -72,6 +72,26 @@ pub struct Metrics {
     pub store_ops: StoreOps,
     pub replay_cache_hits: Counter,
     pub settler: settlegate_actors::channels::SettlerMetrics,
+    pub sponsor: SponsorMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SponsorLabels {
+    pub outcome: &'static str,
+}
+
+/// The fee sponsor's state, as of its last read, and what it paid for.
+#[derive(Clone, Default)]
+pub struct SponsorMetrics {
+    /// The sponsor's fee-token balance (atomic units; -1: unknown).
+    pub balance: Gauge<f64, AtomicU64>,
+    /// What the shared budget has left this period (-1: unknown).
+    pub budget_remaining: Gauge<f64, AtomicU64>,
+    /// 1 while challenges offer sponsorship, else 0.
+    pub offered: Gauge,
+    /// Sponsored transactions by outcome (broadcast, would_revert,
+    /// budget_exhausted, …).
+    pub transactions: Family<SponsorLabels, Counter>,
 }
 
 impl Metrics {
@@ -193,6 +213,34 @@ impl Metrics {
             "Settle and close transactions of the channel settler, by action and outcome (ok or the failure's cause)",
             settler.settlements.clone(),
         );
+        let sponsor = SponsorMetrics::default();
+        // Served from the start (at 0), so a dashboard or an alert on it
+        // has a series before the first sponsored transaction.
+        for outcome in ["broadcast", "would_revert", "budget_exhausted", "refused"] {
+            let _ = sponsor.transactions.get_or_create(&SponsorLabels { outcome });
+        }
+        sponsor.balance.set(-1.0);
+        sponsor.budget_remaining.set(-1.0);
+        r.register(
+            "sponsor_balance",
+            "The fee sponsor's balance of its fee token, in atomic units, as of its last read (-1: unknown)",
+            sponsor.balance.clone(),
+        );
+        r.register(
+            "sponsor_budget_remaining",
+            "Fees the shared sponsorship budget can still hold this period, in atomic units (-1: unknown)",
+            sponsor.budget_remaining.clone(),
+        );
+        r.register(
+            "sponsor_offered",
+            "1 while charge challenges offer fee sponsorship, 0 when the balance or budget ran out (or it is off)",
+            sponsor.offered.clone(),
+        );
+        r.register(
+            "sponsored_transactions",
+            "Sponsored transactions by outcome (broadcast, would_revert, budget_exhausted, refused)",
+            sponsor.transactions.clone(),
+        );
         let log_dropped = Counter::default();
         r.register(
             "log_lines_dropped",
@@ -237,6 +285,7 @@ impl Metrics {
             store_ops,
             replay_cache_hits,
             settler,
+            sponsor,
         }
     }
 

@@ -45,6 +45,7 @@ mod session_probe;
 mod session_verify;
 mod session_vouchers;
 mod splits;
+mod sponsor;
 mod store_redis;
 mod tls;
 mod traces;

@@ -13,6 +13,8 @@ use crate::chain::*;
 use crate::collector::Collector;
 use crate::helpers::*;
 
+/// Dev account 3's key, without its `0x`: the fee sponsor's.
+const SPONSOR_KEY: &str = "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 const REDIS_PASSWORD: &str = "redis-pass-Zq81xv0PqTw";
 const RPC_PASSWORD: &str = "rpc-pass-Mm27dfhQ4nc";
 const RPC_KEY: &str = "rpc-key-Yt55kwWq0Lr";
@@ -29,7 +31,20 @@ async fn no_configured_secret_reaches_a_log_line_a_span_a_metric_or_an_answer() 
     let secret_file = w.path("payment.secret");
     std::fs::write(&secret_file, PAYMENT_SECRET).unwrap();
     let chain_port = chain.url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    // A sponsored genome, with the sponsor's key in a file: the key never
+    // shows either.
+    let sponsor_key = w.path("sponsor.key");
+    std::fs::write(&sponsor_key, format!("0x{SPONSOR_KEY}\n")).unwrap();
+    let genome = Genome::single()
+        .set("/settlement/default_price/fee_payer", json!(true))
+        .set(
+            "/settlement/sponsorship",
+            json!({"fee_tokens": ["0x20c0000000000000000000000000000000000000"], "max_gas": 2_000_000,
+                "max_fee_per_gas": "100000000000", "max_priority_fee_per_gas": "0", "max_total_fee": "50000",
+                "budget": "1000000", "period_seconds": 86_400}),
+        );
+    let mut env = chain_env(&w.genome(&genome.signed()), &chain.url);
+    env.insert("SETTLEGATE_SPONSOR__KEY_FILE".into(), sponsor_key.display().to_string());
     env.insert(
         "SETTLEGATE_REDIS__URL".into(),
         format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", redis.port),
@@ -117,6 +132,7 @@ async fn no_configured_secret_reaches_a_log_line_a_span_a_metric_or_an_answer() 
         DEAD_RPC_PASSWORD,
         PAYMENT_SECRET,
         PREVIOUS_SECRET,
+        SPONSOR_KEY,
     ] {
         if let Some(at) = everything.find(secret) {
             let from = at.saturating_sub(200);

@@ -11,6 +11,11 @@
 // (default 600000; an escrow approve + open needs about 1.8M),
 // `--max-fee-per-gas` the fee cap (default 20 gwei; a contract deployment
 // raises the base fee above it). Prints the signed bytes as hex.
+//
+// `--fee-payer` signs a fee-sponsorship hand-off instead, as mppx does: no
+// fee token, an expiring nonce, `valid_before` (`--valid-before`, unix
+// seconds; default now + 20), serialized as viem's `0x78` envelope with the
+// sender's address in the fee-payer slot.
 // Resolves `viem` from MPPX_NODE_MODULES (default .devtools/mppx/node_modules).
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -25,6 +30,8 @@ const { values, positionals } = parseArgs({
     nonce: { type: 'string', default: '0' },
     gas: { type: 'string', default: '600000' },
     'max-fee-per-gas': { type: 'string', default: '20000000000' },
+    'fee-payer': { type: 'boolean', default: false },
+    'valid-before': { type: 'string' },
   },
 })
 const modules = process.env.MPPX_NODE_MODULES ?? path.resolve(import.meta.dirname, '../../.devtools/mppx/node_modules')
@@ -52,4 +59,12 @@ const tx = {
   feeToken: '0x20c0000000000000000000000000000000000001',
 }
 const account = privateKeyToAccount(values.key)
+if (values['fee-payer']) {
+  delete tx.feeToken
+  tx.feePayer = true
+  tx.from = account.address
+  tx.nonceKey = 2n ** 256n - 1n
+  tx.nonce = 0
+  tx.validBefore = Number(values['valid-before'] ?? Math.floor(Date.now() / 1000) + 20)
+}
 console.log(await account.signTransaction(tx, { serializer: tempoModerato.serializers.transaction }))

@@ -13,7 +13,7 @@
 use alloy_primitives::{Address, Bytes, U64, U128};
 
 use super::error::{as_revert, classify};
-use super::{EthCall, PrepareTx, RpcError, Shared};
+use super::{EthCall, PrepareTx, RpcError, Shared, Simulate};
 
 /// The most call data an [`EthCall`] or [`PrepareTx`] sends.
 pub const MAX_CALL_DATA_BYTES: usize = 64 * 1024;
@@ -83,6 +83,23 @@ struct CallObject<'a> {
     data: &'a Bytes,
 }
 
+/// A node's answer refusing a simulated transaction (any JSON-RPC error:
+/// a revert, an intrinsic-gas or validity refusal): its revert data, or its
+/// message. Transport failures stay errors.
+fn refusal(e: alloy_transport::TransportError) -> Result<Bytes, alloy_transport::TransportError> {
+    match e {
+        alloy_json_rpc::RpcError::ErrorResp(p) => {
+            let data = p
+                .data
+                .as_deref()
+                .and_then(|raw| serde_json::from_str::<Bytes>(raw.get()).ok())
+                .unwrap_or_else(|| Bytes::from(p.message.to_string().into_bytes()));
+            Ok(data.slice(..data.len().min(super::MAX_REVERT_BYTES)))
+        }
+        other => Err(other),
+    }
+}
+
 fn bounded_data(data: &Bytes) -> Result<(), RpcError> {
     if data.len() > MAX_CALL_DATA_BYTES {
         return Err(RpcError::TooLarge {
@@ -124,6 +141,62 @@ impl Shared {
                 out.len()
             ))),
             Ok(out) => Ok(out),
+            Err(data) => Err(RpcError::Reverted(data)),
+        }
+    }
+
+    pub(super) async fn simulate(&self, msg: Simulate) -> Result<(), RpcError> {
+        for (_, data) in &msg.calls {
+            bounded_data(data)?;
+        }
+        self.failover(msg.chain_id, "simulate", |i| self.simulate_on(i, &msg))
+            .await
+    }
+
+    async fn simulate_on(&self, i: usize, msg: &Simulate) -> Result<(), RpcError> {
+        self.ensure_chain(i, msg.chain_id).await?;
+        let e = &self.endpoints[i];
+        for (to, data) in &msg.calls {
+            let object = serde_json::json!({ "from": msg.from, "to": to, "data": data, "gas": U64::from(msg.gas) });
+            let call = e.client.request::<_, Bytes>("eth_call", (object, "latest"));
+            let answer = self
+                .exchange(i, &["eth_call"], async move {
+                    match call.await {
+                        Ok(_) => Ok(Ok(())),
+                        Err(err) => refusal(err).map(Err),
+                    }
+                })
+                .await?;
+            answer.map_err(RpcError::Reverted)?;
+        }
+        let calls: Vec<serde_json::Value> = msg
+            .calls
+            .iter()
+            .map(|(to, data)| serde_json::json!({ "to": to, "data": data, "value": "0x0" }))
+            .collect();
+        let object = serde_json::json!({
+            "from": msg.from,
+            "type": "0x76",
+            "calls": calls,
+            "nonceKey": msg.nonce_key,
+            "validBefore": U64::from(msg.valid_before),
+            "feePayer": msg.fee_payer,
+            "feeToken": msg.fee_token,
+        });
+        let estimate = e.client.request::<_, U64>("eth_estimateGas", (object,));
+        let answer = self
+            .exchange(i, &["eth_estimateGas"], async move {
+                match estimate.await {
+                    Ok(g) => Ok(Ok(g.saturating_to::<u64>())),
+                    Err(err) => refusal(err).map(Err),
+                }
+            })
+            .await?;
+        match answer {
+            Ok(needed) if needed <= msg.gas => Ok(()),
+            Ok(needed) => Err(RpcError::Reverted(Bytes::from(
+                format!("out of gas: needs {needed}, carries {}", msg.gas).into_bytes(),
+            ))),
             Err(data) => Err(RpcError::Reverted(data)),
         }
     }

@@ -160,6 +160,28 @@ pub struct EthCall {
     pub chain_id: u64,
 }
 
+/// Simulates a sponsored Tempo (0x76) transaction before it is co-signed,
+/// on an endpoint verified on `chain_id`, at the latest block: each call
+/// executed from `from` with at most `gas` (plain `eth_call`: a node may
+/// not execute Tempo's batched `calls` in a call), then the node's gas
+/// estimate of the whole transaction as sponsored (`feePayer`, `feeToken`,
+/// its nonce key and validity) against `gas`. `Ok` when it would succeed;
+/// [`RpcError::Reverted`] when a call reverts, the node refuses the
+/// transaction's shape, or it needs more gas than it carries.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), RpcError>")]
+pub struct Simulate {
+    pub from: Address,
+    /// `(to, input)` of each call, in order.
+    pub calls: Vec<(Address, Bytes)>,
+    pub gas: u64,
+    pub nonce_key: alloy_primitives::U256,
+    pub valid_before: u64,
+    pub fee_payer: Address,
+    pub fee_token: Address,
+    pub chain_id: u64,
+}
+
 /// The nonce, gas limit and fees of a type-2 transaction from `from`
 /// calling `to` with `data`, from one endpoint verified on `chain_id` in
 /// one JSON-RPC batch.
@@ -271,6 +293,15 @@ impl Handler<EthCall> for RpcPool {
     }
 }
 
+impl Handler<Simulate> for RpcPool {
+    type Result = ResponseFuture<Result<(), RpcError>>;
+
+    fn handle(&mut self, msg: Simulate, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.simulate(msg).await })
+    }
+}
+
 impl Handler<PrepareTx> for RpcPool {
     type Result = ResponseFuture<Result<TxParams, RpcError>>;
 
@@ -295,7 +326,7 @@ impl Handler<PoolStatus> for RpcPool {
     }
 }
 
-crate::traced_handlers!(RpcPool: Lookup, Broadcast, EthCall, PrepareTx);
+crate::traced_handlers!(RpcPool: Lookup, Broadcast, EthCall, Simulate, PrepareTx);
 
 /// Sends `msg` to the pool (with the caller's span) and waits at most
 /// `wait`: the pool's answer, `Timeout` when none came in time, `Stopped`
