@@ -452,13 +452,19 @@ pub fn capture_secrets(env: &HashMap<String, String>) {
     };
     for (k, v) in env {
         let upper = k.to_ascii_uppercase();
+        // `*_KEY_FILE` names a private key (the settler's, the sponsor's);
+        // `*_KEYS_FILE` lists public ones.
         let named = ["SECRET", "PASSWORD", "TOKEN", "API_KEY", "PRIVATE"]
             .iter()
-            .any(|s| upper.contains(s));
+            .any(|s| upper.contains(s))
+            || upper.ends_with("_KEY_FILE");
         let mut found = Vec::new();
         if named && upper.ends_with("_FILE") {
             if let Ok(text) = std::fs::read_to_string(v) {
-                found.push(text.trim().to_owned());
+                let text = text.trim();
+                // A hex key may be written with or without its `0x`.
+                found.extend(text.strip_prefix("0x").map(str::to_owned));
+                found.push(text.to_owned());
             }
         } else if named && !upper.ends_with("_UNTIL") {
             found.push(v.clone());
