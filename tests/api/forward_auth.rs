@@ -28,7 +28,7 @@ fn setup_with(g: Genome) -> Setup {
         chain,
         app,
         caddy,
-        client: reqwest::Client::new(),
+        client: http_client(),
         _w: w,
     }
 }

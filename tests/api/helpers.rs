@@ -250,7 +250,7 @@ impl Served {
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => Served {
-                client: reqwest::Client::new(),
+                client: http_client(),
                 redis_keys: env
                     .get("SETTLEGATE_REDIS__URL")
                     .cloned()
@@ -440,6 +440,17 @@ pub fn capture_dir(kind: &str) -> Option<PathBuf> {
 pub fn capture_file(kind: &str) -> Option<std::fs::File> {
     let dir = capture_dir(kind)?;
     std::fs::File::create(dir.join(unique_prefix().trim_end_matches(':'))).ok()
+}
+
+/// The tests' HTTP client: it drops an idle connection after 2 s, before
+/// the server's 5 s keep-alive closes it, so no request is ever written on
+/// a connection the server is closing (a reset that says nothing about the
+/// gate).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap()
 }
 
 /// Records the secrets in `env` (and in the files it names) for the

@@ -231,7 +231,7 @@ fn setup(sessions: bool) -> Setup {
         app,
         nginx,
         escrow,
-        client: reqwest::Client::new(),
+        client: http_client(),
         _w: w,
     }
 }
