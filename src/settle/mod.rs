@@ -280,12 +280,19 @@ impl Settler {
             Err(e) => return Err(Answer::Unavailable(Unavailable::Rpc(e))),
         }
         match sponsor
-            .hold(sp, &req.hash.to_string(), tx.max_fee, tx.valid_before)
+            .hold(sp, &req.hash.to_string(), &tx.sender, tx.max_fee, tx.valid_before)
             .await
         {
             Ok(h) => {
                 *held = Some(h);
                 Ok(())
+            }
+            Err(crate::sponsor::HoldError::Exhausted(
+                e @ settlegate_rules::sponsor::budget::Exhausted::SenderInFlight,
+            )) => {
+                sponsor.count("sender_in_flight");
+                tracing::info!(tx_hash = %req.hash, sender = %tx.sender, why = %e, "a sponsored transaction refused: its sender has one in flight");
+                Err(unavailable())
             }
             Err(crate::sponsor::HoldError::Exhausted(e)) => {
                 sponsor.count("budget_exhausted");

@@ -212,15 +212,18 @@ impl Sponsor {
         Err(StoreError::Timeout.into())
     }
 
-    /// Holds `max_fee` for transaction `id` (valid until `valid_before`)
-    /// from this period's budget.
+    /// Holds `max_fee` for transaction `id` of `sender` (valid until
+    /// `valid_before`) from this period's budget; refused while another
+    /// transaction of the same sender is held.
     pub async fn hold(
         &self,
         sp: &SponsorPolicy,
         id: &str,
+        sender: &Address,
         max_fee: u128,
         valid_before: u64,
     ) -> Result<Held, HoldError> {
+        let sender = address_lower(sender);
         let now = unix_now();
         let key = self.ledger_key(sp, now);
         let ttl = Duration::from_secs(sp.period_seconds.saturating_mul(2));
@@ -229,7 +232,8 @@ impl Sponsor {
         let until = valid_before.max(now) + 120;
         let ledger = self
             .change(&key, ttl, |l| {
-                l.hold(id, max_fee, sp.budget, now, until).map_err(HoldError::from)
+                l.hold(id, &sender, max_fee, sp.budget, now, until)
+                    .map_err(HoldError::from)
             })
             .await?;
         self.note_remaining(ledger.remaining(sp.budget, now), sp);

@@ -674,3 +674,66 @@ async fn mppx_pays_a_sponsored_split_route() {
     assert!(fee > 0);
     assert_eq!(balance(&chain, PATH_USD, SPONSOR), sponsor_path - fee);
 }
+
+/// A payer holding one price sends several sponsored payments at once,
+/// each a distinct transaction (expiring nonces: all could be mined), over
+/// two instances. Each is simulated against the payer's whole balance, so
+/// without one sponsored transaction per sender in flight they would all
+/// pass, be broadcast, and all but one revert at the sponsor's cost. Now:
+/// exactly one 200 and one broadcast, the others refused before any, the
+/// sponsor charged one fee, nothing reverted.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_payer_racing_sponsored_payments_gets_one_broadcast() {
+    const RACER_KEY: &str = "0x5252525252525252525252525252525252525252525252525252525252525252";
+    let racer = {
+        let raw = alloy_primitives::hex::decode(&RACER_KEY[2..]).unwrap();
+        let key = k256::ecdsa::SigningKey::from_slice(&raw).unwrap();
+        format!("{:#x}", alloy_primitives::Address::from_private_key(&key))
+    };
+    let chain = Chain::start();
+    chain.transfer(ALPHA_USD, &racer, 1_000_000);
+    let w = Workdir::new();
+    let env = sponsor_env(&w, &sponsored_genome(MAX_FEE, 1_000_000), &chain);
+    let apps = [Served::start(&env), Served::start(&env)];
+    for app in &apps {
+        until_offered(app).await;
+    }
+    let mut bodies = Vec::new();
+    for i in 0..4 {
+        let o = offer(&apps[i % 2]).await;
+        let signed = handoff(RACER_KEY, 1_000_000, &bound_memo(&o), GAS);
+        bodies.push(
+            json!({ "credential": credential(&echo(&o), json!({"type": "transaction", "signature": signed}), None) }),
+        );
+    }
+    let (sends, fees_before) = (broadcasts(&chain), sponsor_fees_on_chain(&chain));
+    let answers = {
+        let (a, b) = (&apps[0], &apps[1]);
+        let (w, x, y, z) = tokio::join!(
+            a.verify(bodies[0].clone(), &[]),
+            b.verify(bodies[1].clone(), &[]),
+            a.verify(bodies[2].clone(), &[]),
+            b.verify(bodies[3].clone(), &[]),
+        );
+        [w, x, y, z]
+    };
+    let paid = answers.iter().filter(|v| v.status == 200).count();
+    assert_eq!(paid, 1, "{:?}", answers.iter().map(|v| &v.body).collect::<Vec<_>>());
+    for v in answers.iter().filter(|v| v.status != 200) {
+        assert_eq!(v.status, 402, "{:?}", v.body);
+        assert!(
+            ["sponsorship_unavailable", "would_revert"].contains(&v.reason()),
+            "{:?}",
+            v.body
+        );
+    }
+    assert_eq!(broadcasts(&chain), sends + 1, "{:?}", chain.all_calls());
+    assert_eq!(balance(&chain, ALPHA_USD, &racer), 0);
+    let won = answers.iter().find(|v| v.status == 200).unwrap();
+    let fee = fee_paid(&chain, won.body["tx_hash"].as_str().unwrap(), PATH_USD, SPONSOR);
+    assert_eq!(
+        sponsor_fees_on_chain(&chain) - fees_before,
+        fee,
+        "the sponsor paid for more than one"
+    );
+}

@@ -10,6 +10,10 @@
 //!   the sponsor's side, never past the cap.
 //! - `spent + held + new hold ≤ budget` is the one admission rule, so the
 //!   fees charged on chain never exceed the budget.
+//! - One open hold per sender: each sponsored transaction is simulated
+//!   against the sender's balance alone, so two in flight at once could
+//!   both pass and the second revert on chain at the sponsor's cost. A
+//!   sender's next one waits until the last is settled.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,9 @@ pub struct Hold {
     pub amount: u128,
     /// Unix seconds after which the hold counts as spent.
     pub until: u64,
+    /// The transaction's sender (lower-case hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 /// Why a hold is refused.
@@ -45,6 +52,8 @@ pub enum Exhausted {
     Budget,
     #[error("too many sponsored transactions are in flight")]
     InFlight,
+    #[error("another sponsored transaction of this sender is in flight")]
+    SenderInFlight,
 }
 
 impl Ledger {
@@ -78,13 +87,25 @@ impl Ledger {
         budget.saturating_sub(l.committed())
     }
 
-    /// Holds `amount` for `id` until `until`. Holding an id already held
-    /// changes nothing (a retry of the same reservation).
-    pub fn hold(&self, id: &str, amount: u128, budget: u128, now: u64, until: u64) -> Result<Ledger, Exhausted> {
+    /// Holds `amount` for `id`, sent by `sender`, until `until`. Holding
+    /// an id already held changes nothing (a retry of the same
+    /// reservation); another open hold of the same sender refuses it.
+    pub fn hold(
+        &self,
+        id: &str,
+        sender: &str,
+        amount: u128,
+        budget: u128,
+        now: u64,
+        until: u64,
+    ) -> Result<Ledger, Exhausted> {
         let mut l = self.clone();
         l.expire(now);
         if l.holds.iter().any(|h| h.id == id) {
             return Ok(l);
+        }
+        if l.holds.iter().any(|h| h.sender.as_deref() == Some(sender)) {
+            return Err(Exhausted::SenderInFlight);
         }
         if l.holds.len() >= MAX_HOLDS {
             return Err(Exhausted::InFlight);
@@ -96,6 +117,7 @@ impl Ledger {
             id: id.to_owned(),
             amount,
             until,
+            sender: Some(sender.to_owned()),
         });
         Ok(l)
     }

@@ -293,11 +293,11 @@ fn sponsorship_policies_are_parsed_strictly() {
 #[test]
 fn the_budget_holds_before_and_charges_after() {
     let l = Ledger::default();
-    let l = l.hold("a", 400, 1000, 10, 100).unwrap();
-    let l = l.hold("b", 400, 1000, 10, 100).unwrap();
+    let l = l.hold("a", "s-a", 400, 1000, 10, 100).unwrap();
+    let l = l.hold("b", "s-b", 400, 1000, 10, 100).unwrap();
     // the same hold again changes nothing
-    assert_eq!(l.hold("a", 400, 1000, 10, 100).unwrap(), l);
-    assert_eq!(l.hold("c", 201, 1000, 10, 100), Err(Exhausted::Budget));
+    assert_eq!(l.hold("a", "s-a", 400, 1000, 10, 100).unwrap(), l);
+    assert_eq!(l.hold("c", "s-c", 201, 1000, 10, 100), Err(Exhausted::Budget));
     assert_eq!(l.remaining(1000, 10), 200);
     // a charges its real fee, b never reached the chain
     let l = l.settle("a", Some(150), 11).settle("b", None, 11);
@@ -305,10 +305,10 @@ fn the_budget_holds_before_and_charges_after() {
     // charging a hold that is gone does not charge twice
     assert_eq!(l.settle("a", Some(150), 12).spent, 150);
     // up to the cap exactly, not beyond
-    let l = l.hold("c", 850, 1000, 12, 100).unwrap();
-    assert_eq!(l.hold("d", 1, 1000, 12, 100), Err(Exhausted::Budget));
+    let l = l.hold("c", "s-c", 850, 1000, 12, 100).unwrap();
+    assert_eq!(l.hold("d", "s-d", 1, 1000, 12, 100), Err(Exhausted::Budget));
     // a hold nobody charged counts in full once expired
-    let l = l.hold("e", 0, 1000, 100, 200).unwrap();
+    let l = l.hold("e", "s-e", 0, 1000, 100, 200).unwrap();
     assert_eq!(l.spent, 1000);
     assert_eq!(l.remaining(1000, 100), 0);
     // round trip through the store's bytes
@@ -317,9 +317,41 @@ fn the_budget_holds_before_and_charges_after() {
     assert!(Ledger::from_bytes(br#"{"spent":1}"#).is_err());
     let mut full = Ledger::default();
     for i in 0..super::budget::MAX_HOLDS {
-        full = full.hold(&i.to_string(), 1, u128::MAX, 0, 10).unwrap();
+        full = full
+            .hold(&i.to_string(), &format!("s-{i}"), 1, u128::MAX, 0, 10)
+            .unwrap();
     }
-    assert_eq!(full.hold("more", 1, u128::MAX, 0, 10), Err(Exhausted::InFlight));
+    assert_eq!(
+        full.hold("more", "s-more", 1, u128::MAX, 0, 10),
+        Err(Exhausted::InFlight)
+    );
+}
+
+#[test]
+fn a_sender_has_one_sponsored_transaction_in_flight() {
+    let l = Ledger::default().hold("a", "0xpayer", 10, 1000, 10, 100).unwrap();
+    // The same transaction again is the same hold.
+    assert_eq!(l.hold("a", "0xpayer", 10, 1000, 10, 100).unwrap(), l);
+    // Another of the same sender waits, however much budget is left.
+    assert_eq!(
+        l.hold("b", "0xpayer", 10, 1000, 10, 100),
+        Err(Exhausted::SenderInFlight)
+    );
+    // Another sender does not.
+    let l = l.hold("c", "0xother", 10, 1000, 10, 100).unwrap();
+    // Settled (paid or never sent), the sender may go again.
+    let settled = l.settle("a", Some(3), 11);
+    assert!(settled.hold("b", "0xpayer", 10, 1000, 11, 100).is_ok());
+    assert!(l.settle("a", None, 11).hold("b", "0xpayer", 10, 1000, 11, 100).is_ok());
+    // An open hold whose fate is unknown blocks the sender until it expires.
+    assert_eq!(
+        l.hold("b", "0xpayer", 10, 1000, 99, 200),
+        Err(Exhausted::SenderInFlight)
+    );
+    assert!(l.hold("b", "0xpayer", 10, 1000, 100, 200).is_ok());
+    // A ledger written before senders were recorded still reads.
+    let old = Ledger::from_bytes(br#"{"spent":"5","holds":[{"id":"x","amount":"1","until":50}]}"#).unwrap();
+    assert!(old.hold("y", "0xpayer", 1, 1000, 10, 100).is_ok());
 }
 
 #[test]
