@@ -1,9 +1,11 @@
 //! Broadcasting a signed transaction: `eth_sendRawTransactionSync`, or
 //! `eth_sendRawTransaction` on a node without it. A node refusing the
 //! transaction is an answer about the transaction (`Rejected`), not a
-//! fault of the endpoint; "known already" means it was broadcast.
+//! fault of the endpoint; "known already" means it was broadcast, and so
+//! does a synchronous send that waited out its time with the transaction
+//! in the node's pool (`Accepted`: its fate is unknown, not refused).
 
-use super::error::already_known;
+use super::error::{already_known, pooled_not_mined};
 use super::{ATTEMPTS, Broadcast, RpcError, Shared, Submitted};
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
         };
         match error {
             RpcError::JsonRpc { message, .. } if already_known(&message) => Ok(Submitted::Known),
+            RpcError::JsonRpc { code, message } if pooled_not_mined(code, &message) => Ok(Submitted::Accepted),
             RpcError::JsonRpc { message, .. } => Ok(Submitted::Rejected(message)),
             other => Err(other),
         }

@@ -209,10 +209,42 @@ pub(super) fn already_known(message: &str) -> bool {
     .any(|k| m.contains(k))
 }
 
+/// Whether a node's error to `eth_sendRawTransactionSync` says the
+/// transaction is in its pool but was not mined within the method's wait
+/// (EIP-7966's error code 4: "added to the mempool but wasn't processed"):
+/// sent, its fate unknown, not refused. Read as a refusal, a transaction
+/// that a nonce gap holds back could be mined later, unaccounted for.
+pub(super) fn pooled_not_mined(code: i64, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == 4
+        || [
+            "added to the mempool",
+            "added to mempool",
+            "wasn't processed",
+            "not processed within",
+        ]
+        .iter()
+        .any(|k| m.contains(k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use url::Url;
+
+    #[test]
+    fn a_sync_send_that_timed_out_in_the_pool_is_not_a_refusal() {
+        assert!(pooled_not_mined(
+            4,
+            "the transaction was added to the mempool but wasn't processed in 2s"
+        ));
+        assert!(pooled_not_mined(
+            -32000,
+            "Transaction was added to mempool but not processed within 5000ms"
+        ));
+        assert!(!pooled_not_mined(-32000, "nonce too low"));
+        assert!(!pooled_not_mined(-32003, "insufficient funds for gas * price + value"));
+    }
 
     #[test]
     fn errors_are_classified_by_kind() {
