@@ -408,6 +408,37 @@ async fn probe_one_hand_off_in_three_spellings_is_one_payment_and_one_fee() {
     assert!(held >= fees + alpha_fee, "the budget counted {held}");
 }
 
+/// A sponsored payment presented again on another instance after its
+/// broadcast reservation has lapsed (2 × `rpc.lookup_timeout_ms`): the
+/// transaction is found on chain, nothing is simulated, held or
+/// broadcast at a cost, the answer is `REPLAYED`, and the budget is
+/// charged its fee once.
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_a_sponsored_payment_presented_after_its_reservation_lapsed_is_charged_once() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = sponsor_env(&w, &sponsored_genome(&[PATH_USD]), &chain);
+    env.insert("SETTLEGATE_RPC__LOOKUP_TIMEOUT_MS".into(), "2000".into());
+    let (a, b) = (Served::start(&env), Served::start(&env));
+    until_offered(&a).await;
+    until_offered(&b).await;
+    let o = sponsored_offer(&a).await;
+    let body = present(&o, &pay_handoff(PAYER_KEY, &o));
+    let v = a.verify(body.clone(), &[]).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    let fee = fee_of(&chain, v.body["tx_hash"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = balance(&chain, PATH_USD, SPONSOR);
+    for app in [&b, &a, &b] {
+        let again = app.verify(body.clone(), &[]).await;
+        assert_eq!((again.status, again.code()), (402, "REPLAYED"), "{:?}", again.body);
+    }
+    assert_eq!(balance(&chain, PATH_USD, SPONSOR), before);
+    assert_eq!(sponsor_fees(&chain, PATH_USD).0, 1);
+    assert_eq!(committed(&a).await, fee);
+    assert_eq!(committed(&b).await, fee);
+}
+
 /// The twins of a paid hand-off (its sender signature's `v` respelt; the
 /// same hand-off co-signed in another listed fee token) are the same
 /// payment on chain, which Tempo will not run twice. The gate keys them
