@@ -588,6 +588,59 @@ async fn hole_a_hand_off_queued_behind_a_nonce_gap_is_paid_outside_the_budget() 
     );
 }
 
+/// The same misreading in plain pull mode: a transaction queued behind a
+/// nonce gap is answered `tx_rejected` ("the node refused the signed
+/// transaction; it was not broadcast") once the node's own sync wait ends,
+/// though it sits in the pool and is mined when the gap fills. The payer
+/// is told a final refusal of a payment that then goes through; its
+/// challenge has expired by then. The answer must not say "refused".
+#[tokio::test(flavor = "multi_thread")]
+async fn hole_a_queued_pull_payment_is_told_it_was_refused_then_is_mined() {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = payment_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_RPC__TIMEOUT_MS".into(), "35000".into());
+    env.insert("SETTLEGATE_RPC__LOOKUP_TIMEOUT_MS".into(), "40000".into());
+    let app = Served::start(&env);
+    let next = chain.rpc("eth_getTransactionCount", &[PAYER, "latest"]);
+    let next = u64::from_str_radix(next.trim().trim_matches('"').trim_start_matches("0x"), 16).unwrap();
+    let v = app.verify(json!({}), &[]).await;
+    let o = payment_offer(&v);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(root.join("tests/clients/tempo_batch.mjs"))
+        .args(["--key", PAYER_KEY, "--nonce", &(next + 1).to_string()])
+        .args([
+            ALPHA_USD,
+            "transferWithMemo(address,uint256,bytes32)",
+            RECIPIENT,
+            &PRICE.to_string(),
+            &bound_memo(&o),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let signed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let recipient_before = balance(&chain, ALPHA_USD, RECIPIENT);
+    let v = app.verify(present(&o, &signed), &[]).await;
+    eprintln!("queued payment: {} {} {}", v.status, v.code(), v.reason());
+    // Fill the gap: the queued payment is mined.
+    chain.transfer(ALPHA_USD, STRANGER, 1);
+    for _ in 0..3 {
+        let _ = chain.rpc("evm_mine", &[]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let paid = balance(&chain, ALPHA_USD, RECIPIENT) - recipient_before;
+    eprintln!("the recipient got {paid} after the gap was filled");
+    let again = app.verify(present(&o, &signed), &[]).await;
+    eprintln!("presented again: {} {} {}", again.status, again.code(), again.reason());
+    assert_ne!(
+        (v.status, v.reason()),
+        (402, "tx_rejected"),
+        "told the transaction was refused and not broadcast; then {paid} reached the recipient"
+    );
+}
+
 /// Hand-offs that can never be mined (a protocol nonce far ahead) cost the attacker nothing: nothing is paid, on chain
 /// or to the sponsor. They must not cost the sponsorship either: after a
 /// few of them, an honest payer is still sponsored.
