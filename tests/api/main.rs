@@ -31,6 +31,7 @@ mod openapi;
 mod payee_tx;
 mod payment;
 mod pricing;
+mod probe_charge;
 mod proof;
 mod proxy;
 mod readme;
