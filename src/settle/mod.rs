@@ -229,9 +229,10 @@ impl Settler {
         }
     }
 
-    /// A sponsored transaction, before its broadcast: simulated (one that
-    /// would revert costs the sponsor nothing), then its most possible fee
-    /// held from the shared budget.
+    /// A sponsored transaction, before its broadcast: its most possible fee
+    /// held from the shared budget (one per sender at a time), then
+    /// simulated (one that would revert costs the sponsor nothing, and its
+    /// hold is dropped).
     async fn sponsor(
         &self,
         policy: &settlegate_rules::policy::SettlementPolicy,
@@ -260,6 +261,28 @@ impl Settler {
             tracing::info!(tx_hash = %req.hash, "a sponsored transaction refused: the sponsor's balance is below min_balance");
             return Err(unavailable());
         }
+        // Held before the simulation, so the simulation sees the sender's
+        // balance after its last sponsored transaction (one per sender is
+        // held at a time), never beside it.
+        let h = match sponsor
+            .hold(sp, &req.hash.to_string(), &tx.sender, tx.max_fee, tx.valid_before)
+            .await
+        {
+            Ok(h) => h,
+            Err(crate::sponsor::HoldError::Exhausted(
+                e @ settlegate_rules::sponsor::budget::Exhausted::SenderInFlight,
+            )) => {
+                sponsor.count("sender_in_flight");
+                tracing::info!(tx_hash = %req.hash, sender = %tx.sender, why = %e, "a sponsored transaction refused: its sender has one in flight");
+                return Err(unavailable());
+            }
+            Err(crate::sponsor::HoldError::Exhausted(e)) => {
+                sponsor.count("budget_exhausted");
+                tracing::info!(tx_hash = %req.hash, why = %e, "a sponsored transaction refused: the budget cannot hold it");
+                return Err(unavailable());
+            }
+            Err(crate::sponsor::HoldError::Store(e)) => return Err(Answer::Unavailable(Unavailable::Store(e))),
+        };
         let simulation = settlegate_actors::rpc_pool::Simulate {
             from: tx.sender,
             calls: tx.calls.clone(),
@@ -273,34 +296,18 @@ impl Settler {
         match sponsor.simulate(simulation).await {
             Ok(true) => {}
             Ok(false) => {
+                release(sponsor, sp, &h).await;
                 sponsor.count("would_revert");
                 tracing::info!(tx_hash = %req.hash, "a sponsored transaction would revert: not co-signed, not broadcast");
                 return Err(Answer::Denied(Denial::Failed(Reason::WouldRevert)));
             }
-            Err(e) => return Err(Answer::Unavailable(Unavailable::Rpc(e))),
+            Err(e) => {
+                release(sponsor, sp, &h).await;
+                return Err(Answer::Unavailable(Unavailable::Rpc(e)));
+            }
         }
-        match sponsor
-            .hold(sp, &req.hash.to_string(), &tx.sender, tx.max_fee, tx.valid_before)
-            .await
-        {
-            Ok(h) => {
-                *held = Some(h);
-                Ok(())
-            }
-            Err(crate::sponsor::HoldError::Exhausted(
-                e @ settlegate_rules::sponsor::budget::Exhausted::SenderInFlight,
-            )) => {
-                sponsor.count("sender_in_flight");
-                tracing::info!(tx_hash = %req.hash, sender = %tx.sender, why = %e, "a sponsored transaction refused: its sender has one in flight");
-                Err(unavailable())
-            }
-            Err(crate::sponsor::HoldError::Exhausted(e)) => {
-                sponsor.count("budget_exhausted");
-                tracing::info!(tx_hash = %req.hash, why = %e, "a sponsored transaction refused: the budget cannot hold it");
-                Err(unavailable())
-            }
-            Err(crate::sponsor::HoldError::Store(e)) => Err(Answer::Unavailable(Unavailable::Store(e))),
-        }
+        *held = Some(h);
+        Ok(())
     }
 
     /// Settles a budget hold: the fee the sponsor paid on chain (its fee
@@ -422,4 +429,15 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Drops a hold whose transaction will not be broadcast.
+async fn release(
+    sponsor: &crate::sponsor::Sponsor,
+    sp: &settlegate_rules::sponsor::SponsorPolicy,
+    held: &crate::sponsor::Held,
+) {
+    if let Err(e) = sponsor.settle(sp, held, None).await {
+        tracing::warn!(error = %e, "cannot release a sponsorship hold; it counts in full when it expires");
+    }
 }

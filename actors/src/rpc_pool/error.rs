@@ -222,6 +222,8 @@ pub(super) fn pooled_not_mined(code: i64, message: &str) -> bool {
             "added to mempool",
             "wasn't processed",
             "not processed within",
+            // anvil 1.7.1, after 30 s with the transaction queued
+            "transaction confirmation timeout",
         ]
         .iter()
         .any(|k| m.contains(k))
@@ -242,6 +244,7 @@ mod tests {
             -32000,
             "Transaction was added to mempool but not processed within 5000ms"
         ));
+        assert!(pooled_not_mined(-32603, "Transaction confirmation timeout"));
         assert!(!pooled_not_mined(-32000, "nonce too low"));
         assert!(!pooled_not_mined(-32003, "insufficient funds for gas * price + value"));
     }

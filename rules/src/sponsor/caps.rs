@@ -9,7 +9,7 @@
 //! Every bound is required to be positive and is range-checked at boot, so
 //! a typo cannot open the sponsor's purse.
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -189,6 +189,12 @@ impl SponsorPolicy {
                 cap: self.max_total_fee,
             });
         }
+        // The expiring nonce (what mppx and pympp sign): no nonce gap can
+        // keep it waiting in a pool, to be mined after its hold is gone,
+        // or tie up a hold for a transaction that can never be mined.
+        if h.nonce_key != U256::MAX || h.nonce != 0 {
+            return Err(CapError::Nonce);
+        }
         let Some(valid_before) = h.valid_before else {
             return Err(CapError::NoValidBefore);
         };
@@ -227,6 +233,8 @@ pub enum CapError {
     PriorityFee,
     #[error("the transaction may cost {fee} in fees, above the sponsor's cap {cap}")]
     TotalFee { fee: u128, cap: u128 },
+    #[error("a sponsored transaction uses the expiring nonce (nonce key 2^256 - 1, nonce 0)")]
+    Nonce,
     #[error("a sponsored transaction needs valid_before")]
     NoValidBefore,
     #[error("valid_before is past, or further ahead than the sponsor allows")]

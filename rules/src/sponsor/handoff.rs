@@ -178,7 +178,17 @@ impl Handoff {
             sender_hash,
             head,
             authorizations: f[12].to_vec(),
-            signature: f[13].to_vec(),
+            // `v` in its one spelling, 27 or 28 (as viem writes it): a
+            // node that reads `0`/`1` mines the transaction under the
+            // other spelling's hash, so every spelling is co-signed as
+            // that one, one transaction under one hash.
+            signature: {
+                let mut item = f[13].to_vec();
+                if let Some(v) = item.last_mut() {
+                    *v = 27 + u8::from(parity);
+                }
+                item
+            },
         })
     }
 

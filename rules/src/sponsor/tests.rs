@@ -229,6 +229,16 @@ fn caps_bound_gas_fees_validity_and_the_fee_token() {
         p.judge(&x, now, expires),
         Err(CapError::TotalFee { fee: 6000, cap: 5000 })
     );
+    // only the expiring nonce: a 2D key or a protocol nonce can wait in a
+    // pool behind a gap
+    let mut x = h.clone();
+    x.nonce = 1;
+    assert_eq!(p.judge(&x, now, expires), Err(CapError::Nonce));
+    let mut x = h.clone();
+    x.nonce_key = alloy_primitives::U256::from(7u8);
+    assert_eq!(p.judge(&x, now, expires), Err(CapError::Nonce));
+    x.nonce_key = alloy_primitives::U256::ZERO;
+    assert_eq!(p.judge(&x, now, expires), Err(CapError::Nonce));
     // validity: none, past, too far ahead of now, too far past the challenge
     let mut x = h.clone();
     x.valid_before = None;
