@@ -23,13 +23,8 @@ use crate::chain::*;
 use crate::helpers::*;
 use crate::mpp_clients::payment_env;
 use crate::payment::{bound_memo, credential, echo, payment_offer};
+use crate::sponsor::{FEE_MANAGER, PATH_USD, SPONSOR, balance, broadcasts, sponsor_env, topic, until_offered};
 
-const SECRET: &str = "test-payment-secret-0123456789abcdef-not-for-production";
-/// Dev account 3: funded on the dev chain; pays the fees.
-const SPONSOR_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
-const SPONSOR: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906";
-const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
-const FEE_MANAGER: &str = "0xfeec000000000000000000000000000000000000";
 const TRANSFER_TOPIC: &str = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
 const PRICE: u64 = 1_000_000;
 /// 800,000 gas (probe_handoff.mjs's default) at 20 gwei, in pathUSD units: the most one hand-off here can cost.
@@ -58,37 +53,6 @@ fn sponsored_genome_with(fee_tokens: &[&str], budget: u64) -> Genome {
                 "max_validity_seconds": 60,
             }),
         )
-}
-
-fn sponsor_env(w: &Workdir, g: &Genome, chain: &Chain) -> HashMap<String, String> {
-    let mut env = chain_env(&w.genome(&g.clone().signed()), &chain.url);
-    env.insert("SETTLEGATE_PAYMENT__SECRET".into(), SECRET.into());
-    let key = w.path("sponsor.key");
-    std::fs::write(&key, format!("{SPONSOR_KEY}\n")).unwrap();
-    env.insert("SETTLEGATE_SPONSOR__KEY_FILE".into(), key.display().to_string());
-    env.insert("SETTLEGATE_SPONSOR__BALANCE_INTERVAL_SECONDS".into(), "1".into());
-    env
-}
-
-fn balance(chain: &Chain, token: &str, who: &str) -> u128 {
-    let out = Command::new(cast_bin())
-        .args([
-            "call",
-            "--rpc-url",
-            &chain.url,
-            token,
-            "balanceOf(address)(uint256)",
-            who,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().next().unwrap().parse().unwrap()
-}
-
-fn topic(address: &str) -> String {
-    format!("0x{:0>64}", address.trim_start_matches("0x").to_lowercase())
 }
 
 /// Every fee transfer of the sponsor on chain so far, in `token`: (count, sum).
@@ -127,22 +91,6 @@ fn fee_of(chain: &Chain, tx: &str) -> u128 {
         })
         .map(|l| u128::from_str_radix(l["data"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
         .sum()
-}
-
-fn broadcasts(chain: &Chain) -> usize {
-    chain.calls("eth_sendRawTransactionSync")
-}
-
-async fn until_offered(app: &Served) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = app.get_json("/readyz").await;
-        if body["components"]["sponsor"]["state"] == "offered" {
-            return body["components"]["sponsor"].clone();
-        }
-        assert!(Instant::now() < deadline, "the sponsor is never offered: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// What the shared budget has committed (spent and held), once a fresh

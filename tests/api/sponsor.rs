@@ -23,9 +23,9 @@ use crate::proxy::Caddy;
 const SECRET: &str = "test-payment-secret-0123456789abcdef-not-for-production";
 /// Dev account 3: funded in pathUSD on the dev chain; pays the fees.
 const SPONSOR_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
-const SPONSOR: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906";
-const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
-const FEE_MANAGER: &str = "0xfeec000000000000000000000000000000000000";
+pub(crate) const SPONSOR: &str = "0x90f79bf6eb2c4f870365e785982e1f101e93b906";
+pub(crate) const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
+pub(crate) const FEE_MANAGER: &str = "0xfeec000000000000000000000000000000000000";
 /// A key that holds nothing: its transfers revert.
 const BROKE_KEY: &str = "0x4242424242424242424242424242424242424242424242424242424242424242";
 /// Gas and fee cap of the hand-offs signed here (tempo_batch.mjs).
@@ -55,7 +55,7 @@ fn sponsored_genome(max_total_fee: u64, budget: u64) -> Genome {
         )
 }
 
-fn sponsor_env(w: &Workdir, g: &Genome, chain: &Chain) -> HashMap<String, String> {
+pub(crate) fn sponsor_env(w: &Workdir, g: &Genome, chain: &Chain) -> HashMap<String, String> {
     let mut env = chain_env(&w.genome(&g.clone().signed()), &chain.url);
     env.insert("SETTLEGATE_PAYMENT__SECRET".into(), SECRET.into());
     let key = w.path("sponsor.key");
@@ -66,7 +66,7 @@ fn sponsor_env(w: &Workdir, g: &Genome, chain: &Chain) -> HashMap<String, String
 }
 
 /// `token.balanceOf(who)` now.
-fn balance(chain: &Chain, token: &str, who: &str) -> u128 {
+pub(crate) fn balance(chain: &Chain, token: &str, who: &str) -> u128 {
     let out = Command::new(cast_bin())
         .args([
             "call",
@@ -83,7 +83,7 @@ fn balance(chain: &Chain, token: &str, who: &str) -> u128 {
     text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-fn topic(address: &str) -> String {
+pub(crate) fn topic(address: &str) -> String {
     format!("0x{:0>64}", address.trim_start_matches("0x").to_lowercase())
 }
 
@@ -140,13 +140,13 @@ fn sponsor_fees_on_chain(chain: &Chain) -> u128 {
 
 /// The gate's broadcasts: it sends synchronously (anvil also logs an
 /// `eth_sendRawTransaction` inside each, and `cast send` logs only that).
-fn broadcasts(chain: &Chain) -> usize {
+pub(crate) fn broadcasts(chain: &Chain) -> usize {
     chain.calls("eth_sendRawTransactionSync")
 }
 
 /// Waits until `/readyz` says the sponsor is offered (its first balance
 /// and budget read came back).
-async fn until_offered(app: &Served) -> Value {
+pub(crate) async fn until_offered(app: &Served) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, body) = app.get_json("/readyz").await;
