@@ -283,7 +283,10 @@ async fn the_claim_answers_from_a_record_but_not_from_one_still_pending() {
 async fn a_channel_write_no_replica_confirms_is_no_answer() {
     use settlegate_actors::store::Cas;
     let p = prefix("cas-wait");
-    let s = store(&p, 1, Duration::from_millis(150));
+    // WAIT gets a third of the store's timeout; the rest is the margin for
+    // the connection and the script under a loaded machine (150 ms was
+    // once not enough: a Timeout, also no answer, but not this one).
+    let s = store(&p, 1, Duration::from_millis(1_500));
     assert_eq!(
         s.compare_and_set("channel:c", None, b"v1", LONG).await,
         Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
