@@ -12,6 +12,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Genome(cmd) => settlegate::cli::genome::run(*cmd),
         Command::Channels(args) => settlegate::cli::channels::run(args),
+        Command::Ledger(args) => settlegate::cli::ledger::run(args),
         Command::Openapi => {
             print!("{}", settlegate::http::openapi::document());
             0

@@ -94,6 +94,14 @@ pub enum SetupError {
     /// Never quotes the key.
     #[error("sponsor.key_file: {0}")]
     SponsorKey(settlegate_rules::tx_sign::KeyFileError),
+    /// Never quotes the URL.
+    #[error("ledger.database_url: {0}")]
+    Ledger(#[from] settlegate_actors::ledger::LedgerError),
+    #[error(
+        "the ledger needs a single Redis server or the local file: on a Redis Cluster a consume's script \
+         cannot reach one outbox from every slot"
+    )]
+    LedgerOnCluster,
 }
 
 /// A setup failure, in its own words.
@@ -116,20 +124,43 @@ pub fn rpc_pool(settings: &Settings, metrics: &Metrics) -> Result<RpcPool, Setup
 
 /// The replay store the settings name: Redis (lazily connected) or the
 /// local file.
+/// With the ledger on, the store keeps its outbox.
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, SetupError> {
+    let outbox = settings.ledger.enabled().then_some(settings.ledger.outbox_max);
     Ok(match &settings.redis {
-        Some(redis) => Arc::new(RedisStore::open(
-            &settlegate_actors::RedisTarget {
-                urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
-                cluster: redis.cluster,
-                tls_ca_pem: redis.tls_ca_pem.clone(),
-                wait_replicas: redis.wait_replicas,
-            },
-            &settings.redis_key_prefix,
-            settings.redis_timeout,
-        )?),
-        None => Arc::new(FileStore::open(&settings.replay_local_path)?),
+        Some(redis) if redis.cluster && outbox.is_some() => return Err(SetupError::LedgerOnCluster),
+        Some(redis) => {
+            let store = RedisStore::open(
+                &settlegate_actors::RedisTarget {
+                    urls: redis.urls.iter().map(|u| u.expose().to_owned()).collect(),
+                    cluster: redis.cluster,
+                    tls_ca_pem: redis.tls_ca_pem.clone(),
+                    wait_replicas: redis.wait_replicas,
+                },
+                &settings.redis_key_prefix,
+                settings.redis_timeout,
+            )?;
+            Arc::new(match outbox {
+                Some(max) => store.with_outbox(max),
+                None => store,
+            })
+        }
+        None => {
+            let store = FileStore::open(&settings.replay_local_path)?;
+            Arc::new(match outbox {
+                Some(max) => store.with_outbox(max),
+                None => store,
+            })
+        }
     })
+}
+
+/// The ledger's connection pool, if the ledger is on (connects lazily).
+pub fn ledger_pool(settings: &Settings) -> Result<Option<settlegate_actors::ledger::Pool>, SetupError> {
+    match &settings.ledger.database_url {
+        None => Ok(None),
+        Some(url) => Ok(Some(settlegate_actors::ledger::pool(url.expose(), 4)?)),
+    }
 }
 
 /// Each store operation's bound: `redis.timeout_ms`, at least 2 s for the
@@ -188,7 +219,10 @@ impl Application {
         let store = open_store(&settings).map_err(setup)?;
         let store = Bounded::new(store, store_timeout(&settings), metrics.store_ops.clone())
             .bound_ops(settings.redis_max_ops_in_flight);
-        let guard = ReplayGuard::new(store.clone(), consumed.clone()).hold_absent_for(settings.coalescer_window);
+        let ledger_pool = ledger_pool(&settings).map_err(setup)?;
+        let guard = ReplayGuard::new(store.clone(), consumed.clone())
+            .hold_absent_for(settings.coalescer_window)
+            .instance(&settings.ledger.instance);
         let replay_backend = guard.backend_name();
         let secrets = payment_secrets(&settings)?;
         let settler_key = match &settings.session.settler_key {
@@ -280,6 +314,24 @@ impl Application {
                 "no session.settler_key_file: the channel settler is off; `settlegate channels` lists what is unsettled"
             );
         }
+        let ledger = ledger_pool.map(|pool| {
+            let ledger = settlegate_actors::ledger::Ledger::new(
+                store.clone(),
+                pool,
+                settlegate_actors::ledger::LedgerConfig {
+                    batch: settings.ledger.batch,
+                    poll_interval: settings.ledger.poll_interval,
+                    write_timeout: settings.ledger.write_timeout,
+                },
+                metrics.ledger.clone(),
+            );
+            // Its own thread: a slow database never shares one with requests.
+            settlegate_actors::ledger::Ledger::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| ledger)
+        });
+        if ledger.is_some() {
+            tracing::info!(instance = %settings.ledger.instance, outbox_max = settings.ledger.outbox_max,
+                "the ledger is on: every consume is copied to PostgreSQL through the store's outbox");
+        }
         let store_for_sponsor = store.clone();
         // With Redis, every instance on it shares each lookup (a setting).
         let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
@@ -336,6 +388,7 @@ impl Application {
             request_body_timeout: settings.request_body_timeout,
             sponsor,
             discovery: Arc::new(http::discovery::Discovery::new(settings.discovery.clone())),
+            ledger: ledger.map(|l| (l, settings.ledger.outbox_max)),
         };
         let pusher = match &settings.otel {
             Some(otel) => Some(crate::telemetry::push::start(otel, state.clone()).map_err(setup)?),

@@ -21,6 +21,7 @@ pub mod channels;
 pub mod coalescer;
 pub mod counters;
 pub mod genome_supervisor;
+pub mod ledger;
 pub mod replay_guard;
 pub mod rpc_pool;
 pub mod rpc_transport;

@@ -404,6 +404,17 @@ impl SettlementPolicy {
             }
     }
 
+    /// The name of the price rule that prices `resource`, for the books:
+    /// the rule's `resource` pattern as the genome spells it, `default`,
+    /// or `unusable` (a path with no normal form: the dearest price).
+    pub fn route_for(&self, resource: Option<&str>) -> String {
+        match self.rule_for(resource) {
+            Matched::Default => "default".to_owned(),
+            Matched::Unusable => "unusable".to_owned(),
+            Matched::Rule(p) => p.resource.as_str().to_owned(),
+        }
+    }
+
     /// The price rule of `resource`, as [`SettlementPolicy::price_for`]
     /// picks it.
     fn rule_for(&self, resource: Option<&str>) -> Matched<'_> {

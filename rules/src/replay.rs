@@ -229,6 +229,16 @@ pub struct ReplayRecord {
     /// Unix seconds: `consumed_at` + [`record_ttl`]. The store forgets the
     /// record then, and so does every in-process cache of it.
     pub expires_at: u64,
+    /// For the ledger: the price rule that priced the request
+    /// ([`SettlementPolicy::route_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// For the ledger: the instance that consumed it (`ledger.instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// A free route's proof claimed its challenge: nothing was paid.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proof: bool,
 }
 
 /// The parts of a request that decide whether it is a retry of the request
@@ -381,6 +391,9 @@ mod tests {
             request_digest: identity.as_ref().map(RequestDigest::of),
             consumed_at: CONSUMED,
             expires_at: CONSUMED + 86_400,
+            route: None,
+            instance: None,
+            proof: false,
         }
     }
 

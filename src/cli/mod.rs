@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod genome;
+pub mod ledger;
 
 use std::path::PathBuf;
 
@@ -63,10 +64,38 @@ Example:
   SETTLEGATE_SESSION__SETTLER_KEY_FILE=/run/secrets/payee.key settlegate channels --settle"
     )]
     Channels(ChannelsArgs),
+    /// The operator's books in PostgreSQL: create or upgrade the schema,
+    /// and read it.
+    #[command(
+        after_help = "Configuration as for serve (ledger.database_url or ledger.database_url_file).
+
+Examples:
+  SETTLEGATE_LEDGER__DATABASE_URL=postgres://settlegate@127.0.0.1/settlegate settlegate ledger migrate
+  settlegate ledger status --config settlegate.toml"
+    )]
+    Ledger(LedgerArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
     #[command(after_help = "Example (regenerate the checked-in copy after changing the API):
   settlegate openapi > openapi.json")]
     Openapi,
+}
+
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// A TOML file layered over the defaults (environment variables win over it).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Create the ledger's tables, or upgrade them to this build's schema
+    /// (never done by `serve`). Idempotent; prints the versions applied.
+    Migrate,
+    /// Whether the database's schema is this build's (exit code 1 if not).
+    Status,
 }
 
 #[derive(Args, Debug)]

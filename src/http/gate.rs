@@ -347,12 +347,16 @@ fn proof_record(
         .saturating_add(policy.clock_skew_seconds.saturating_mul(2))
         .saturating_add(RECORD_TTL_MARGIN.as_secs());
     let ttl = record_ttl(policy, floor).as_secs().max(challenge_life);
+    let route = policy.route_for(resource.as_deref());
     ReplayRecord {
         settlement: Settlement::new(key, Scheme::Payment, claim, genome_id),
         resource,
         request_digest: None,
         consumed_at: now,
         expires_at: now.saturating_add(ttl),
+        route: Some(route),
+        instance: None,
+        proof: true,
     }
 }
 

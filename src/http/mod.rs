@@ -63,6 +63,8 @@ pub struct AppState {
     pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
     /// The paid API's discovery documents, rendered per genome.
     pub discovery: Arc<discovery::Discovery>,
+    /// The ledger and its outbox's bound, when `ledger.database_url` is set.
+    pub ledger: Option<(actix::Addr<settlegate_actors::ledger::Ledger>, u64)>,
 }
 
 impl AppState {

@@ -48,6 +48,28 @@ pub struct Components {
     /// Present with `sponsor.key_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     sponsor: Option<SponsorState>,
+    /// Present with `ledger.database_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: Option<LedgerState>,
+}
+
+/// The ledger: `ok` while its last copy of the outbox to PostgreSQL
+/// succeeded, else `failing` (200s go on; the outbox grows towards
+/// `ledger.outbox_max`, where consumes are refused). Informational until
+/// the outbox is full: then every consume is a 503, and the instance is
+/// not ready.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerState {
+    #[schema(value_type = String, pattern = "^(ok|failing|full)$")]
+    state: &'static str,
+    /// Records waiting in the outbox, as of the last read.
+    outbox_entries: u64,
+    outbox_max: u64,
+    /// Seconds the oldest of them has waited.
+    outbox_oldest_seconds: f64,
+    /// Why the last copy failed (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 /// The fee sponsor: `offered` while its last read found the fee-token
@@ -161,7 +183,28 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let rpc_ok = endpoints
         .iter()
         .any(|e| e.state == settlegate_actors::rpc_pool::EndpointState::Healthy);
-    let ready = genome.state == "verified" && store.state == "ok" && rpc_ok;
+    let ledger = match &state.ledger {
+        None => None,
+        Some((addr, max)) => {
+            let st = addr.send(settlegate_actors::ledger::State).await.unwrap_or_default();
+            let full = st.depth.entries >= *max;
+            Some(LedgerState {
+                state: if full {
+                    "full"
+                } else if st.failing.is_some() {
+                    "failing"
+                } else {
+                    "ok"
+                },
+                outbox_entries: st.depth.entries,
+                outbox_max: *max,
+                outbox_oldest_seconds: st.depth.oldest_age.map_or(0.0, |a| a.as_secs_f64()),
+                detail: st.failing,
+            })
+        }
+    };
+    let ledger_ok = ledger.as_ref().is_none_or(|l| l.state != "full");
+    let ready = genome.state == "verified" && store.state == "ok" && rpc_ok && ledger_ok;
     let rpc = RpcState {
         state: if rpc_ok { "ok" } else { "unavailable" },
         chain_id: g.policy.chain_id,
@@ -193,6 +236,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                         budget_remaining: st.budget_remaining,
                     }
                 }),
+                ledger,
             },
         })
 }

@@ -25,6 +25,7 @@ mod error;
 mod genome;
 mod idempotency;
 mod layering;
+mod ledger;
 mod log;
 mod otel;
 mod payment;
@@ -42,6 +43,7 @@ pub use callers::Callers;
 pub use discovery::DiscoverySettings;
 pub use error::SettingsError;
 pub use genome::read_keys_file;
+pub use ledger::LedgerSettings;
 pub use log::RequestLog;
 pub use otel::{Otel, OtlpProtocol};
 pub use replay::RedisSettings;
@@ -123,6 +125,8 @@ pub struct Settings {
     pub session: SessionSettings,
     /// `[sponsor]`: the fee sponsor's key and how often its balance is read.
     pub sponsor: SponsorSettings,
+    /// `[ledger]`: the books in PostgreSQL, fed by the store's outbox.
+    pub ledger: LedgerSettings,
     /// `[discovery]`: what the discovery documents say about the paid API.
     pub discovery: DiscoverySettings,
 }
@@ -151,6 +155,7 @@ impl Settings {
         let session = session::validate(raw.session)?;
         let sponsor = sponsor::validate(raw.sponsor)?;
         let discovery = discovery::validate(raw.discovery)?;
+        let ledger = ledger::validate(raw.ledger)?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -195,6 +200,7 @@ impl Settings {
             session,
             sponsor,
             discovery,
+            ledger,
         })
     }
 }

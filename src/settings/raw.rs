@@ -29,6 +29,19 @@ pub(super) struct Raw {
     pub(super) session: RawSession,
     pub(super) sponsor: RawSponsor,
     pub(super) discovery: RawDiscovery,
+    pub(super) ledger: RawLedger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLedger {
+    pub(super) database_url: Option<String>,
+    pub(super) database_url_file: Option<PathBuf>,
+    pub(super) outbox_max: u64,
+    pub(super) batch: usize,
+    pub(super) poll_interval_ms: u64,
+    pub(super) write_timeout_ms: u64,
+    pub(super) instance: Option<String>,
 }
 
 #[derive(Deserialize)]

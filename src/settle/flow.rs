@@ -365,6 +365,9 @@ impl<'a> Flow<'a> {
                     request_digest: req.request_digest,
                     consumed_at: now,
                     expires_at: now + record_ttl(self.policy, self.limits.min_record_ttl).as_secs(),
+                    route: Some(self.policy.route_for(req.resource.as_deref())),
+                    instance: None,
+                    proof: false,
                 };
                 self.state = State::Consuming(Box::new(settlement));
                 Step::Consume(Box::new(record))

@@ -203,6 +203,9 @@ fn record(req: &SettleRequest, p: &SettlementPolicy) -> ReplayRecord {
         request_digest: req.request_digest,
         consumed_at: NOW,
         expires_at: NOW + record_ttl(p, LIMITS.min_record_ttl).as_secs(),
+        route: Some(p.route_for(req.resource.as_deref())),
+        instance: None,
+        proof: false,
     }
 }
 

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub replay_cache_hits: Counter,
     pub settler: settlegate_actors::channels::SettlerMetrics,
     pub sponsor: SponsorMetrics,
+    pub ledger: settlegate_actors::ledger::LedgerMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,6 +214,32 @@ impl Metrics {
             "Settle and close transactions of the channel settler, by action and outcome (ok or the failure's cause)",
             settler.settlements.clone(),
         );
+        let ledger = settlegate_actors::ledger::LedgerMetrics::default();
+        r.register(
+            "ledger_outbox_entries",
+            "Consumed records waiting in the outbox for the ledger (PostgreSQL), as of the last read",
+            ledger.outbox_entries.clone(),
+        );
+        r.register(
+            "ledger_outbox_oldest_seconds",
+            "How long the oldest record in the outbox has waited for the ledger (0: none)",
+            ledger.outbox_oldest_seconds.clone(),
+        );
+        r.register(
+            "ledger_rows",
+            "Payment rows the ledger added to PostgreSQL",
+            ledger.rows.clone(),
+        );
+        r.register(
+            "ledger_write_failures",
+            "Failed attempts to copy a batch of the outbox to PostgreSQL, by cause (database, database_timeout, schema, store)",
+            ledger.failures.clone(),
+        );
+        r.register(
+            "ledger_rejects",
+            "Outbox entries that were not records, kept in the outbox_rejects table",
+            ledger.rejects.clone(),
+        );
         let sponsor = SponsorMetrics::default();
         // Served from the start (at 0), so a dashboard or an alert on it
         // has a series before the first sponsored transaction.
@@ -286,6 +313,7 @@ impl Metrics {
             replay_cache_hits,
             settler,
             sponsor,
+            ledger,
         }
     }
 

@@ -301,3 +301,110 @@ async fn a_channel_write_no_replica_confirms_is_no_answer() {
         Ok(Cas::Set)
     );
 }
+
+/// The ledger's outbox is a stream the consume's own script appends to.
+#[tokio::test]
+async fn the_redis_store_keeps_the_outbox_in_the_consumes_script() {
+    let p = prefix("outbox");
+    conformance::outbox(&plain(&p).with_outbox(3), "").await;
+    assert_eq!(
+        cli(&["EXISTS", &format!("{p}ledger:outbox")]),
+        "1",
+        "one stream per prefix"
+    );
+    // Without the deadline script (an old server) there is no stream to
+    // write with the record: the consume is refused, nothing written.
+    let old = plain(&p).with_ways(true, false).with_outbox(3);
+    assert!(matches!(
+        old.put_if_absent("replay:old", b"{}", LONG, unix_ms() + 10_000).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(old.get("replay:old").await, Ok(None));
+}
+
+/// `redis.wait_replicas`: a consume no replica confirmed is withdrawn,
+/// and its outbox entry with it, so the ledger never books it.
+#[tokio::test]
+async fn a_withdrawn_consume_takes_its_outbox_entry_with_it() {
+    let p = prefix("outbox-wait");
+    let s = store(&p, 1, Duration::from_millis(150)).with_outbox(10);
+    assert_eq!(
+        s.put_if_absent("replay:0xw", b"{}", LONG, unix_ms() + 1_000).await,
+        Err(StoreError::Unreplicated { wanted: 1, acked: 0 })
+    );
+    assert_eq!(s.get("replay:0xw").await, Ok(None));
+    assert_eq!(
+        cli(&["XLEN", &format!("{p}ledger:outbox")]),
+        "0",
+        "the entry went with the record"
+    );
+}
+
+/// An entry whose record is still pending (it may yet be withdrawn) holds
+/// back the read, and those after it, until its time is past; then it is
+/// read with its settled value.
+#[tokio::test]
+async fn a_pending_entry_is_read_only_once_it_is_final() {
+    let p = prefix("outbox-pending");
+    let s = plain(&p).with_outbox(10);
+    let stream = format!("{p}ledger:outbox");
+    let server_ms: i64 = {
+        let t = cli(&["TIME"]);
+        let mut parts = t.lines();
+        let secs: i64 = parts.next().unwrap().trim().parse().unwrap();
+        let micros: i64 = parts.next().unwrap().trim().parse().unwrap();
+        secs * 1000 + micros / 1000
+    };
+    let until = server_ms + 1_500;
+    let pending_value = String::from_utf8(pending(until, b"{\"p\":1}")).unwrap();
+    cli(&[
+        "XADD",
+        &stream,
+        "*",
+        "k",
+        &format!("{p}replay:0xp"),
+        "v",
+        &pending_value,
+    ]);
+    cli(&["XADD", &stream, "*", "k", &format!("{p}replay:0xq"), "v", "{\"q\":1}"]);
+    assert_eq!(s.outbox_read(10).await, Ok(vec![]), "held back while pending");
+    assert_eq!(s.outbox_depth().await.unwrap().entries, 2);
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let read = s.outbox_read(10).await.unwrap();
+    let got: Vec<(&str, &[u8])> = read.iter().map(|e| (e.key.as_str(), e.value.as_slice())).collect();
+    assert_eq!(
+        got,
+        [("replay:0xp", &b"{\"p\":1}"[..]), ("replay:0xq", &b"{\"q\":1}"[..])],
+        "settled values, keys without the prefix, in order"
+    );
+}
+
+/// A lost consume's pending copy, withdrawn by its read-back, takes its
+/// outbox entry with it (and nobody else's).
+#[tokio::test]
+async fn reading_back_withdraws_the_pending_copys_outbox_entry_too() {
+    let p = prefix("readback-outbox");
+    let s = plain(&p).with_outbox(10);
+    let stream = format!("{p}ledger:outbox");
+    let key = "replay:0xd2";
+    let full = format!("{p}{key}");
+    let ours: &[u8] = b"{\"w\":\"ours\"}";
+    let deadline = unix_ms() + 50;
+    let mine = String::from_utf8(pending(unix_ms() + 60_000, ours)).unwrap();
+    cli(&[
+        "XADD",
+        &stream,
+        "*",
+        "k",
+        &format!("{p}replay:0xother"),
+        "v",
+        "{\"w\":\"other\"}",
+    ]);
+    cli(&["SET", &full, &mine, "PX", "60000"]);
+    cli(&["XADD", &stream, "*", "k", &full, "v", &mine]);
+    assert_eq!(s.read_back(key, ours, deadline).await, Ok(None), "withdrawn");
+    assert_eq!(cli(&["EXISTS", &full]), "0");
+    let left = s.outbox_read(10).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].key, "replay:0xother");
+}

@@ -128,6 +128,9 @@ async fn a_consumed_payment_is_answered_from_its_record_and_a_corrupt_one_is_an_
         request_digest: None,
         consumed_at: 1,
         expires_at: 2,
+        route: None,
+        instance: None,
+        proof: false,
     };
     let writer = crate::replay_guard::lost_reply::Writer::fresh();
     let raw = crate::replay_guard::lost_reply::encode(&record, &writer).unwrap();

@@ -61,6 +61,8 @@ pub struct ReplayGuard {
     /// Consumes announced by [`Expect`], with the follows waiting for them.
     expected: HashMap<TxHash, (Instant, Vec<Reply<Consumed>>)>,
     absent_for: Duration,
+    /// Stamped on every record this guard consumes (for the ledger).
+    instance: Option<Arc<str>>,
 }
 
 impl ReplayGuard {
@@ -73,7 +75,14 @@ impl ReplayGuard {
             absent: HashMap::new(),
             expected: HashMap::new(),
             absent_for: Duration::ZERO,
+            instance: None,
         }
+    }
+
+    /// Names this instance in the records it consumes (`ledger.instance`).
+    pub fn instance(mut self, name: &str) -> Self {
+        self.instance = Some(name.into());
+        self
     }
 
     /// Holds a recall that found nothing for `window` (0: not at all).

@@ -109,7 +109,10 @@ pub(crate) fn record_key(hash: &TxHash) -> String {
 impl Handler<Consume> for ReplayGuard {
     type Result = ResponseFuture<Result<Consumed, StoreError>>;
 
-    fn handle(&mut self, Consume { hash, record }: Consume, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Consume { hash, mut record }: Consume, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(instance) = &self.instance {
+            record.instance.get_or_insert_with(|| instance.to_string());
+        }
         if let Some(existing) = self.cache.get(&hash) {
             return Box::pin(async move { Ok(Consumed::Existing(existing)) });
         }

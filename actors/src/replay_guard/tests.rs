@@ -35,6 +35,9 @@ fn record(expires_at: u64) -> ReplayRecord {
         request_digest: None,
         consumed_at: 1,
         expires_at,
+        route: None,
+        instance: None,
+        proof: false,
     }
 }
 

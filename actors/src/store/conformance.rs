@@ -201,3 +201,105 @@ pub async fn exchange(store: &dyn Store, prefix: &str) {
         Ok(Claim::Consumed(b"{\"r\":1}".to_vec()))
     );
 }
+
+/// The ledger's outbox, on a store opened with an outbox bound of 3 and
+/// nothing in it yet: a record's consume and its entry are one write.
+pub async fn outbox(store: &dyn Store, prefix: &str) {
+    use super::OutboxDepth;
+    let later = || unix_ms() + 10_000;
+    let key = |n: &str| format!("replay:{prefix}{n}");
+    assert!(store.outbox());
+    assert_eq!(store.outbox_depth().await, Ok(OutboxDepth::default()));
+    assert_eq!(store.outbox_read(10).await, Ok(vec![]));
+
+    assert_eq!(
+        store.put_if_absent(&key("a"), b"{\"a\":1}", LONG, later()).await,
+        Ok(Put::Inserted)
+    );
+    let read = store.outbox_read(10).await.expect("read");
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(
+        (read[0].key.as_str(), read[0].value.as_slice()),
+        (key("a").as_str(), &b"{\"a\":1}"[..])
+    );
+    let depth = store.outbox_depth().await.expect("depth");
+    assert_eq!(depth.entries, 1);
+    assert!(
+        depth.oldest_age.is_some_and(|a| a < Duration::from_secs(5)),
+        "{depth:?}"
+    );
+    assert_eq!(
+        store.outbox_read(10).await.expect("read"),
+        read,
+        "reading removes nothing"
+    );
+
+    // Writes that consume nothing log nothing.
+    assert!(matches!(
+        store.put_if_absent(&key("a"), b"{}", LONG, later()).await,
+        Ok(Put::Existing(_))
+    ));
+    assert_eq!(
+        store.put_if_absent(&key("late"), b"{}", LONG, unix_ms() - 1_000).await,
+        Err(StoreError::Timeout)
+    );
+    assert_eq!(
+        store
+            .put_if_absent(&format!("{prefix}other:a"), b"{}", LONG, later())
+            .await,
+        Ok(Put::Inserted)
+    );
+    store
+        .count(&format!("{prefix}retries:a"), LONG, 5)
+        .await
+        .expect("count");
+    store
+        .compare_and_set(&format!("{prefix}channel:a"), None, b"1", LONG)
+        .await
+        .expect("cas");
+    assert_eq!(
+        store.outbox_depth().await.expect("depth").entries,
+        1,
+        "only consumed records are logged"
+    );
+
+    // At the bound a consume writes neither its record nor its entry.
+    assert_eq!(
+        store.put_if_absent(&key("b"), b"{\"b\":1}", LONG, later()).await,
+        Ok(Put::Inserted)
+    );
+    assert_eq!(
+        store.put_if_absent(&key("c"), b"{\"c\":1}", LONG, later()).await,
+        Ok(Put::Inserted)
+    );
+    assert_eq!(
+        store.put_if_absent(&key("d"), b"{\"d\":1}", LONG, later()).await,
+        Err(StoreError::OutboxFull(3))
+    );
+    assert_eq!(store.get(&key("d")).await, Ok(None), "nothing consumed at the bound");
+    let read = store.outbox_read(10).await.expect("read");
+    let keys: Vec<&str> = read.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, [key("a"), key("b"), key("c")], "oldest first");
+    assert_eq!(store.outbox_read(2).await.expect("read").len(), 2, "at most max");
+
+    // Acknowledged entries leave; acknowledging twice is harmless.
+    let first_two: Vec<String> = read[..2].iter().map(|e| e.id.clone()).collect();
+    store.outbox_remove(&first_two).await.expect("remove");
+    store.outbox_remove(&first_two).await.expect("remove again");
+    let rest = store.outbox_read(10).await.expect("read");
+    assert_eq!(rest, read[2..].to_vec());
+    assert_eq!(
+        store.put_if_absent(&key("d"), b"{\"d\":1}", LONG, later()).await,
+        Ok(Put::Inserted)
+    );
+    let all: Vec<String> = store
+        .outbox_read(10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all.len(), 2);
+    store.outbox_remove(&all).await.expect("remove");
+    assert_eq!(store.outbox_depth().await, Ok(OutboxDepth::default()));
+}

@@ -139,6 +139,22 @@ impl Store for FaultInjector {
         self.inner.set_members(key)
     }
 
+    fn outbox(&self) -> bool {
+        self.inner.outbox()
+    }
+
+    fn outbox_read(&self, max: usize) -> StoreFuture<'_, Vec<super::OutboxEntry>> {
+        self.inner.outbox_read(max)
+    }
+
+    fn outbox_remove<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        self.inner.outbox_remove(ids)
+    }
+
+    fn outbox_depth(&self) -> StoreFuture<'_, super::OutboxDepth> {
+        self.inner.outbox_depth()
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         self.inner.ping()
     }

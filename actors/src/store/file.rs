@@ -3,6 +3,8 @@
 //! payment. redb serialises write transactions, which makes every write
 //! operation atomic. Reservations are kept in process: with one instance
 //! there is nobody else to exclude, and a restart ends every broadcast.
+//! With the ledger's outbox, a record and its outbox entry are written in
+//! the same transaction: both are on disk, or neither.
 //!
 //! Records written before this layout (table `replay_records_v2`, keyed by
 //! the bare hash, expiring at their JSON's `expires_at`) are still read.
@@ -15,12 +17,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{Cas, OpenError, Put, Store, StoreError, StoreFuture, unix_ms};
+use super::{Cas, OpenError, OutboxDepth, OutboxEntry, Put, Store, StoreError, StoreFuture, is_record_key, unix_ms};
 
 /// key → (expires, unix ms; value).
 const ENTRIES: redb::TableDefinition<&str, (u64, &[u8])> = redb::TableDefinition::new("entries_v1");
 /// set key, member → (): the sets (indexes), kept until removed.
 const SETS: redb::TableDefinition<(&str, &str), ()> = redb::TableDefinition::new("sets_v1");
+/// id → (appended at, unix ms; record key; record value): the outbox.
+const OUTBOX: redb::TableDefinition<u64, (u64, &str, &[u8])> = redb::TableDefinition::new("outbox_v1");
 const LEGACY_RECORDS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("replay_records_v2");
 
 /// Beyond this many entries, expired ones are dropped on the next write.
@@ -31,6 +35,8 @@ const MAX_RESERVED: usize = 16_384;
 pub struct FileStore {
     db: Arc<redb::Database>,
     reserved: Mutex<HashMap<String, Instant>>,
+    /// The outbox's bound; `None`: no outbox.
+    outbox: Option<u64>,
 }
 
 impl FileStore {
@@ -44,11 +50,19 @@ impl FileStore {
         txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         txn.open_table(LEGACY_RECORDS).map_err(|e| fail(&e))?;
         txn.open_table(SETS).map_err(|e| fail(&e))?;
+        txn.open_table(OUTBOX).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
         Ok(FileStore {
             db: Arc::new(db),
             reserved: Mutex::new(HashMap::new()),
+            outbox: None,
         })
+    }
+
+    /// Keeps the ledger's outbox, at most `max` entries.
+    pub fn with_outbox(mut self, max: u64) -> Self {
+        self.outbox = Some(max);
+        self
     }
 
     fn blocking<'a, T: Send + 'static>(
@@ -104,6 +118,18 @@ fn write<T>(
     db: &redb::Database,
     f: impl FnOnce(&mut redb::Table<&str, (u64, &[u8])>, &redb::ReadOnlyTable<&str, &[u8]>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    write_txn(db, |entries, legacy, _| f(entries, legacy))
+}
+
+/// [`write`], with the transaction (for the outbox).
+fn write_txn<T>(
+    db: &redb::Database,
+    f: impl FnOnce(
+        &mut redb::Table<&str, (u64, &[u8])>,
+        &redb::ReadOnlyTable<&str, &[u8]>,
+        &redb::WriteTransaction,
+    ) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let legacy = db
         .begin_read()
         .map_err(local)?
@@ -116,7 +142,7 @@ fn write<T>(
             let now = now_ms();
             entries.retain(|_, (expires, _)| expires > now).map_err(local)?;
         }
-        f(&mut entries, &legacy)?
+        f(&mut entries, &legacy, &txn)?
     };
     // redb commits durably (fsync) by default: a 200 is only sent after
     // its record is on disk.
@@ -145,13 +171,24 @@ impl Store for FileStore {
         deadline: i64,
     ) -> StoreFuture<'a, Put> {
         let (key, value) = (key.to_owned(), value.to_vec());
+        let logged = self.outbox.filter(|_| is_record_key(&key));
         self.blocking(move |db| {
-            write(db, |entries, legacy| {
+            write_txn(db, |entries, legacy, txn| {
                 if let Some(v) = live(entries, legacy, &key)? {
                     return Ok(Put::Existing(v));
                 }
                 if unix_ms() > deadline {
                     return Err(StoreError::Timeout);
+                }
+                if let Some(max) = logged {
+                    let mut outbox = txn.open_table(OUTBOX).map_err(local)?;
+                    if outbox.len().map_err(local)? >= max {
+                        return Err(StoreError::OutboxFull(max));
+                    }
+                    let id = outbox.last().map_err(local)?.map_or(0, |(id, _)| id.value() + 1);
+                    outbox
+                        .insert(id, (now_ms(), key.as_str(), value.as_slice()))
+                        .map_err(local)?;
                 }
                 entries
                     .insert(key.as_str(), (expiry(ttl), value.as_slice()))
@@ -281,5 +318,56 @@ impl Store for FileStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn outbox(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    fn outbox_read(&self, max: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.blocking(move |db| {
+            let table = db.begin_read().map_err(local)?.open_table(OUTBOX).map_err(local)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(local)?.take(max) {
+                let (id, v) = row.map_err(local)?;
+                let (_, key, value) = v.value();
+                out.push(OutboxEntry {
+                    id: id.value().to_string(),
+                    key: key.to_owned(),
+                    value: value.to_vec(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn outbox_remove<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        let ids: Result<Vec<u64>, _> = ids.iter().map(|i| i.parse::<u64>()).collect();
+        let Ok(ids) = ids else {
+            return Box::pin(std::future::ready(Err(StoreError::Corrupt(
+                "an outbox id that is not ours".into(),
+            ))));
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(local)?;
+            {
+                let mut table = txn.open_table(OUTBOX).map_err(local)?;
+                for id in ids {
+                    table.remove(id).map_err(local)?;
+                }
+            }
+            txn.commit().map_err(local)
+        })
+    }
+
+    fn outbox_depth(&self) -> StoreFuture<'_, OutboxDepth> {
+        self.blocking(move |db| {
+            let table = db.begin_read().map_err(local)?.open_table(OUTBOX).map_err(local)?;
+            let oldest = table.first().map_err(local)?.map(|(_, v)| v.value().0);
+            Ok(OutboxDepth {
+                entries: table.len().map_err(local)?,
+                oldest_age: oldest.map(|at| Duration::from_millis(now_ms().saturating_sub(at))),
+            })
+        })
     }
 }

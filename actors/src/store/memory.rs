@@ -2,13 +2,16 @@
 //! development. Every operation takes one lock, so each is atomic; values
 //! expire by their ttl; at most `capacity` live keys, beyond which a write
 //! fails closed (`Saturated`) rather than grow or evict a live record.
+//! With an outbox, a record's insert and its outbox entry share the lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{Cas, Claim, LookupKeys, Poll, Put, Store, StoreError, StoreFuture, unix_ms};
+use super::{
+    Cas, Claim, LookupKeys, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture, is_record_key, unix_ms,
+};
 
 struct Entry {
     value: Vec<u8>,
@@ -27,11 +30,16 @@ struct State {
     entries: HashMap<String, Entry>,
     published: HashMap<String, Published>,
     sets: HashMap<String, HashSet<String>>,
+    /// (id, appended at, key, value), oldest first.
+    outbox: VecDeque<(u64, Instant, String, Vec<u8>)>,
+    next_id: u64,
 }
 
 pub struct MemoryStore {
     state: Mutex<State>,
     capacity: usize,
+    /// The outbox's bound; `None`: no outbox.
+    outbox: Option<u64>,
 }
 
 impl MemoryStore {
@@ -39,7 +47,14 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
             capacity,
+            outbox: None,
         }
+    }
+
+    /// Keeps the ledger's outbox, at most `max` entries.
+    pub fn with_outbox(mut self, max: u64) -> Self {
+        self.outbox = Some(max);
+        self
     }
 }
 
@@ -101,10 +116,21 @@ impl Store for MemoryStore {
         if let Some(v) = s.live(key, now) {
             return ready(Ok(Put::Existing(v.clone())));
         }
-        ready(
-            s.set(key, value.to_vec(), ttl, now, self.capacity)
-                .map(|()| Put::Inserted),
-        )
+        let logged = self.outbox.filter(|_| is_record_key(key));
+        if let Some(max) = logged
+            && s.outbox.len() as u64 >= max
+        {
+            return ready(Err(StoreError::OutboxFull(max)));
+        }
+        if let Err(e) = s.set(key, value.to_vec(), ttl, now, self.capacity) {
+            return ready(Err(e));
+        }
+        if logged.is_some() {
+            let id = s.next_id;
+            s.next_id += 1;
+            s.outbox.push_back((id, now, key.to_owned(), value.to_vec()));
+        }
+        ready(Ok(Put::Inserted))
     }
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
@@ -191,6 +217,41 @@ impl Store for MemoryStore {
             .get(key)
             .map(|m| m.iter().cloned().collect())
             .unwrap_or_default()))
+    }
+
+    fn outbox(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    fn outbox_read(&self, max: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let s = self.state.lock();
+        ready(Ok(s
+            .outbox
+            .iter()
+            .take(max)
+            .map(|(id, _, key, value)| OutboxEntry {
+                id: id.to_string(),
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()))
+    }
+
+    fn outbox_remove<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        self.state
+            .lock()
+            .outbox
+            .retain(|(id, ..)| !ids.contains(id.to_string().as_str()));
+        ready(Ok(()))
+    }
+
+    fn outbox_depth(&self) -> StoreFuture<'_, OutboxDepth> {
+        let s = self.state.lock();
+        ready(Ok(OutboxDepth {
+            entries: s.outbox.len() as u64,
+            oldest_age: s.outbox.front().map(|(_, at, ..)| at.elapsed()),
+        }))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

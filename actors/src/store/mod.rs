@@ -66,6 +66,11 @@ pub enum StoreError {
     /// withdrawn, so the record proves nothing until then.
     #[error("a consume of this payment is still waiting for its replicas")]
     Unconfirmed,
+    /// The ledger's outbox holds its configured bound of records not yet
+    /// written to the ledger: the consume is refused, nothing written, so
+    /// no 200 is ever sent without its ledger record.
+    #[error("the ledger's outbox is full ({0} records wait for the ledger)")]
+    OutboxFull(u64),
 }
 
 impl StoreError {
@@ -80,6 +85,7 @@ impl StoreError {
             StoreError::Saturated(_) => "store_saturated",
             StoreError::Unreplicated { .. } => "store_unreplicated",
             StoreError::Unconfirmed => "store_unconfirmed",
+            StoreError::OutboxFull(_) => "ledger_outbox_full",
         }
     }
 
@@ -142,6 +148,30 @@ pub struct Poll {
     /// The payment's record, if the backend reads it cheaply (and it is
     /// not waiting for its replicas).
     pub consumed: Option<Vec<u8>>,
+}
+
+/// A consumed record on its way to the ledger ([`Store::outbox_read`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The backend's id of the entry, for [`Store::outbox_remove`].
+    pub id: String,
+    /// The record's key (`replay:<hash>`, without the backend's prefix).
+    pub key: String,
+    /// The record's value as consumed (never a copy still pending).
+    pub value: Vec<u8>,
+}
+
+/// How many records wait in the outbox, and since when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub entries: u64,
+    /// How long the oldest has waited, in the store's clock.
+    pub oldest_age: Option<Duration>,
+}
+
+/// Whether a key names a consumed record: the writes the outbox logs.
+pub fn is_record_key(key: &str) -> bool {
+    key.starts_with("replay:")
 }
 
 /// The keys of one lookup in the exchange, as its backend names them:
@@ -228,6 +258,33 @@ pub trait Store: Send + Sync + 'static {
     fn set_members<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Vec<String>>;
 
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Whether this store keeps the ledger's outbox: then every
+    /// [`Store::put_if_absent`] that inserts a record ([`is_record_key`])
+    /// appends it to the outbox in the same atomic write, or inserts
+    /// nothing (`OutboxFull` at the bound). Set when the store is opened.
+    fn outbox(&self) -> bool {
+        false
+    }
+
+    /// The oldest `max` records of the outbox, oldest first, that are
+    /// final: a record still pending (`redis.wait_replicas`) and all after
+    /// it wait for the next read. Reading removes nothing.
+    fn outbox_read(&self, max: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        let _ = max;
+        Box::pin(async { Err(StoreError::Refused("this store keeps no outbox".into())) })
+    }
+
+    /// Removes entries read by [`Store::outbox_read`] (once the ledger has
+    /// them). Idempotent.
+    fn outbox_remove<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        let _ = ids;
+        Box::pin(async { Err(StoreError::Refused("this store keeps no outbox".into())) })
+    }
+
+    fn outbox_depth(&self) -> StoreFuture<'_, OutboxDepth> {
+        Box::pin(async { Err(StoreError::Refused("this store keeps no outbox".into())) })
+    }
 
     /// The keys of a lookup of the payment recorded under `record`
     /// (`replay:<hash>`), for what the lookup reads (`lookup`). A shared

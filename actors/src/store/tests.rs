@@ -11,6 +11,32 @@ async fn the_memory_store_passes_the_suite() {
 }
 
 #[tokio::test]
+async fn the_memory_store_keeps_the_outbox_with_its_records() {
+    conformance::outbox(&MemoryStore::new(1_000).with_outbox(3), "m:").await;
+    assert!(!MemoryStore::new(10).outbox());
+}
+
+#[tokio::test]
+async fn the_file_store_keeps_the_outbox_in_the_records_transaction_across_a_restart() {
+    let dir = tempdir();
+    let path = dir.join("store.redb");
+    let store = FileStore::open(&path).unwrap().with_outbox(3);
+    conformance::outbox(&store, "f:").await;
+    assert_eq!(
+        store
+            .put_if_absent("replay:kept", b"{}", Duration::from_secs(60), unix_ms() + 10_000)
+            .await,
+        Ok(Put::Inserted)
+    );
+    drop(store);
+    let store = FileStore::open(&path).unwrap().with_outbox(3);
+    let kept = store.outbox_read(10).await.unwrap();
+    assert_eq!(kept.len(), 1, "durable: {kept:?}");
+    assert_eq!(kept[0].key, "replay:kept");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn the_file_store_passes_the_suite_and_keeps_values_across_a_restart() {
     let dir = tempdir();
     let path = dir.join("store.redb");

@@ -17,7 +17,7 @@ use deadpool_redis::redis;
 
 use super::connection::{redis_error, wait_for_replicas};
 use super::{RedisStore, script, unexpected};
-use crate::store::{CLOCK_MARGIN_MS, Put, StoreError};
+use crate::store::{CLOCK_MARGIN_MS, Put, StoreError, is_record_key};
 
 script!(PUT_IF_ABSENT, "put_if_absent.lua");
 script!(CONSUME_BEFORE, "consume_before.lua");
@@ -49,6 +49,8 @@ impl RedisStore {
     /// 503 (a paused or stalled server) must never land later, or the
     /// payment would be spent without its 200.
     pub(super) async fn consume(&self, key: &str, value: &[u8], ttl_ms: u64, deadline: i64) -> Result<Put, StoreError> {
+        let outbox = self.outbox.filter(|_| is_record_key(key)).map(|_| self.outbox_key());
+        let outbox_max = self.outbox.unwrap_or(0);
         let key = self.key(key);
         let wanted = self.wait_replicas;
         let wait_ms = if wanted > 0 {
@@ -68,18 +70,22 @@ impl RedisStore {
             };
             let attempt: Result<Attempt, StoreError> = self
                 .with_conn(|mut c| {
-                    let (key, stored) = (key.clone(), stored.clone());
+                    let (key, stored, outbox) = (key.clone(), stored.clone(), outbox.clone());
                     async move {
-                        let answer: Vec<Vec<u8>> = CONSUME_BEFORE
-                            .key(&key)
+                        let mut script = CONSUME_BEFORE.key(&key);
+                        if let Some(stream) = &outbox {
+                            script.key(stream);
+                        }
+                        let answer: Vec<Vec<u8>> = script
                             .arg(&stored)
                             .arg(ttl_ms)
                             .arg(server_deadline)
+                            .arg(outbox_max)
                             .invoke_async(&mut c)
                             .await?;
                         // WAIT on the connection that wrote: it counts the
                         // replicas that have this connection's writes.
-                        let acked = if wanted > 0 && answer.first().is_some_and(|k| k == b"inserted") {
+                        let acked = if wanted > 0 && answer.first().is_some_and(|k| k.as_slice() == b"inserted") {
                             Some(wait_for_replicas(&mut c, &key, wanted, wait_ms).await)
                         } else {
                             None
@@ -104,14 +110,16 @@ impl RedisStore {
             match attempt {
                 Ok((answer, acked)) => {
                     return match answer.as_slice() {
-                        [k] if k == b"inserted" => match acked {
+                        [k, entry @ ..] if k == b"inserted" && entry.len() <= 1 => match acked {
                             Some(acked) if acked.as_ref().map_or(true, |&n| n < i64::from(wanted)) => {
                                 let acked = acked.unwrap_or(-1);
-                                let _ = self.withdraw(&key, &stored, until).await;
+                                let entry = entry.first().map(|e| String::from_utf8_lossy(e).into_owned());
+                                let _ = self.withdraw_entry(&key, &stored, until, entry.as_deref()).await;
                                 Err(StoreError::Unreplicated { wanted, acked })
                             }
                             _ => Ok(Put::Inserted),
                         },
+                        [k] if k == b"outbox_full" => Err(StoreError::OutboxFull(outbox_max)),
                         [k, raw] if k == b"existing" => Ok(Put::Existing(settled_part(raw).to_vec())),
                         [k] if k == b"inflight" => Err(StoreError::Unconfirmed),
                         // The request was answered already; nothing written.
@@ -133,6 +141,10 @@ impl RedisStore {
         if wanted > 0 {
             // WAIT goes with the deadline script: never consume unconfirmed.
             return Err(StoreError::Refused("redis.wait_replicas needs Redis 5 or later".into()));
+        }
+        if outbox.is_some() {
+            // The outbox is a stream, written by the deadline script.
+            return Err(StoreError::Refused("the ledger's outbox needs Redis 5 or later".into()));
         }
         let existing: Option<Vec<u8>> = if self.set_nx_get.load(Ordering::Relaxed) {
             let attempt = self
@@ -192,8 +204,32 @@ impl RedisStore {
     /// `key` is the full key. 1: withdrawn; 0: not ours; -1: too late.
     #[doc(hidden)]
     pub async fn withdraw(&self, key: &str, stored: &[u8], until: i64) -> Result<i64, StoreError> {
+        self.withdraw_entry(key, stored, until, None).await
+    }
+
+    /// [`RedisStore::withdraw`], with the record's outbox entry (deleted
+    /// with it, in the same script).
+    async fn withdraw_entry(
+        &self,
+        key: &str,
+        stored: &[u8],
+        until: i64,
+        entry: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let stream = entry.map(|_| self.outbox_key());
         let done: Result<i64, StoreError> = self
-            .with_conn(|mut c| async move { WITHDRAW.key(key).arg(stored).arg(until).invoke_async(&mut c).await })
+            .with_conn(|mut c| async move {
+                let mut script = WITHDRAW.key(key);
+                if let Some(stream) = &stream {
+                    script.key(stream);
+                }
+                script
+                    .arg(stored)
+                    .arg(until)
+                    .arg(entry.unwrap_or(""))
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await;
         match &done {
             Ok(-1) => tracing::error!(
@@ -223,6 +259,7 @@ impl RedisStore {
         value: &[u8],
         deadline: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        let outbox = self.outbox.filter(|_| is_record_key(key)).map(|_| self.outbox_key());
         let key = self.key(key);
         if !self.deadlines.load(Ordering::Relaxed) {
             // Without the deadline script a late write cannot be ruled out.
@@ -234,14 +271,13 @@ impl RedisStore {
         loop {
             let answer: Vec<Vec<u8>> = self
                 .with_conn(|mut c| {
-                    let key = key.clone();
+                    let (key, outbox) = (key.clone(), outbox.clone());
                     async move {
-                        READ_BACK
-                            .key(key)
-                            .arg(server_deadline)
-                            .arg(value)
-                            .invoke_async(&mut c)
-                            .await
+                        let mut script = READ_BACK.key(key);
+                        if let Some(stream) = outbox {
+                            script.key(stream);
+                        }
+                        script.arg(server_deadline).arg(value).invoke_async(&mut c).await
                     }
                 })
                 .await?;

@@ -28,7 +28,10 @@ pub use connection::RedisTarget;
 use connection::{Conn, Connector, redis_error, wait_for_replicas};
 pub use consume::pending;
 
-use super::{Cas, Claim, LookupKeys, OpenError, Poll, Put, Store, StoreError, StoreFuture, ttl_ms, unix_ms};
+use super::{
+    Cas, Claim, LookupKeys, OpenError, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture, ttl_ms,
+    unix_ms,
+};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -44,6 +47,8 @@ script!(COMPARE_AND_SET, "compare_and_set.lua");
 script!(CLAIM, "claim.lua");
 script!(PUBLISH, "publish.lua");
 script!(RENEW, "renew.lua");
+script!(OUTBOX_READ, "outbox_read.lua");
+script!(OUTBOX_DEPTH, "outbox_depth.lua");
 
 pub struct RedisStore {
     connector: Connector,
@@ -66,6 +71,9 @@ pub struct RedisStore {
     wait_replicas: u32,
     /// The guard's store timeout (a consume's budget).
     timeout: Duration,
+    /// The ledger outbox's bound; `None`: no outbox. One stream per
+    /// server, so not on a cluster (a script stays in one slot).
+    outbox: Option<u64>,
 }
 
 impl RedisStore {
@@ -82,7 +90,19 @@ impl RedisStore {
             deadlines: AtomicBool::new(true),
             wait_replicas: target.wait_replicas,
             timeout,
+            outbox: None,
         })
+    }
+
+    /// Keeps the ledger's outbox (a stream), at most `max` entries.
+    pub fn with_outbox(mut self, max: u64) -> Self {
+        self.outbox = Some(max);
+        self
+    }
+
+    /// The outbox stream's full key.
+    fn outbox_key(&self) -> String {
+        format!("{}ledger:outbox", self.prefix)
     }
 
     /// For tests of the fallbacks for old servers: whether to try
@@ -365,6 +385,59 @@ impl Store for RedisStore {
             let key = self.key(key);
             self.with_conn(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
                 .await
+        })
+    }
+
+    fn outbox(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    fn outbox_read(&self, max: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let stream = self.outbox_key();
+            let flat: Vec<Vec<u8>> = self
+                .with_conn(|mut c| async move { OUTBOX_READ.key(stream).arg(max.max(1)).invoke_async(&mut c).await })
+                .await?;
+            if !flat.len().is_multiple_of(3) {
+                return Err(unexpected("an outbox read"));
+            }
+            flat.chunks_exact(3)
+                .map(|e| {
+                    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| unexpected("an outbox entry"));
+                    let key = text(&e[1])?;
+                    Ok(OutboxEntry {
+                        id: text(&e[0])?,
+                        key: key.strip_prefix(&self.prefix).unwrap_or(&key).to_owned(),
+                        value: e[2].clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn outbox_remove<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let stream = self.outbox_key();
+            let _: i64 = self
+                .with_conn(|mut c| async move { redis::cmd("XDEL").arg(stream).arg(ids).query_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_depth(&self) -> StoreFuture<'_, OutboxDepth> {
+        Box::pin(async move {
+            let stream = self.outbox_key();
+            let (entries, age): (u64, i64) = self
+                .with_conn(|mut c| async move { OUTBOX_DEPTH.key(stream).invoke_async(&mut c).await })
+                .await?;
+            Ok(OutboxDepth {
+                entries,
+                oldest_age: (age >= 0).then(|| Duration::from_millis(age as u64)),
+            })
         })
     }
 
