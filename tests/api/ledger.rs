@@ -1,0 +1,419 @@
+//! The ledger on real PostgreSQL, Redis, anvil and the binary: one row per
+//! 200, whatever dies when. Rows are compared with what the clients were
+//! told (by hash), counted in the database itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::chain::*;
+use crate::helpers::*;
+use crate::lookup::{ready, tempo};
+use crate::pg::{FreshDb, OwnPostgres};
+
+/// `env` with the ledger on `db`, as instance `instance`.
+pub(crate) fn with_ledger(env: &mut HashMap<String, String>, db: &str, instance: &str) {
+    env.insert("SETTLEGATE_LEDGER__DATABASE_URL".into(), db.into());
+    env.insert("SETTLEGATE_LEDGER__INSTANCE".into(), instance.into());
+    env.insert("SETTLEGATE_LEDGER__POLL_INTERVAL_MS".into(), "50".into());
+}
+
+/// `settlegate ledger <args>` with `env`: (exit code, stdout, stderr).
+pub(crate) fn ledger_cli(args: &[&str], env: &HashMap<String, String>) -> (i32, String, String) {
+    let mut all = vec!["ledger"];
+    all.extend_from_slice(args);
+    let out = command(&all, env).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub(crate) fn migrate(env: &HashMap<String, String>) {
+    let (code, out, err) = ledger_cli(&["migrate"], env);
+    assert_eq!(code, 0, "ledger migrate: {out} {err}");
+}
+
+/// The hashes in the ledger.
+fn booked(db: &FreshDb) -> BTreeSet<String> {
+    db.query("SELECT tx_hash FROM payments").into_iter().collect()
+}
+
+/// Waits until the ledger holds `n` rows and stays there a moment.
+async fn rows_settle_at(db: &FreshDb, n: usize, within: Duration) -> BTreeSet<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = booked(db);
+        if rows.len() >= n {
+            // Nothing more arrives (a duplicate or a stray would show here).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return booked(db);
+        }
+        assert!(Instant::now() < deadline, "the ledger has {} rows of {n}", rows.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_200_is_one_row_saying_what_the_200_said() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    let (code, out, _) = ledger_cli(&["status"], &env);
+    assert_eq!(code, 1, "not migrated yet: {out}");
+    migrate(&env);
+    let (code, out, _) = ledger_cli(&["status"], &env);
+    assert_eq!(code, 0, "{out}");
+    let app = Served::start(&env);
+    ready(&app).await;
+
+    let paid = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let short = chain.transfer(ALPHA_USD, RECIPIENT, 999_999);
+    let other = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let settled = app.verify_hash(&paid).await;
+    assert_eq!(settled.status, 200, "{:?}", settled.body);
+    assert_eq!(app.verify_hash(&paid).await.code(), "REPLAYED");
+    assert_eq!(app.verify_hash(&short).await.status, 402);
+    assert_eq!(app.verify_hash(&other).await.status, 200);
+
+    let rows = rows_settle_at(&db, 2, Duration::from_secs(10)).await;
+    assert_eq!(rows, BTreeSet::from([paid.clone(), other]), "the 200s, and only they");
+    let row = db.query(&format!(
+        "SELECT kind, scheme, payer, recipient, asset, amount, block_number, route, instance, genome_id, \
+         resource IS NULL, extract(epoch FROM block_time)::bigint FROM payments WHERE tx_hash = '{paid}'"
+    ));
+    let b = &settled.body;
+    let expected = [
+        "charge",
+        "tempo",
+        b["payer"].as_str().unwrap(),
+        b["recipient"].as_str().unwrap(),
+        b["asset"].as_str().unwrap(),
+        b["amount"].as_str().unwrap(),
+        &b["block_number"].to_string(),
+        "default",
+        "gate-a",
+        b["genome_id"].as_str().unwrap(),
+        "t",
+        &b["block_timestamp"].to_string(),
+    ]
+    .join("|");
+    assert_eq!(row, [expected]);
+    assert_eq!(app.metric("settlegate_ledger_rows_total").await, 2);
+    let (status, ready) = app.get_json("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["components"]["ledger"]["state"], "ok", "{ready}");
+    assert_eq!(ready["components"]["ledger"]["outbox_entries"], 0, "{ready}");
+}
+
+/// The database is not written to before `ledger migrate`; meanwhile the
+/// outbox fills to its bound, where consumes are refused (503, nothing
+/// consumed) rather than served without their record. The embedded store
+/// keeps the outbox in the record's own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_consumes_until_the_ledger_drains_it() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    env.insert("SETTLEGATE_RPC__URLS".into(), chain.url.clone());
+    with_ledger(&mut env, &db.url(), "solo");
+    env.insert("SETTLEGATE_LEDGER__OUTBOX_MAX".into(), "2".into());
+    let app = Served::start(&env);
+    ready(&app).await;
+
+    let payments: Vec<String> = (0..3)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect();
+    for p in &payments[..2] {
+        assert_eq!(app.verify_hash(p).await.status, 200);
+    }
+    let full = app.verify_hash(&payments[2]).await;
+    assert_eq!(
+        (full.status, full.code()),
+        (503, "REPLAY_STORE_UNAVAILABLE"),
+        "{:?}",
+        full.body
+    );
+    assert_eq!(
+        app.metric("settlegate_unavailable_total{code=\"REPLAY_STORE_UNAVAILABLE\",cause=\"ledger_outbox_full\"}")
+            .await,
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, r) = app.get_json("/readyz").await;
+        if r["components"]["ledger"]["state"] == "full" {
+            assert_eq!(status, 503, "a full outbox cannot consume: {r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never full: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.metric("settlegate_ledger_write_failures_total{cause=\"schema\"}")
+            .await
+            >= 1
+    );
+    assert_eq!(
+        db.query("SELECT to_regclass('payments') IS NULL"),
+        ["t"],
+        "serve never creates the schema"
+    );
+
+    migrate(&env);
+    let rows = rows_settle_at(&db, 2, Duration::from_secs(15)).await;
+    assert_eq!(rows, payments[..2].iter().cloned().collect());
+    let third = app.verify_hash(&payments[2]).await;
+    assert_eq!(third.status, 200, "the 503 consumed nothing: {:?}", third.body);
+    let rows = rows_settle_at(&db, 3, Duration::from_secs(10)).await;
+    assert_eq!(rows, payments.iter().cloned().collect());
+}
+
+/// What one client saw of one payment.
+#[derive(Clone, Debug)]
+struct Seen {
+    hash: String,
+    status: u16,
+    latency: Duration,
+    /// While the component under test was down.
+    during_outage: bool,
+    /// 503s before this answer.
+    unavailable: usize,
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn latency_line(label: &str, seen: &[Seen]) -> String {
+    let l: Vec<Duration> = seen.iter().filter(|s| s.status == 200).map(|s| s.latency).collect();
+    format!(
+        "{label}: {} 200s, p50 {:?}, p90 {:?}, max {:?}",
+        l.len(),
+        percentile(l.clone(), 0.5),
+        percentile(l.clone(), 0.9),
+        percentile(l, 1.0)
+    )
+}
+
+/// Presents `payments` over `apps` with `concurrency` clients, each once
+/// with an `Idempotency-Key`, retrying a 503 until it gets an answer, and
+/// calls `at(answered)` after each answer (to kill things mid-load).
+async fn load(
+    apps: Vec<Arc<Served>>,
+    payments: Vec<String>,
+    concurrency: usize,
+    outage: Arc<std::sync::atomic::AtomicBool>,
+    at: impl Fn(usize) + Send + Sync + 'static,
+) -> Vec<Seen> {
+    let queue = Arc::new(Mutex::new(payments.into_iter().enumerate().collect::<Vec<_>>()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let at = Arc::new(at);
+    let mut set = JoinSet::new();
+    for _ in 0..concurrency {
+        let (queue, seen, apps, at, outage) = (queue.clone(), seen.clone(), apps.clone(), at.clone(), outage.clone());
+        set.spawn(async move {
+            loop {
+                let Some((i, hash)) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let key = format!("ledger-load-{hash}");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut unavailable = 0;
+                loop {
+                    let app = &apps[i % apps.len()];
+                    let down = outage.load(std::sync::atomic::Ordering::SeqCst);
+                    let started = Instant::now();
+                    let v = app.verify(tempo(&hash), &[("Idempotency-Key", &key)]).await;
+                    let latency = started.elapsed();
+                    if v.status == 503 && Instant::now() < deadline {
+                        unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    let n = {
+                        let mut s = seen.lock().unwrap();
+                        s.push(Seen {
+                            hash: hash.clone(),
+                            status: v.status,
+                            latency,
+                            during_outage: down,
+                            unavailable,
+                        });
+                        s.len()
+                    };
+                    at(n);
+                    break;
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+}
+
+fn two_instances(env: &HashMap<String, String>, db: &str) -> Vec<Arc<Served>> {
+    ["gate-a", "gate-b"]
+        .iter()
+        .map(|name| {
+            let mut e = env.clone();
+            with_ledger(&mut e, db, name);
+            Arc::new(Served::start(&e))
+        })
+        .collect()
+}
+
+/// Distinct payments, made before the load so the load is only checks.
+fn payments(chain: &Chain, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_under_load_over_two_instances_loses_and_doubles_nothing() {
+    let chain = Chain::start();
+    let pg = Arc::new(Mutex::new(OwnPostgres::start()));
+    let db = FreshDb::on(&pg.lock().unwrap().url());
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "migrator");
+    migrate(&env);
+    let apps = two_instances(&env, &db.url());
+    for app in &apps {
+        ready(app).await;
+    }
+    let payments = payments(&chain, 60);
+
+    let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pg2, outage2) = (pg.clone(), outage.clone());
+    let seen = load(apps.clone(), payments.clone(), 4, outage.clone(), move |answered| {
+        if answered == 15 {
+            pg2.lock().unwrap().kill9();
+            outage2.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if answered == 45 {
+            outage2.store(false, std::sync::atomic::Ordering::SeqCst);
+            pg2.lock().unwrap().restart();
+        }
+    })
+    .await;
+    let paid: BTreeSet<String> = seen
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.hash.clone())
+        .collect();
+    assert_eq!(paid.len(), payments.len(), "every payment got its 200: {seen:?}");
+    assert!(
+        seen.iter().filter(|s| s.during_outage && s.status == 200).count() >= 20,
+        "the 200s kept coming while PostgreSQL was down"
+    );
+    let rows = rows_settle_at(&db, paid.len(), Duration::from_secs(30)).await;
+    assert_eq!(rows, paid, "exactly one row per 200");
+    let count = db.query("SELECT count(*), count(DISTINCT tx_hash) FROM payments");
+    assert_eq!(count, [format!("{0}|{0}", paid.len())]);
+    let instances = db.query("SELECT instance, count(*) FROM payments GROUP BY instance ORDER BY instance");
+    assert_eq!(instances.len(), 2, "both instances booked: {instances:?}");
+    let (up, down): (Vec<Seen>, Vec<Seen>) = seen.into_iter().partition(|s| !s.during_outage);
+    eprintln!("LEDGER-LATENCY {}", latency_line("postgres up", &up));
+    eprintln!("LEDGER-LATENCY {}", latency_line("postgres killed", &down));
+    let mut failures = 0;
+    for app in &apps {
+        failures += app.metric("settlegate_ledger_write_failures_total").await;
+    }
+    assert!(failures >= 1, "the outage was seen by the ledgers, not missed");
+}
+
+/// Redis killed mid-load and restarted on its append-only file
+/// (`appendfsync always`: a write is on disk before its reply). A client
+/// told 503 retries with its `Idempotency-Key`, so a consume whose reply
+/// was lost gets its 200 on the retry; afterwards the ledger holds exactly
+/// the payments that were answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_on_its_aof_loses_and_doubles_nothing() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let dir = Workdir::new();
+    let data = dir.path("redis");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let args = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--dir",
+        data.to_str().unwrap(),
+    ];
+    let redis = Arc::new(Mutex::new(Some(OwnRedis::start_with(port, &args))));
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), format!("redis://127.0.0.1:{port}"));
+    with_ledger(&mut env, &db.url(), "migrator");
+    migrate(&env);
+    let apps = two_instances(&env, &db.url());
+    for app in &apps {
+        ready(app).await;
+    }
+    let payments = payments(&chain, 40);
+
+    let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r2, outage2) = (redis.clone(), outage.clone());
+    let data2 = data.clone();
+    let seen = load(apps.clone(), payments.clone(), 4, outage.clone(), move |answered| {
+        if answered == 12 {
+            if let Some(mut r) = r2.lock().unwrap().take() {
+                r.stop();
+            }
+            outage2.store(true, std::sync::atomic::Ordering::SeqCst);
+            let (r3, outage3, data3) = (r2.clone(), outage2.clone(), data2.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                let args = [
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                    "--dir",
+                    data3.to_str().unwrap(),
+                ];
+                *r3.lock().unwrap() = Some(OwnRedis::start_with(port, &args));
+                outage3.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    })
+    .await;
+    let paid: BTreeSet<String> = seen
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.hash.clone())
+        .collect();
+    let not_paid: Vec<&Seen> = seen.iter().filter(|s| s.status != 200).collect();
+    assert!(
+        not_paid.is_empty(),
+        "every payment got its 200 in the end: {not_paid:?}"
+    );
+    let retried = seen.iter().filter(|s| s.unavailable > 0).count();
+    assert!(retried > 0, "the kill was felt: some checks were answered 503 first");
+    let rows = rows_settle_at(&db, paid.len(), Duration::from_secs(30)).await;
+    assert_eq!(rows, paid, "no row without a 200, no 200 without a row");
+    assert!(redis.lock().unwrap().is_some(), "redis is back");
+    eprintln!(
+        "LEDGER-LATENCY {} ({retried} payments answered 503 first while redis was down)",
+        latency_line("redis killed and restarted", &seen)
+    );
+}
