@@ -329,6 +329,7 @@ impl Application {
             settlegate_actors::ledger::Ledger::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| ledger)
         });
         if ledger.is_some() {
+            metrics.ledger.outbox_max.set(settings.ledger.outbox_max as i64);
             tracing::info!(instance = %settings.ledger.instance, outbox_max = settings.ledger.outbox_max,
                 "the ledger is on: every consume is copied to PostgreSQL through the store's outbox");
         }

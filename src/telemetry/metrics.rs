@@ -226,6 +226,16 @@ impl Metrics {
             ledger.outbox_oldest_seconds.clone(),
         );
         r.register(
+            "ledger_outbox_max",
+            "ledger.outbox_max: at this many waiting records consumes are refused (0: no ledger)",
+            ledger.outbox_max.clone(),
+        );
+        for cause in settlegate_actors::ledger::LedgerError::CAUSES {
+            let _ = ledger
+                .failures
+                .get_or_create(&settlegate_actors::ledger::FailureLabels { cause });
+        }
+        r.register(
             "ledger_rows",
             "Payment rows the ledger added to PostgreSQL",
             ledger.rows.clone(),

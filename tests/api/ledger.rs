@@ -105,6 +105,27 @@ async fn every_200_is_one_row_saying_what_the_200_said() {
     .join("|");
     assert_eq!(row, [expected]);
     assert_eq!(app.metric("settlegate_ledger_rows_total").await, 2);
+
+    // The revenue dashboard's queries run on this schema and add up.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/otel/grafana/dashboards/revenue.json")).unwrap())
+            .unwrap();
+    let mut answers = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let sql = panel["targets"][0]["rawSql"].as_str().unwrap().replace(
+            "$__timeFilter(consumed_at)",
+            "consumed_at BETWEEN now() - interval '1 day' AND now() + interval '1 day'",
+        );
+        answers.push(db.query(&sql));
+    }
+    assert_eq!(
+        answers[1],
+        [format!("default|{}|2|2000000", ALPHA_USD)],
+        "revenue by route"
+    );
+    assert_eq!(answers[2], [format!("{PAYER}|{ALPHA_USD}|2|2000000")], "top payers");
+    assert_eq!(answers[0].len(), 1, "one day, one asset: {:?}", answers[0]);
     let (status, ready) = app.get_json("/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(ready["components"]["ledger"]["state"], "ok", "{ready}");

@@ -60,6 +60,9 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Every [`LedgerError::cause`], so each series exists from the start.
+    pub const CAUSES: [&'static str; 5] = ["configuration", "database", "database_timeout", "store", "schema"];
+
     /// A stable label for metrics and logs.
     pub fn cause(&self) -> &'static str {
         match self {
@@ -132,6 +135,8 @@ pub struct LedgerMetrics {
     pub outbox_entries: Gauge,
     /// Seconds the oldest of them has waited (0: none).
     pub outbox_oldest_seconds: Gauge<f64, AtomicU64>,
+    /// `ledger.outbox_max`, where consumes are refused (0: no ledger).
+    pub outbox_max: Gauge,
     /// Payment rows added to the ledger.
     pub rows: Counter,
     /// Failed attempts to copy a batch, by cause.
