@@ -465,7 +465,7 @@ pub fn capture_secrets(env: &HashMap<String, String>) {
         let upper = k.to_ascii_uppercase();
         // `*_KEY_FILE` names a private key (the settler's, the sponsor's);
         // `*_KEYS_FILE` lists public ones.
-        let named = ["SECRET", "PASSWORD", "TOKEN", "API_KEY", "PRIVATE"]
+        let named = ["SECRET", "PASSWORD", "TOKEN", "API_KEY", "PRIVATE", "DATABASE_URL"]
             .iter()
             .any(|s| upper.contains(s))
             || upper.ends_with("_KEY_FILE");
@@ -476,6 +476,10 @@ pub fn capture_secrets(env: &HashMap<String, String>) {
                 // A hex key may be written with or without its `0x`.
                 found.extend(text.strip_prefix("0x").map(str::to_owned));
                 found.push(text.to_owned());
+                // A URL in a file (the ledger's database): its password.
+                if let Ok(u) = url::Url::parse(text) {
+                    found.extend(u.password().map(str::to_owned));
+                }
             }
         } else if named && !upper.ends_with("_UNTIL") {
             found.push(v.clone());
