@@ -96,6 +96,24 @@ pub enum LedgerCommand {
     Migrate,
     /// Whether the database's schema is this build's (exit code 1 if not).
     Status,
+    /// Re-read each booked charge's receipt from the chain (rpc.urls) and
+    /// report the rows that no longer match: a receipt gone, reverted, in
+    /// another block, or without the booked transfer. Changes nothing.
+    #[command(
+        after_help = "One JSON line per row that does not match, then a summary line. Exit code 0: \
+every row matches; 3: some do not; 1: a row could not be checked (the chain or the database did not answer).
+
+Example:
+  settlegate ledger reconcile --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z"
+    )]
+    Reconcile {
+        /// Rows consumed at or after this instant (RFC 3339; default: 24 hours ago).
+        #[arg(long)]
+        from: Option<String>,
+        /// Rows consumed before this instant (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -149,8 +149,15 @@ async fn a_full_outbox_refuses_consumes_until_the_ledger_drains_it() {
     // The URL from a file this time (how a password is given).
     env.remove("SETTLEGATE_LEDGER__DATABASE_URL");
     let url_file = w.path("ledger-url");
-    std::fs::write(&url_file, db.url().replace("postgres@", "postgres:ledger-file-pw-52e8@")).unwrap();
-    env.insert("SETTLEGATE_LEDGER__DATABASE_URL_FILE".into(), url_file.display().to_string());
+    std::fs::write(
+        &url_file,
+        db.url().replace("postgres@", "postgres:ledger-file-pw-52e8@"),
+    )
+    .unwrap();
+    env.insert(
+        "SETTLEGATE_LEDGER__DATABASE_URL_FILE".into(),
+        url_file.display().to_string(),
+    );
     env.insert("SETTLEGATE_LEDGER__OUTBOX_MAX".into(), "2".into());
     let app = Served::start(&env);
     ready(&app).await;
@@ -444,4 +451,57 @@ async fn redis_killed_and_restarted_on_its_aof_loses_and_doubles_nothing() {
         "LEDGER-LATENCY {} ({retried} payments answered 503 first while redis was down)",
         latency_line("redis killed and restarted", &seen)
     );
+}
+
+/// `ledger reconcile` re-reads every booked receipt: all match on an
+/// untouched chain; a payment whose block was reverted is `receipt_gone`;
+/// re-included in a later block it is `block_moved`. It changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_names_the_rows_the_chain_no_longer_agrees_with() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+
+    let kept = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    assert_eq!(app.verify_hash(&kept).await.status, 200);
+    let snapshot = chain.rpc("evm_snapshot", &[]);
+    let undone = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let raw = chain.rpc("eth_getRawTransactionByHash", &[&undone]);
+    assert_eq!(app.verify_hash(&undone).await.status, 200);
+    rows_settle_at(&db, 2, Duration::from_secs(10)).await;
+    let summary = |out: &str| -> serde_json::Value { serde_json::from_str(out.lines().last().unwrap()).unwrap() };
+
+    let (code, out, err) = ledger_cli(&["reconcile"], &env);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(summary(&out)["checked"], 2, "{out}");
+
+    let snapshot = snapshot.trim().trim_matches('"').to_owned();
+    chain.rpc("evm_revert", &[&snapshot]);
+    let (code, out, _) = ledger_cli(&["reconcile"], &env);
+    assert_eq!(code, 3, "{out}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["tx_hash"].as_str(), first["finding"].as_str()),
+        (Some(undone.as_str()), Some("receipt_gone"))
+    );
+    assert_eq!(summary(&out)["mismatched"], 1, "{out}");
+
+    chain.rpc("evm_mine", &[]);
+    chain.rpc("evm_mine", &[]);
+    chain.rpc("eth_sendRawTransaction", &[raw.trim().trim_matches('"')]);
+    let (code, out, _) = ledger_cli(&["reconcile"], &env);
+    assert_eq!(code, 3, "{out}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["finding"], "block_moved", "{out}");
+    assert!(first["now"].as_u64() > first["booked"].as_u64(), "{out}");
+
+    assert_eq!(booked(&db).len(), 2, "reconcile changed nothing");
+    let (code, _, err) = ledger_cli(&["reconcile", "--from", "yesterday"], &env);
+    assert_eq!(code, 2, "a bad instant is a usage error: {err}");
+    assert!(err.contains("RFC 3339"), "{err}");
 }

@@ -15,6 +15,7 @@
 //!   command's job); a database whose schema is not the code's is not
 //!   written to.
 
+pub mod reconcile;
 pub mod row;
 pub mod schema;
 pub mod write;
