@@ -505,3 +505,65 @@ async fn reconcile_names_the_rows_the_chain_no_longer_agrees_with() {
     assert_eq!(code, 2, "a bad instant is a usage error: {err}");
     assert!(err.contains("RFC 3339"), "{err}");
 }
+
+/// A session in the books: the channel's row and events, from the states
+/// the outbox logged, add up exactly to what was accepted, served and
+/// settled on chain (read on chain too), over two instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_vouchers_usage_and_settlement_add_up_in_the_books() {
+    use crate::escrow_chain::sign_voucher;
+    use crate::session::{PRICE, settler_env, wait_settled};
+    use crate::session_vouchers::{channel, env_on_redis, present, session_offer, voucher_payload};
+
+    let c = tokio::task::block_in_place(|| channel(PRICE * 50));
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = env_on_redis(&c, &w, &unique_prefix());
+    with_ledger(&mut env, &db.url(), "migrator");
+    migrate(&env);
+    let mut with_settler = env.clone();
+    with_settler.extend(settler_env(&w));
+    with_ledger(&mut with_settler, &db.url(), "gate-a");
+    with_ledger(&mut env, &db.url(), "gate-b");
+    let apps = [Served::start(&with_settler), Served::start(&env)];
+    let offer = session_offer(&apps[0]).await;
+    let sign =
+        |cumulative: u128| tokio::task::block_in_place(|| sign_voucher(PAYER_KEY, &c.escrow, 42431, &c.id, cumulative));
+    let first = sign(PRICE);
+    let v = present(&apps[1], &offer, voucher_payload(&c.id, PRICE, &first)).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    let six = sign(PRICE * 6);
+    for i in 0..6 {
+        let v = present(&apps[i % 2], &offer, voucher_payload(&c.id, PRICE * 6, &six)).await;
+        assert_eq!(v.status, if i < 5 { 200 } else { 402 }, "{i}: {:?}", v.body);
+    }
+    let on_chain = tokio::task::block_in_place(|| wait_settled(&c.chain, &c.escrow, &c.id, PRICE * 6));
+    assert_eq!(on_chain.settled, PRICE * 6);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let row = db.query("SELECT accepted, spent, served, settled, payer, deposit FROM channels");
+        if row.len() == 1 && row[0].split('|').nth(3) == Some(&(PRICE * 6).to_string()) {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the settlement never reached the books: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let p6 = (PRICE * 6).to_string();
+    assert_eq!(row, [format!("{p6}|{p6}|6|{p6}|{PAYER}|{}", PRICE * 50)]);
+    let sums =
+        db.query("SELECT kind, count(*), sum(amount), sum(requests) FROM channel_events GROUP BY kind ORDER BY kind");
+    assert_eq!(
+        sums,
+        [
+            format!("open|1|{}|0", PRICE * 50),
+            format!("settlement|{}|{p6}|0", sums[1].split('|').nth(1).unwrap()),
+            format!("usage|{}|{p6}|6", sums[2].split('|').nth(1).unwrap()),
+            format!("voucher|2|{p6}|0"),
+        ],
+        "open total (0 settled before) + vouchers = accepted; + usage = spent; + settlements = settled"
+    );
+}

@@ -326,6 +326,7 @@ impl Inner {
             return Err(e);
         }
         let result = self.send(&key_pair, chain_id, escrow, data).await;
+        let mut settled_facts = None;
         let result = match result {
             Ok(()) => {
                 let after = self.facts(chain_id, escrow, &channel).await?;
@@ -334,6 +335,7 @@ impl Inner {
                 } else {
                     after.settled >= cumulative
                 };
+                settled_facts = Some(after);
                 if done { Ok(()) } else { Err(SettleError::NoEffect) }
             }
             Err(e) => Err(e),
@@ -348,6 +350,13 @@ impl Inner {
             .get_or_create(&SettlementLabels { action, outcome })
             .inc();
         result?;
+        if let Some(after) = settled_facts {
+            // The state says what the chain settled (the books' settlement
+            // event); a failure here leaves it to the next facts read.
+            if let Err(e) = self.record_settled(key, after).await {
+                tracing::warn!(channel = %key, error = %e, "a settlement could not be recorded in the channel's state");
+            }
+        }
         row.action = action.into();
         row.settled = cumulative.to_string();
         row.unsettled = "0".into();
@@ -360,6 +369,36 @@ impl Inner {
             action: Some(action),
             owed: 0,
         })
+    }
+
+    /// Raises the channel's on-chain facts in its state to `after` (read
+    /// once its settlement or close was mined): settled, finalized, the
+    /// close request. Never lowers them.
+    async fn record_settled(&self, key: &str, after: OnChain) -> Result<(), SettleError> {
+        self.book
+            .update(key, |bytes| {
+                let Some(bytes) = bytes else {
+                    return Step::Keep(Ok(()));
+                };
+                let Ok(mut state) = serde_json::from_slice::<ChannelState>(bytes) else {
+                    return Step::Keep(Err(SettleError::Corrupt));
+                };
+                let chain = &mut state.chain;
+                if chain.settled >= after.settled
+                    && chain.finalized >= after.finalized
+                    && chain.close_requested_at >= after.close_requested_at
+                {
+                    return Step::Keep(Ok(()));
+                }
+                chain.settled = chain.settled.max(after.settled);
+                chain.finalized |= after.finalized;
+                chain.close_requested_at = chain.close_requested_at.max(after.close_requested_at);
+                match serde_json::to_vec(&state) {
+                    Ok(b) => Step::Write(b, Ok(())),
+                    Err(_) => Step::Keep(Err(SettleError::Corrupt)),
+                }
+            })
+            .await?
     }
 
     /// Marks `cumulative` as public in the channel's state.

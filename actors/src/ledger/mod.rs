@@ -5,8 +5,8 @@
 //! - a record enters the outbox in the same atomic write as its consume
 //!   (the store's job), so every 200 has its entry and no entry lacks its
 //!   consume;
-//! - an entry leaves the outbox only after the transaction holding its row
-//!   committed; a crash between the two writes the batch again, and the
+//! - an entry (a consumed record, or a channel's new state) leaves the
+//!   outbox only after the transaction holding its row committed; a crash between the two writes the batch again, and the
 //!   unique `tx_hash` makes that a no-op: exactly one row per consume;
 //! - PostgreSQL down, slow or behind on its schema stops the copying, not
 //!   the 200s: the outbox grows to its bound (then consumes are refused,
@@ -15,6 +15,7 @@
 //!   command's job); a database whose schema is not the code's is not
 //!   written to.
 
+pub mod channels;
 pub mod reconcile;
 pub mod row;
 pub mod schema;
@@ -340,7 +341,20 @@ async fn copy_batch(
         .await?;
     let mut rows = Vec::with_capacity(entries.len());
     let mut rejects = Vec::new();
+    let mut channel_states: std::collections::BTreeMap<String, Vec<settlegate_rules::session::ChannelState>> =
+        Default::default();
     for e in &entries {
+        if let Some(name) = channels::channel_name(&e.key) {
+            match serde_json::from_slice(&e.value) {
+                Ok(state) => channel_states.entry(name.to_owned()).or_default().push(state),
+                Err(err) => rejects.push(Reject {
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    reason: format!("not a channel state: {err}"),
+                }),
+            }
+            continue;
+        }
         match lost_reply::decode(&e.value)
             .map_err(|e| e.to_string())
             .and_then(|(record, _)| PaymentRow::of(&record).map_err(|e| e.to_string()))
@@ -368,6 +382,7 @@ async fn copy_batch(
             }
             let txn = client.transaction().await?;
             let new = write::write(&txn, &rows, &rejects).await?;
+            channels::write(&txn, &channel_states).await?;
             txn.commit().await?;
             Ok(new.len())
         };

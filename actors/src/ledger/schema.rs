@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use super::LedgerError;
 
 /// (version, name, SQL), ascending.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "ledger", include_str!("../../migrations/0001_ledger.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "ledger", include_str!("../../migrations/0001_ledger.sql")),
+    (2, "channels", include_str!("../../migrations/0002_channels.sql")),
+];
 
 /// The version the code writes to.
 pub fn latest() -> i32 {

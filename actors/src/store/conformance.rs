@@ -254,7 +254,7 @@ pub async fn outbox(store: &dyn Store, prefix: &str) {
         .await
         .expect("count");
     store
-        .compare_and_set(&format!("{prefix}channel:a"), None, b"1", LONG)
+        .compare_and_set(&format!("{prefix}state:a"), None, b"1", LONG)
         .await
         .expect("cas");
     assert_eq!(
@@ -302,4 +302,42 @@ pub async fn outbox(store: &dyn Store, prefix: &str) {
     assert_eq!(all.len(), 2);
     store.outbox_remove(&all).await.expect("remove");
     assert_eq!(store.outbox_depth().await, Ok(OutboxDepth::default()));
+
+    // A channel's state: each change it is set to is logged, in order; a
+    // compare-and-set that sets nothing logs nothing.
+    let channel = format!("channel:{prefix}x");
+    assert_eq!(store.compare_and_set(&channel, None, b"s1", LONG).await, Ok(Cas::Set));
+    assert!(matches!(
+        store.compare_and_set(&channel, Some(b"other"), b"s9", LONG).await,
+        Ok(Cas::Current(_))
+    ));
+    assert_eq!(
+        store.compare_and_set(&channel, Some(b"s1"), b"s2", LONG).await,
+        Ok(Cas::Set)
+    );
+    let read = store.outbox_read(10).await.expect("read");
+    let got: Vec<(&str, &[u8])> = read.iter().map(|e| (e.key.as_str(), e.value.as_slice())).collect();
+    assert_eq!(got, [(channel.as_str(), &b"s1"[..]), (channel.as_str(), &b"s2"[..])]);
+    assert_eq!(
+        store.put_if_absent(&key("e"), b"{}", LONG, later()).await,
+        Ok(Put::Inserted)
+    );
+    assert_eq!(
+        store.compare_and_set(&channel, Some(b"s2"), b"s3", LONG).await,
+        Err(StoreError::OutboxFull(3)),
+        "a channel's change at the bound is refused like a consume"
+    );
+    assert_eq!(
+        store.get(&channel).await,
+        Ok(Some(b"s2".to_vec())),
+        "unchanged at the bound"
+    );
+    let all: Vec<String> = store
+        .outbox_read(10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    store.outbox_remove(&all).await.expect("remove");
 }

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{Cas, OpenError, OutboxDepth, OutboxEntry, Put, Store, StoreError, StoreFuture, is_record_key, unix_ms};
+use super::{
+    Cas, OpenError, OutboxDepth, OutboxEntry, Put, Store, StoreError, StoreFuture, is_channel_key, is_record_key,
+    unix_ms,
+};
 
 /// key → (expires, unix ms; value).
 const ENTRIES: redb::TableDefinition<&str, (u64, &[u8])> = redb::TableDefinition::new("entries_v1");
@@ -150,6 +153,18 @@ fn write_txn<T>(
     Ok(out)
 }
 
+/// Appends `key`'s new `value` to the outbox in `txn`, unless it holds
+/// `max` entries already.
+fn append(txn: &redb::WriteTransaction, max: u64, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    let mut outbox = txn.open_table(OUTBOX).map_err(local)?;
+    if outbox.len().map_err(local)? >= max {
+        return Err(StoreError::OutboxFull(max));
+    }
+    let id = outbox.last().map_err(local)?.map_or(0, |(id, _)| id.value() + 1);
+    outbox.insert(id, (now_ms(), key, value)).map_err(local)?;
+    Ok(())
+}
+
 fn expiry(ttl: Duration) -> u64 {
     now_ms().saturating_add(super::ttl_ms(ttl))
 }
@@ -181,14 +196,7 @@ impl Store for FileStore {
                     return Err(StoreError::Timeout);
                 }
                 if let Some(max) = logged {
-                    let mut outbox = txn.open_table(OUTBOX).map_err(local)?;
-                    if outbox.len().map_err(local)? >= max {
-                        return Err(StoreError::OutboxFull(max));
-                    }
-                    let id = outbox.last().map_err(local)?.map_or(0, |(id, _)| id.value() + 1);
-                    outbox
-                        .insert(id, (now_ms(), key.as_str(), value.as_slice()))
-                        .map_err(local)?;
+                    append(txn, max, &key, &value)?;
                 }
                 entries
                     .insert(key.as_str(), (expiry(ttl), value.as_slice()))
@@ -261,11 +269,15 @@ impl Store for FileStore {
         ttl: Duration,
     ) -> StoreFuture<'a, Cas> {
         let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        let logged = self.outbox.filter(|_| is_channel_key(&key));
         self.blocking(move |db| {
-            write(db, |entries, legacy| {
+            write_txn(db, |entries, legacy, txn| {
                 let current = live(entries, legacy, &key)?;
                 if current != expected {
                     return Ok(Cas::Current(current));
+                }
+                if let Some(max) = logged {
+                    append(txn, max, &key, &new)?;
                 }
                 entries
                     .insert(key.as_str(), (expiry(ttl), new.as_slice()))

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{
-    Cas, Claim, LookupKeys, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture, is_record_key, unix_ms,
+    Cas, Claim, LookupKeys, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture, is_channel_key,
+    is_record_key, unix_ms,
 };
 
 struct Entry {
@@ -186,7 +187,21 @@ impl Store for MemoryStore {
         if current.as_deref() != expected {
             return ready(Ok(Cas::Current(current)));
         }
-        ready(s.set(key, new.to_vec(), ttl, now, self.capacity).map(|()| Cas::Set))
+        let logged = self.outbox.filter(|_| is_channel_key(key));
+        if let Some(max) = logged
+            && s.outbox.len() as u64 >= max
+        {
+            return ready(Err(StoreError::OutboxFull(max)));
+        }
+        if let Err(e) = s.set(key, new.to_vec(), ttl, now, self.capacity) {
+            return ready(Err(e));
+        }
+        if logged.is_some() {
+            let id = s.next_id;
+            s.next_id += 1;
+            s.outbox.push_back((id, now, key.to_owned(), new.to_vec()));
+        }
+        ready(Ok(Cas::Set))
     }
 
     fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {

@@ -169,9 +169,15 @@ pub struct OutboxDepth {
     pub oldest_age: Option<Duration>,
 }
 
-/// Whether a key names a consumed record: the writes the outbox logs.
+/// Whether a key names a consumed record: its insert is logged.
 pub fn is_record_key(key: &str) -> bool {
     key.starts_with("replay:")
+}
+
+/// Whether a key names a payment channel's state: each compare-and-set
+/// that changes it is logged (the session's events in the books).
+pub fn is_channel_key(key: &str) -> bool {
+    key.starts_with("channel:")
 }
 
 /// The keys of one lookup in the exchange, as its backend names them:
@@ -261,8 +267,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether this store keeps the ledger's outbox: then every
     /// [`Store::put_if_absent`] that inserts a record ([`is_record_key`])
-    /// appends it to the outbox in the same atomic write, or inserts
-    /// nothing (`OutboxFull` at the bound). Set when the store is opened.
+    /// and every [`Store::compare_and_set`] that sets a channel's state
+    /// ([`is_channel_key`]) appends the value written to the outbox in the
+    /// same atomic write, or writes nothing (`OutboxFull` at the bound).
+    /// Set when the store is opened.
     fn outbox(&self) -> bool {
         false
     }

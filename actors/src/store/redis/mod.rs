@@ -29,8 +29,8 @@ use connection::{Conn, Connector, redis_error, wait_for_replicas};
 pub use consume::pending;
 
 use super::{
-    Cas, Claim, LookupKeys, OpenError, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture, ttl_ms,
-    unix_ms,
+    Cas, Claim, LookupKeys, OpenError, OutboxDepth, OutboxEntry, Poll, Put, Store, StoreError, StoreFuture,
+    is_channel_key, ttl_ms, unix_ms,
 };
 
 macro_rules! script {
@@ -321,17 +321,23 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> StoreFuture<'a, Cas> {
         Box::pin(async move {
+            let outbox = self.outbox.filter(|_| is_channel_key(key)).map(|_| self.outbox_key());
+            let outbox_max = self.outbox.unwrap_or(0);
             let key = self.key(key);
             let wanted = self.wait_replicas;
             let wait_ms = (self.timeout.as_millis() as u64 / 3).max(1);
             let (answer, acked): (Vec<Vec<u8>>, Option<i64>) = self
                 .with_conn(|mut c| async move {
-                    let answer: Vec<Vec<u8>> = COMPARE_AND_SET
-                        .key(&key)
+                    let mut script = COMPARE_AND_SET.key(&key);
+                    if let Some(stream) = &outbox {
+                        script.key(stream);
+                    }
+                    let answer: Vec<Vec<u8>> = script
                         .arg(if expected.is_some() { "1" } else { "0" })
                         .arg(expected.unwrap_or_default())
                         .arg(new)
                         .arg(ttl_ms(ttl))
+                        .arg(outbox_max)
                         .invoke_async(&mut c)
                         .await?;
                     // A changed state counts once it reached the replicas
@@ -353,6 +359,7 @@ impl Store for RedisStore {
             }
             match answer.as_slice() {
                 [k] if k == b"set" => Ok(Cas::Set),
+                [k] if k == b"outbox_full" => Err(StoreError::OutboxFull(outbox_max)),
                 [k] if k == b"current" => Ok(Cas::Current(None)),
                 [k, v] if k == b"current" => Ok(Cas::Current(Some(v.clone()))),
                 _ => Err(unexpected("a compare-and-set")),
