@@ -56,3 +56,6 @@ CREATE TABLE outbox_rejects (
     reason      TEXT        NOT NULL,
     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- One row per rejected entry, however often its batch is drained.
+CREATE UNIQUE INDEX outbox_rejects_entry ON outbox_rejects (entry_key, md5(value));

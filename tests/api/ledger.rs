@@ -567,3 +567,41 @@ async fn a_sessions_vouchers_usage_and_settlement_add_up_in_the_books() {
         "open total (0 settled before) + vouchers = accepted; + usage = spent; + settlements = settled"
     );
 }
+
+/// An outbox entry that is not a record (written by something else, or
+/// corrupted) is kept in `outbox_rejects` with its reason, once, and
+/// does not stop the records behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_is_not_a_record_is_kept_aside_and_blocks_nothing() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    migrate(&env);
+    let stream = format!("{}ledger:outbox", env["SETTLEGATE_REDIS__KEY_PREFIX"]);
+    let xadd = |k: &str, v: &str| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &redis_url(), "XADD", &stream, "*", "k", k, "v", v])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    xadd("replay:0xbad", "not json");
+    xadd("channel:1:0x00:0x01", "{\"not\":\"a state\"}");
+    let app = Served::start(&env);
+    ready(&app).await;
+    let paid = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    assert_eq!(app.verify_hash(&paid).await.status, 200);
+    assert_eq!(
+        rows_settle_at(&db, 1, Duration::from_secs(10)).await,
+        BTreeSet::from([paid])
+    );
+    let rejects = db.query("SELECT entry_key, convert_from(value, 'UTF8') FROM outbox_rejects ORDER BY id");
+    assert_eq!(
+        rejects,
+        ["replay:0xbad|not json", "channel:1:0x00:0x01|{\"not\":\"a state\"}"],
+        "kept once each, with their bytes"
+    );
+    assert_eq!(app.metric("settlegate_ledger_rejects_total").await, 2);
+}

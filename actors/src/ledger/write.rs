@@ -94,7 +94,7 @@ pub async fn write(
     for r in rejects {
         client
             .execute(
-                "INSERT INTO outbox_rejects (entry_key, value, reason) VALUES ($1, $2, $3)",
+                "INSERT INTO outbox_rejects (entry_key, value, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[&r.key, &r.value, &r.reason],
             )
             .await?;
