@@ -297,38 +297,74 @@ async fn load(
     Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
 }
 
-fn two_instances(env: &HashMap<String, String>, db: &str) -> Vec<Arc<Served>> {
-    ["gate-a", "gate-b"]
-        .iter()
-        .map(|name| {
-            let mut e = env.clone();
-            with_ledger(&mut e, db, name);
-            Arc::new(Served::start(&e))
-        })
+/// Two instances on one Redis (`redis`, else the shared one) booking into
+/// `db` (migrated here), and `n` distinct payments made before the load,
+/// so the load is only checks.
+struct TwoGates {
+    apps: Vec<Arc<Served>>,
+    payments: Vec<String>,
+    _chain: Chain,
+    _w: Workdir,
+}
+
+async fn two_gates(db: &str, redis: Option<&str>, n: usize) -> TwoGates {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    if let Some(url) = redis {
+        env.insert("SETTLEGATE_REDIS__URL".into(), url.into());
+    }
+    with_ledger(&mut env, db, "migrator");
+    migrate(&env);
+    let mut apps = Vec::new();
+    for name in ["gate-a", "gate-b"] {
+        let mut e = env.clone();
+        with_ledger(&mut e, db, name);
+        let app = Arc::new(Served::start(&e));
+        ready(&app).await;
+        apps.push(app);
+    }
+    let payments = (0..n)
+        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
+        .collect();
+    TwoGates {
+        apps,
+        payments,
+        _chain: chain,
+        _w: w,
+    }
+}
+
+fn paid(seen: &[Seen]) -> BTreeSet<String> {
+    seen.iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.hash.clone())
         .collect()
 }
 
-/// Distinct payments, made before the load so the load is only checks.
-fn payments(chain: &Chain, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000))
-        .collect()
+/// A redis-server keeping an append-only file in `dir`, fsync'd before
+/// each reply.
+fn aof_redis(port: u16, dir: &std::path::Path) -> OwnRedis {
+    let dir = dir.to_str().unwrap();
+    let args = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--dir",
+        dir,
+    ];
+    OwnRedis::start_with(port, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_under_load_over_two_instances_loses_and_doubles_nothing() {
-    let chain = Chain::start();
     let pg = Arc::new(Mutex::new(OwnPostgres::start()));
     let db = FreshDb::on(&pg.lock().unwrap().url());
-    let w = Workdir::new();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "migrator");
-    migrate(&env);
-    let apps = two_instances(&env, &db.url());
-    for app in &apps {
-        ready(app).await;
-    }
-    let payments = payments(&chain, 60);
+    let gates = two_gates(&db.url(), None, 60).await;
+    let (apps, payments) = (gates.apps.clone(), gates.payments.clone());
 
     let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (pg2, outage2) = (pg.clone(), outage.clone());
@@ -343,11 +379,7 @@ async fn postgres_killed_under_load_over_two_instances_loses_and_doubles_nothing
         }
     })
     .await;
-    let paid: BTreeSet<String> = seen
-        .iter()
-        .filter(|s| s.status == 200)
-        .map(|s| s.hash.clone())
-        .collect();
+    let paid = paid(&seen);
     assert_eq!(paid.len(), payments.len(), "every payment got its 200: {seen:?}");
     assert!(
         seen.iter().filter(|s| s.during_outage && s.status == 200).count() >= 20,
@@ -376,33 +408,14 @@ async fn postgres_killed_under_load_over_two_instances_loses_and_doubles_nothing
 /// the payments that were answered 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_on_its_aof_loses_and_doubles_nothing() {
-    let chain = Chain::start();
     let db = FreshDb::new();
     let dir = Workdir::new();
     let data = dir.path("redis");
     std::fs::create_dir_all(&data).unwrap();
     let port = free_port();
-    let args = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--save",
-        "",
-        "--dir",
-        data.to_str().unwrap(),
-    ];
-    let redis = Arc::new(Mutex::new(Some(OwnRedis::start_with(port, &args))));
-    let w = Workdir::new();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
-    env.insert("SETTLEGATE_REDIS__URL".into(), format!("redis://127.0.0.1:{port}"));
-    with_ledger(&mut env, &db.url(), "migrator");
-    migrate(&env);
-    let apps = two_instances(&env, &db.url());
-    for app in &apps {
-        ready(app).await;
-    }
-    let payments = payments(&chain, 40);
+    let redis = Arc::new(Mutex::new(Some(aof_redis(port, &data))));
+    let gates = two_gates(&db.url(), Some(&format!("redis://127.0.0.1:{port}")), 40).await;
+    let (apps, payments) = (gates.apps.clone(), gates.payments.clone());
 
     let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (r2, outage2) = (redis.clone(), outage.clone());
@@ -416,27 +429,13 @@ async fn redis_killed_and_restarted_on_its_aof_loses_and_doubles_nothing() {
             let (r3, outage3, data3) = (r2.clone(), outage2.clone(), data2.clone());
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_secs(2));
-                let args = [
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--save",
-                    "",
-                    "--dir",
-                    data3.to_str().unwrap(),
-                ];
-                *r3.lock().unwrap() = Some(OwnRedis::start_with(port, &args));
+                *r3.lock().unwrap() = Some(aof_redis(port, &data3));
                 outage3.store(false, std::sync::atomic::Ordering::SeqCst);
             });
         }
     })
     .await;
-    let paid: BTreeSet<String> = seen
-        .iter()
-        .filter(|s| s.status == 200)
-        .map(|s| s.hash.clone())
-        .collect();
+    let paid = paid(&seen);
     let not_paid: Vec<&Seen> = seen.iter().filter(|s| s.status != 200).collect();
     assert!(
         not_paid.is_empty(),

@@ -375,34 +375,38 @@ impl Inner {
     /// once its settlement or close was mined): settled, finalized, the
     /// close request. Never lowers them.
     async fn record_settled(&self, key: &str, after: OnChain) -> Result<(), SettleError> {
-        self.book
-            .update(key, |bytes| {
-                let Some(bytes) = bytes else {
-                    return Step::Keep(Ok(()));
-                };
-                let Ok(mut state) = serde_json::from_slice::<ChannelState>(bytes) else {
-                    return Step::Keep(Err(SettleError::Corrupt));
-                };
-                let chain = &mut state.chain;
-                if chain.settled >= after.settled
-                    && chain.finalized >= after.finalized
-                    && chain.close_requested_at >= after.close_requested_at
-                {
-                    return Step::Keep(Ok(()));
-                }
-                chain.settled = chain.settled.max(after.settled);
-                chain.finalized |= after.finalized;
-                chain.close_requested_at = chain.close_requested_at.max(after.close_requested_at);
-                match serde_json::to_vec(&state) {
-                    Ok(b) => Step::Write(b, Ok(())),
-                    Err(_) => Step::Keep(Err(SettleError::Corrupt)),
-                }
-            })
-            .await?
+        self.change_state(key, |state| {
+            let chain = &mut state.chain;
+            if chain.settled >= after.settled
+                && chain.finalized >= after.finalized
+                && chain.close_requested_at >= after.close_requested_at
+            {
+                return false;
+            }
+            chain.settled = chain.settled.max(after.settled);
+            chain.finalized |= after.finalized;
+            chain.close_requested_at = chain.close_requested_at.max(after.close_requested_at);
+            true
+        })
+        .await
     }
 
     /// Marks `cumulative` as public in the channel's state.
     async fn publish(&self, key: &str, cumulative: u128) -> Result<(), SettleError> {
+        self.change_state(key, |state| {
+            if state.published >= cumulative {
+                return false;
+            }
+            state.published = cumulative;
+            true
+        })
+        .await
+    }
+
+    /// Applies `change` to the channel's state by compare-and-set; it says
+    /// whether it changed anything (nothing is written if not). A channel
+    /// with no state is left alone.
+    async fn change_state(&self, key: &str, change: impl Fn(&mut ChannelState) -> bool) -> Result<(), SettleError> {
         self.book
             .update(key, |bytes| {
                 let Some(bytes) = bytes else {
@@ -411,10 +415,9 @@ impl Inner {
                 let Ok(mut state) = serde_json::from_slice::<ChannelState>(bytes) else {
                     return Step::Keep(Err(SettleError::Corrupt));
                 };
-                if state.published >= cumulative {
+                if !change(&mut state) {
                     return Step::Keep(Ok(()));
                 }
-                state.published = cumulative;
                 match serde_json::to_vec(&state) {
                     Ok(b) => Step::Write(b, Ok(())),
                     Err(_) => Step::Keep(Err(SettleError::Corrupt)),

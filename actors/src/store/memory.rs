@@ -93,6 +93,34 @@ impl State {
     }
 }
 
+impl State {
+    /// [`State::set`], and with an outbox bound (`logged`) the value's
+    /// outbox entry too, under the same lock: both or, at the bound,
+    /// neither.
+    fn set_logged(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        now: Instant,
+        capacity: usize,
+        logged: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if let Some(max) = logged
+            && self.outbox.len() as u64 >= max
+        {
+            return Err(StoreError::OutboxFull(max));
+        }
+        self.set(key, value.to_vec(), ttl, now, capacity)?;
+        if logged.is_some() {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.outbox.push_back((id, now, key.to_owned(), value.to_vec()));
+        }
+        Ok(())
+    }
+}
+
 fn ready<'a, T: Send + 'a>(r: Result<T, StoreError>) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(r))
 }
@@ -118,20 +146,10 @@ impl Store for MemoryStore {
             return ready(Ok(Put::Existing(v.clone())));
         }
         let logged = self.outbox.filter(|_| is_record_key(key));
-        if let Some(max) = logged
-            && s.outbox.len() as u64 >= max
-        {
-            return ready(Err(StoreError::OutboxFull(max)));
-        }
-        if let Err(e) = s.set(key, value.to_vec(), ttl, now, self.capacity) {
-            return ready(Err(e));
-        }
-        if logged.is_some() {
-            let id = s.next_id;
-            s.next_id += 1;
-            s.outbox.push_back((id, now, key.to_owned(), value.to_vec()));
-        }
-        ready(Ok(Put::Inserted))
+        ready(
+            s.set_logged(key, value, ttl, now, self.capacity, logged)
+                .map(|()| Put::Inserted),
+        )
     }
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
@@ -188,20 +206,10 @@ impl Store for MemoryStore {
             return ready(Ok(Cas::Current(current)));
         }
         let logged = self.outbox.filter(|_| is_channel_key(key));
-        if let Some(max) = logged
-            && s.outbox.len() as u64 >= max
-        {
-            return ready(Err(StoreError::OutboxFull(max)));
-        }
-        if let Err(e) = s.set(key, new.to_vec(), ttl, now, self.capacity) {
-            return ready(Err(e));
-        }
-        if logged.is_some() {
-            let id = s.next_id;
-            s.next_id += 1;
-            s.outbox.push_back((id, now, key.to_owned(), new.to_vec()));
-        }
-        ready(Ok(Cas::Set))
+        ready(
+            s.set_logged(key, new, ttl, now, self.capacity, logged)
+                .map(|()| Cas::Set),
+        )
     }
 
     fn set_add<'a>(&'a self, key: &'a str, member: &'a str) -> StoreFuture<'a, ()> {
