@@ -37,6 +37,16 @@ pub(crate) fn migrate(env: &HashMap<String, String>) {
     assert_eq!(code, 0, "ledger migrate: {out} {err}");
 }
 
+/// A dev chain, and the environment of one instance on it and the shared
+/// Redis booking into `db` as `gate-a` (not migrated yet).
+fn booked_env(db: &str) -> (Chain, Workdir, HashMap<String, String>) {
+    let chain = Chain::start();
+    let w = Workdir::new();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, db, "gate-a");
+    (chain, w, env)
+}
+
 /// The hashes in the ledger.
 fn booked(db: &FreshDb) -> BTreeSet<String> {
     db.query("SELECT tx_hash FROM payments").into_iter().collect()
@@ -59,13 +69,9 @@ async fn rows_settle_at(db: &FreshDb, n: usize, within: Duration) -> BTreeSet<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_200_is_one_row_saying_what_the_200_said() {
-    let chain = Chain::start();
     let db = FreshDb::new();
-    let w = Workdir::new();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
     // A password the trust-auth server ignores, for the log-secrets check.
-    let with_password = db.url().replace("postgres@", "postgres:ledger-pw-7f3a91c2@");
-    with_ledger(&mut env, &with_password, "gate-a");
+    let (chain, _w, env) = booked_env(&db.url().replace("postgres@", "postgres:ledger-pw-7f3a91c2@"));
     let (code, out, _) = ledger_cli(&["status"], &env);
     assert_eq!(code, 1, "not migrated yet: {out}");
     migrate(&env);
@@ -457,11 +463,8 @@ async fn redis_killed_and_restarted_on_its_aof_loses_and_doubles_nothing() {
 /// re-included in a later block it is `block_moved`. It changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_names_the_rows_the_chain_no_longer_agrees_with() {
-    let chain = Chain::start();
     let db = FreshDb::new();
-    let w = Workdir::new();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "gate-a");
+    let (chain, _w, env) = booked_env(&db.url());
     migrate(&env);
     let app = Served::start(&env);
     ready(&app).await;
@@ -572,11 +575,8 @@ async fn a_sessions_vouchers_usage_and_settlement_add_up_in_the_books() {
 /// does not stop the records behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_that_is_not_a_record_is_kept_aside_and_blocks_nothing() {
-    let chain = Chain::start();
     let db = FreshDb::new();
-    let w = Workdir::new();
-    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "gate-a");
+    let (chain, _w, env) = booked_env(&db.url());
     migrate(&env);
     let stream = format!("{}ledger:outbox", env["SETTLEGATE_REDIS__KEY_PREFIX"]);
     let xadd = |k: &str, v: &str| {
