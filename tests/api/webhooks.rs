@@ -432,6 +432,61 @@ async fn a_delivery_out_of_attempts_is_dead_until_requeued_then_delivered() {
     secret_never_logged(&app, &secret);
 }
 
+/// A receiver that is not there (connection refused) and one that never
+/// answers (a fault injector holding the connection) each cost bounded
+/// attempts, recorded with why, then a dead letter; neither holds up the
+/// 200 or the other endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_down_or_hung_cost_bounded_attempts_then_dead_letters() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (file, secret) = secret_file(&w, "shared");
+    let hung = FaultInjector::start(None);
+    let healthy = Receiver::start(w.dir.path(), "healthy", &file, &[]);
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_webhook(
+        &mut env,
+        "down",
+        &format!("http://127.0.0.1:{}/hook", free_port()),
+        &file,
+    );
+    with_webhook(&mut env, "hung", &format!("{}/hook", hung.url), &file);
+    with_webhook(&mut env, "healthy", &healthy.url, &file);
+    env.insert("SETTLEGATE_WEBHOOKS__TIMEOUT_MS".into(), "500".into());
+    env.insert("SETTLEGATE_WEBHOOKS__MAX_ATTEMPTS".into(), "2".into());
+    env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_BASE_MS".into(), "200".into());
+    env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_MAX_MS".into(), "200".into());
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+
+    let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
+    let started = Instant::now();
+    assert_eq!(app.verify_hash(&hash).await.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    wait_for(Duration::from_secs(15), "two dead letters and one delivery", || {
+        states(&db) == BTreeMap::from([("dead".to_owned(), 2), ("delivered".to_owned(), 1)])
+    })
+    .await;
+    let rows = db.query(
+        "SELECT endpoint, state, attempts, coalesce(last_status::text, '-'), last_error \
+         FROM webhook_deliveries ORDER BY endpoint",
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0].starts_with("down|dead|2|-|cannot connect: "), "{rows:?}");
+    assert!(rows[1].starts_with("healthy|delivered|1|200|"), "{rows:?}");
+    assert_eq!(rows[2], "hung|dead|2|-|no answer within 500ms");
+    assert_eq!(hung.requests(), 2, "one request per attempt, each cut at the timeout");
+    assert!(
+        rows.iter().all(|r| !r.contains("127.0.0.1")),
+        "no URL in last_error: {rows:?}"
+    );
+    assert_eq!(healthy.seen().len(), 1);
+    secret_never_logged(&app, &secret);
+}
+
 /// Re-adds every consumed record of `hashes` to the Redis outbox, as a
 /// crash between the ledger's commit and its acknowledgement leaves it.
 fn drain_again(env: &HashMap<String, String>, hashes: &[String]) {
@@ -571,7 +626,6 @@ async fn two_instances_deliver_each_event_to_each_endpoint_exactly_once() {
 /// refusal that does not quote it.
 #[test]
 fn a_weak_webhook_secret_stops_the_boot_unquoted() {
-    let db = FreshDb::new();
     let w = Workdir::new();
     for (name, secret, says) in [
         (
@@ -589,7 +643,8 @@ fn a_weak_webhook_secret_stops_the_boot_unquoted() {
         let file = w.path(name);
         std::fs::write(&file, &secret).unwrap();
         let mut env = serve_env(&w.genome(&Genome::single().signed()));
-        with_ledger(&mut env, &db.url(), "gate-a");
+        // Refused before anything connects: no database is needed.
+        with_ledger(&mut env, "postgres://postgres@127.0.0.1:1/none", "gate-a");
         with_webhook(&mut env, "billing", "http://127.0.0.1:9/hook", &file);
         let refused = run_refused(&env);
         assert_eq!(refused.code, Some(1), "{name}: {}", refused.stderr);
