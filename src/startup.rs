@@ -102,6 +102,8 @@ pub enum SetupError {
          cannot reach one outbox from every slot"
     )]
     LedgerOnCluster,
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] settlegate_actors::webhooks::DispatcherError),
 }
 
 /// A setup failure, in its own words.
@@ -163,6 +165,37 @@ pub fn ledger_pool(settings: &Settings) -> Result<Option<settlegate_actors::ledg
     }
 }
 
+/// The webhook dispatcher, if endpoints are configured (not started). Its
+/// own small pool: a backlog of retries never takes the ledger's
+/// connections.
+pub fn webhook_dispatcher(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<Option<settlegate_actors::webhooks::Dispatcher>, SetupError> {
+    let w = &settings.webhooks;
+    let Some(url) = settings.ledger.database_url.as_ref().filter(|_| w.enabled()) else {
+        return Ok(None);
+    };
+    let config = settlegate_actors::webhooks::DispatcherConfig {
+        endpoints: w.endpoints.clone(),
+        timeout: w.timeout,
+        limits: settlegate_actors::webhooks::db::Limits {
+            max_attempts: w.max_attempts,
+            max_age: w.max_age,
+        },
+        backoff_base: w.backoff_base,
+        backoff_max: w.backoff_max,
+        max_concurrent: w.max_concurrent,
+        poll_interval: w.poll_interval,
+    };
+    let pool = settlegate_actors::ledger::pool(url.expose(), 3)?;
+    Ok(Some(settlegate_actors::webhooks::Dispatcher::new(
+        pool,
+        config,
+        metrics.webhooks.clone(),
+    )?))
+}
+
 /// Each store operation's bound: `redis.timeout_ms`, at least 2 s for the
 /// file store (a disk sync).
 pub fn store_timeout(settings: &Settings) -> Duration {
@@ -181,6 +214,8 @@ pub struct Application {
     coalescer: Addr<Coalescer>,
     pusher: Option<crate::telemetry::push::Pusher>,
     state: AppState,
+    /// Held so the dispatcher runs as long as the server.
+    _webhooks: Option<Addr<settlegate_actors::webhooks::Dispatcher>>,
 }
 
 impl Application {
@@ -220,6 +255,7 @@ impl Application {
         let store = Bounded::new(store, store_timeout(&settings), metrics.store_ops.clone())
             .bound_ops(settings.redis_max_ops_in_flight);
         let ledger_pool = ledger_pool(&settings).map_err(setup)?;
+        let dispatcher = webhook_dispatcher(&settings, &metrics).map_err(setup)?;
         let guard = ReplayGuard::new(store.clone(), consumed.clone())
             .hold_absent_for(settings.coalescer_window)
             .instance(&settings.ledger.instance);
@@ -322,6 +358,7 @@ impl Application {
                     batch: settings.ledger.batch,
                     poll_interval: settings.ledger.poll_interval,
                     write_timeout: settings.ledger.write_timeout,
+                    webhooks: settings.webhooks.endpoints.iter().map(|e| e.target()).collect(),
                 },
                 metrics.ledger.clone(),
             );
@@ -333,6 +370,13 @@ impl Application {
             tracing::info!(instance = %settings.ledger.instance, outbox_max = settings.ledger.outbox_max,
                 "the ledger is on: every consume is copied to PostgreSQL through the store's outbox");
         }
+        // Its own thread too: a slow receiver never shares one with requests.
+        let webhooks = dispatcher.map(|d| {
+            let names: Vec<&str> = settings.webhooks.endpoints.iter().map(|e| e.name.as_str()).collect();
+            tracing::info!(endpoints = ?names, max_attempts = settings.webhooks.max_attempts,
+                "webhooks are on: each payment row gets a signed delivery per endpoint");
+            settlegate_actors::webhooks::Dispatcher::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| d)
+        });
         let store_for_sponsor = store.clone();
         // With Redis, every instance on it shares each lookup (a setting).
         let coalescer = if settings.redis.is_some() && settings.coalescer_share_across_instances {
@@ -445,6 +489,7 @@ impl Application {
             coalescer,
             pusher,
             state: app_state,
+            _webhooks: webhooks,
         })
     }
 

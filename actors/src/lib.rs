@@ -13,6 +13,10 @@
 //!   only by compare-and-set on the shared store.
 //! - [`store`]: the [`store::Store`] trait those two use, with its
 //!   backends (memory, file, Redis).
+//! - [`ledger::Ledger`]: copies the store's outbox of consumed records to
+//!   PostgreSQL, creating each payment's webhook deliveries with its row.
+//! - [`webhooks::Dispatcher`]: sends those deliveries, signed, with
+//!   retries, from PostgreSQL.
 //!
 //! They run on the actix system of the binary; the HTTP handlers reach them
 //! through their `Addr` or, for the genome, a lock-free shared view.
@@ -26,6 +30,7 @@ pub mod replay_guard;
 pub mod rpc_pool;
 pub mod rpc_transport;
 pub mod store;
+pub mod webhooks;
 
 pub use genome_supervisor::{ActiveGenome, GenomeSource, GenomeSupervisor, Reload, ReloadCause, ReloadOutcome};
 pub use replay_guard::RedisTarget;

@@ -1,7 +1,8 @@
 //! `settlegate ledger …`: the operator's books at a shell. `migrate` is
 //! the only thing that ever creates or changes the schema; `status` says
 //! whether this build can write to the database as it is; `reconcile`
-//! checks the books against the chain without changing either.
+//! checks the books against the chain without changing either;
+//! `webhooks` lists the webhook deliveries and requeues dead ones.
 
 use settlegate_actors::ledger::reconcile;
 use settlegate_actors::rpc_pool::Lookup;
@@ -9,10 +10,11 @@ use settlegate_rules::credential::TxHash;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{LedgerArgs, LedgerCommand};
+use super::{LedgerArgs, LedgerCommand, WebhooksArgs, WebhooksCommand};
 use crate::settings::Settings;
 use crate::startup::{ledger_pool, rpc_pool};
 use crate::telemetry::metrics::Metrics;
+use settlegate_actors::webhooks::db::Requeue;
 
 /// Exit code 0, 1 when the database refused or did not answer, 2 for a
 /// usage or configuration error.
@@ -79,6 +81,7 @@ pub fn run(args: LedgerArgs) -> i32 {
                     1
                 }
             },
+            LedgerCommand::Webhooks(args) => webhooks(&pool, args).await,
         }
     })
 }
@@ -163,5 +166,52 @@ async fn run_reconcile(settings: &Settings, pool: &settlegate_actors::ledger::Po
         3
     } else {
         0
+    }
+}
+
+async fn webhooks(pool: &settlegate_actors::ledger::Pool, args: WebhooksArgs) -> i32 {
+    match args.command {
+        None => {
+            let state = args.state.map(|s| s.as_str());
+            match settlegate_actors::webhooks::list(pool, state, args.after, args.limit).await {
+                Ok(listed) => {
+                    for d in &listed {
+                        // unwrap: plain strings and numbers always serialise.
+                        println!("{}", serde_json::to_string(d).unwrap());
+                    }
+                    eprintln!(
+                        "{} deliveries{}{}",
+                        listed.len(),
+                        state.map(|s| format!(" {s}")).unwrap_or_default(),
+                        if listed.len() as i64 == args.limit {
+                            format!(" (more with --after {})", listed.last().map_or(0, |d| d.id))
+                        } else {
+                            String::new()
+                        }
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("settlegate: ledger webhooks: {e}");
+                    1
+                }
+            }
+        }
+        Some(WebhooksCommand::Requeue(r)) => {
+            let which = match r.id {
+                Some(id) => Requeue::One(id),
+                None => Requeue::AllDead,
+            };
+            match settlegate_actors::webhooks::requeue(pool, &which).await {
+                Ok(ids) => {
+                    println!("{}", serde_json::json!({ "requeued": ids }));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("settlegate: ledger webhooks requeue: {e}");
+                    1
+                }
+            }
+        }
     }
 }

@@ -65,13 +65,14 @@ Example:
     )]
     Channels(ChannelsArgs),
     /// The operator's books in PostgreSQL: create or upgrade the schema,
-    /// and read it.
+    /// read it, list and requeue webhook deliveries.
     #[command(
         after_help = "Configuration as for serve (ledger.database_url or ledger.database_url_file).
 
 Examples:
   SETTLEGATE_LEDGER__DATABASE_URL=postgres://settlegate@127.0.0.1/settlegate settlegate ledger migrate
-  settlegate ledger status --config settlegate.toml"
+  settlegate ledger status --config settlegate.toml
+  settlegate ledger webhooks --state dead --config settlegate.toml"
     )]
     Ledger(LedgerArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
@@ -114,6 +115,71 @@ Example:
         #[arg(long)]
         to: Option<String>,
     },
+    /// List webhook deliveries (one JSON line each, oldest first), or
+    /// requeue dead ones.
+    #[command(after_help = "Examples:
+  settlegate ledger webhooks --state dead
+  settlegate ledger webhooks --state pending --limit 20
+  settlegate ledger webhooks requeue 42
+  settlegate ledger webhooks requeue msg_1f0c3a5e9b2d4c6e8a0b1c2d3e4f5a6b
+  settlegate ledger webhooks requeue --all-dead")]
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WebhooksArgs {
+    /// Only the deliveries in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<DeliveryState>,
+    /// Deliveries listed at most.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
+    /// Only the deliveries with an id above this one (the next page).
+    #[arg(long, default_value_t = 0)]
+    pub after: i64,
+    #[command(subcommand)]
+    pub command: Option<WebhooksCommand>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Send a dead delivery again: back to pending, due now, its attempts
+    /// and age limit counted afresh. Prints the ids requeued.
+    #[command(
+        after_help = "Examples (the id or webhook-id from `settlegate ledger webhooks --state dead`):
+  settlegate ledger webhooks requeue 42
+  settlegate ledger webhooks requeue --all-dead"
+    )]
+    Requeue(RequeueArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("which").required(true))]
+pub struct RequeueArgs {
+    /// The delivery's id, or its webhook-id (msg_…).
+    #[arg(group = "which")]
+    pub id: Option<String>,
+    /// Every dead delivery.
+    #[arg(long, group = "which")]
+    pub all_dead: bool,
 }
 
 #[derive(Args, Debug)]

@@ -37,6 +37,7 @@ mod server;
 mod session;
 mod sponsor;
 mod values;
+mod webhooks;
 
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
@@ -51,6 +52,7 @@ pub use secrets::Secret;
 pub use server::TlsFiles;
 pub use session::SessionSettings;
 pub use sponsor::SponsorSettings;
+pub use webhooks::WebhooksSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -127,6 +129,9 @@ pub struct Settings {
     pub sponsor: SponsorSettings,
     /// `[ledger]`: the books in PostgreSQL, fed by the store's outbox.
     pub ledger: LedgerSettings,
+    /// `[webhooks]`: signed notifications of consumed payments, sent from
+    /// the ledger's database.
+    pub webhooks: WebhooksSettings,
     /// `[discovery]`: what the discovery documents say about the paid API.
     pub discovery: DiscoverySettings,
 }
@@ -156,6 +161,14 @@ impl Settings {
         let sponsor = sponsor::validate(raw.sponsor)?;
         let discovery = discovery::validate(raw.discovery)?;
         let ledger = ledger::validate(raw.ledger)?;
+        let webhooks = webhooks::validate(raw.webhooks)?;
+        if webhooks.enabled() && !ledger.enabled() {
+            return Err(SettingsError::invalid(
+                "webhooks",
+                "webhooks.endpoints needs the ledger (ledger.database_url): deliveries are created with each \
+                 payment's row and kept in its database",
+            ));
+        }
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -201,6 +214,7 @@ impl Settings {
             sponsor,
             discovery,
             ledger,
+            webhooks,
         })
     }
 }

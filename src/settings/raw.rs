@@ -30,6 +30,28 @@ pub(super) struct Raw {
     pub(super) sponsor: RawSponsor,
     pub(super) discovery: RawDiscovery,
     pub(super) ledger: RawLedger,
+    pub(super) webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhooks {
+    #[serde(default)]
+    pub(super) endpoints: std::collections::BTreeMap<String, RawWebhookEndpoint>,
+    pub(super) timeout_ms: u64,
+    pub(super) max_attempts: u32,
+    pub(super) max_age_seconds: u64,
+    pub(super) backoff_base_ms: u64,
+    pub(super) backoff_max_ms: u64,
+    pub(super) max_concurrent: usize,
+    pub(super) poll_interval_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhookEndpoint {
+    pub(super) url: String,
+    pub(super) secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

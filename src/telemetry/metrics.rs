@@ -74,6 +74,7 @@ pub struct Metrics {
     pub settler: settlegate_actors::channels::SettlerMetrics,
     pub sponsor: SponsorMetrics,
     pub ledger: settlegate_actors::ledger::LedgerMetrics,
+    pub webhooks: settlegate_actors::webhooks::WebhookMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,6 +251,28 @@ impl Metrics {
             "Outbox entries that were not records, kept in the outbox_rejects table",
             ledger.rejects.clone(),
         );
+        // Served from the start (at 0), so the alerts have their series.
+        let webhooks = settlegate_actors::webhooks::WebhookMetrics::default().with_outcomes();
+        r.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome: delivered (2xx), failed_attempt (retried later), dead (the last attempt failed)",
+            webhooks.deliveries.clone(),
+        );
+        r.register(
+            "webhook_pending",
+            "Webhook deliveries waiting to be delivered, across every instance, as of the last read",
+            webhooks.pending.clone(),
+        );
+        r.register(
+            "webhook_oldest_pending_seconds",
+            "How long the oldest pending webhook delivery has waited since it was created or requeued (0: none)",
+            webhooks.oldest_pending_seconds.clone(),
+        );
+        r.register(
+            "webhook_dead",
+            "Dead webhook deliveries (attempts or age exhausted) awaiting `settlegate ledger webhooks requeue`",
+            webhooks.dead.clone(),
+        );
         let sponsor = SponsorMetrics::default();
         // Served from the start (at 0), so a dashboard or an alert on it
         // has a series before the first sponsored transaction.
@@ -324,6 +347,7 @@ impl Metrics {
             settler,
             sponsor,
             ledger,
+            webhooks,
         }
     }
 

@@ -326,6 +326,9 @@ fn every_help_has_an_example_and_the_genome_example_runs_as_written() {
         &["genome", "sign"],
         &["genome", "verify"],
         &["genome", "inspect"],
+        &["ledger"],
+        &["ledger", "webhooks"],
+        &["ledger", "webhooks", "requeue"],
     ] {
         let text = help(args);
         assert!(text.contains("Example"), "{args:?} --help has no example:\n{text}");

@@ -475,6 +475,10 @@ pub fn capture_secrets(env: &HashMap<String, String>) {
                 let text = text.trim();
                 // A hex key may be written with or without its `0x`.
                 found.extend(text.strip_prefix("0x").map(str::to_owned));
+                // A webhook secret (`…__SECRET_FILE` of
+                // `SETTLEGATE_WEBHOOKS__ENDPOINTS__<NAME>__`): its key
+                // bytes are the base64 after `whsec_`.
+                found.extend(text.strip_prefix("whsec_").map(str::to_owned));
                 found.push(text.to_owned());
                 // A URL in a file (the ledger's database): its password.
                 if let Ok(u) = url::Url::parse(text) {

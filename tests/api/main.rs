@@ -53,3 +53,4 @@ mod store_redis;
 mod tls;
 mod traces;
 mod verify;
+mod webhooks;

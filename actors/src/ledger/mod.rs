@@ -21,6 +21,7 @@ pub mod row;
 pub mod schema;
 pub mod write;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::replay_guard::lost_reply;
 use crate::store::{Bounded, OutboxDepth, OutboxEntry, Store, StoreError};
+use crate::webhooks::event::Event;
 use row::PaymentRow;
 use write::Reject;
 
@@ -152,6 +154,9 @@ pub struct LedgerConfig {
     pub batch: usize,
     pub poll_interval: Duration,
     pub write_timeout: Duration,
+    /// Webhook endpoints: each payment row added gets one delivery per
+    /// endpoint, in the row's transaction (empty: none).
+    pub webhooks: Vec<crate::webhooks::Target>,
 }
 
 /// The ledger's state for `/readyz` and the admin API.
@@ -383,6 +388,17 @@ async fn copy_batch(
             let txn = client.transaction().await?;
             let new = write::write(&txn, &rows, &rejects).await?;
             channels::write(&txn, &channel_states).await?;
+            if !config.webhooks.is_empty() {
+                // Only the rows this transaction added: a batch written
+                // again creates no delivery twice.
+                let by_hash: HashMap<&str, &PaymentRow> = rows.iter().map(|r| (r.tx_hash.as_str(), r)).collect();
+                let events: Vec<Event> = new
+                    .iter()
+                    .filter_map(|(_, hash)| by_hash.get(hash.as_str()).copied())
+                    .map(Event::PaymentConsumed)
+                    .collect();
+                crate::webhooks::db::enqueue(&txn, &events, &config.webhooks).await?;
+            }
             txn.commit().await?;
             Ok(new.len())
         };

@@ -12,6 +12,7 @@ use super::LedgerError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "ledger", include_str!("../../migrations/0001_ledger.sql")),
     (2, "channels", include_str!("../../migrations/0002_channels.sql")),
+    (3, "webhooks", include_str!("../../migrations/0003_webhooks.sql")),
 ];
 
 /// The version the code writes to.
