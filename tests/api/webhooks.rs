@@ -662,3 +662,52 @@ fn a_weak_webhook_secret_stops_the_boot_unquoted() {
         );
     }
 }
+
+/// A session's settlements on chain reach the receiver as
+/// `session.settled` events, validly signed, whose amounts add up to
+/// what the chain settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_settlements_are_session_settled_events() {
+    use crate::escrow_chain::sign_voucher;
+    use crate::session::{PRICE, settler_env, wait_settled};
+    use crate::session_vouchers::{channel, env_on_redis, present, session_offer, voucher_payload};
+
+    let c = tokio::task::block_in_place(|| channel(PRICE * 20));
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (file, _) = secret_file(&w, "billing");
+    let receiver = Receiver::start(&w.path(""), "billing", &file, &[]);
+    let mut env = env_on_redis(&c, &w, &unique_prefix());
+    env.extend(settler_env(&w));
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_webhook(&mut env, "billing", &receiver.url, &file);
+    migrate(&env);
+    let app = Served::start(&env);
+    let offer = session_offer(&app).await;
+    let three = tokio::task::block_in_place(|| sign_voucher(PAYER_KEY, &c.escrow, 42431, &c.id, PRICE * 3));
+    for _ in 0..3 {
+        let v = present(&app, &offer, voucher_payload(&c.id, PRICE * 3, &three)).await;
+        assert_eq!(v.status, 200, "{:?}", v.body);
+    }
+    tokio::task::block_in_place(|| wait_settled(&c.chain, &c.escrow, &c.id, PRICE * 3));
+
+    let total = |seen: &[Value]| -> u128 {
+        seen.iter()
+            .filter(|r| r["type"] == "session.settled" && r["status"] == 200)
+            .map(|r| r["event"]["data"]["amount"].as_str().unwrap().parse::<u128>().unwrap())
+            .sum()
+    };
+    wait_for(Duration::from_secs(30), "the settlements delivered", || {
+        total(&receiver.seen()) == PRICE * 3
+    })
+    .await;
+    let seen = receiver.seen();
+    let settled: Vec<&Value> = seen.iter().filter(|r| r["type"] == "session.settled").collect();
+    assert!(settled.iter().all(|r| r["valid"] == true), "{settled:#?}");
+    let last = &settled.last().unwrap()["event"]["data"];
+    assert_eq!(last["settled"], (PRICE * 3).to_string());
+    assert_eq!(last["channel_id"], c.id.to_lowercase());
+    assert_eq!(last["payer"], PAYER);
+    let ids: BTreeSet<&str> = settled.iter().map(|r| r["id"].as_str().unwrap_or_default()).collect();
+    assert_eq!(ids.len(), settled.len(), "one id per settlement: {settled:#?}");
+}

@@ -111,6 +111,27 @@ pub fn derive(from: Totals, states: &[ChannelState]) -> (Totals, Vec<Event>) {
     (now, events)
 }
 
+/// A settlement of a channel the books recorded (for the
+/// `session.settled` webhook).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// The book's name of the channel (`<chain id>:<escrow>:<id>`).
+    pub channel: String,
+    pub chain_id: i64,
+    pub escrow: String,
+    pub channel_id: String,
+    pub payer: String,
+    pub payee: String,
+    pub token: String,
+    /// By how much settled rose, and to what.
+    pub amount: String,
+    pub settled: String,
+    /// Whether the channel is finalized (closed on chain) with it.
+    pub finalized: bool,
+    /// Unix seconds, when the books recorded it.
+    pub at: i64,
+}
+
 /// `channel:<chain id>:<escrow>:<id>` → the book's name of the channel.
 pub fn channel_name(key: &str) -> Option<&str> {
     key.strip_prefix("channel:")
@@ -124,11 +145,15 @@ fn u128_of(text: &str) -> Result<u128, LedgerError> {
 /// Applies each channel's states (in write order) in `client`'s
 /// transaction: the row locked, its events derived and inserted, its
 /// totals raised. Channels in name order, so two writers never deadlock.
+/// The settlements it recorded come back, for the webhooks.
 pub async fn write(
     client: &impl GenericClient,
     states: &BTreeMap<String, Vec<ChannelState>>,
-) -> Result<usize, LedgerError> {
-    let mut written = 0;
+) -> Result<Vec<Settled>, LedgerError> {
+    let mut settled = Vec::new();
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     for (name, states) in states {
         let Some(first) = states.first() else { continue };
         let Some((chain_id, escrow, id)) = crate::channels::parse_channel_key(name) else {
@@ -218,9 +243,23 @@ pub async fn write(
                 )
                 .await?;
         }
-        written += events.len();
+        for e in events.iter().filter(|e| e.kind == "settlement") {
+            settled.push(Settled {
+                channel: name.clone(),
+                chain_id: chain_id as i64,
+                escrow: hex(&escrow),
+                channel_id: id.to_string(),
+                payer: hex(&first.chain.payer),
+                payee: hex(&first.chain.payee),
+                token: hex(&first.chain.token),
+                amount: e.amount.to_string(),
+                settled: e.total.to_string(),
+                finalized: now.finalized,
+                at,
+            });
+        }
     }
-    Ok(written)
+    Ok(settled)
 }
 
 #[cfg(test)]

@@ -387,15 +387,16 @@ async fn copy_batch(
             }
             let txn = client.transaction().await?;
             let new = write::write(&txn, &rows, &rejects).await?;
-            channels::write(&txn, &channel_states).await?;
+            let settled = channels::write(&txn, &channel_states).await?;
             if !config.webhooks.is_empty() {
-                // Only the rows this transaction added: a batch written
-                // again creates no delivery twice.
+                // Only the rows and settlements this transaction added: a
+                // batch written again creates no delivery twice.
                 let by_hash: HashMap<&str, &PaymentRow> = rows.iter().map(|r| (r.tx_hash.as_str(), r)).collect();
                 let events: Vec<Event> = new
                     .iter()
                     .filter_map(|(_, hash)| by_hash.get(hash.as_str()).copied())
                     .map(Event::PaymentConsumed)
+                    .chain(settled.iter().map(Event::SessionSettled))
                     .collect();
                 crate::webhooks::db::enqueue(&txn, &events, &config.webhooks).await?;
             }

@@ -58,7 +58,7 @@ pub async fn enqueue(
             names.push(t.name.clone());
             urls.push(t.url.clone());
             types.push(e.event_type().to_owned());
-            subjects.push(e.subject().to_owned());
+            subjects.push(e.subject());
             payloads.push(payload.clone());
         }
     }

@@ -14,14 +14,17 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::ledger::channels::Settled;
 use crate::ledger::row::PaymentRow;
 
-/// An event a webhook reports. Another event (a session's settlement) is
-/// one more variant: its type, its subject, its `data`.
+/// An event a webhook reports: its type, its subject, its `data`.
 #[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     /// A payment was consumed (its 200 was answered) and booked.
     PaymentConsumed(&'a PaymentRow),
+    /// A session's channel was settled on chain (by this service's
+    /// settler or anyone else) and booked.
+    SessionSettled(&'a Settled),
 }
 
 impl Event<'_> {
@@ -29,13 +32,16 @@ impl Event<'_> {
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::PaymentConsumed(_) => "payment.consumed",
+            Event::SessionSettled(_) => "session.settled",
         }
     }
 
     /// What the event is about (its key in `webhook_deliveries.subject`).
-    pub fn subject(&self) -> &str {
+    pub fn subject(&self) -> String {
         match self {
-            Event::PaymentConsumed(row) => &row.tx_hash,
+            Event::PaymentConsumed(row) => row.tx_hash.clone(),
+            // One settlement per level reached: the channel and its total.
+            Event::SessionSettled(s) => format!("{}@{}", s.channel, s.settled),
         }
     }
 
@@ -65,12 +71,29 @@ impl Event<'_> {
                     "instance": r.instance,
                 }
             }),
+            Event::SessionSettled(s) => json!({
+                "type": self.event_type(),
+                "timestamp": rfc3339(s.at),
+                "data": {
+                    "channel_id": s.channel_id,
+                    "escrow": s.escrow,
+                    "chain_id": s.chain_id,
+                    "payer": s.payer,
+                    "payee": s.payee,
+                    "token": s.token,
+                    // Decimal text: what this settlement added, and the
+                    // channel's settled total after it.
+                    "amount": s.amount,
+                    "settled": s.settled,
+                    "finalized": s.finalized,
+                }
+            }),
         }
     }
 
     /// The `webhook-id` of this event at `endpoint`.
     pub fn message_id(&self, endpoint: &str) -> String {
-        message_id(self.event_type(), self.subject(), endpoint)
+        message_id(self.event_type(), &self.subject(), endpoint)
     }
 }
 
@@ -138,6 +161,45 @@ mod tests {
         );
         let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 16, "{keys:?}");
+    }
+
+    #[test]
+    fn a_settlement_is_its_own_event_one_id_per_level_reached() {
+        let s = Settled {
+            channel: format!("42431:0x{}:0x{}", "e5".repeat(20), "01".repeat(32)),
+            chain_id: 42431,
+            escrow: format!("0x{}", "e5".repeat(20)),
+            channel_id: format!("0x{}", "01".repeat(32)),
+            payer: format!("0x{}", "11".repeat(20)),
+            payee: format!("0x{}", "22".repeat(20)),
+            token: format!("0x{}", "20".repeat(20)),
+            amount: "2000000".into(),
+            settled: "3000000".into(),
+            finalized: false,
+            at: 1_700_000_005,
+        };
+        let e = Event::SessionSettled(&s);
+        let p = e.payload();
+        assert_eq!(
+            (p["type"].as_str(), p["timestamp"].as_str()),
+            (Some("session.settled"), Some("2023-11-14T22:13:25Z"))
+        );
+        assert_eq!(
+            (p["data"]["amount"].as_str(), p["data"]["settled"].as_str()),
+            (Some("2000000"), Some("3000000"))
+        );
+        let next = Settled {
+            settled: "4000000".into(),
+            ..s.clone()
+        };
+        assert_ne!(
+            e.message_id("billing"),
+            Event::SessionSettled(&next).message_id("billing")
+        );
+        assert_eq!(
+            e.message_id("billing"),
+            Event::SessionSettled(&s.clone()).message_id("billing")
+        );
     }
 
     #[test]
