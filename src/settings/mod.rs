@@ -17,6 +17,7 @@ use settlegate_rules::keys::PublicKey;
 use time::OffsetDateTime;
 use url::Url;
 
+mod admin;
 mod authorize;
 mod callers;
 mod cors;
@@ -38,6 +39,7 @@ mod session;
 mod sponsor;
 mod values;
 
+pub use admin::AdminSettings;
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
 pub use discovery::DiscoverySettings;
@@ -129,6 +131,8 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     /// `[discovery]`: what the discovery documents say about the paid API.
     pub discovery: DiscoverySettings,
+    /// `[admin]`: the operator's API over the books and the deny list.
+    pub admin: AdminSettings,
 }
 
 impl Settings {
@@ -156,6 +160,7 @@ impl Settings {
         let sponsor = sponsor::validate(raw.sponsor)?;
         let discovery = discovery::validate(raw.discovery)?;
         let ledger = ledger::validate(raw.ledger)?;
+        let admin = admin::validate(raw.admin, ledger.enabled())?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -201,6 +206,7 @@ impl Settings {
             sponsor,
             discovery,
             ledger,
+            admin,
         })
     }
 }

@@ -30,6 +30,18 @@ pub(super) struct Raw {
     pub(super) sponsor: RawSponsor,
     pub(super) discovery: RawDiscovery,
     pub(super) ledger: RawLedger,
+    pub(super) admin: RawAdmin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: String,
+    pub(super) allow_remote: bool,
+    pub(super) token_digests: Vec<String>,
+    pub(super) token_digests_file: Option<PathBuf>,
+    pub(super) deny_refresh_seconds: u64,
+    pub(super) query_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]

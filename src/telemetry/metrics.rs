@@ -74,6 +74,7 @@ pub struct Metrics {
     pub settler: settlegate_actors::channels::SettlerMetrics,
     pub sponsor: SponsorMetrics,
     pub ledger: settlegate_actors::ledger::LedgerMetrics,
+    pub denials: settlegate_actors::ledger::deny::DenyMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,6 +251,17 @@ impl Metrics {
             "Outbox entries that were not records, kept in the outbox_rejects table",
             ledger.rejects.clone(),
         );
+        let denials = settlegate_actors::ledger::deny::DenyMetrics::default();
+        r.register(
+            "payer_denials",
+            "Payers on the deny list in force on this instance (as last read from PostgreSQL, or changed here)",
+            denials.entries.clone(),
+        );
+        r.register(
+            "payer_denials_refresh_failures",
+            "Reads of the payer deny list that failed; the list in force stays until a read succeeds",
+            denials.refresh_failures.clone(),
+        );
         let sponsor = SponsorMetrics::default();
         // Served from the start (at 0), so a dashboard or an alert on it
         // has a series before the first sponsored transaction.
@@ -324,6 +336,7 @@ impl Metrics {
             settler,
             sponsor,
             ledger,
+            denials,
         }
     }
 
