@@ -155,7 +155,8 @@ impl DenyList {
         let list = self.clone();
         tokio::spawn(async move {
             let mut failures: u64 = 0;
-            let mut tick = tokio::time::interval(every);
+            // The boot has just read it: the first refresh is one interval on.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

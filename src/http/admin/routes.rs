@@ -266,6 +266,7 @@ pub struct DenyBody {
     /// Why (for the operators; never shown to the payer). At most 256
     /// characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     reason: String,
 }
 
@@ -285,7 +286,7 @@ fn path_payer(payer: &str) -> Result<String, ApiError> {
 /// Denies a payer: refused at once on this instance, on the others within
 /// `admin.deny_refresh_seconds`.
 #[utoipa::path(put, path = "/admin/v1/denials/{payer}", tag = "admin",
-    params(("payer" = String, Path, description = "0x and 40 hex digits")),
+    params(("payer" = String, Path, description = "0x and 40 hex digits (any case)", pattern = "^0[xX][0-9a-fA-F]{40}$")),
     request_body(content = DenyBody, content_type = "application/json", description = "At most 4 KiB"),
     security(("admin_token" = [])),
     responses(
@@ -315,7 +316,7 @@ pub async fn deny(
 
 /// Takes a payer off the deny list.
 #[utoipa::path(delete, path = "/admin/v1/denials/{payer}", tag = "admin",
-    params(("payer" = String, Path, description = "0x and 40 hex digits")),
+    params(("payer" = String, Path, description = "0x and 40 hex digits (any case)", pattern = "^0[xX][0-9a-fA-F]{40}$")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The payer is allowed (at once here, on the other instances within admin.deny_refresh_seconds); `removed` says whether it was denied", body = Allowed),
