@@ -69,6 +69,10 @@ codes! {
     UriTooLong = "URI_TOO_LONG", 414;
     HeadersTooLarge = "HEADERS_TOO_LARGE", 431;
     RequestTimeout = "REQUEST_TIMEOUT", 408;
+    /// The admin API: the ledger's database did not answer in time.
+    LedgerUnavailable = "LEDGER_UNAVAILABLE", 503;
+    /// The admin API: the channel book or the chain did not answer in time.
+    ChannelsUnavailable = "CHANNELS_UNAVAILABLE", 503;
 }
 
 /// The prefix of every settlegate problem type.
@@ -93,10 +97,11 @@ impl Code {
     }
 
     /// Whether it is a payment check's answer (402, 410 for a session's
-    /// gone channel, or 503: the body `PaymentProblem`) rather than an
-    /// error of the request (`Problem`).
+    /// gone channel, or a 503 of the check: the body `PaymentProblem`)
+    /// rather than an error of the request (`Problem`). The admin API's
+    /// 503s are errors of their own.
     pub const fn is_payment(self) -> bool {
-        matches!(self.status(), 402 | 410 | 503)
+        matches!(self.status(), 402 | 410 | 503) && !matches!(self, Code::LedgerUnavailable | Code::ChannelsUnavailable)
     }
 }
 
@@ -166,7 +171,8 @@ mod tests {
         for c in Code::ALL {
             let s = c.status();
             assert!(s == 402 || s == 503 || (400..500).contains(&s), "{c}: {s}");
-            assert_eq!(c.is_payment(), s == 402 || s == 410 || s == 503);
+            let admin = matches!(c, Code::LedgerUnavailable | Code::ChannelsUnavailable);
+            assert_eq!(c.is_payment(), !admin && (s == 402 || s == 410 || s == 503), "{c}");
         }
         assert_eq!(Code::ALL.iter().filter(|c| c.is_payment()).count(), 10);
     }

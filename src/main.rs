@@ -13,6 +13,7 @@ fn main() {
         Command::Genome(cmd) => settlegate::cli::genome::run(*cmd),
         Command::Channels(args) => settlegate::cli::channels::run(args),
         Command::Ledger(args) => settlegate::cli::ledger::run(args),
+        Command::Admin(cmd) => settlegate::cli::admin::run(cmd),
         Command::Openapi => {
             print!("{}", settlegate::http::openapi::document());
             0

@@ -209,6 +209,8 @@ pub fn store_timeout(settings: &Settings) -> Duration {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The admin API's server, when it is on: run and stopped with `server`.
+    admin: Option<Server>,
     supervisor: Addr<GenomeSupervisor>,
     /// What the shutdown waits for and flushes after the last request.
     coalescer: Addr<Coalescer>,
@@ -256,6 +258,27 @@ impl Application {
             .bound_ops(settings.redis_max_ops_in_flight);
         let ledger_pool = ledger_pool(&settings).map_err(setup)?;
         let dispatcher = webhook_dispatcher(&settings, &metrics).map_err(setup)?;
+        // The operator's reads and the deny list: a pool of their own, each
+        // statement bounded on the server's side too.
+        let read_pool = match &settings.ledger.database_url {
+            Some(url) => Some(
+                settlegate_actors::ledger::pool_with(url.expose(), 4, Some(settings.admin.query_timeout))
+                    .map_err(setup)?,
+            ),
+            None => None,
+        };
+        let denials = settlegate_actors::ledger::deny::DenyList::new(metrics.denials.clone());
+        if let Some(pool) = &read_pool {
+            // Read before the first request, so a denied payer is refused
+            // from the start; a database that does not answer does not stop
+            // the boot (the list is read again every deny_refresh_seconds).
+            match denials.refresh(pool, settings.admin.query_timeout).await {
+                Ok(n) => tracing::info!(entries = n, "the payer deny list is read"),
+                Err(e) => tracing::error!(cause = e.cause(), error = %e,
+                    "cannot read the payer deny list at boot: no payer is refused until it is read"),
+            }
+            denials.watch(pool.clone(), settings.admin.deny_refresh, settings.admin.query_timeout);
+        }
         let guard = ReplayGuard::new(store.clone(), consumed.clone())
             .hold_absent_for(settings.coalescer_window)
             .instance(&settings.ledger.instance);
@@ -301,6 +324,26 @@ impl Application {
                 source,
             })
         })?;
+        let admin_listener = match (&read_pool, settings.admin.enabled) {
+            (Some(_), true) => {
+                let bound = TcpListener::bind(settings.admin.listen).map_err(|source| {
+                    setup(SetupError::Listen {
+                        addr: settings.admin.listen,
+                        source,
+                    })
+                })?;
+                if let Err(e) = crate::send_timeout::limit(&bound, settings.send_timeout) {
+                    tracing::warn!(error = %e, "cannot set server.send_timeout_ms on the admin listener");
+                }
+                Some(bound)
+            }
+            _ => {
+                if let Some(why) = settings.admin.off_because(settings.ledger.enabled()) {
+                    tracing::info!(why, "the admin API is off");
+                }
+                None
+            }
+        };
         // A client that stops reading its answers loses its connection.
         if let Err(e) = crate::send_timeout::limit(&listener, settings.send_timeout) {
             tracing::warn!(error = %e,
@@ -324,7 +367,8 @@ impl Application {
             rpc.clone(),
             settings.session.facts_ttl,
             settings.rpc_timeout,
-        );
+        )
+        .denying(denials.clone());
         let settler_on = settler_key.is_some();
         let channel_settler = {
             let key = settler_key;
@@ -412,6 +456,7 @@ impl Application {
             rpc: rpc.clone(),
             retry_window: settings.idempotency_retry_window,
             max_retries: settings.idempotency_max_retries,
+            denied: denials.clone(),
         };
 
         let trusted_proxies = Arc::new(settings.trusted_proxies.clone());
@@ -470,6 +515,9 @@ impl Application {
         server = server
             .workers(workers)
             .max_connections(settings.max_connections.div_ceil(workers).max(1));
+        // The admin listener serves the gate's certificate (one resolver:
+        // a renewal reaches both).
+        let admin_tls = tls.as_ref().map(|(_, (config, _))| config.clone());
         let server = match tls {
             Some((files, (config, resolver))) => {
                 crate::tls::watch(files, resolver);
@@ -479,12 +527,41 @@ impl Application {
         }
         .map_err(|source| setup(SetupError::Listen { addr: local, source }))?
         .run();
+        let admin = match (admin_listener, read_pool) {
+            (Some(admin_listener), Some(pool)) => {
+                let addr = admin_listener.local_addr().map_err(|source| {
+                    setup(SetupError::Listen {
+                        addr: settings.admin.listen,
+                        source,
+                    })
+                })?;
+                let admin_state = crate::http::admin::AdminState {
+                    app: app_state.clone(),
+                    pool,
+                    denials: denials.clone(),
+                    tokens: Arc::new(crate::http::admin::auth::Tokens::new(
+                        settings.admin.token_digests.clone(),
+                    )),
+                    query_timeout: settings.admin.query_timeout,
+                    rpc_timeout: settings.rpc_timeout,
+                    scans: Arc::new(tokio::sync::Semaphore::new(1)),
+                };
+                let admin =
+                    crate::http::admin::server(admin_state, admin_listener, admin_tls, settings.client_request_timeout)
+                        .map_err(|source| setup(SetupError::Listen { addr, source }))?;
+                let scheme = if settings.tls.is_some() { "https" } else { "http" };
+                tracing::info!(address = %addr, scheme, "admin listening");
+                Some(admin)
+            }
+            _ => None,
+        };
         let g = genome.current();
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, genome_id = %g.id, version = %g.version, "listening");
         Ok(Application {
             port: local.port(),
             server,
+            admin,
             supervisor,
             coalescer,
             pusher,
@@ -530,7 +607,19 @@ impl Application {
             );
             handle.stop(true).await;
         });
+        let admin = self.admin.map(|admin| {
+            let handle = admin.handle();
+            actix::spawn(async move {
+                if let Err(e) = admin.await {
+                    tracing::error!(error = %e, "the admin server stopped with an error");
+                }
+            });
+            handle
+        });
         let result = self.server.await;
+        if let Some(admin) = admin {
+            admin.stop(true).await;
+        }
         tracing::info!("requests answered; draining lookups and telemetry");
         let drained = self
             .coalescer

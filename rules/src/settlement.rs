@@ -251,6 +251,10 @@ pub enum Reason {
     SplitMissing,
     /// A split's recipient got less than its share.
     SplitShort,
+    /// The payer is on the operator's deny list: refused before anything
+    /// is consumed (the payment stays usable if the payer is allowed
+    /// again). Never a verdict of [`judge`]: the gate adds it.
+    PayerDenied,
 }
 
 impl Reason {
@@ -279,6 +283,7 @@ impl Reason {
             Reason::ProofInvalid => "proof_invalid",
             Reason::SplitMissing => "split_missing",
             Reason::SplitShort => "split_short",
+            Reason::PayerDenied => "payer_denied",
         }
     }
 }

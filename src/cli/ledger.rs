@@ -2,22 +2,29 @@
 //! the only thing that ever creates or changes the schema; `status` says
 //! whether this build can write to the database as it is; `reconcile`
 //! checks the books against the chain without changing either;
-//! `webhooks` lists the webhook deliveries and requeues dead ones.
+//! `webhooks` lists the webhook deliveries and requeues dead ones. The
+//! reads and the deny list's changes are the admin API's, on the same SQL
+//! (`settlegate_actors::ledger::read`) and with the same validation, one
+//! JSON line per row and a summary line.
 
+use std::future::Future;
+
+use settlegate_actors::ledger::read::{self, BadInput, By, Cursor, Filter, FilterInput};
 use settlegate_actors::ledger::reconcile;
+use settlegate_actors::ledger::{LedgerError, Pool};
 use settlegate_actors::rpc_pool::Lookup;
 use settlegate_rules::credential::TxHash;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{LedgerArgs, LedgerCommand, WebhooksArgs, WebhooksCommand};
+use super::{FilterArgs, LedgerArgs, LedgerCommand, WebhooksArgs, WebhooksCommand};
 use crate::settings::Settings;
-use crate::startup::{ledger_pool, rpc_pool};
+use crate::startup::rpc_pool;
 use crate::telemetry::metrics::Metrics;
 use settlegate_actors::webhooks::db::Requeue;
 
-/// Exit code 0, 1 when the database refused or did not answer, 2 for a
-/// usage or configuration error.
+/// Exit codes: 0, 1 when the database refused or did not answer, 2 for a
+/// usage or configuration error (an input the reads refuse included).
 pub fn run(args: LedgerArgs) -> i32 {
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
@@ -26,16 +33,16 @@ pub fn run(args: LedgerArgs) -> i32 {
             return 2;
         }
     };
-    let pool = match ledger_pool(&settings) {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            eprintln!("settlegate ledger needs the database: set ledger.database_url (or ledger.database_url_file)");
-            return 2;
-        }
-        Err(e) => {
-            eprintln!("settlegate: CONFIG_INVALID: {e}");
-            return 2;
-        }
+    let Some(url) = &settings.ledger.database_url else {
+        eprintln!("settlegate ledger needs the database: set ledger.database_url (or ledger.database_url_file)");
+        return 2;
+    };
+    let timeout = settings.admin.query_timeout;
+    // The reads are bounded as the admin API's are; a migration and a
+    // reconciliation are not.
+    let bound = match args.command {
+        LedgerCommand::Migrate | LedgerCommand::Status | LedgerCommand::Reconcile { .. } => None,
+        _ => Some(timeout),
     };
     let window = match &args.command {
         LedgerCommand::Reconcile { from, to } => match window(from.as_deref(), to.as_deref()) {
@@ -47,43 +54,217 @@ pub fn run(args: LedgerArgs) -> i32 {
         },
         _ => None,
     };
+    let pool = match settlegate_actors::ledger::pool_with(url.expose(), 2, bound) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("settlegate: CONFIG_INVALID: ledger.database_url: {e}");
+            return 2;
+        }
+    };
     let system = actix::System::new();
     system.block_on(async move {
+        let ctx = Ctx { pool, timeout };
         match args.command {
             LedgerCommand::Reconcile { .. } => {
                 let (from, to) = window.unwrap_or_default();
-                run_reconcile(&settings, &pool, from, to).await
+                run_reconcile(&settings, &ctx.pool, from, to).await
             }
-            LedgerCommand::Migrate => match settlegate_actors::ledger::migrate(&pool).await {
-                Ok(applied) => {
-                    let (version, _) = settlegate_actors::ledger::schema_version(&pool)
-                        .await
-                        .unwrap_or((None, 0));
-                    println!("{}", serde_json::json!({ "applied": applied, "version": version }));
-                    0
-                }
-                Err(e) => {
-                    eprintln!("settlegate: ledger migrate: {e}");
-                    1
-                }
-            },
-            LedgerCommand::Status => match settlegate_actors::ledger::schema_version(&pool).await {
-                Ok((database, code)) => {
-                    let current = database == Some(code);
-                    println!(
-                        "{}",
-                        serde_json::json!({ "database_version": database, "code_version": code, "current": current })
-                    );
-                    if current { 0 } else { 1 }
-                }
-                Err(e) => {
-                    eprintln!("settlegate: ledger status: {e}");
-                    1
-                }
-            },
-            LedgerCommand::Webhooks(args) => webhooks(&pool, args).await,
+            LedgerCommand::Migrate => migrate(&ctx.pool).await,
+            LedgerCommand::Status => status(&ctx.pool).await,
+            LedgerCommand::Payments(a) => ctx.payments(&a.filter, a.limit.as_deref(), a.cursor.as_deref()).await,
+            LedgerCommand::Revenue(a) => ctx.revenue(&a.by, &a.filter).await,
+            LedgerCommand::Denials => ctx.denials().await,
+            LedgerCommand::Deny(a) => ctx.deny(&a.payer, &a.reason).await,
+            LedgerCommand::Allow(a) => ctx.allow(&a.payer).await,
+            LedgerCommand::Webhooks(args) => webhooks(&ctx.pool, args).await,
         }
     })
+}
+
+async fn migrate(pool: &Pool) -> i32 {
+    match settlegate_actors::ledger::migrate(pool).await {
+        Ok(applied) => {
+            let (version, _) = settlegate_actors::ledger::schema_version(pool)
+                .await
+                .unwrap_or((None, 0));
+            println!("{}", serde_json::json!({ "applied": applied, "version": version }));
+            0
+        }
+        Err(e) => {
+            eprintln!("settlegate: ledger migrate: {e}");
+            1
+        }
+    }
+}
+
+async fn status(pool: &Pool) -> i32 {
+    match settlegate_actors::ledger::schema_version(pool).await {
+        Ok((database, code)) => {
+            let current = database == Some(code);
+            println!(
+                "{}",
+                serde_json::json!({ "database_version": database, "code_version": code, "current": current })
+            );
+            if current { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("settlegate: ledger status: {e}");
+            1
+        }
+    }
+}
+
+fn filter_input(f: &FilterArgs) -> FilterInput {
+    FilterInput {
+        route: f.route.clone(),
+        payer: f.payer.clone(),
+        scheme: f.scheme.clone(),
+        kind: f.kind.clone(),
+        from: f.from.clone(),
+        to: f.to.clone(),
+    }
+}
+
+/// A refused input: its message, exit code 2.
+fn refused(command: &str, e: BadInput) -> i32 {
+    eprintln!("settlegate ledger {command}: {e}");
+    2
+}
+
+fn line(v: &impl serde::Serialize) {
+    // unwrap: strings and numbers always serialise.
+    println!("{}", serde_json::to_string(v).unwrap());
+}
+
+struct Ctx {
+    pool: Pool,
+    timeout: std::time::Duration,
+}
+
+impl Ctx {
+    /// `work` within the timeout; a failure is printed, exit code 1.
+    async fn within<T>(&self, command: &str, work: impl Future<Output = Result<T, LedgerError>>) -> Result<T, i32> {
+        let e = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => LedgerError::Timeout,
+        };
+        if e.schema_missing() {
+            eprintln!("settlegate ledger {command}: the ledger's tables are missing: run `settlegate ledger migrate`");
+        } else {
+            eprintln!("settlegate ledger {command}: {e}");
+        }
+        Err(1)
+    }
+
+    async fn client(&self) -> Result<settlegate_actors::ledger::Client, LedgerError> {
+        read::connect(&self.pool, self.timeout).await
+    }
+
+    async fn payments(&self, f: &FilterArgs, limit: Option<&str>, cursor: Option<&str>) -> i32 {
+        let parsed = Filter::parse(&filter_input(f)).and_then(|filter| {
+            let limit = read::parse_limit(limit)?;
+            let cursor = cursor.map(|c| Cursor::decode(c, &filter)).transpose()?;
+            Ok((filter, limit, cursor))
+        });
+        let (filter, limit, cursor) = match parsed {
+            Ok(p) => p,
+            Err(e) => return refused("payments", e),
+        };
+        let page = match self
+            .within("payments", async {
+                read::payments(&self.client().await?, &filter, limit, cursor).await
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        for p in &page.payments {
+            line(p);
+        }
+        line(&serde_json::json!({ "payments": page.payments.len(), "next_cursor": page.next_cursor }));
+        0
+    }
+
+    async fn revenue(&self, by: &str, f: &FilterArgs) -> i32 {
+        let parsed = By::parse(Some(by)).and_then(|by| Ok((by, Filter::parse(&filter_input(f))?)));
+        let (by, filter) = match parsed {
+            Ok(p) => p,
+            Err(e) => return refused("revenue", e),
+        };
+        let revenue = match self
+            .within("revenue", async {
+                read::revenue(&mut self.client().await?, &filter, by).await
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        for g in &revenue.groups {
+            line(g);
+        }
+        line(&serde_json::json!({
+            "by": revenue.by,
+            "totals": revenue.totals,
+            "payments": revenue.payments,
+            "truncated": revenue.truncated,
+        }));
+        0
+    }
+
+    async fn denials(&self) -> i32 {
+        match self
+            .within("denials", async { read::denials(&self.client().await?).await })
+            .await
+        {
+            Ok(denials) => {
+                for d in &denials {
+                    line(d);
+                }
+                line(&serde_json::json!({ "denials": denials.len() }));
+                0
+            }
+            Err(code) => code,
+        }
+    }
+
+    async fn deny(&self, payer: &str, reason: &str) -> i32 {
+        let payer = match read::parse_payer(payer).and_then(|p| read::check_reason(reason).map(|()| p)) {
+            Ok(p) => p,
+            Err(e) => return refused("deny", e),
+        };
+        match self
+            .within("deny", async {
+                read::deny(&self.client().await?, &payer, reason).await
+            })
+            .await
+        {
+            Ok(d) => {
+                line(&d);
+                0
+            }
+            Err(code) => code,
+        }
+    }
+
+    async fn allow(&self, payer: &str) -> i32 {
+        let payer = match read::parse_payer(payer) {
+            Ok(p) => p,
+            Err(e) => return refused("allow", e),
+        };
+        match self
+            .within("allow", async { read::allow(&self.client().await?, &payer).await })
+            .await
+        {
+            Ok(removed) => {
+                line(&serde_json::json!({ "payer": payer, "removed": removed }));
+                0
+            }
+            Err(code) => code,
+        }
+    }
 }
 
 /// `[from, to)` in unix seconds, from RFC 3339 (default: the last 24 hours).

@@ -1,6 +1,7 @@
 //! The command line: `serve` and the genome tooling of the seed's production
 //! guide (`genome keygen | init | sign | verify | inspect`).
 
+pub mod admin;
 pub mod channels;
 pub mod genome;
 pub mod ledger;
@@ -72,9 +73,15 @@ Example:
 Examples:
   SETTLEGATE_LEDGER__DATABASE_URL=postgres://settlegate@127.0.0.1/settlegate settlegate ledger migrate
   settlegate ledger status --config settlegate.toml
-  settlegate ledger webhooks --state dead --config settlegate.toml"
+  settlegate ledger webhooks --state dead --config settlegate.toml
+  settlegate ledger payments --route 'GET /reports/*' --from 2026-01-01T00:00:00Z --limit 50
+  settlegate ledger revenue --by day --from 2026-01-01T00:00:00Z
+  settlegate ledger deny 0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266 --reason 'chargeback'"
     )]
     Ledger(LedgerArgs),
+    /// The admin API's tooling: mint a bearer token.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
     #[command(after_help = "Example (regenerate the checked-in copy after changing the API):
   settlegate openapi > openapi.json")]
@@ -124,6 +131,88 @@ Example:
   settlegate ledger webhooks requeue msg_1f0c3a5e9b2d4c6e8a0b1c2d3e4f5a6b
   settlegate ledger webhooks requeue --all-dead")]
     Webhooks(WebhooksArgs),
+    /// The payments, newest first: one JSON line each, then a summary line
+    /// with `next_cursor` (pass it as --cursor, with the same filters).
+    Payments(PaymentsArgs),
+    /// Revenue per route, payer or day and per asset: one JSON line per
+    /// group, then the totals per asset.
+    Revenue(RevenueArgs),
+    /// The payer deny list: one JSON line per payer, then a count.
+    Denials,
+    /// Denies a payer (every instance refuses it within
+    /// admin.deny_refresh_seconds): `payer_denied`, nothing consumed.
+    Deny(DenyArgs),
+    /// Takes a payer off the deny list.
+    Allow(AllowArgs),
+}
+
+/// Which payments (every flag optional).
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// The genome's price rule, as the books spell it ("GET /reports/*", "default").
+    #[arg(long)]
+    pub route: Option<String>,
+    /// 0x and 40 hex digits.
+    #[arg(long)]
+    pub payer: Option<String>,
+    /// tempo or payment.
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// charge or proof.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// RFC 3339: consumed at or after.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// RFC 3339: consumed before.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PaymentsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// 1 to 500 [default: 100].
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// The previous page's next_cursor.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RevenueArgs {
+    /// route, payer or day (UTC).
+    #[arg(long)]
+    pub by: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DenyArgs {
+    /// 0x and 40 hex digits.
+    pub payer: String,
+    /// Why (at most 256 characters; for the operators only).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AllowArgs {
+    /// 0x and 40 hex digits.
+    pub payer: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Mint a random admin token: the token (shown once) and its digest,
+    /// as one JSON line on stdout. Configure only the digest
+    /// (admin.token_digests); give the token to the caller.
+    #[command(after_help = "Example:
+  settlegate admin token > admin-token.json   # {\"token\": \"sga_…\", \"digest\": \"sha256:…\"}")]
+    Token,
 }
 
 #[derive(Args, Debug)]

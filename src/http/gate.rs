@@ -21,6 +21,11 @@
 //! route `proof_unexpected`): its signature must recover its `source` for
 //! the challenge it echoes, and the challenge id is then claimed once in
 //! the replay store, as a payment's hash is ([`proof`]).
+//!
+//! A payer on the deny list (the ledger's `payer_denials`) is refused
+//! `payer_denied` before anything is consumed: a charge once the chain
+//! says who paid (`settle`), a proof once its signature names its source,
+//! a session on its channel's payer (`session`).
 
 use actix_web::http::header::HeaderMap;
 use alloy_primitives::{Address, U256};
@@ -297,6 +302,11 @@ async fn proof(
         tracing::debug!(%why, "proof credential refused");
         return Err(Denial::Failed(Reason::ProofInvalid));
     }
+    // The source signed: it is the payer of this free request. Denied, its
+    // challenge is not claimed (usable if it is allowed again in time).
+    if state.settler.denied.contains(&source.address) {
+        return Err(Denial::Failed(Reason::PayerDenied));
+    }
     let key = settlegate_rules::proof::replay_key(challenge_id);
     let payment = Payment {
         payer: source.address,
@@ -402,6 +412,10 @@ async fn session(
     };
     Ok(match state.sessions.handle_to_end(call).await {
         SessionAnswer::Served(s) => Outcome::Served(s),
+        // A denied payer is refused as a charge's payer is.
+        SessionAnswer::Refused(settlegate_rules::session::SessionProblem::PayerDenied) => {
+            return Err(Denial::Failed(Reason::PayerDenied));
+        }
         SessionAnswer::Refused(p) => return Err(Denial::Session(p)),
         SessionAnswer::Unavailable(u) => Outcome::Unavailable(Unavailable::Session(u)),
     })

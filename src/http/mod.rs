@@ -2,6 +2,7 @@
 //! access log, metrics) and the problem+json error edge. Handlers stay thin:
 //! they read the shared state, ask an actor, and render.
 
+pub mod admin;
 mod authorize;
 pub mod callers;
 pub mod deadline;
@@ -237,7 +238,7 @@ async fn admit_authorize(
 
 /// A resource whose other methods answer 405 in problem+json, with the
 /// `Allow` header RFC 9110 requires (`allow` lists its methods).
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         let mut resp = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
         resp.headers_mut().insert(

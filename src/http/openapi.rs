@@ -14,6 +14,7 @@ use super::problem::ProblemBody;
 use super::respond::{PaymentInfo, Problem};
 use super::verify::VerifyRequest;
 use crate::code::Code;
+use settlegate_actors::ledger::read;
 use settlegate_actors::rpc_pool::EndpointStatus;
 use settlegate_rules::replay::{Scheme, SettledStatus, Settlement};
 use settlegate_rules::settlement::Reason;
@@ -38,6 +39,13 @@ use settlegate_rules::settlement::Reason;
         openapi_json,
         super::discovery::openapi_json,
         super::discovery::llms_txt,
+        super::admin::routes::payments,
+        super::admin::routes::revenue,
+        super::admin::routes::sessions,
+        super::admin::routes::webhooks,
+        super::admin::routes::denials,
+        super::admin::routes::deny,
+        super::admin::routes::allow,
     ),
     components(schemas(
         VerifyRequest,
@@ -63,14 +71,44 @@ use settlegate_rules::settlement::Reason;
         super::ops::SponsorState,
         EndpointStatus,
         GenomeSummary,
+        read::PaymentView,
+        read::PaymentPage,
+        read::Revenue,
+        read::RevenueGroup,
+        read::AssetTotal,
+        read::By,
+        read::Denial,
+        super::admin::routes::Denials,
+        super::admin::routes::Deliveries,
+        settlegate_actors::webhooks::db::Listed,
+        super::admin::routes::DenyBody,
+        super::admin::routes::Allowed,
+        super::admin::routes::Sessions,
+        settlegate_actors::channels::ChannelRow,
     )),
+    modifiers(&AdminToken),
     tags(
         (name = "payments", description = "Is this request paid for? (consumes the payment on a 200)"),
         (name = "operations", description = "Health, readiness, metrics, the active genome and this document"),
         (name = "discovery", description = "The paid API described for agents and registries, from the genome's prices, for the proxy to publish at the paid API's root"),
+        (name = "admin", description = "The operator's API: the books, revenue, open sessions and the payer deny list. Served on its own listener (`admin.listen`, loopback by default), not on the gate's; on only with the ledger (`ledger.database_url`) and a token digest (`admin.token_digests`). Every request needs `Authorization: Bearer <token>`"),
     )
 )]
 pub struct ApiDoc;
+
+/// The admin API's bearer token (configured as its SHA-256 only).
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description =
+            Some("An admin token (`settlegate admin token` mints one); its SHA-256 is in admin.token_digests".into());
+        components.add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The document as served and checked in: pretty JSON, newline-terminated.
 pub fn document() -> &'static str {
@@ -341,9 +379,10 @@ mod tests {
             Reason::ProofInvalid,
             Reason::SplitMissing,
             Reason::SplitShort,
+            Reason::PayerDenied,
         ] {
             assert!(documented.contains(&r.as_str().to_owned()), "{}", r.as_str());
         }
-        assert_eq!(documented.len(), 23);
+        assert_eq!(documented.len(), 24);
     }
 }

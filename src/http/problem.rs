@@ -43,6 +43,13 @@ pub enum ApiError {
     /// The body did not arrive within `server.request_body_timeout_ms`.
     #[error("the request body did not arrive within {} ms of its head; the connection is closed", .0.as_millis())]
     RequestTimeout(std::time::Duration),
+    /// The admin API: the ledger's database did not answer (the detail
+    /// says what was asked, never the database's own words or URL).
+    #[error("{0}")]
+    LedgerUnavailable(String),
+    /// The admin API: the channel book or the chain did not answer.
+    #[error("{0}")]
+    ChannelsUnavailable(String),
 }
 
 impl ApiError {
@@ -60,6 +67,8 @@ impl ApiError {
             ApiError::UriTooLong(_) => Code::UriTooLong,
             ApiError::HeadersTooLarge(..) => Code::HeadersTooLarge,
             ApiError::RequestTimeout(_) => Code::RequestTimeout,
+            ApiError::LedgerUnavailable(_) => Code::LedgerUnavailable,
+            ApiError::ChannelsUnavailable(_) => Code::ChannelsUnavailable,
         }
     }
 
@@ -77,6 +86,8 @@ impl ApiError {
             ApiError::UriTooLong(_) => "URI too long",
             ApiError::HeadersTooLarge(..) => "Request headers too large",
             ApiError::RequestTimeout(_) => "Request timeout",
+            ApiError::LedgerUnavailable(_) => "Ledger unavailable",
+            ApiError::ChannelsUnavailable(_) => "Channels unavailable",
         }
     }
 }
@@ -131,6 +142,9 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(secs) => {
                 resp.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
+            ApiError::LedgerUnavailable(_) | ApiError::ChannelsUnavailable(_) => {
+                resp.insert_header((header::RETRY_AFTER, "2"));
+            }
             _ => {}
         }
         // unwrap: strings and a number always serialise.
@@ -143,7 +157,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One of each variant: what the tests below go through.
-    pub(crate) fn every_api_error() -> [ApiError; 12] {
+    pub(crate) fn every_api_error() -> [ApiError; 14] {
         [
             ApiError::CapabilityDenied("x"),
             ApiError::NotFound(String::new()),
@@ -157,6 +171,8 @@ pub(crate) mod tests {
             ApiError::UriTooLong(1),
             ApiError::HeadersTooLarge(1, 1),
             ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
+            ApiError::LedgerUnavailable(String::new()),
+            ApiError::ChannelsUnavailable(String::new()),
         ]
     }
 

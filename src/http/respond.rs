@@ -604,6 +604,9 @@ fn failure_detail(r: Reason) -> &'static str {
         Reason::ProofInvalid => "the proof's signature does not recover its source for this challenge",
         Reason::SplitMissing => "a split's recipient got no transfer of the token from the payer",
         Reason::SplitShort => "the transfer to a split's recipient is less than its share",
+        Reason::PayerDenied => {
+            "the payer is on this service's deny list; nothing was consumed or deducted, nothing was broadcast"
+        }
     }
 }
 

@@ -18,7 +18,9 @@
 //!   wait for its effect on chain;
 //! - a request whose state change has begun runs to its end even if the
 //!   caller goes away: a deduction is never written without its answer
-//!   being decided.
+//!   being decided;
+//! - a denied payer's channel serves nothing and accepts no voucher, and
+//!   its `open` or `topUp` is refused before its broadcast.
 
 pub mod step;
 
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use alloy_primitives::{Address, Bytes, keccak256};
 use settlegate_actors::channels::{BookError, CLOSING_KEY, ChannelBook, channel_key, read_channel};
+use settlegate_actors::ledger::deny::DenyList;
 use settlegate_actors::rpc_pool::{Broadcast, Lookup, RpcError, RpcPool, Submitted, ask};
 use settlegate_actors::store::{StoreError, unix_now};
 use settlegate_rules::credential::TxHash;
@@ -112,6 +115,8 @@ pub struct Sessions {
     facts: Arc<quick_cache::sync::Cache<String, FactsCell>>,
     /// Per channel: the key that signed its last voucher accepted here.
     signers: Arc<quick_cache::sync::Cache<String, SignerKey>>,
+    /// Payers whose channels serve nothing.
+    denied: DenyList,
 }
 
 impl Sessions {
@@ -124,7 +129,15 @@ impl Sessions {
             open_wait: rpc_timeout * 2,
             facts: Arc::new(quick_cache::sync::Cache::new(10_000)),
             signers: Arc::new(quick_cache::sync::Cache::new(10_000)),
+            denied: DenyList::default(),
         }
+    }
+
+    /// Refuses the channels of the payers on `list` (and their `open` and
+    /// `topUp` transactions, before any broadcast).
+    pub fn denying(mut self, list: DenyList) -> Self {
+        self.denied = list;
+        self
     }
 
     /// [`Sessions::handle`], run to its end on this worker even if the
@@ -191,6 +204,7 @@ impl Sessions {
         };
         let mut facts = fresh;
         let mut read_once = fresh.is_some();
+        let denied = self.denied.snapshot();
         loop {
             let now = unix_now();
             let ctx = Ctx {
@@ -198,6 +212,7 @@ impl Sessions {
                 now,
                 facts_ttl: self.facts_ttl.as_secs(),
                 facts: facts.as_ref(),
+                denied: Some(&denied),
             };
             let verdict = self
                 .book
@@ -250,6 +265,10 @@ impl Sessions {
             Ok(f) => f,
             Err(p) => return Ok(Err(p)),
         };
+        // A denied payer's deposit is never moved through this service.
+        if self.denied.contains(&opened.payer) {
+            return Ok(Err(SessionProblem::PayerDenied));
+        }
         let hash = TxHash::from(keccak256(&o.transaction));
         if let Err(p) = self.broadcast_once(terms, &o.transaction, &hash).await? {
             return Ok(Err(p));
@@ -289,6 +308,9 @@ impl Sessions {
             Ok(payer) => payer,
             Err(p) => return Ok(Err(p)),
         };
+        if self.denied.contains(&payer) {
+            return Ok(Err(SessionProblem::PayerDenied));
+        }
         let key = Self::key(terms, &t.channel_id);
         // Only the channel's payer can top it up (the escrow reverts anyone
         // else's): refused before a doomed broadcast.
@@ -321,11 +343,13 @@ impl Sessions {
             return Ok(Err(p));
         }
         let facts = self.facts_until(terms, &t.channel_id, &key, |_| true).await?;
+        let denied = self.denied.snapshot();
         let ctx = Ctx {
             terms,
             now: unix_now(),
             facts_ttl: self.facts_ttl.as_secs(),
             facts: Some(&facts),
+            denied: Some(&denied),
         };
         match self
             .book

@@ -13,10 +13,13 @@
 //!   step asks for a re-read ([`Verdict::NeedFacts`]);
 //! - a 200 always deducts the request's price; a refusal never does;
 //! - a voucher below the accepted cumulative amount is refused (an equal
-//!   one is an idempotent retry, served if what is left covers the price).
+//!   one is an idempotent retry, served if what is left covers the price);
+//! - a channel whose payer is denied serves nothing and accepts no voucher
+//!   (`PayerDenied`), whatever the voucher says.
 
 use alloy_primitives::Address;
 use settlegate_actors::channels::Step;
+use settlegate_actors::ledger::deny::DenySet;
 use settlegate_rules::session::accounting::check_close;
 use settlegate_rules::session::{ChannelState, Decision, OnChain, SessionProblem, Terms, Voucher, decide};
 
@@ -58,6 +61,8 @@ pub struct Ctx<'a> {
     pub facts_ttl: u64,
     /// Facts read for this request, if any (newer ones win over the state's).
     pub facts: Option<&'a Facts>,
+    /// Payers refused (nothing accepted or deducted).
+    pub denied: Option<&'a DenySet>,
 }
 
 /// The answer of a step.
@@ -117,6 +122,9 @@ fn current(bytes: Option<&[u8]>, ctx: &Ctx) -> Result<(ChannelState, bool), Verd
         (Some(s), _) => (s, false),
     };
     check_channel(&state.chain, ctx.terms).map_err(Verdict::Refused)?;
+    if ctx.denied.is_some_and(|d| d.contains(&state.chain.payer)) {
+        return Err(Verdict::Refused(SessionProblem::PayerDenied));
+    }
     Ok((state, changed))
 }
 

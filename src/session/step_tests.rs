@@ -64,6 +64,7 @@ fn ctx<'a>(t: &'a SessionTerms, facts: Option<&'a Facts>) -> Ctx<'a> {
         now: NOW,
         facts_ttl: 30,
         facts,
+        denied: None,
     }
 }
 
@@ -361,5 +362,46 @@ fn a_close_accepts_its_voucher_and_serves_only_what_it_covers() {
     assert!(matches!(
         verdict(step),
         Verdict::Refused(SessionProblem::SignerMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_denied_payers_channel_accepts_nothing_and_serves_nothing() {
+    let t = terms();
+    let denied: settlegate_actors::ledger::deny::DenySet = [PAYER].into_iter().collect();
+    let ctx_denied = |facts| Ctx {
+        denied: Some(&denied),
+        ..ctx(&t, facts)
+    };
+    let s = state(0, 0, NOW);
+    let refused = Step::Keep(Verdict::Refused(SessionProblem::PayerDenied));
+    // A voucher that would be served, a close, a top-up: refused, nothing
+    // written (the accepted amount and the spent one stay as they were).
+    assert_eq!(
+        on_voucher(Some(&encode(&s)), &ctx_denied(None), &voucher(10), PAYER),
+        refused
+    );
+    assert_eq!(
+        on_close(Some(&encode(&s)), &ctx_denied(None), &voucher(10), PAYER),
+        refused
+    );
+    let facts = Facts {
+        chain: chain(2_000, 0),
+        read_at: NOW,
+    };
+    let covered = state(30, 10, NOW - 1);
+    assert_eq!(
+        on_top_up(Some(&encode(&covered)), &ctx_denied(Some(&facts)), true),
+        refused
+    );
+    // Another payer's channel is served as ever.
+    let others: settlegate_actors::ledger::deny::DenySet = [OTHER].into_iter().collect();
+    let ctx_other = Ctx {
+        denied: Some(&others),
+        ..ctx(&t, None)
+    };
+    assert!(matches!(
+        verdict(on_voucher(Some(&encode(&s)), &ctx_other, &voucher(10), PAYER)),
+        Verdict::Served(_)
     ));
 }

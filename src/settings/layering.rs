@@ -15,7 +15,7 @@ use super::raw::Raw;
 const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// The settings whose `SETTLEGATE_*` variables are comma-separated lists.
-const LIST_KEYS: [&str; 7] = [
+const LIST_KEYS: [&str; 8] = [
     "trust.keys",
     "rpc.urls",
     "authorize.trusted_proxies",
@@ -23,6 +23,7 @@ const LIST_KEYS: [&str; 7] = [
     "callers.trusted_proxies",
     "cors.allowed_origins",
     "discovery.categories",
+    "admin.token_digests",
 ];
 
 /// Variables read outside the `SETTLEGATE_` namespace.

@@ -17,6 +17,7 @@ use settlegate_rules::keys::PublicKey;
 use time::OffsetDateTime;
 use url::Url;
 
+mod admin;
 mod authorize;
 mod callers;
 mod cors;
@@ -39,6 +40,7 @@ mod sponsor;
 mod values;
 mod webhooks;
 
+pub use admin::AdminSettings;
 pub use authorize::ForwardedHeaders;
 pub use callers::Callers;
 pub use discovery::DiscoverySettings;
@@ -134,6 +136,8 @@ pub struct Settings {
     pub webhooks: WebhooksSettings,
     /// `[discovery]`: what the discovery documents say about the paid API.
     pub discovery: DiscoverySettings,
+    /// `[admin]`: the operator's API over the books and the deny list.
+    pub admin: AdminSettings,
 }
 
 impl Settings {
@@ -169,6 +173,7 @@ impl Settings {
                  payment's row and kept in its database",
             ));
         }
+        let admin = admin::validate(raw.admin, ledger.enabled())?;
         Ok(Settings {
             listen: server.listen,
             workers: server.workers,
@@ -215,6 +220,7 @@ impl Settings {
             discovery,
             ledger,
             webhooks,
+            admin,
         })
     }
 }

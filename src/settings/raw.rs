@@ -31,6 +31,7 @@ pub(super) struct Raw {
     pub(super) discovery: RawDiscovery,
     pub(super) ledger: RawLedger,
     pub(super) webhooks: RawWebhooks,
+    pub(super) admin: RawAdmin,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +53,17 @@ pub(super) struct RawWebhooks {
 pub(super) struct RawWebhookEndpoint {
     pub(super) url: String,
     pub(super) secret_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: String,
+    pub(super) allow_remote: bool,
+    pub(super) token_digests: Vec<String>,
+    pub(super) token_digests_file: Option<PathBuf>,
+    pub(super) deny_refresh_seconds: u64,
+    pub(super) query_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]

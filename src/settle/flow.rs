@@ -26,12 +26,19 @@
 //!   the shared budget ([`Step::Sponsor`]) by that one presentation, before
 //!   its broadcast: a refusal there gives the reservation back and answers
 //!   the refusal, with nothing broadcast.
+//! - A payer on the deny list is refused (`payer_denied`) once the facts
+//!   say who paid and before the consume, so the payment stays usable if
+//!   the payer is allowed again; a pull-mode transaction whose signer is
+//!   denied is refused before its reservation and broadcast. A replay or
+//!   an idempotent retry of a payment consumed before the denial is
+//!   answered as before (it was paid for).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::Bytes;
 use settlegate_actors::coalescer::Looked;
+use settlegate_actors::ledger::deny::DenySet;
 use settlegate_actors::replay_guard::{Consumed, StoreError};
 use settlegate_actors::rpc_pool::{RpcError, Submitted};
 use settlegate_rules::policy::{Price, SettlementPolicy};
@@ -183,6 +190,8 @@ pub struct Flow<'a> {
     terms: Terms,
     submission: Submission,
     state: State,
+    /// Payers refused before their payment is consumed.
+    denied: Option<&'a DenySet>,
 }
 
 impl<'a> Flow<'a> {
@@ -206,7 +215,18 @@ impl<'a> Flow<'a> {
             terms,
             submission: Submission::NotHere,
             state: State::Done,
+            denied: None,
         }
+    }
+
+    /// Refuses the payers of `set` (`payer_denied`), nothing consumed.
+    pub fn denying(mut self, set: &'a DenySet) -> Self {
+        self.denied = Some(set);
+        self
+    }
+
+    fn is_denied(&self, payer: &alloy_primitives::Address) -> bool {
+        self.denied.is_some_and(|d| d.contains(payer))
     }
 
     /// The first step; `cached` is the record of the consumed-cache, if it
@@ -356,6 +376,10 @@ impl<'a> Flow<'a> {
     /// The verdict on facts a request may settle on.
     fn decide(&mut self, verdict: Verdict, facts: &ChainFacts, now: u64) -> Step {
         match verdict {
+            Verdict::Settled(payment) if self.is_denied(&payment.payer) => {
+                tracing::info!(tx_hash = %self.req.hash, payer = %payment.payer, "a denied payer's payment refused; nothing consumed");
+                self.answer(Answer::Denied(Denial::Failed(Reason::PayerDenied)))
+            }
             Verdict::Settled(payment) => {
                 let req = self.req;
                 let settlement = Settlement::new(req.hash, req.scheme, &payment, self.genome_id);
@@ -417,13 +441,21 @@ impl<'a> Flow<'a> {
         }
     }
 
-    /// Why a pull-mode transaction must not be broadcast, if it must not.
+    /// Why a pull-mode transaction must not be broadcast, if it must not:
+    /// it would not settle, or its sender (recovered from its signature,
+    /// or the sponsored hand-off's) is denied.
     fn precheck(&self, raw: &Bytes) -> Option<Denial> {
         match signed_tx::decode(raw) {
             Err(e) => Some(Denial::MalformedCredential(e.to_string())),
-            Ok(tx) => signed_tx::precheck(&tx, self.policy, &self.price, self.terms)
-                .err()
-                .map(Denial::Failed),
+            Ok(tx) => {
+                if let Err(reason) = signed_tx::precheck(&tx, self.policy, &self.price, self.terms) {
+                    return Some(Denial::Failed(reason));
+                }
+                let sender = tx.signer.or(self.req.sponsored.as_ref().map(|s| s.sender));
+                sender
+                    .filter(|s| self.is_denied(s))
+                    .map(|_| Denial::Failed(Reason::PayerDenied))
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use alloy_primitives::{Address, B256, Bytes, U64, U256, address, b256, hex};
 use proptest::prelude::*;
 use serde_json::json;
 use settlegate_actors::coalescer::Looked;
+use settlegate_actors::ledger::deny::DenySet;
 use settlegate_actors::replay_guard::{Consumed, StoreError};
 use settlegate_actors::rpc_pool::{RpcError, Submitted};
 use settlegate_rules::credential::TxHash;
@@ -860,6 +861,100 @@ fn every_branch_takes_its_step() {
     for c in cases {
         run(c);
     }
+}
+
+/// A flow over `req` that refuses the payers of `denied`.
+fn deny_run(
+    req: &SettleRequest,
+    denied: &[Address],
+    cached: Option<&ReplayRecord>,
+    script: Vec<(Event, Step)>,
+) -> Step {
+    let p = policy(json!({}));
+    let set: DenySet = denied.iter().copied().collect();
+    let mut flow = Flow::new(req, &p, GENOME, p.default_price.clone(), LIMITS).denying(&set);
+    let first = flow.start(cached, NOW);
+    for (i, (event, want)) in script.into_iter().enumerate() {
+        assert_eq!(flow.on(event, NOW), want, "the step after answer {i}");
+    }
+    first
+}
+
+#[test]
+fn a_denied_payer_is_refused_after_the_facts_and_before_the_consume() {
+    let p = policy(json!({}));
+    let refused = denied(Denial::Failed(Reason::PayerDenied));
+    // The facts name the payer: refused, no Consume step, nothing written.
+    let req = tempo(None);
+    assert_eq!(
+        deny_run(&req, &[PAYER], None, vec![(paid(&req, Source::Fresh), refused.clone())]),
+        lookup()
+    );
+    let req = payment(Some("key-one-0123456789"), None);
+    assert_eq!(
+        deny_run(&req, &[PAYER], None, vec![(paid(&req, Source::Fresh), refused.clone())]),
+        lookup()
+    );
+    // Someone else denied: the payment settles as ever.
+    let req = tempo(None);
+    assert_eq!(
+        deny_run(
+            &req,
+            &[RECIPIENT],
+            None,
+            vec![(paid(&req, Source::Fresh), consume(&req, &p))]
+        ),
+        lookup()
+    );
+    // Held facts follow, then the fresh ones refuse.
+    assert_eq!(
+        deny_run(
+            &req,
+            &[PAYER],
+            None,
+            vec![
+                (paid(&req, Source::Held), Step::Follow),
+                (Event::Followed(Ok(None)), again()),
+                (paid(&req, Source::Fresh), refused.clone()),
+            ]
+        ),
+        lookup()
+    );
+    // A payment that fails for its own reason says that reason.
+    assert_eq!(
+        deny_run(&req, &[PAYER], None, vec![(short(Source::Fresh), Step::Recall)]),
+        lookup()
+    );
+}
+
+#[test]
+fn a_payment_consumed_before_the_denial_answers_as_before() {
+    let p = policy(json!({}));
+    let mine = payment(Some("key-one-0123456789"), None);
+    let record = record(&mine, &p);
+    // Its idempotent retry is still owed its 200 (it was paid for) ...
+    assert_eq!(deny_run(&mine, &[PAYER], Some(&record), vec![]), count());
+    // ... and anyone else's presentation is REPLAYED, as ever.
+    assert_eq!(
+        deny_run(&payment(None, None), &[PAYER], Some(&record), vec![]),
+        denied(Denial::Replayed)
+    );
+}
+
+#[test]
+fn a_denied_signers_pull_mode_transaction_is_never_reserved_or_broadcast() {
+    let pull = payment(None, Some(TEMPO_TX));
+    assert_eq!(
+        deny_run(&pull, &[PAYER], None, vec![]),
+        denied(Denial::Failed(Reason::PayerDenied)),
+        "refused before Reserve"
+    );
+    assert_eq!(deny_run(&pull, &[RECIPIENT], None, vec![]), Step::Reserve);
+    // Its own failure first: one unit short is insufficient_amount.
+    assert_eq!(
+        deny_run(&payment(None, Some(TEMPO_TX_SMALL)), &[PAYER], None, vec![]),
+        denied(Denial::Failed(Reason::InsufficientAmount))
+    );
 }
 
 fn reverted_remote() -> Event {

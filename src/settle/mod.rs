@@ -98,6 +98,8 @@ pub struct Settler {
     pub max_retries: u32,
     /// Co-signs, simulates and budgets sponsored transactions.
     pub sponsor: Option<Arc<crate::sponsor::Sponsor>>,
+    /// Payers refused before their payment is consumed.
+    pub denied: settlegate_actors::ledger::deny::DenyList,
 }
 
 impl Settler {
@@ -173,7 +175,8 @@ impl Settler {
             need_head: needs_head(policy),
         };
         let hash = req.hash;
-        let mut flow = Flow::new(req, policy, &genome.id, price, limits);
+        let denied = self.denied.snapshot();
+        let mut flow = Flow::new(req, policy, &genome.id, price, limits).denying(&denied);
         let mut step = flow.start(cached, unix_now());
         // A sponsored transaction's budget hold, what its broadcast did and
         // what the node said right after: the hold is settled from them.

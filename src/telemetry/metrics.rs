@@ -75,6 +75,7 @@ pub struct Metrics {
     pub sponsor: SponsorMetrics,
     pub ledger: settlegate_actors::ledger::LedgerMetrics,
     pub webhooks: settlegate_actors::webhooks::WebhookMetrics,
+    pub denials: settlegate_actors::ledger::deny::DenyMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -273,6 +274,17 @@ impl Metrics {
             "Dead webhook deliveries (attempts or age exhausted) awaiting `settlegate ledger webhooks requeue`",
             webhooks.dead.clone(),
         );
+        let denials = settlegate_actors::ledger::deny::DenyMetrics::default();
+        r.register(
+            "payer_denials",
+            "Payers on the deny list in force on this instance (as last read from PostgreSQL, or changed here)",
+            denials.entries.clone(),
+        );
+        r.register(
+            "payer_denials_refresh_failures",
+            "Reads of the payer deny list that failed; the list in force stays until a read succeeds",
+            denials.refresh_failures.clone(),
+        );
         let sponsor = SponsorMetrics::default();
         // Served from the start (at 0), so a dashboard or an alert on it
         // has a series before the first sponsored transaction.
@@ -348,6 +360,7 @@ impl Metrics {
             sponsor,
             ledger,
             webhooks,
+            denials,
         }
     }
 

@@ -464,7 +464,10 @@ pub fn capture_secrets(env: &HashMap<String, String>) {
     for (k, v) in env {
         let upper = k.to_ascii_uppercase();
         // `*_KEY_FILE` names a private key (the settler's, the sponsor's);
-        // `*_KEYS_FILE` lists public ones.
+        // `*_KEYS_FILE` lists public ones. `TOKEN`: the admin API's bearer
+        // token, which the tests hand the service in `SGTEST_ADMIN_TOKEN`
+        // (it reads only its digests, `SETTLEGATE_ADMIN__TOKEN_DIGESTS`,
+        // kept here too: no line needs to show one).
         let named = ["SECRET", "PASSWORD", "TOKEN", "API_KEY", "PRIVATE", "DATABASE_URL"]
             .iter()
             .any(|s| upper.contains(s))

@@ -48,12 +48,12 @@ fn booked_env(db: &str) -> (Chain, Workdir, HashMap<String, String>) {
 }
 
 /// The hashes in the ledger.
-fn booked(db: &FreshDb) -> BTreeSet<String> {
+pub(crate) fn booked(db: &FreshDb) -> BTreeSet<String> {
     db.query("SELECT tx_hash FROM payments").into_iter().collect()
 }
 
 /// Waits until the ledger holds `n` rows and stays there a moment.
-async fn rows_settle_at(db: &FreshDb, n: usize, within: Duration) -> BTreeSet<String> {
+pub(crate) async fn rows_settle_at(db: &FreshDb, n: usize, within: Duration) -> BTreeSet<String> {
     let deadline = Instant::now() + within;
     loop {
         let rows = booked(db);

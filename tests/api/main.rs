@@ -2,6 +2,7 @@
 //! real TCP. One test binary with modules (faster to build than many).
 
 mod accept_payment;
+mod admin;
 mod boot;
 mod callers;
 mod chain;

@@ -114,6 +114,8 @@ fn schemathesis_finds_nothing_against_the_running_service() {
             "--workers",
             "1",
         ])
+        // The admin API is on its own listener (tests/api/admin.rs).
+        .args(["--exclude-tag", "admin"])
         .args(["--no-color", "--generation-database", "none", "--request-timeout", "10"])
         .output()
         .unwrap();

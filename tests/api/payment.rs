@@ -83,7 +83,7 @@ pub fn hash_payload(hash: &str) -> Value {
     json!({ "type": "hash", "hash": hash })
 }
 
-fn did(address: &str) -> String {
+pub(crate) fn did(address: &str) -> String {
     format!("did:pkh:eip155:42431:{address}")
 }
 
@@ -492,7 +492,7 @@ async fn malformed_payment_credentials_get_a_fresh_challenge_never_a_500() {
 
 /// A signed transaction paying `memo`, not broadcast (what a pull-mode
 /// client sends).
-fn signed_transfer(chain: &Chain, amount: u64, memo: &str) -> String {
+pub(crate) fn signed_transfer(chain: &Chain, amount: u64, memo: &str) -> String {
     signed(&["--rpc-url", &chain.url], RECIPIENT, amount, memo)
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// A self-signed certificate for 127.0.0.1 (a fresh P-256 key), as PEM files.
-fn self_signed(cert: &Path, key: &Path, cn: &str) {
+pub(crate) fn self_signed(cert: &Path, key: &Path, cn: &str) {
     let out = Command::new("openssl")
         .args([
             "req",

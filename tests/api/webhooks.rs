@@ -347,9 +347,12 @@ async fn a_delivery_out_of_attempts_is_dead_until_requeued_then_delivered() {
     env.insert("SETTLEGATE_WEBHOOKS__MAX_ATTEMPTS".into(), "3".into());
     env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_BASE_MS".into(), "200".into());
     env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_MAX_MS".into(), "400".into());
+    let (token, digest) = crate::admin::mint();
+    crate::admin::with_admin(&mut env, &token, &digest);
     migrate(&env);
     let app = Served::start(&env);
     ready(&app).await;
+    let admin = crate::admin::Admin::of(&app, &token);
 
     let hash = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
     assert_eq!(app.verify_hash(&hash).await.status, 200);
@@ -378,6 +381,17 @@ async fn a_delivery_out_of_attempts_is_dead_until_requeued_then_delivered() {
         (Some("billing"), Some("payment.consumed"))
     );
     assert_eq!(d["last_status"], 500);
+    // The admin API lists the same dead letter, and no other.
+    let listed = admin.ok("/admin/v1/webhooks?state=dead").await;
+    assert_eq!(listed["deliveries"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["deliveries"][0]["message_id"], id.as_str());
+    assert_eq!(listed["deliveries"][0]["attempts"], 3);
+    assert_eq!(
+        admin.ok("/admin/v1/webhooks?state=pending").await["deliveries"],
+        serde_json::json!([])
+    );
+    assert_eq!(admin.get("/admin/v1/webhooks?state=lost").await.status, 400);
+    assert_eq!(admin.get("/admin/v1/webhooks?after=-1").await.status, 400);
     assert_eq!(d["last_error"], "HTTP 500: receiver refusing (test)");
     let (_, pending, _) = ledger_cli(&["webhooks", "--state", "pending"], &env);
     assert_eq!(pending, "", "nothing else pending");

@@ -117,9 +117,12 @@ pub struct ScanReport {
 }
 
 /// One channel as a scan saw it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ChannelRow {
     pub key: String,
+    /// The channel's payer and deposit on chain (empty until read).
+    pub payer: String,
+    pub deposit: String,
     pub accepted: String,
     pub spent: String,
     pub settled: String,
@@ -224,6 +227,8 @@ impl Inner {
         for key in keys {
             let mut row = ChannelRow {
                 key: key.clone(),
+                payer: String::new(),
+                deposit: String::new(),
                 accepted: String::new(),
                 spent: String::new(),
                 settled: String::new(),
@@ -274,6 +279,8 @@ impl Inner {
         let state: ChannelState = serde_json::from_slice(&bytes).map_err(|_| SettleError::Corrupt)?;
         let chain = self.facts(chain_id, escrow, &channel).await?;
         let owed = unsettled(&state, &chain);
+        row.payer = format!("{:#x}", chain.payer);
+        row.deposit = chain.deposit.to_string();
         row.accepted = state.accepted.to_string();
         row.spent = state.spent.to_string();
         row.settled = chain.settled.to_string();

@@ -16,6 +16,8 @@
 //!   written to.
 
 pub mod channels;
+pub mod deny;
+pub mod read;
 pub mod reconcile;
 pub mod row;
 pub mod schema;
@@ -67,6 +69,15 @@ impl LedgerError {
     /// Every [`LedgerError::cause`], so each series exists from the start.
     pub const CAUSES: [&'static str; 5] = ["configuration", "database", "database_timeout", "store", "schema"];
 
+    /// Whether the database lacks the ledger's tables (never migrated).
+    pub fn schema_missing(&self) -> bool {
+        match self {
+            LedgerError::Database(e) => e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE),
+            LedgerError::SchemaBehind { .. } => true,
+            _ => false,
+        }
+    }
+
     /// A stable label for metrics and logs.
     pub fn cause(&self) -> &'static str {
         match self {
@@ -92,6 +103,8 @@ impl From<deadpool_postgres::PoolError> for LedgerError {
 }
 
 pub type Pool = deadpool_postgres::Pool;
+/// A connection of the [`Pool`].
+pub type Client = deadpool_postgres::Client;
 
 /// Applies the migrations the database lacks (`settlegate ledger migrate`).
 pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, LedgerError> {
@@ -109,9 +122,21 @@ pub async fn schema_version(pool: &Pool) -> Result<(Option<i32>, i32), LedgerErr
 /// database that is down shows in metrics and `/readyz`, it never stops
 /// the boot. The URL is never quoted in an error.
 pub fn pool(url: &str, max: usize) -> Result<deadpool_postgres::Pool, LedgerError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|_| LedgerError::UnusableUrl)?;
+    pool_with(url, max, None)
+}
+
+/// [`pool`], each session bounded by `statement_timeout` when given: the
+/// pool of the operator's reads (the server stops a query past it, not
+/// only the client's wait).
+pub fn pool_with(url: &str, max: usize, statement_timeout: Option<Duration>) -> Result<Pool, LedgerError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| LedgerError::UnusableUrl)?;
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
         return Err(LedgerError::TlsRequired);
+    }
+    if let Some(t) = statement_timeout {
+        let mut options = config.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        options.push_str(&format!("-c statement_timeout={}", t.as_millis().max(1)));
+        config.options(options);
     }
     let manager = deadpool_postgres::Manager::from_config(
         config,

@@ -219,8 +219,9 @@ pub async fn backlog(client: &impl GenericClient) -> Result<Backlog, LedgerError
     })
 }
 
-/// A delivery as `settlegate ledger webhooks` prints it.
-#[derive(Clone, Debug, Serialize)]
+/// A delivery as `settlegate ledger webhooks` prints it (and the admin
+/// API lists it).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Listed {
     pub id: i64,
     pub message_id: String,

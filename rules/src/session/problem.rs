@@ -64,6 +64,11 @@ pub enum SessionProblem {
     TxRejected,
     #[error("the signed transaction was mined and reverted")]
     TxReverted,
+    /// The channel's payer is on the operator's deny list (nothing
+    /// accepted, deducted or broadcast). The gate answers it as a charge's
+    /// `payer_denied`.
+    #[error("the channel's payer is on this service's deny list")]
+    PayerDenied,
 }
 
 impl SessionProblem {
@@ -95,7 +100,8 @@ impl SessionProblem {
             | UnrecoveredSigner
             | Overflow
             | TxRejected
-            | TxReverted => "verification-failed",
+            | TxReverted
+            | PayerDenied => "verification-failed",
         }
     }
 
@@ -129,7 +135,8 @@ impl SessionProblem {
             | UnrecoveredSigner
             | Overflow
             | TxRejected
-            | TxReverted => 402,
+            | TxReverted
+            | PayerDenied => 402,
         }
     }
 }
