@@ -6,7 +6,8 @@
 //! `OTEL_…` and `TEMPO_RPC_URL` fallbacks, in order of appearance, and one
 //! misspelt key), the rest is its value. Secret-carrying values get a
 //! marker where their secret sits: a password in each URL's userinfo
-//! (`rpc.urls`, `TEMPO_RPC_URL`, the OTLP endpoints, `redis.url`), inside
+//! (`rpc.urls`, `TEMPO_RPC_URL`, the OTLP endpoints, `redis.url`,
+//! `ledger.database_url`), inside
 //! the whole value (`payment.secret`, `payment.previous_secret`), after the
 //! name of each `callers.api_keys` entry whose digest is not 64 hex digits
 //! (perhaps a key pasted by mistake); markers are taken out of
@@ -15,8 +16,9 @@
 //!
 //! Nothing panics; no error message ever holds a marker; a misspelt key
 //! is refused; and what loads is within the documented bounds (timeouts,
-//! intervals, queue sizes, rates, key counts, secret lengths), with the
-//! redis URLs and payment secrets kept out of `Debug`.
+//! intervals, queue sizes, rates, key counts, secret lengths, the ledger,
+//! webhooks and admin sections), with the redis and ledger URLs and the
+//! payment secrets kept out of `Debug`.
 #![no_main]
 
 use std::collections::HashMap;
@@ -113,7 +115,7 @@ fn secrecy(key: &str) -> Secrecy {
         | "OTEL_EXPORTER_OTLP_ENDPOINT"
         | "SETTLEGATE_OTEL__METRICS_ENDPOINT"
         | "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => Secrecy::UrlPassword(PW),
-        "SETTLEGATE_REDIS__URL" => Secrecy::UrlPassword(SECRET),
+        "SETTLEGATE_REDIS__URL" | "SETTLEGATE_LEDGER__DATABASE_URL" => Secrecy::UrlPassword(SECRET),
         "SETTLEGATE_PAYMENT__SECRET" | "SETTLEGATE_PAYMENT__PREVIOUS_SECRET" => Secrecy::Whole,
         "SETTLEGATE_CALLERS__API_KEYS" => Secrecy::Digests,
         _ => Secrecy::None,
@@ -221,6 +223,25 @@ fn within(what: &str, d: Duration, lo_ms: u64, hi_ms: u64) {
 fn check_loaded(s: &Settings) {
     let shown = format!("{s:?}");
     assert!(!shown.contains(SECRET), "Debug shows a secret: {shown}");
+
+    let l = &s.ledger;
+    assert!((1..=100_000_000).contains(&l.outbox_max));
+    assert!((1..=5_000).contains(&l.batch));
+    within("ledger.poll_interval_ms", l.poll_interval, 10, 60_000);
+    within("ledger.write_timeout_ms", l.write_timeout, 100, 600_000);
+    assert!((1..=64).contains(&l.instance.len()) && l.instance.bytes().all(|b| b.is_ascii_graphic()));
+    let w = &s.webhooks;
+    within("webhooks.timeout_ms", w.timeout, 100, 60_000);
+    assert!((1..=1_000).contains(&w.max_attempts));
+    within("webhooks.backoff_base_ms", w.backoff_base, 100, 3_600_000);
+    assert!(w.backoff_max >= w.backoff_base && w.backoff_max <= Duration::from_millis(86_400_000));
+    assert!((1..=256).contains(&w.max_concurrent));
+    assert!(!w.enabled() || l.enabled(), "webhooks without the ledger");
+    let a = &s.admin;
+    assert!(a.deny_refresh >= Duration::from_secs(1) && a.deny_refresh <= Duration::from_secs(3_600));
+    within("admin.query_timeout_ms", a.query_timeout, 100, 120_000);
+    assert!(a.allow_remote || a.listen.ip().to_canonical().is_loopback(), "a remote admin address loaded unasked");
+    assert!(!a.enabled || (l.enabled() && !a.token_digests.is_empty()));
 
     assert!(s.workers <= 256);
     assert!((1..=100_000).contains(&s.max_connections));
