@@ -27,19 +27,22 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
 
     // Each step, in order, with the outcome it checked.
     let steps: Vec<&str> = stdout.split("\n[").skip(1).collect();
-    assert_eq!(steps.len(), 10, "{stdout}");
+    assert_eq!(steps.len(), 11, "{stdout}");
     let expect = [
-        ("1/10] starting the Tempo dev chain", &["✓ chain 42431"][..]),
+        ("1/11] starting the Tempo dev chain", &["✓ chain 42431"][..]),
         (
-            "2/10] signing a THROWAWAY dev genome",
+            "2/11] signing a THROWAWAY dev genome",
             &["✓ genome DEV_THROWAWAY_NOT_FOR_PRODUCTION"],
         ),
         (
-            "3/10] starting settlegate",
-            &["✓ settlegate ready: genome verified, replay store ok, rpc ok"],
+            "3/11] starting settlegate",
+            &[
+                "✓ the ledger's schema: {\"applied\":[1,2,3],\"version\":3}",
+                "✓ settlegate ready: genome verified, replay store ok, rpc ok",
+            ],
         ),
         (
-            "4/10] a client asks without paying",
+            "4/11] a client asks without paying",
             &[
                 "✓ status: 402",
                 "✓ code: PAYMENT_REQUIRED",
@@ -49,17 +52,17 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
                 "paymentInfo: {\"method\":\"tempo\"",
             ],
         ),
-        ("5/10] the client pays 1 AlphaUSD", &["✓ tx 0x"]),
+        ("5/11] the client pays 1 AlphaUSD", &["✓ tx 0x"]),
         (
-            "6/10] the client retries",
+            "6/11] the client retries",
             &["✓ status: 200", "✓ settlement: settled", "✓ settled transaction: 0x"],
         ),
         (
-            "7/10] someone presents the same payment again",
+            "7/11] someone presents the same payment again",
             &["✓ status: 402", "✓ code: REPLAYED"],
         ),
         (
-            "8/10] a client pays too little",
+            "8/11] a client pays too little",
             &[
                 "✓ status: 402",
                 "✓ code: VERIFICATION_FAILED",
@@ -67,7 +70,7 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
             ],
         ),
         (
-            "9/10] an MPP client (mppx) pays with the Payment scheme",
+            "9/11] an MPP client (mppx) pays with the Payment scheme",
             &[
                 "✓ 402 with the Payment challenge",
                 "✓ status: 200 from the API behind Caddy",
@@ -77,11 +80,22 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
             ],
         ),
         (
-            "10/10] a session: mppx opens a payment channel",
+            "10/11] a session: mppx opens a payment channel",
             &[
                 "✓ statuses: [200,200,200,200,200,200,200,200,200,200]",
                 "✓ spent, from the last Payment-Receipt: 10000000",
                 "✓ settled on chain by settlegate's settler (the payee's key): 10000000",
+            ],
+        ),
+        (
+            "11/11] the books: every paid request in the ledger",
+            &[
+                "✓ payments booked (the Tempo-scheme 200 and mppx's): 2",
+                "✓ booked: 0x",
+                "revenue by route: {",
+                "\"amount\":\"2000000\"",
+                "✓ the session's channel in the books (spent/settled): 10000000/10000000",
+                "events: open 20000000",
             ],
         ),
     ];
@@ -98,5 +112,7 @@ fn the_demo_walks_through_the_whole_flow_and_checks_each_step() {
         "{}",
         steps[5]
     );
-    assert!(stdout.trim_end().ends_with("demo self-test: ok (10 steps)"), "{stdout}");
+    // ... and the one the books hold.
+    assert!(steps[10].contains(&format!("✓ booked: {paid}")), "{}", steps[10]);
+    assert!(stdout.trim_end().ends_with("demo self-test: ok (11 steps)"), "{stdout}");
 }
