@@ -408,3 +408,27 @@ async fn reading_back_withdraws_the_pending_copys_outbox_entry_too() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].key, "replay:0xother");
 }
+
+/// A read-back's deadline is the consume's in a clock offset measured
+/// again (after the failure that lost the answer): it may fall before the
+/// entry's own time by more than the margin. The withdrawn copy's entry
+/// still goes with it, or the ledger would book a consume that was not.
+#[tokio::test]
+async fn reading_back_finds_the_entry_whatever_the_offset_measured_again() {
+    let p = prefix("readback-offset");
+    let s = plain(&p).with_outbox(10);
+    let stream = format!("{p}ledger:outbox");
+    let key = "replay:0xd3";
+    let full = format!("{p}{key}");
+    let ours: &[u8] = b"{\"w\":\"ours\"}";
+    // The consume's deadline as the read-back sees it: 2 s before the
+    // entry was appended (its copy is pending for a minute after).
+    let deadline = unix_ms() - 2_000;
+    let mine = String::from_utf8(pending(unix_ms() + 60_000, ours)).unwrap();
+    cli(&["SET", &full, &mine, "PX", "60000"]);
+    cli(&["XADD", &stream, "*", "k", &full, "v", &mine]);
+    assert_eq!(s.read_back(key, ours, deadline).await, Ok(None), "withdrawn");
+    assert_eq!(cli(&["EXISTS", &full]), "0");
+    assert_eq!(s.outbox_read(10).await, Ok(vec![]), "its entry went with it");
+    assert_eq!(cli(&["XLEN", &stream]), "0");
+}

@@ -45,6 +45,18 @@ fn int(v: u64, what: &'static str) -> Result<i64, RowError> {
     i64::try_from(v).map_err(|_| RowError::OutOfRange(what))
 }
 
+/// The first unix second PostgreSQL's `timestamptz` cannot hold (year
+/// 294277): `to_timestamp` fails at it, and with it the whole batch, on
+/// every retry; refused here, the entry goes to `outbox_rejects` instead.
+const TIMESTAMP_END: u64 = 9_224_318_016_000;
+
+fn time(v: u64, what: &'static str) -> Result<i64, RowError> {
+    if v >= TIMESTAMP_END {
+        return Err(RowError::OutOfRange(what));
+    }
+    int(v, what)
+}
+
 impl PaymentRow {
     pub fn of(record: &ReplayRecord) -> Result<Self, RowError> {
         let s = &record.settlement;
@@ -59,7 +71,7 @@ impl PaymentRow {
             memo: s.memo.map(|m| lower_hex(m.as_slice())),
             chain_id: int(s.chain_id, "chain_id")?,
             block_number: int(s.block_number, "block_number")?,
-            block_time: int(s.block_timestamp, "block_timestamp")?,
+            block_time: time(s.block_timestamp, "block_timestamp")?,
             resource: record.resource.clone(),
             // Records written before routes were kept: the resource says.
             route: record.route.clone().unwrap_or_else(|| "unknown".to_owned()),
@@ -69,7 +81,7 @@ impl PaymentRow {
                 .and_then(|d| serde_json::to_value(d).ok())
                 .and_then(|v| v.as_str().map(str::to_owned)),
             genome_id: s.genome_id.clone(),
-            consumed_at: int(record.consumed_at, "consumed_at")?,
+            consumed_at: time(record.consumed_at, "consumed_at")?,
             instance: record.instance.clone().unwrap_or_else(|| "unknown".to_owned()),
         })
     }
@@ -150,6 +162,18 @@ mod tests {
         assert_eq!(PaymentRow::of(&r), Err(RowError::OutOfRange("block_number")));
         let mut r = record();
         r.consumed_at = i64::MAX as u64 + 1;
+        assert_eq!(PaymentRow::of(&r), Err(RowError::OutOfRange("consumed_at")));
+    }
+
+    #[test]
+    fn times_past_the_databases_timestamps_are_refused_not_left_to_fail_the_batch() {
+        let mut r = record();
+        r.settlement.block_timestamp = TIMESTAMP_END;
+        assert_eq!(PaymentRow::of(&r), Err(RowError::OutOfRange("block_timestamp")));
+        r.settlement.block_timestamp = TIMESTAMP_END - 1;
+        assert!(PaymentRow::of(&r).is_ok());
+        let mut r = record();
+        r.consumed_at = TIMESTAMP_END;
         assert_eq!(PaymentRow::of(&r), Err(RowError::OutOfRange("consumed_at")));
     }
 }
