@@ -25,6 +25,9 @@ CREATE TABLE webhook_deliveries (
                                  CHECK (state IN ('pending', 'delivered', 'dead')),
     -- Attempts started (counted when claimed).
     attempts         INT         NOT NULL DEFAULT 0,
+    -- Claims ever made (never reset, unlike attempts on a requeue): the
+    -- fence an attempt's end must match to be recorded.
+    claims           BIGINT      NOT NULL DEFAULT 0,
     -- When a pending delivery is due; while one is being attempted, the
     -- end of its lease.
     next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),

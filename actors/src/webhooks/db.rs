@@ -6,9 +6,10 @@
 //! (and counts the attempt) in the statement that selects the row, with
 //! `FOR UPDATE SKIP LOCKED`, so two instances claiming at once take
 //! different rows and neither sees the other's until its lease ends. An
-//! attempt finishes only if the row is still at the attempt number it
-//! claimed (a fence): an attempt that outlived its lease, and so may have
-//! been made again elsewhere, writes nothing.
+//! attempt finishes only if the row is still at the claim it made (a
+//! fence: the count of claims, which a requeue, resetting the attempts,
+//! leaves alone): an attempt that outlived its lease, and so may have been
+//! made again elsewhere, writes nothing.
 
 use std::time::Duration;
 
@@ -74,8 +75,12 @@ pub struct Claimed {
     pub message_id: String,
     pub endpoint: String,
     pub body: String,
-    /// This attempt's number (1 for the first): the fence.
+    /// This attempt's number (1 for the first since created or requeued).
     pub attempt: i32,
+    /// The delivery's claims so far, this one included: the fence (never
+    /// reset, so an attempt that outlived its lease across a requeue still
+    /// writes nothing).
+    pub fence: i64,
 }
 
 const CLAIM: &str = "WITH due AS (
@@ -87,10 +92,11 @@ const CLAIM: &str = "WITH due AS (
 )
 UPDATE webhook_deliveries d
 SET attempts = d.attempts + 1,
+    claims = d.claims + 1,
     last_attempt_at = now(),
     next_attempt_at = now() + $3::int8 * interval '1 millisecond'
 FROM due WHERE d.id = due.id
-RETURNING d.id, d.message_id, d.endpoint, d.payload::text, d.attempts";
+RETURNING d.id, d.message_id, d.endpoint, d.payload::text, d.attempts, d.claims";
 
 /// Up to `max` due deliveries for `endpoints`, leased for `lease`.
 pub async fn claim(
@@ -110,6 +116,7 @@ pub async fn claim(
             endpoint: r.get(2),
             body: r.get(3),
             attempt: r.get(4),
+            fence: r.get(5),
         })
         .collect())
 }
@@ -137,7 +144,7 @@ pub struct Limits {
 
 const DELIVERED: &str = "UPDATE webhook_deliveries
 SET state = 'delivered', delivered_at = now(), last_status = $3, last_error = NULL, url = $4
-WHERE id = $1 AND attempts = $2 AND state = 'pending'
+WHERE id = $1 AND claims = $2 AND state = 'pending'
 RETURNING state";
 
 const FAILED: &str = "UPDATE webhook_deliveries
@@ -147,7 +154,7 @@ SET state = CASE WHEN attempts >= $5
         THEN 'dead' ELSE 'pending' END,
     next_attempt_at = now() + $7::int8 * interval '1 millisecond',
     last_status = $3, last_error = $8, url = $4
-WHERE id = $1 AND attempts = $2 AND state = 'pending'
+WHERE id = $1 AND claims = $2 AND state = 'pending'
 RETURNING state";
 
 /// Records an attempt's end; the delivery's state after it, `None` when
@@ -162,7 +169,7 @@ pub async fn finish(
     let row = match finish {
         Finish::Delivered { status } => {
             client
-                .query_opt(DELIVERED, &[&claimed.id, &claimed.attempt, &i32::from(*status), &url])
+                .query_opt(DELIVERED, &[&claimed.id, &claimed.fence, &i32::from(*status), &url])
                 .await?
         }
         Finish::Failed {
@@ -176,7 +183,7 @@ pub async fn finish(
                     FAILED,
                     &[
                         &claimed.id,
-                        &claimed.attempt,
+                        &claimed.fence,
                         &status.map(i32::from),
                         &url,
                         &max_attempts,
