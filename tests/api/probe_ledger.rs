@@ -1,0 +1,308 @@
+//! Probes of the books, the admin API and the deny list: for each rule the
+//! README states, the nearest thing that should fail, on the binary, real
+//! PostgreSQL, Redis and anvil. A denied payer by another scheme or
+//! spelling, retries that must add no row, tokens and routes where they
+//! must not work, and the edges of the readers' parameters.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::admin::{Admin, mint, with_admin};
+use crate::chain::*;
+use crate::helpers::*;
+use crate::ledger::{booked, migrate, rows_settle_at, with_ledger};
+use crate::lookup::ready;
+use crate::payment::{bound_memo, credential, did, echo, hash_payload, payment_offer};
+use crate::pg::FreshDb;
+
+const KEY: &str = "probe26-idempotency-key-0123456789";
+
+/// The Payment challenge of a fresh 402.
+async fn offer(app: &Served) -> HashMap<String, String> {
+    let v = app.verify(json!({}), &[]).await;
+    assert_eq!(v.status, 402, "{:?}", v.body);
+    payment_offer(&v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_payer_is_refused_by_every_scheme_and_spelling_and_retries_add_no_row() {
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (token, digest) = mint();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    env.insert(
+        "SETTLEGATE_PAYMENT__SECRET".into(),
+        "probe26-payment-secret-0123456789abcdef-not-for-production".into(),
+    );
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_admin(&mut env, &token, &digest);
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+    let admin = Admin::of(&app, &token);
+
+    // Paid before the denial, with an Idempotency-Key.
+    let p0 = tokio::task::block_in_place(|| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000));
+    let body = json!({ "credential": format!("Tempo {p0}") });
+    let v = app.verify(body.clone(), &[("Idempotency-Key", KEY)]).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(
+        rows_settle_at(&db, 1, Duration::from_secs(10)).await,
+        BTreeSet::from([p0.clone()])
+    );
+
+    // Denied under another spelling: `0X` and upper-case digits.
+    let shouting = format!("0X{}", PAYER[2..].to_ascii_uppercase());
+    let v = admin.deny(&shouting, "probe").await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(v.body["payer"], PAYER, "stored as enforcement matches it");
+    let dup = admin.deny(PAYER, "again").await;
+    assert_eq!(dup.status, 200);
+    assert_eq!(
+        admin.ok("/admin/v1/denials").await["denials"].as_array().unwrap().len(),
+        1,
+        "one payer, whatever its spelling"
+    );
+
+    // The payment made before the denial keeps its answers, and adds no row.
+    let v = app.verify(body.clone(), &[("Idempotency-Key", KEY)]).await;
+    assert_eq!(v.status, 200, "its idempotent retry: {:?}", v.body);
+    assert_eq!(v.body["idempotent_replay"], true);
+    let v = app.verify_hash(&p0).await;
+    assert_eq!(v.code(), "REPLAYED", "{:?}", v.body);
+    // The same payment through the Payment scheme: consumed once.
+    let o = offer(&app).await;
+    let v = app
+        .verify(
+            json!({ "credential": credential(&echo(&o), hash_payload(&p0), Some(&did(PAYER))) }),
+            &[],
+        )
+        .await;
+    assert_eq!(v.status, 402, "{:?}", v.body);
+
+    // A new payment by the denied payer: refused by either scheme, with or
+    // without a source, and with a checksummed source.
+    let p1 = tokio::task::block_in_place(|| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000));
+    let v = app.verify_hash(&p1).await;
+    assert_eq!((v.status, v.reason()), (402, "payer_denied"), "{:?}", v.body);
+    let o = offer(&app).await;
+    let h2 = tokio::task::block_in_place(|| chain.transfer_with_memo(ALPHA_USD, RECIPIENT, 1_000_000, &bound_memo(&o)));
+    let checksummed = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+    for source in [Some(did(PAYER)), None, Some(did(checksummed))] {
+        let cred = credential(&echo(&o), hash_payload(&h2), source.as_deref());
+        let v = app.verify(json!({ "credential": cred }), &[]).await;
+        assert_eq!(
+            (v.status, v.reason()),
+            (402, "payer_denied"),
+            "source {source:?}: {:?}",
+            v.body
+        );
+    }
+    // By the Tempo scheme with an Idempotency-Key: refused too.
+    let v = app
+        .verify(
+            json!({ "credential": format!("Tempo {p1}") }),
+            &[("Idempotency-Key", "probe26-other-key-0123456789")],
+        )
+        .await;
+    assert_eq!(v.reason(), "payer_denied", "{:?}", v.body);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(booked(&db), BTreeSet::from([p0.clone()]), "nothing refused was booked");
+
+    // Allowed again (by yet another spelling): both pay, once each.
+    let v = admin.allow(checksummed).await;
+    assert_eq!(v.body, json!({"payer": PAYER, "removed": true}));
+    assert_eq!(app.verify_hash(&p1).await.status, 200);
+    let cred = credential(&echo(&o), hash_payload(&h2), Some(&did(PAYER)));
+    let v = app.verify(json!({ "credential": cred.clone() }), &[]).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(app.verify(json!({ "credential": cred }), &[]).await.code(), "REPLAYED");
+    assert_eq!(
+        rows_settle_at(&db, 3, Duration::from_secs(10)).await,
+        BTreeSet::from([p0.clone(), p1.clone(), h2.clone()])
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM payments")[0],
+        "3",
+        "one row per consume, none per retry or replay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tokens_only_in_one_bearer_header_and_the_listeners_do_not_cross() {
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (token, digest) = mint();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    with_ledger(&mut env, &db.url(), "gate-a");
+    // The digest configured with upper-case hex digits: the same digest.
+    let upper = format!("sha256:{}", digest[7..].to_ascii_uppercase());
+    with_admin(&mut env, &token, &upper);
+    migrate(&env);
+    let app = Served::start(&env);
+    let admin = Admin::of(&app, &token);
+    assert_eq!(admin.ok("/admin/v1/denials").await, json!({ "denials": [] }));
+
+    // The token anywhere but one `Bearer <token>` header: 401.
+    for path in [
+        format!("/admin/v1/denials?access_token={token}"),
+        format!("/admin/v1/denials?token={token}"),
+    ] {
+        let v = admin.send(reqwest::Method::GET, &path, None, None).await;
+        assert_eq!(v.status, 401, "{path}");
+    }
+    let long = format!("Bearer {}", "a".repeat(60_000));
+    for auth in [
+        format!("Bearer\t{token}"),
+        format!("Bearer {token} {token}"),
+        format!("Bearer {token},"),
+        format!("Token {token}"),
+        format!("Bearer={token}"),
+        format!("Bearer {}", token.to_ascii_uppercase()),
+        long,
+    ] {
+        let v = admin
+            .send(reqwest::Method::GET, "/admin/v1/denials", Some(&auth), None)
+            .await;
+        assert!(
+            v.status == 401 || v.status == 431,
+            "{:?}: {} {:?}",
+            &auth[..auth.len().min(40)],
+            v.status,
+            v.body
+        );
+    }
+    // A digest is not a token.
+    let v = admin
+        .send(
+            reqwest::Method::GET,
+            "/admin/v1/denials",
+            Some(&format!("Bearer {digest}")),
+            None,
+        )
+        .await;
+    assert_eq!(v.status, 401);
+    let v = admin
+        .send(
+            reqwest::Method::GET,
+            "/admin/v1/denials",
+            Some(&format!("Bearer {}", &digest[7..])),
+            None,
+        )
+        .await;
+    assert_eq!(v.status, 401);
+
+    // The gate's API is not on the admin listener, even with the token.
+    let client = http_client();
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/verify"),
+        (reqwest::Method::GET, "/metrics"),
+        (reqwest::Method::GET, "/readyz"),
+        (reqwest::Method::GET, "/v1/authorize"),
+        (reqwest::Method::GET, "/openapi.json"),
+    ] {
+        let r = client
+            .request(method.clone(), format!("{}{path}", admin.base))
+            .header("authorization", admin.bearer())
+            .json(&json!({ "credential": "Tempo 0x00" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {path} on the admin listener");
+    }
+    // The admin API is not on the gate's listener, even with the token.
+    for (method, path) in [
+        (reqwest::Method::GET, "/admin/v1/payments".to_owned()),
+        (reqwest::Method::GET, "/admin/v1/revenue?by=day".to_owned()),
+        (reqwest::Method::GET, "/admin/v1/sessions".to_owned()),
+        (reqwest::Method::GET, "/admin/v1/webhooks".to_owned()),
+        (reqwest::Method::PUT, format!("/admin/v1/denials/{PAYER}")),
+        (reqwest::Method::DELETE, format!("/admin/v1/denials/{PAYER}")),
+    ] {
+        let r = client
+            .request(method.clone(), app.url(&path))
+            .header("authorization", admin.bearer())
+            .json(&json!({ "reason": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 405,
+            "{method} {path} on the gate: {}",
+            r.status()
+        );
+    }
+    assert_eq!(
+        db.query("SELECT count(*) FROM payer_denials")[0],
+        "0",
+        "nothing denied through the gate's listener"
+    );
+
+    // Parameters at and past their edges.
+    for (path, status) in [
+        ("/admin/v1/payments?limit=-1", 400),
+        ("/admin/v1/payments?limit=1e2", 400),
+        ("/admin/v1/payments?limit=", 400),
+        ("/admin/v1/payments?limit=4294967297", 400),
+        ("/admin/v1/payments?limit=500", 200),
+        ("/admin/v1/payments?limit=1", 200),
+        (
+            "/admin/v1/payments?payer=0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226",
+            400,
+        ),
+        (
+            "/admin/v1/payments?payer=0xf39fd6e51aad88f6f4ce6ab8827279cfffb922666",
+            400,
+        ),
+        (
+            "/admin/v1/payments?payer=%200xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+            400,
+        ),
+        ("/admin/v1/payments?from=9999-12-31T23:59:59Z", 200),
+        ("/admin/v1/payments?from=0000-01-01T00:00:00Z", 200),
+        ("/admin/v1/payments?to=0000-01-01T00:00:00Z", 200),
+        (
+            "/admin/v1/payments?from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            200,
+        ),
+        (
+            "/admin/v1/payments?from=2026-01-01T00:00:00.5Z&to=2026-01-01T00:00:00Z",
+            400,
+        ),
+        ("/admin/v1/payments?from=10000-01-01T00:00:00Z", 400),
+        ("/admin/v1/payments?route=", 400),
+        ("/admin/v1/payments?route=%00", 400),
+        ("/admin/v1/payments?scheme=Tempo", 400),
+        ("/admin/v1/revenue?by=day&from=9999-12-31T23:59:59Z", 200),
+        ("/admin/v1/revenue?by=day&by=route", 400),
+        ("/admin/v1/revenue?by=day&limit=1", 400),
+        ("/admin/v1/webhooks?limit=0", 400),
+        ("/admin/v1/webhooks?limit=501", 400),
+        ("/admin/v1/webhooks?state=gone", 400),
+        ("/admin/v1/webhooks?after=-1", 400),
+    ] {
+        let v = admin.get(path).await;
+        assert_eq!(v.status, status, "{path}: {:?}", v.body);
+        if status == 400 {
+            assert_eq!(v.code(), "INVALID_REQUEST", "{path}");
+        }
+    }
+    let v = admin.get("/admin/v1/revenue?by=day&from=9999-12-31T23:59:59Z").await;
+    assert_eq!(v.body["totals"], json!([]), "{:?}", v.body);
+
+    // Neither the token nor its digest reaches the log.
+    let logs: String = app
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!logs.contains(&token));
+    assert!(!logs.to_ascii_lowercase().contains(&digest[7..]));
+}
