@@ -306,3 +306,204 @@ async fn admin_tokens_only_in_one_bearer_header_and_the_listeners_do_not_cross()
     assert!(!logs.contains(&token));
     assert!(!logs.to_ascii_lowercase().contains(&digest[7..]));
 }
+
+/// A fault injector's reply, kept for the rest of the run.
+fn reply(bytes: Vec<u8>) -> &'static [u8] {
+    Box::leak(bytes.into_boxed_slice())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_redirects_are_not_followed_and_big_answers_are_cut() {
+    use crate::webhooks::{secret_file, states, wait_for, with_webhook};
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (file, secret) = secret_file(&w, "probe");
+    // Fault injectors: no real receiver redirects or floods on demand.
+    let target = FaultInjector::start(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+    let redirect = FaultInjector::start(Some(reply(
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {}/stolen\r\ncontent-length: 0\r\n\r\n",
+            target.url
+        )
+        .into_bytes(),
+    )));
+    let mut refusal = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 200000\r\n\r\n".to_vec();
+    refusal.extend(std::iter::repeat_n(b'\n', 10).chain(std::iter::repeat_n(b'x', 199_990)));
+    let huge = FaultInjector::start(Some(reply(refusal)));
+    let mut endless = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        endless.extend(b"2000\r\n");
+        endless.extend(std::iter::repeat_n(b'y', 0x2000));
+        endless.extend(b"\r\n");
+    }
+    let endless = FaultInjector::start(Some(reply(endless)));
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_webhook(&mut env, "redirect", &format!("{}/hook", redirect.url), &file);
+    with_webhook(&mut env, "huge", &format!("{}/hook", huge.url), &file);
+    with_webhook(&mut env, "endless", &format!("{}/hook", endless.url), &file);
+    env.insert("SETTLEGATE_WEBHOOKS__TIMEOUT_MS".into(), "1500".into());
+    env.insert("SETTLEGATE_WEBHOOKS__MAX_ATTEMPTS".into(), "2".into());
+    env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_BASE_MS".into(), "200".into());
+    env.insert("SETTLEGATE_WEBHOOKS__BACKOFF_MAX_MS".into(), "200".into());
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+
+    let hash = tokio::task::block_in_place(|| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000));
+    assert_eq!(app.verify_hash(&hash).await.status, 200);
+    wait_for(Duration::from_secs(20), "two dead letters and one delivery", || {
+        states(&db) == std::collections::BTreeMap::from([("dead".to_owned(), 2), ("delivered".to_owned(), 1)])
+    })
+    .await;
+    let rows = db.query(
+        "SELECT endpoint, state, attempts, coalesce(last_status::text, '-'), coalesce(last_error, '') \
+         FROM webhook_deliveries ORDER BY endpoint",
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // A 2xx whose body runs past 64 KiB delivered, without the timeout.
+    assert!(rows[0].starts_with("endless|delivered|1|200|"), "{rows:?}");
+    // A refusal's body: at most 200 characters of it, on one line.
+    assert!(rows[1].starts_with("huge|dead|2|500|"), "{rows:?}");
+    let error = rows[1].splitn(5, '|').nth(4).unwrap();
+    assert!(error.chars().count() <= 220 && !error.contains('\n'), "{error:?}");
+    // A redirect is a failed attempt, and its target never hears of it.
+    assert!(rows[2].starts_with("redirect|dead|2|307|"), "{rows:?}");
+    assert_eq!(target.requests(), 0, "the redirect was followed");
+
+    // The secret is nowhere the operator reads.
+    let logs: String = app
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let readyz = reqwest::get(app.url("/readyz")).await.unwrap().text().await.unwrap();
+    let table = db
+        .query("SELECT row_to_json(d)::text FROM webhook_deliveries d")
+        .join("\n");
+    let key = secret.trim_start_matches("whsec_");
+    for (name, text) in [
+        ("logs", &logs),
+        ("metrics", &metrics),
+        ("readyz", &readyz),
+        ("table", &table),
+    ] {
+        assert!(!text.contains(key), "the webhook secret is in the {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_past_i64_and_sums_past_u64_are_booked_and_summed_exactly() {
+    use crate::escrow_chain::{STRANGER_KEY, send_from};
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (token, digest) = mint();
+    let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_admin(&mut env, &token, &digest);
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+    let admin = Admin::of(&app, &token);
+
+    // 10^19 > i64::MAX; with 1.5 * 10^19 the sum is past u64::MAX.
+    let (big, bigger) = ("10000000000000000000", "15000000000000000000");
+    let (a, b) = tokio::task::block_in_place(|| {
+        let r = chain.send(&[], ALPHA_USD, "transfer(address,uint256)", &[RECIPIENT, big]);
+        assert_eq!(r["status"], "0x1", "{r}");
+        let s = send_from(
+            &chain,
+            STRANGER_KEY,
+            ALPHA_USD,
+            "transfer(address,uint256)",
+            &[RECIPIENT, bigger],
+        )
+        .unwrap();
+        assert_eq!(s["status"], "0x1", "{s}");
+        (
+            r["transactionHash"].as_str().unwrap().to_owned(),
+            s["transactionHash"].as_str().unwrap().to_owned(),
+        )
+    });
+    for h in [&a, &b] {
+        let v = app.verify_hash(h).await;
+        assert_eq!(v.status, 200, "{:?}", v.body);
+    }
+    rows_settle_at(&db, 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        db.query("SELECT amount::text FROM payments ORDER BY amount"),
+        vec![big.to_owned(), bigger.to_owned()]
+    );
+    let page = admin.ok("/admin/v1/payments?limit=500").await;
+    let amounts: BTreeSet<&str> = page["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(amounts, BTreeSet::from([big, bigger]));
+    let total = "25000000000000000000";
+    for by in ["route", "payer", "day"] {
+        let r = admin.ok(&format!("/admin/v1/revenue?by={by}")).await;
+        assert_eq!(r["totals"][0]["amount"], total, "by {by}: {r}");
+        assert_eq!(r["totals"][0]["payments"], 2, "by {by}: {r}");
+    }
+    let r = admin.ok(&format!("/admin/v1/revenue?by=payer&payer={PAYER}")).await;
+    assert_eq!(r["totals"][0]["amount"], big, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_payers_proof_on_a_free_route_claims_nothing_until_allowed() {
+    use crate::proof::{address_of, free_genome, key, offer_for, present, proof_payload, proof_v3};
+    let chain = Chain::start();
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let (token, digest) = mint();
+    let mut env = crate::mpp_clients::payment_env(&w.genome(&free_genome().signed()), &chain.url);
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_admin(&mut env, &token, &digest);
+    migrate(&env);
+    let app = Served::start(&env);
+    ready(&app).await;
+    let admin = Admin::of(&app, &token);
+    let payer = key(PAYER_KEY);
+    let me = address_of(&payer);
+
+    // Denied by its checksummed spelling; the source names it checksummed.
+    assert_eq!(admin.deny(&me.to_checksum(None), "probe").await.status, 200);
+    let offer = offer_for(&app, "GET /free/x").await;
+    let cred = credential(
+        &echo(&offer),
+        proof_payload(&proof_v3(&payer, me, &offer)),
+        Some(&crate::proof::did(me)),
+    );
+    // Lower-case source too.
+    let lower = credential(
+        &echo(&offer),
+        proof_payload(&proof_v3(&payer, me, &offer)),
+        Some(&did(PAYER)),
+    );
+    for c in [&cred, &lower] {
+        let v = present(&app, "GET /free/x", c).await;
+        assert_eq!((v.status, v.reason()), (402, "payer_denied"), "{:?}", v.body);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(db.query("SELECT count(*) FROM payments")[0], "0");
+
+    // Allowed: the same proof passes once (its challenge was not claimed).
+    assert_eq!(admin.allow(PAYER).await.status, 200);
+    let v = present(&app, "GET /free/x", &cred).await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    assert_eq!(present(&app, "GET /free/x", &lower).await.code(), "REPLAYED");
+    rows_settle_at(&db, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        db.query("SELECT kind, payer, amount::text FROM payments"),
+        vec![format!("proof|{PAYER}|0")]
+    );
+}
