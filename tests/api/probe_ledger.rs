@@ -507,3 +507,74 @@ async fn a_denied_payers_proof_on_a_free_route_claims_nothing_until_allowed() {
         vec![format!("proof|{PAYER}|0")]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_voucher_at_the_outbox_bound_serves_nothing_and_pays_after_the_drain() {
+    use crate::escrow_chain::sign_voucher;
+    use crate::session::PRICE;
+    use crate::session_vouchers::{channel, env_on_redis, present, session_offer, voucher_payload};
+
+    let c = tokio::task::block_in_place(|| channel(PRICE * 50));
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = env_on_redis(&c, &w, &unique_prefix());
+    with_ledger(&mut env, &db.url(), "gate-a");
+    // Not migrated yet: the outbox only grows, to its bound of 3.
+    env.insert("SETTLEGATE_LEDGER__OUTBOX_MAX".into(), "3".into());
+    let app = Served::start(&env);
+    let offer = session_offer(&app).await;
+    let sign =
+        |cumulative: u128| tokio::task::block_in_place(|| sign_voucher(PAYER_KEY, &c.escrow, 42431, &c.id, cumulative));
+
+    // One request per voucher, until the bound refuses one.
+    let mut served = 0u128;
+    let refused = loop {
+        let k = served + 1;
+        assert!(k <= 10, "the outbox bound never refused a voucher");
+        let v = present(&app, &offer, voucher_payload(&c.id, PRICE * k, &sign(PRICE * k))).await;
+        if v.status == 200 {
+            served = k;
+            continue;
+        }
+        break v;
+    };
+    assert!(served >= 1, "the first voucher is under the bound");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    // The same voucher again, still full: refused again, nothing served.
+    let k = served + 1;
+    let again = present(&app, &offer, voucher_payload(&c.id, PRICE * k, &sign(PRICE * k))).await;
+    assert_eq!(again.status, 503, "{:?}", again.body);
+
+    // Drained: the refused voucher serves its request, once.
+    migrate(&env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = present(&app, &offer, voucher_payload(&c.id, PRICE * k, &sign(PRICE * k))).await;
+        if v.status != 503 {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never drained: {:?}", v.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v.status, 200, "the refused voucher was not accepted: {:?}", v.body);
+    let spent = v.body.clone();
+    let v = present(&app, &offer, voucher_payload(&c.id, PRICE * k, &sign(PRICE * k))).await;
+    assert_eq!(v.status, 402, "its credit is spent: {:?} (first: {spent:?})", v.body);
+
+    // The books: k requests, k prices accepted and spent, nothing more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let want = format!("{}|{}|{k}", PRICE * k, PRICE * k);
+    loop {
+        let row = db.query("SELECT accepted, spent, served FROM channels");
+        if row == [want.clone()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{row:?} != {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = db.query("SELECT kind, count(*), sum(amount), sum(requests) FROM channel_events GROUP BY kind ORDER BY kind");
+    assert!(
+        events.iter().any(|e| e == &format!("voucher|{k}|{}|0", PRICE * k)),
+        "{events:?}"
+    );
+}
