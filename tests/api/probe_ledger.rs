@@ -572,9 +572,79 @@ async fn a_session_voucher_at_the_outbox_bound_serves_nothing_and_pays_after_the
         assert!(std::time::Instant::now() < deadline, "{row:?} != {want}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let events = db.query("SELECT kind, count(*), sum(amount), sum(requests) FROM channel_events GROUP BY kind ORDER BY kind");
+    let events =
+        db.query("SELECT kind, count(*), sum(amount), sum(requests) FROM channel_events GROUP BY kind ORDER BY kind");
     assert!(
         events.iter().any(|e| e == &format!("voucher|{k}|{}|0", PRICE * k)),
         "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_bad_input_by_code_and_never_prints_the_database_password() {
+    use crate::ledger::ledger_cli;
+    let db = FreshDb::new();
+    let w = Workdir::new();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    with_ledger(&mut env, &db.url(), "cli");
+    migrate(&env);
+    let run = |args: &[&str], env: &HashMap<String, String>| tokio::task::block_in_place(|| ledger_cli(args, env));
+
+    // Bad input: 2, with the parameter named, nothing written.
+    for (args, names) in [
+        (vec!["payments", "--limit", "0"], "limit"),
+        (vec!["payments", "--limit=-1"], "limit"),
+        (vec!["payments", "--payer", "0x12"], "payer"),
+        (vec!["payments", "--cursor", "bm90LWEtY3Vyc29y"], "cursor"),
+        (vec!["revenue", "--by", "week"], "by"),
+        (vec!["deny", "0x12", "--reason", "x"], "payer"),
+        (vec!["deny", PAYER, "--reason", "a\u{7}bell"], "reason"),
+        (vec!["allow", "not-an-address"], "payer"),
+    ] {
+        let (code, out, err) = run(&args, &env);
+        assert_eq!(code, 2, "{args:?}: {out} {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+    assert_eq!(db.query("SELECT count(*) FROM payer_denials")[0], "0");
+
+    // Another spelling denies the same payer, stored as enforcement reads it.
+    let shouting = format!("0X{}", PAYER[2..].to_ascii_uppercase());
+    let (code, out, err) = run(&["deny", &shouting, "--reason", "cli"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(PAYER), "{out}");
+    assert_eq!(db.query("SELECT payer FROM payer_denials"), vec![PAYER.to_owned()]);
+
+    // A database that does not answer: 1, and the URL's password is in no
+    // output.
+    let password = "probe26-db-password-7f3a";
+    let mut down = env.clone();
+    down.insert(
+        "SETTLEGATE_LEDGER__DATABASE_URL".into(),
+        format!("postgres://postgres:{password}@127.0.0.1:{}/nothing", free_port()),
+    );
+    for args in [
+        vec!["payments"],
+        vec!["denials"],
+        vec!["deny", PAYER, "--reason", "x"],
+        vec!["status"],
+    ] {
+        let (code, out, err) = run(&args, &down);
+        assert_eq!(code, 1, "{args:?}: {out} {err}");
+        assert!(
+            !out.contains(password) && !err.contains(password),
+            "{args:?} printed the password: {err}"
+        );
+    }
+    // A URL that does not parse: refused, the password not echoed.
+    let mut bad = env.clone();
+    bad.insert(
+        "SETTLEGATE_LEDGER__DATABASE_URL".into(),
+        format!("postgres://postgres:{password}@127.0.0.1:notaport/db"),
+    );
+    let (code, out, err) = run(&["payments"], &bad);
+    assert_ne!(code, 0);
+    assert!(
+        !out.contains(password) && !err.contains(password),
+        "a bad URL's password echoed: {err}"
     );
 }
