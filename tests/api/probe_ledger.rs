@@ -648,3 +648,54 @@ async fn the_cli_refuses_bad_input_by_code_and_never_prints_the_database_passwor
         "a bad URL's password echoed: {err}"
     );
 }
+
+/// A denial whose commit outlives `admin.query_timeout_ms` (here: the
+/// server waits for a synchronous standby that does not exist, a
+/// misconfiguration PostgreSQL allows) is answered 503, yet it is in the
+/// table once the commit completes: the 503 must not say nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_whose_commit_outlives_the_timeout_is_not_called_unchanged() {
+    use crate::pg::{OwnPostgres, psql};
+    let pg = OwnPostgres::start();
+    let db = FreshDb::on(&pg.url());
+    let w = Workdir::new();
+    let (token, digest) = mint();
+    let mut env = serve_env(&w.genome(&Genome::single().signed()));
+    with_ledger(&mut env, &db.url(), "gate-a");
+    with_admin(&mut env, &token, &digest);
+    env.insert("SETTLEGATE_ADMIN__QUERY_TIMEOUT_MS".into(), "1000".into());
+    migrate(&env);
+    let app = Served::start(&env);
+    let admin = Admin::of(&app, &token);
+    assert_eq!(admin.ok("/admin/v1/denials").await["denials"], json!([]));
+
+    let admin_sql = format!("{}/postgres", pg.url());
+    psql(&admin_sql, "ALTER SYSTEM SET synchronous_standby_names = 'ghost'").unwrap();
+    psql(&admin_sql, "SELECT pg_reload_conf()").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = admin.deny(PAYER, "slow commit").await;
+    assert_eq!((v.status, v.code()), (503, "LEDGER_UNAVAILABLE"), "{:?}", v.body);
+    let detail = v.body["detail"].as_str().unwrap().to_owned();
+
+    // The standby requirement lifted: the waiting commit completes.
+    psql(&admin_sql, "ALTER SYSTEM RESET synchronous_standby_names").unwrap();
+    psql(&admin_sql, "SELECT pg_reload_conf()").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut rows = db.query("SELECT payer FROM payer_denials");
+    while rows.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rows = db.query("SELECT payer FROM payer_denials");
+    }
+    assert_eq!(rows, [PAYER.to_owned()], "the timed-out commit completed");
+    assert!(
+        !detail.contains("nothing was changed"),
+        "the 503 said nothing changed, yet the denial is in force: {detail}"
+    );
+    assert!(detail.contains("may have"), "{detail}");
+    // And the instance follows the table at its next refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.metric("settlegate_payer_denials ").await != 1 {
+        assert!(std::time::Instant::now() < deadline, "the denial never came into force");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
