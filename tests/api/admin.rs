@@ -47,7 +47,7 @@ pub(crate) fn with_admin(env: &mut HashMap<String, String>, token: &str, digest:
 
 /// The admin listener of `app`, called with `token`.
 pub(crate) struct Admin {
-    base: String,
+    pub(crate) base: String,
     token: String,
     client: reqwest::Client,
 }
@@ -62,7 +62,13 @@ impl Admin {
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Verified {
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Verified {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(a) = auth {
             req = req.header("authorization", a);
@@ -73,7 +79,7 @@ impl Admin {
         Verified::read(req.send().await.unwrap()).await
     }
 
-    fn bearer(&self) -> String {
+    pub(crate) fn bearer(&self) -> String {
         format!("Bearer {}", self.token)
     }
 
@@ -87,7 +93,7 @@ impl Admin {
         v.body
     }
 
-    async fn deny(&self, payer: &str, reason: &str) -> Verified {
+    pub(crate) async fn deny(&self, payer: &str, reason: &str) -> Verified {
         self.send(
             reqwest::Method::PUT,
             &format!("/admin/v1/denials/{payer}"),
@@ -97,7 +103,7 @@ impl Admin {
         .await
     }
 
-    async fn allow(&self, payer: &str) -> Verified {
+    pub(crate) async fn allow(&self, payer: &str) -> Verified {
         self.send(
             reqwest::Method::DELETE,
             &format!("/admin/v1/denials/{payer}"),

@@ -35,6 +35,7 @@ mod payment;
 mod pg;
 mod pricing;
 mod probe_charge;
+mod probe_ledger;
 mod proof;
 mod proxy;
 mod readme;

@@ -25,18 +25,18 @@ const CHAIN_ID: u64 = 42431;
 const FOREIGN_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 
 /// The test genome with `/free/*` priced at zero (GET).
-fn free_genome() -> Genome {
+pub(crate) fn free_genome() -> Genome {
     Genome::single().set(
         "/settlement/prices",
         json!([{"resource": "GET /free/*", "amount": "0"}]),
     )
 }
 
-fn key(hex_key: &str) -> SigningKey {
+pub(crate) fn key(hex_key: &str) -> SigningKey {
     SigningKey::from_slice(&hex::decode(&hex_key[2..]).unwrap()).unwrap()
 }
 
-fn address_of(k: &SigningKey) -> Address {
+pub(crate) fn address_of(k: &SigningKey) -> Address {
     Address::from_public_key(k.verifying_key())
 }
 
@@ -49,25 +49,25 @@ fn sign(k: &SigningKey, digest: B256) -> String {
 }
 
 /// The v3 proof (what mppx signs) by `k` for `offer`, naming `account`.
-fn proof_v3(k: &SigningKey, account: Address, offer: &HashMap<String, String>) -> String {
+pub(crate) fn proof_v3(k: &SigningKey, account: Address, offer: &HashMap<String, String>) -> String {
     sign(k, digest_v3(CHAIN_ID, account, &offer["id"], &offer["realm"]))
 }
 
-fn proof_payload(signature: &str) -> Value {
+pub(crate) fn proof_payload(signature: &str) -> Value {
     json!({"type": "proof", "signature": signature})
 }
 
-fn did(a: Address) -> String {
+pub(crate) fn did(a: Address) -> String {
     format!("did:pkh:eip155:{CHAIN_ID}:{}", a.to_checksum(None))
 }
 
-async fn offer_for(app: &Served, resource: &str) -> HashMap<String, String> {
+pub(crate) async fn offer_for(app: &Served, resource: &str) -> HashMap<String, String> {
     let v = app.verify(json!({ "resource": resource }), &[]).await;
     assert_eq!((v.status, v.code()), (402, "PAYMENT_REQUIRED"), "{:?}", v.body);
     payment_offer(&v)
 }
 
-async fn present(app: &Served, resource: &str, cred: &str) -> Verified {
+pub(crate) async fn present(app: &Served, resource: &str, cred: &str) -> Verified {
     app.verify(json!({ "credential": cred, "resource": resource }), &[])
         .await
 }

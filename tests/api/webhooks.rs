@@ -85,7 +85,7 @@ impl Drop for Receiver {
 }
 
 /// A fresh `whsec_` secret in a file of its own.
-fn secret_file(w: &Workdir, name: &str) -> (PathBuf, String) {
+pub(crate) fn secret_file(w: &Workdir, name: &str) -> (PathBuf, String) {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).unwrap();
     let secret = format!("whsec_{}", STANDARD.encode(bytes));
@@ -97,7 +97,7 @@ fn secret_file(w: &Workdir, name: &str) -> (PathBuf, String) {
 /// `env` with endpoint `name` at `url`, signed with the secret in `file`,
 /// on a schedule short enough for a test: retries after 1 s, doubling to
 /// 4 s, due deliveries looked for every 100 ms.
-fn with_webhook(env: &mut HashMap<String, String>, name: &str, url: &str, file: &Path) {
+pub(crate) fn with_webhook(env: &mut HashMap<String, String>, name: &str, url: &str, file: &Path) {
     let upper = name.to_uppercase();
     env.insert(format!("SETTLEGATE_WEBHOOKS__ENDPOINTS__{upper}__URL"), url.into());
     env.insert(
@@ -120,7 +120,7 @@ fn unix_now() -> f64 {
 }
 
 /// Waits until `done()` holds, failing with `what` after `within`.
-async fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
         assert!(Instant::now() < deadline, "{what}");
@@ -129,7 +129,7 @@ async fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) 
 }
 
 /// Deliveries by state.
-fn states(db: &FreshDb) -> BTreeMap<String, usize> {
+pub(crate) fn states(db: &FreshDb) -> BTreeMap<String, usize> {
     db.query("SELECT state, count(*) FROM webhook_deliveries GROUP BY state")
         .iter()
         .map(|l| {

@@ -24,6 +24,27 @@ impl AdminState {
     /// `work` on the ledger's database within the query timeout; what
     /// failed is logged, the client gets its cause only.
     async fn within<T>(&self, what: &str, work: impl Future<Output = Result<T, LedgerError>>) -> Result<T, ApiError> {
+        self.bounded(what, false, work).await
+    }
+
+    /// As [`Self::within`] for a change: one cut off (by the timeout, or a
+    /// connection lost) may still commit, its commit already under way on
+    /// the server, so the 503 says the change may have been made, and to
+    /// repeat it (PUT and DELETE are idempotent).
+    async fn within_change<T>(
+        &self,
+        what: &str,
+        work: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, ApiError> {
+        self.bounded(what, true, work).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        change: bool,
+        work: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, ApiError> {
         let e = match tokio::time::timeout(self.query_timeout, work).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e,
@@ -32,6 +53,12 @@ impl AdminState {
         tracing::warn!(cause = e.cause(), error = %e, "admin: {what}: the ledger's database did not answer");
         Err(ApiError::LedgerUnavailable(if e.schema_missing() {
             "the ledger's tables are missing: run `settlegate ledger migrate`".into()
+        } else if change {
+            format!(
+                "the ledger's database did not answer ({}); the change may have been made: repeat it (it is \
+                 idempotent) or read /admin/v1/denials",
+                e.cause()
+            )
         } else {
             format!(
                 "the ledger's database did not answer ({}); nothing was changed; retry later",
@@ -361,7 +388,7 @@ fn path_payer(payer: &str) -> Result<String, ApiError> {
         (status = 401, description = "No valid bearer token", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "A body over 4 KiB", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not application/json", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "LEDGER_UNAVAILABLE: nothing was changed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "LEDGER_UNAVAILABLE: the change may have been made (a commit cut off by the timeout); repeat it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn deny(
     state: web::Data<AdminState>,
@@ -371,7 +398,7 @@ pub async fn deny(
     let payer = path_payer(&payer)?;
     read::check_reason(&body.reason).map_err(bad)?;
     let denial = state
-        .within("denying a payer", async {
+        .within_change("denying a payer", async {
             read::deny(&state.client().await?, &payer, &body.reason).await
         })
         .await?;
@@ -388,12 +415,12 @@ pub async fn deny(
         (status = 200, description = "The payer is allowed (at once here, on the other instances within admin.deny_refresh_seconds); `removed` says whether it was denied", body = Allowed),
         (status = 400, description = "Not a payer address", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid bearer token", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "LEDGER_UNAVAILABLE: nothing was changed", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "LEDGER_UNAVAILABLE: the change may have been made (a commit cut off by the timeout); repeat it", body = crate::http::problem::ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn allow(state: web::Data<AdminState>, payer: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let payer = path_payer(&payer)?;
     let removed = state
-        .within("allowing a payer", async {
+        .within_change("allowing a payer", async {
             read::allow(&state.client().await?, &payer).await
         })
         .await?;
