@@ -588,6 +588,7 @@ async fn an_entry_that_is_not_a_record_is_kept_aside_and_blocks_nothing() {
     };
     xadd("replay:0xbad", "not json");
     xadd("channel:1:0x00:0x01", "{\"not\":\"a state\"}");
+    xadd("channel:not-a-channel", "{}");
     let app = Served::start(&env);
     ready(&app).await;
     let paid = chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000);
@@ -599,8 +600,12 @@ async fn an_entry_that_is_not_a_record_is_kept_aside_and_blocks_nothing() {
     let rejects = db.query("SELECT entry_key, convert_from(value, 'UTF8') FROM outbox_rejects ORDER BY id");
     assert_eq!(
         rejects,
-        ["replay:0xbad|not json", "channel:1:0x00:0x01|{\"not\":\"a state\"}"],
+        [
+            "replay:0xbad|not json",
+            "channel:1:0x00:0x01|{\"not\":\"a state\"}",
+            "channel:not-a-channel|{}"
+        ],
         "kept once each, with their bytes"
     );
-    assert_eq!(app.metric("settlegate_ledger_rejects_total").await, 2);
+    assert_eq!(app.metric("settlegate_ledger_rejects_total").await, 3);
 }

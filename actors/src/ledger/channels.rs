@@ -137,9 +137,21 @@ pub fn channel_name(key: &str) -> Option<&str> {
     key.strip_prefix("channel:")
 }
 
+/// Whether `name` is a channel's name the books can hold (its chain id
+/// fits the database's integers); why not, for `outbox_rejects`.
+pub fn readable_name(name: &str) -> Result<(), String> {
+    match crate::channels::parse_channel_key(name) {
+        None => Err("not a channel's name (<chain id>:<escrow>:<id>)".into()),
+        Some((chain_id, ..)) if i64::try_from(chain_id).is_err() => {
+            Err(format!("chain id {chain_id} is beyond what the ledger stores"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn u128_of(text: &str) -> Result<u128, LedgerError> {
     text.parse()
-        .map_err(|_| LedgerError::Pool("a channel amount beyond u128 in the ledger".into()))
+        .map_err(|_| LedgerError::Corrupt("a channel amount beyond u128".into()))
 }
 
 /// Applies each channel's states (in write order) in `client`'s
@@ -170,7 +182,7 @@ pub async fn write(
                  ON CONFLICT (channel) DO NOTHING RETURNING channel",
                 &[
                     &name,
-                    &(chain_id as i64),
+                    &i64::try_from(chain_id).unwrap_or(i64::MAX),
                     &hex(&escrow),
                     &id.to_string(),
                     &hex(&first.chain.payer),
@@ -246,7 +258,7 @@ pub async fn write(
         for e in events.iter().filter(|e| e.kind == "settlement") {
             settled.push(Settled {
                 channel: name.clone(),
-                chain_id: chain_id as i64,
+                chain_id: i64::try_from(chain_id).unwrap_or(i64::MAX),
                 escrow: hex(&escrow),
                 channel_id: id.to_string(),
                 payer: hex(&first.chain.payer),
@@ -330,6 +342,16 @@ mod tests {
         assert_eq!(sum(&events, "voucher"), 100);
         assert_eq!(sum(&events, "usage"), 20);
         assert_eq!(sum(&events, "settlement"), 0);
+    }
+
+    #[test]
+    fn only_names_the_books_can_hold_are_read() {
+        let id = format!("0x{}", "01".repeat(32));
+        let escrow = format!("0x{}", "e5".repeat(20));
+        assert_eq!(readable_name(&format!("42431:{escrow}:{id}")), Ok(()));
+        assert!(readable_name("42431:nonsense").is_err());
+        let too_far = format!("{}:{escrow}:{id}", u64::MAX);
+        assert!(readable_name(&too_far).unwrap_err().contains("beyond"));
     }
 
     #[test]

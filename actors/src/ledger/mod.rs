@@ -63,11 +63,21 @@ pub enum LedgerError {
     SchemaAhead { database: i32, code: i32 },
     #[error("migration {0} was applied with other text than this build ships")]
     SchemaChanged(i32),
+    /// The ledger holds a value this build cannot read back.
+    #[error("an unreadable value in the ledger: {0}")]
+    Corrupt(String),
 }
 
 impl LedgerError {
     /// Every [`LedgerError::cause`], so each series exists from the start.
-    pub const CAUSES: [&'static str; 5] = ["configuration", "database", "database_timeout", "store", "schema"];
+    pub const CAUSES: [&'static str; 6] = [
+        "configuration",
+        "database",
+        "database_timeout",
+        "store",
+        "schema",
+        "corrupt",
+    ];
 
     /// Whether the database lacks the ledger's tables (never migrated).
     pub fn schema_missing(&self) -> bool {
@@ -88,6 +98,7 @@ impl LedgerError {
             LedgerError::SchemaBehind { .. } | LedgerError::SchemaAhead { .. } | LedgerError::SchemaChanged(_) => {
                 "schema"
             }
+            LedgerError::Corrupt(_) => "corrupt",
         }
     }
 }
@@ -375,13 +386,20 @@ async fn copy_batch(
         Default::default();
     for e in &entries {
         if let Some(name) = channels::channel_name(&e.key) {
-            match serde_json::from_slice(&e.value) {
+            let state = match channels::readable_name(name) {
+                Err(reason) => Err(reason),
+                Ok(()) => serde_json::from_slice(&e.value).map_err(|err| format!("not a channel state: {err}")),
+            };
+            match state {
                 Ok(state) => channel_states.entry(name.to_owned()).or_default().push(state),
-                Err(err) => rejects.push(Reject {
-                    key: e.key.clone(),
-                    value: e.value.clone(),
-                    reason: format!("not a channel state: {err}"),
-                }),
+                Err(reason) => {
+                    tracing::error!(key = %e.key, reason = %reason, "an outbox entry is not a channel's state; kept in outbox_rejects");
+                    rejects.push(Reject {
+                        key: e.key.clone(),
+                        value: e.value.clone(),
+                        reason,
+                    });
+                }
             }
             continue;
         }
