@@ -825,3 +825,56 @@ async fn undecodable_open_and_top_up_transactions_are_refused_unbroadcast() {
     }
     assert_eq!(tokio::task::block_in_place(|| broadcasts(&c.chain)), before);
 }
+
+/// A denied payer's session `open` is refused before its transaction is
+/// broadcast (the channel stays unopened on chain, nothing accepted);
+/// allowed again, the very same open is broadcast once and serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_payers_open_is_never_broadcast_until_allowed() {
+    let w = Workdir::new();
+    let db = crate::pg::FreshDb::new();
+    let (chain, escrow) = tokio::task::block_in_place(|| {
+        let chain = Chain::start();
+        let escrow = deploy_escrow(&chain);
+        (chain, escrow)
+    });
+    let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
+    env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
+    env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), unique_prefix());
+    crate::ledger::with_ledger(&mut env, &db.url(), "gate-a");
+    let (token, digest) = crate::admin::mint();
+    crate::admin::with_admin(&mut env, &token, &digest);
+    crate::ledger::migrate(&env);
+    let app = Served::start(&env);
+    let admin = crate::admin::Admin::of(&app, &token);
+    assert_eq!(admin.deny(PAYER, "probe").await.status, 200);
+    let offer = session_offer(&app).await;
+
+    let salt = salt(9);
+    let id = payer_channel(&escrow, &salt);
+    let (tx, sig) = tokio::task::block_in_place(|| {
+        mine(&chain);
+        (
+            signed_open_tx(&chain, &escrow, PAYER_KEY, PAYEE, ALPHA_USD, PRICE * 10, &salt),
+            sign_voucher(PAYER_KEY, &escrow, CHAIN_ID, &id, PRICE),
+        )
+    });
+    let payload = open_payload(&id, &tx, PRICE, &sig);
+    let before = tokio::task::block_in_place(|| broadcasts(&chain));
+    let refused = present(&app, &offer, payload.clone()).await;
+    assert_eq!(refused.status, 402, "{:?}", refused.body);
+    assert_eq!(refused.reason(), "payer_denied", "{:?}", refused.body);
+    assert_eq!(
+        tokio::task::block_in_place(|| broadcasts(&chain)),
+        before,
+        "never broadcast"
+    );
+    let on_chain = tokio::task::block_in_place(|| channel_state(&chain, &escrow, &id));
+    assert_eq!(on_chain.deposit, 0, "the channel was not opened");
+
+    assert_eq!(admin.allow(PAYER).await.status, 200);
+    let served = present(&app, &offer, payload).await;
+    assert_eq!(served.status, 200, "{:?}", served.body);
+    assert_eq!(served.body["action"], "open");
+    assert_eq!(tokio::task::block_in_place(|| broadcasts(&chain)), before + 1);
+}
