@@ -45,6 +45,24 @@ pub(crate) fn with_admin(env: &mut HashMap<String, String>, token: &str, digest:
     env.insert("SGTEST_ADMIN_TOKEN".into(), token.into());
 }
 
+/// `env` with the ledger on `db` (migrated here, as `gate-a`) and the admin
+/// API for `digest`: the gate started and ready, and its admin listener
+/// called with `token`.
+pub(crate) async fn start_with_admin(
+    env: &mut HashMap<String, String>,
+    db: &str,
+    token: &str,
+    digest: &str,
+) -> (Served, Admin) {
+    with_ledger(env, db, "gate-a");
+    with_admin(env, token, digest);
+    migrate(env);
+    let app = Served::start(env);
+    ready(&app).await;
+    let admin = Admin::of(&app, token);
+    (app, admin)
+}
+
 /// The admin listener of `app`, called with `token`.
 pub(crate) struct Admin {
     pub(crate) base: String,
@@ -444,12 +462,7 @@ async fn pages_add_up_to_the_revenue_and_the_cli_reads_the_same_books() {
         json!([{"resource": "GET /reports/*", "amount": "2500000"}]),
     );
     let mut env = chain_env(&w.genome(&genome.signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "gate-a");
-    with_admin(&mut env, &token, &digest);
-    migrate(&env);
-    let app = Served::start(&env);
-    ready(&app).await;
-    let admin = Admin::of(&app, &token);
+    let (app, admin) = start_with_admin(&mut env, &db.url(), &token, &digest).await;
 
     // Two payers, two routes, amounts that differ.
     let plan: Vec<(bool, u64, Option<&str>)> = vec![
@@ -778,12 +791,7 @@ async fn a_denied_signers_pull_transaction_is_not_broadcast() {
         "SETTLEGATE_PAYMENT__SECRET".into(),
         "admin-test-payment-secret-0123456789abcdef".into(),
     );
-    with_ledger(&mut env, &db.url(), "gate-a");
-    with_admin(&mut env, &token, &digest);
-    migrate(&env);
-    let app = Served::start(&env);
-    ready(&app).await;
-    let admin = Admin::of(&app, &token);
+    let (app, admin) = start_with_admin(&mut env, &db.url(), &token, &digest).await;
 
     let offer = payment_offer(&app.verify(json!({}), &[]).await);
     let raw = tokio::task::block_in_place(|| signed_transfer(&chain, 1_000_000, &bound_memo(&offer)));

@@ -10,12 +10,6 @@ use crate::helpers::ALPHA_USD;
 
 const DEPOSIT: u128 = 10_000_000;
 
-fn chain_with_escrow() -> (Chain, String) {
-    let chain = Chain::start();
-    let escrow = deploy_escrow(&chain);
-    (chain, escrow)
-}
-
 #[test]
 fn the_escrow_deploys_where_expected_with_the_voucher_domain_and_grace_period() {
     let (chain, escrow) = chain_with_escrow();

@@ -526,3 +526,10 @@ pub fn pay_session(chain: &Chain, url: &str, args: &[&str]) -> Value {
         )
     })
 }
+
+/// A dev chain with the session escrow deployed on it, and its address.
+pub fn chain_with_escrow() -> (Chain, String) {
+    let chain = Chain::start();
+    let escrow = deploy_escrow(&chain);
+    (chain, escrow)
+}

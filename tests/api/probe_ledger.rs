@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::admin::{Admin, mint, with_admin};
+use crate::admin::{Admin, mint, start_with_admin, with_admin};
 use crate::chain::*;
 use crate::helpers::*;
 use crate::ledger::{booked, migrate, rows_settle_at, with_ledger};
@@ -37,12 +37,7 @@ async fn a_denied_payer_is_refused_by_every_scheme_and_spelling_and_retries_add_
         "SETTLEGATE_PAYMENT__SECRET".into(),
         "probe26-payment-secret-0123456789abcdef-not-for-production".into(),
     );
-    with_ledger(&mut env, &db.url(), "gate-a");
-    with_admin(&mut env, &token, &digest);
-    migrate(&env);
-    let app = Served::start(&env);
-    ready(&app).await;
-    let admin = Admin::of(&app, &token);
+    let (app, admin) = start_with_admin(&mut env, &db.url(), &token, &digest).await;
 
     // Paid before the denial, with an Idempotency-Key.
     let p0 = tokio::task::block_in_place(|| chain.transfer(ALPHA_USD, RECIPIENT, 1_000_000));
@@ -405,12 +400,7 @@ async fn amounts_past_i64_and_sums_past_u64_are_booked_and_summed_exactly() {
     let w = Workdir::new();
     let (token, digest) = mint();
     let mut env = chain_env(&w.genome(&Genome::single().signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "gate-a");
-    with_admin(&mut env, &token, &digest);
-    migrate(&env);
-    let app = Served::start(&env);
-    ready(&app).await;
-    let admin = Admin::of(&app, &token);
+    let (app, admin) = start_with_admin(&mut env, &db.url(), &token, &digest).await;
 
     // 10^19 > i64::MAX; with 1.5 * 10^19 the sum is past u64::MAX.
     let (big, bigger) = ("10000000000000000000", "15000000000000000000");
@@ -466,12 +456,7 @@ async fn a_denied_payers_proof_on_a_free_route_claims_nothing_until_allowed() {
     let w = Workdir::new();
     let (token, digest) = mint();
     let mut env = crate::mpp_clients::payment_env(&w.genome(&free_genome().signed()), &chain.url);
-    with_ledger(&mut env, &db.url(), "gate-a");
-    with_admin(&mut env, &token, &digest);
-    migrate(&env);
-    let app = Served::start(&env);
-    ready(&app).await;
-    let admin = Admin::of(&app, &token);
+    let (app, admin) = start_with_admin(&mut env, &db.url(), &token, &digest).await;
     let payer = key(PAYER_KEY);
     let me = address_of(&payer);
 

@@ -136,11 +136,7 @@ fn payer_channel(escrow: &str, salt: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn mppx_pays_100_requests_through_an_app_that_calls_v1_verify() {
     let w = Workdir::new();
-    let (chain, escrow) = tokio::task::block_in_place(|| {
-        let chain = Chain::start();
-        let escrow = deploy_escrow(&chain);
-        (chain, escrow)
-    });
+    let (chain, escrow) = tokio::task::block_in_place(chain_with_escrow);
     let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
     env.extend(settler_env(&w));
     let app = Served::start(&env);
@@ -243,11 +239,7 @@ async fn the_front_hands_the_gates_refusal_to_the_client_unchanged() {
 async fn an_open_is_broadcast_once_and_serves_only_what_its_voucher_covers() {
     let w = Workdir::new();
     let prefix = unique_prefix();
-    let (chain, escrow) = tokio::task::block_in_place(|| {
-        let chain = Chain::start();
-        let escrow = deploy_escrow(&chain);
-        (chain, escrow)
-    });
+    let (chain, escrow) = tokio::task::block_in_place(chain_with_escrow);
     let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
     env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
     env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), prefix.clone());
@@ -318,11 +310,7 @@ async fn an_open_is_broadcast_once_and_serves_only_what_its_voucher_covers() {
 async fn a_forged_open_is_refused_before_any_broadcast_and_writes_nothing() {
     let w = Workdir::new();
     let prefix = unique_prefix();
-    let (chain, escrow) = tokio::task::block_in_place(|| {
-        let chain = Chain::start();
-        let escrow = deploy_escrow(&chain);
-        (chain, escrow)
-    });
+    let (chain, escrow) = tokio::task::block_in_place(chain_with_escrow);
     let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
     env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
     env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), prefix.clone());
@@ -452,11 +440,7 @@ async fn a_forged_open_is_refused_before_any_broadcast_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_that_reverts_is_refused_and_not_broadcast_again() {
     let w = Workdir::new();
-    let (chain, escrow) = tokio::task::block_in_place(|| {
-        let chain = Chain::start();
-        let escrow = deploy_escrow(&chain);
-        (chain, escrow)
-    });
+    let (chain, escrow) = tokio::task::block_in_place(chain_with_escrow);
     let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
     env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
     env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), unique_prefix());
@@ -833,11 +817,7 @@ async fn undecodable_open_and_top_up_transactions_are_refused_unbroadcast() {
 async fn a_denied_payers_open_is_never_broadcast_until_allowed() {
     let w = Workdir::new();
     let db = crate::pg::FreshDb::new();
-    let (chain, escrow) = tokio::task::block_in_place(|| {
-        let chain = Chain::start();
-        let escrow = deploy_escrow(&chain);
-        (chain, escrow)
-    });
+    let (chain, escrow) = tokio::task::block_in_place(chain_with_escrow);
     let mut env = payment_env(&w.genome(&session_genome(&escrow).signed()), &chain.url);
     env.insert("SETTLEGATE_REDIS__URL".into(), redis_url());
     env.insert("SETTLEGATE_REDIS__KEY_PREFIX".into(), unique_prefix());
